@@ -1,0 +1,97 @@
+//! Stable error codes shared by the CLI and (later) the API, each with a documented process exit
+//! code. Codes are part of the public contract: never rename one.
+
+use serde::{Deserialize, Serialize};
+
+/// A stable, machine-readable error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    InvalidArgument,
+    InvalidConfig,
+    RunNotFound,
+    RunAmbiguous,
+    RunIdConflict,
+    RunActive,
+    AgentNotFound,
+    AgentUnavailable,
+    NotAGitRepo,
+    BaseNotFound,
+    WorktreeDirty,
+    InvalidStateTransition,
+    StateDirUnusable,
+    GitFailed,
+    SpawnFailed,
+    Io,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::InvalidArgument,
+        ErrorCode::InvalidConfig,
+        ErrorCode::RunNotFound,
+        ErrorCode::RunAmbiguous,
+        ErrorCode::RunIdConflict,
+        ErrorCode::RunActive,
+        ErrorCode::AgentNotFound,
+        ErrorCode::AgentUnavailable,
+        ErrorCode::NotAGitRepo,
+        ErrorCode::BaseNotFound,
+        ErrorCode::WorktreeDirty,
+        ErrorCode::InvalidStateTransition,
+        ErrorCode::StateDirUnusable,
+        ErrorCode::GitFailed,
+        ErrorCode::SpawnFailed,
+        ErrorCode::Io,
+        ErrorCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::InvalidConfig => "INVALID_CONFIG",
+            ErrorCode::RunNotFound => "RUN_NOT_FOUND",
+            ErrorCode::RunAmbiguous => "RUN_AMBIGUOUS",
+            ErrorCode::RunIdConflict => "RUN_ID_CONFLICT",
+            ErrorCode::RunActive => "RUN_ACTIVE",
+            ErrorCode::AgentNotFound => "AGENT_NOT_FOUND",
+            ErrorCode::AgentUnavailable => "AGENT_UNAVAILABLE",
+            ErrorCode::NotAGitRepo => "NOT_A_GIT_REPO",
+            ErrorCode::BaseNotFound => "BASE_NOT_FOUND",
+            ErrorCode::WorktreeDirty => "WORKTREE_DIRTY",
+            ErrorCode::InvalidStateTransition => "INVALID_STATE_TRANSITION",
+            ErrorCode::StateDirUnusable => "STATE_DIR_UNUSABLE",
+            ErrorCode::GitFailed => "GIT_FAILED",
+            ErrorCode::SpawnFailed => "SPAWN_FAILED",
+            ErrorCode::Io => "IO_ERROR",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+
+    /// The process exit code for this error (sysexits-style, so it does not collide with the
+    /// small codes agents use and `run` passes through).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorCode::InvalidArgument => 64,
+            ErrorCode::RunNotFound
+            | ErrorCode::AgentNotFound
+            | ErrorCode::BaseNotFound
+            | ErrorCode::RunAmbiguous => 66,
+            ErrorCode::AgentUnavailable | ErrorCode::NotAGitRepo => 69,
+            ErrorCode::Internal | ErrorCode::SpawnFailed | ErrorCode::GitFailed => 70,
+            ErrorCode::Io | ErrorCode::StateDirUnusable => 74,
+            ErrorCode::RunIdConflict
+            | ErrorCode::RunActive
+            | ErrorCode::WorktreeDirty
+            | ErrorCode::InvalidStateTransition => 75,
+            ErrorCode::InvalidConfig => 78,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

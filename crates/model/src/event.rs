@@ -1,0 +1,92 @@
+//! The versioned event schema. A run's history is an append-only sequence of [`Event`]s with
+//! per-run sequence numbers; everything else (state, the query projection) is derived from it.
+//! The schema is documented in `docs/events.md`; change it only by adding optional fields or new
+//! variants, and bump [`EVENT_SCHEMA_VERSION`] for anything else.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::RunId;
+use crate::outcome::StopReason;
+use crate::spec::{LaunchPlan, RunSpec};
+use crate::state::RunState;
+
+/// Version written in every event's `v` field.
+pub const EVENT_SCHEMA_VERSION: u32 = 1;
+
+/// One record of a run's event log (one JSON line).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Schema version.
+    pub v: u32,
+    /// Per-run sequence number, starting at 1, without gaps.
+    pub seq: u64,
+    /// When the writer recorded it.
+    pub ts: jiff::Timestamp,
+    pub run_id: RunId,
+    pub data: EventData,
+}
+
+/// What happened. Serialized with a `type` tag.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventData {
+    /// The run was recorded: the request and its resolution.
+    Created { spec: RunSpec, plan: LaunchPlan },
+    /// A supervisor took the run.
+    Preparing {
+        supervisor_pid: u32,
+        /// Process start time (clock ticks since boot), so a pid can't be mistaken after reuse.
+        supervisor_start_time: u64,
+    },
+    /// The worktree and branch exist.
+    WorktreeReady { path: PathBuf, branch: String, base_commit: String, elapsed_ms: u64 },
+    /// A lifecycle hook (`pre-run`, `post-run`) ran.
+    HookFinished {
+        hook: String,
+        exit_code: Option<i32>,
+        elapsed_ms: u64,
+        /// The last few KiB of the hook's combined output.
+        output_tail: String,
+    },
+    /// The agent process started.
+    Started { pid: u32, pgid: u32, start_time: u64, argv: Vec<String>, tty: bool },
+    /// The agent's process group was stopped.
+    Paused { reason: String },
+    /// The agent's process group was continued.
+    Resumed { reason: String },
+    /// A stop began; signals follow.
+    StopRequested { reason: StopReason, grace_ms: u64 },
+    /// A signal was sent to processes of the run.
+    SignalSent { signal: String, pids: Vec<u32>, pgid: Option<u32> },
+    /// The agent's main process ended.
+    Exited { exit_code: Option<i32>, signal: Option<String>, elapsed_ms: u64 },
+    /// The run reached a terminal state.
+    Finished { state: RunState, reason: String, exit_code: Option<i32>, signal: Option<String> },
+    /// The supervisor disappeared without an outcome; recorded by whoever noticed.
+    Lost { reason: String, detected_by: String },
+    /// The worktree was removed (`rm`, `gc`).
+    WorktreeRemoved { path: PathBuf, forced: bool },
+}
+
+impl EventData {
+    /// The `type` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventData::Created { .. } => "created",
+            EventData::Preparing { .. } => "preparing",
+            EventData::WorktreeReady { .. } => "worktree_ready",
+            EventData::HookFinished { .. } => "hook_finished",
+            EventData::Started { .. } => "started",
+            EventData::Paused { .. } => "paused",
+            EventData::Resumed { .. } => "resumed",
+            EventData::StopRequested { .. } => "stop_requested",
+            EventData::SignalSent { .. } => "signal_sent",
+            EventData::Exited { .. } => "exited",
+            EventData::Finished { .. } => "finished",
+            EventData::Lost { .. } => "lost",
+            EventData::WorktreeRemoved { .. } => "worktree_removed",
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The vocabulary of agentctl: ids, run states and their pure transitions, the versioned event
+//! schema, run specs, stable error codes and the `Provider` seam. Nothing in this crate does IO;
+//! every other crate speaks in these types.
+
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod outcome;
+pub mod provider;
+pub mod spec;
+pub mod state;
+
+pub use error::ErrorCode;
+pub use event::{Event, EventData, EVENT_SCHEMA_VERSION};
+pub use ids::{InvalidRunId, RunId};
+pub use outcome::{ExitInfo, StopReason};
+pub use spec::{LaunchPlan, PromptVia, RunSpec};
+pub use state::{RunState, TransitionError};

@@ -1,0 +1,82 @@
+//! The provider seam: where a run's process lives. The engine only talks to `dyn Provider`; the
+//! local-process provider is the first implementation (in `supervise`), and container, remote
+//! worker or cloud-VM providers implement the same trait without changes to the engine.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::RunId;
+
+/// A request delivered to a run's supervisor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// Stop the run: SIGINT, then SIGTERM, then SIGKILL, `grace_ms` apart.
+    Stop { grace_ms: u64 },
+}
+
+/// Whether a run's supervisor is alive, as far as the provider can prove.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SupervisorStatus {
+    /// Never started by this provider.
+    NotStarted,
+    /// Alive, with its process id.
+    Alive { pid: u32 },
+    /// Started once and no longer alive.
+    Gone,
+}
+
+/// Which stream a chunk of output came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// A pseudo-terminal merges both.
+    Pty,
+}
+
+/// One captured chunk of agent output, exactly as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputChunk {
+    pub ts: jiff::Timestamp,
+    pub stream: Stream,
+    pub data: Vec<u8>,
+}
+
+/// Output records read from a cursor, and the cursor to continue from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogBatch {
+    pub chunks: Vec<OutputChunk>,
+    pub next_offset: u64,
+}
+
+/// A provider failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{provider} provider: {message}")]
+pub struct ProviderError {
+    pub provider: &'static str,
+    pub message: String,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// Where runs' processes live.
+pub trait Provider: Send + Sync {
+    /// A short stable name recorded in each run's launch plan (`local`).
+    fn name(&self) -> &'static str;
+    /// Allocates what the run needs before it starts. Idempotent.
+    fn create(&self, run: &RunId) -> Result<(), ProviderError>;
+    /// Launches the run's supervisor and returns without waiting for the agent.
+    fn start(&self, run: &RunId) -> Result<(), ProviderError>;
+    /// Delivers a control request to the run's supervisor.
+    fn signal(&self, run: &RunId, request: &ControlRequest) -> Result<(), ProviderError>;
+    /// Whether the run's supervisor is alive.
+    fn status(&self, run: &RunId) -> Result<SupervisorStatus, ProviderError>;
+    /// Every run whose supervisor is alive (for reconcile).
+    fn list(&self) -> Result<Vec<RunId>, ProviderError>;
+    /// Reads captured output from `offset` on.
+    fn logs(&self, run: &RunId, offset: u64) -> Result<LogBatch, ProviderError>;
+    /// Kills whatever of the run is left and releases its placement.
+    fn destroy(&self, run: &RunId) -> Result<(), ProviderError>;
+}

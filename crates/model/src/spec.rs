@@ -1,0 +1,82 @@
+//! What a caller asked for ([`RunSpec`], compared for idempotent creation) and how it was
+//! resolved before anything started ([`LaunchPlan`]). Both are recorded in the run's first event.
+//! Neither ever holds a secret value: secrets are passed by name only.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The request that created a run. Two creates with the same id and an equal spec are the same run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Agent name (a preset, a user/repo definition, or `command`).
+    pub agent: String,
+    /// The task given to the agent, if any.
+    pub prompt: Option<String>,
+    /// For the `command` agent: the program and its arguments.
+    pub command: Vec<String>,
+    /// Top-level directory of the user's repository.
+    pub repo: PathBuf,
+    /// The base ref as the caller wrote it (`HEAD` by default).
+    pub base: String,
+    /// Extra environment given with `--env` (recorded; use secrets for sensitive values).
+    pub env: BTreeMap<String, String>,
+    /// Free-form labels for filtering.
+    pub labels: BTreeMap<String, String>,
+    /// Hard wall-clock limit in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Limit on silence (no output) in milliseconds.
+    pub idle_timeout_ms: Option<u64>,
+    /// Keep the worktree even when `gc` would remove it.
+    pub keep: bool,
+}
+
+/// How the prompt reaches the agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptVia {
+    /// Substituted into the argv (`{prompt}`), or appended as the last argument.
+    #[default]
+    Arg,
+    /// Written to the agent's standard input, which is then closed.
+    Stdin,
+    /// Written to a file outside the worktree whose path is substituted for `{prompt_file}`.
+    File,
+}
+
+impl PromptVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptVia::Arg => "arg",
+            PromptVia::Stdin => "stdin",
+            PromptVia::File => "file",
+        }
+    }
+}
+
+/// The resolved invocation, fixed at creation so the supervisor only executes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchPlan {
+    /// The program and arguments, templates already rendered.
+    pub argv: Vec<String>,
+    pub prompt_via: PromptVia,
+    /// Where the prompt file is written when `prompt_via = file`.
+    pub prompt_file: Option<PathBuf>,
+    /// Non-secret environment for the agent: the agent definition's `env`, then `--env`.
+    pub env: BTreeMap<String, String>,
+    /// Names of secret variables passed through from the caller's environment (values never recorded).
+    pub secret_env: Vec<String>,
+    /// Run the agent on a pseudo-terminal.
+    pub tty: bool,
+    /// The commit the worktree starts from.
+    pub base_commit: String,
+    /// The run's worktree.
+    pub worktree: PathBuf,
+    /// The run's branch.
+    pub branch: String,
+    /// Which provider places the run (`local`).
+    pub provider: String,
+    /// Grace between stop signals, in milliseconds.
+    pub grace_ms: u64,
+}

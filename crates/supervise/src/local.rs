@@ -1,0 +1,251 @@
+//! The local-process provider: each run's supervisor is a detached process of this same binary
+//! (`agentctl __supervise <run-id>`), in its own session, that outlives the command that started
+//! it. Files in the run's directory are the whole protocol between it and everyone else:
+//!
+//! - `supervisor.lock`: the supervisor holds an exclusive `flock` on it for its whole life, so
+//!   "lock free" proves the supervisor is gone, whatever happened to it (even SIGKILL);
+//! - `supervisor.pid`: its pid; `agent.pid`: the agent's pid, start time and process group;
+//! - `control/stop.json`: a stop request, picked up within one tick;
+//! - `output.jsonl`: captured output ([`crate::output`]).
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use model::provider::{ControlRequest, LogBatch, Provider, ProviderError, SupervisorStatus};
+use model::RunId;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::{output, proctree};
+
+const NAME: &str = "local";
+
+fn err(message: impl Into<String>, source: impl Into<Option<io::Error>>) -> ProviderError {
+    ProviderError {
+        provider: NAME,
+        message: message.into(),
+        source: source.into().map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+    }
+}
+
+/// The files of one run that the local provider and its supervisor share.
+#[derive(Clone, Debug)]
+pub struct RunFiles {
+    dir: PathBuf,
+}
+
+impl RunFiles {
+    pub fn new(run_dir: impl Into<PathBuf>) -> Self {
+        RunFiles { dir: run_dir.into() }
+    }
+    pub fn lock_path(&self) -> PathBuf {
+        self.dir.join("supervisor.lock")
+    }
+    pub fn pid_path(&self) -> PathBuf {
+        self.dir.join("supervisor.pid")
+    }
+    pub fn agent_pid_path(&self) -> PathBuf {
+        self.dir.join("agent.pid")
+    }
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("supervisor.log")
+    }
+    pub fn control_dir(&self) -> PathBuf {
+        self.dir.join("control")
+    }
+    pub fn stop_request_path(&self) -> PathBuf {
+        self.control_dir().join("stop.json")
+    }
+    pub fn output_path(&self) -> PathBuf {
+        self.dir.join("output.jsonl")
+    }
+
+    /// Whether a live process holds the supervisor lock.
+    pub fn supervisor_alive(&self) -> io::Result<Option<bool>> {
+        let file = match File::open(self.lock_path()) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match Flock::lock(file, FlockArg::LockSharedNonblock) {
+            Ok(_released_on_drop) => Ok(Some(false)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(Some(true)),
+            Err((_, e)) => Err(io::Error::from(e)),
+        }
+    }
+
+    /// Takes the supervisor lock (for the life of the returned guard) and writes the pid file.
+    pub fn acquire_supervisor_lock(&self) -> io::Result<SupervisorLock> {
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(self.lock_path())?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+            if e == nix::errno::Errno::EWOULDBLOCK {
+                io::Error::new(io::ErrorKind::WouldBlock, "another supervisor owns this run")
+            } else {
+                io::Error::from(e)
+            }
+        })?;
+        write_atomic(&self.pid_path(), format!("{}\n", std::process::id()).as_bytes())?;
+        Ok(SupervisorLock { _lock: lock })
+    }
+
+    /// Records the agent's fingerprint so a later cleanup can prove a process is the run's.
+    pub fn write_agent_pid(&self, pid: u32, start_time: u64, pgid: u32) -> io::Result<()> {
+        write_atomic(&self.agent_pid_path(), format!("{pid} {start_time} {pgid}\n").as_bytes())
+    }
+
+    fn read_agent_pid(&self) -> Option<(u32, u64, u32)> {
+        let text = fs::read_to_string(self.agent_pid_path()).ok()?;
+        let mut it = text.split_whitespace().map(|s| s.parse::<u64>().ok());
+        Some((it.next()?? as u32, it.next()??, it.next()?? as u32))
+    }
+
+    /// Takes a pending control request, if any.
+    pub fn take_control(&self) -> Option<ControlRequest> {
+        let path = self.stop_request_path();
+        let text = fs::read_to_string(&path).ok()?;
+        let _ = fs::remove_file(&path);
+        serde_json::from_str(&text).ok()
+    }
+}
+
+/// Held by a live supervisor; dropping it (or dying) releases the run.
+#[derive(Debug)]
+pub struct SupervisorLock {
+    _lock: Flock<File>,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+}
+
+/// Runs supervisors as local processes.
+#[derive(Clone, Debug)]
+pub struct LocalProvider {
+    exe: PathBuf,
+    state_dir: PathBuf,
+    runs_dir: PathBuf,
+    /// Extra arguments for the supervisor process (e.g. log settings).
+    extra_args: Vec<OsString>,
+}
+
+impl LocalProvider {
+    /// `exe` is this binary; the supervisor is started as `exe __supervise --state-dir DIR ID`.
+    pub fn new(exe: PathBuf, state_dir: PathBuf, runs_dir: PathBuf) -> Self {
+        LocalProvider { exe, state_dir, runs_dir, extra_args: Vec::new() }
+    }
+
+    pub fn with_args(mut self, args: Vec<OsString>) -> Self {
+        self.extra_args = args;
+        self
+    }
+
+    fn files(&self, run: &RunId) -> RunFiles {
+        RunFiles::new(self.runs_dir.join(run.as_str()))
+    }
+}
+
+impl Provider for LocalProvider {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn create(&self, run: &RunId) -> Result<(), ProviderError> {
+        fs::create_dir_all(self.files(run).control_dir()).map_err(|e| err("cannot create control dir", e))
+    }
+
+    fn start(&self, run: &RunId) -> Result<(), ProviderError> {
+        let files = self.files(run);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(files.log_path())
+            .map_err(|e| err("cannot open supervisor log", e))?;
+        let log2 = log.try_clone().map_err(|e| err("cannot open supervisor log", e))?;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("__supervise")
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .args(&self.extra_args)
+            .arg(run.as_str())
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2));
+        // SAFETY: setsid is async-signal-safe; it detaches the supervisor from our session so
+        // a terminal hangup or Ctrl-C aimed at the caller does not reach it.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(io::Error::from)?;
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| err(format!("cannot start supervisor {}", self.exe.display()), e))?;
+        tracing::debug!(run.id = %run, supervisor.pid = child.id(), "supervisor started");
+        // Reaped by whoever outlives it (init or our own exit); never waited on here.
+        std::mem::forget(child);
+        Ok(())
+    }
+
+    fn signal(&self, run: &RunId, request: &ControlRequest) -> Result<(), ProviderError> {
+        let files = self.files(run);
+        fs::create_dir_all(files.control_dir()).map_err(|e| err("cannot create control dir", e))?;
+        let body = serde_json::to_vec(request).expect("control requests serialize");
+        write_atomic(&files.stop_request_path(), &body).map_err(|e| err("cannot write control request", e))
+    }
+
+    fn status(&self, run: &RunId) -> Result<SupervisorStatus, ProviderError> {
+        let files = self.files(run);
+        match files.supervisor_alive().map_err(|e| err("cannot check supervisor lock", e))? {
+            None => Ok(SupervisorStatus::NotStarted),
+            Some(false) => Ok(SupervisorStatus::Gone),
+            Some(true) => {
+                let pid = fs::read_to_string(files.pid_path())
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(0);
+                Ok(SupervisorStatus::Alive { pid })
+            }
+        }
+    }
+
+    fn list(&self) -> Result<Vec<RunId>, ProviderError> {
+        let mut out = Vec::new();
+        let entries = fs::read_dir(&self.runs_dir).map_err(|e| err("cannot list runs", e))?;
+        for entry in entries.flatten() {
+            let Some(id) = entry.file_name().to_str().and_then(|n| RunId::parse(n).ok()) else {
+                continue;
+            };
+            if matches!(self.status(&id)?, SupervisorStatus::Alive { .. }) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn logs(&self, run: &RunId, offset: u64) -> Result<LogBatch, ProviderError> {
+        output::read_from(&self.files(run).output_path(), offset).map_err(|e| err("cannot read output", e))
+    }
+
+    fn destroy(&self, run: &RunId) -> Result<(), ProviderError> {
+        let files = self.files(run);
+        if files.supervisor_alive().map_err(|e| err("cannot check supervisor lock", e))? == Some(true) {
+            return Err(err("the run's supervisor is still alive; stop the run first", None));
+        }
+        // A supervisor that died (e.g. SIGKILL) may have left the agent running: kill its process
+        // group, but only if the recorded pid still is the process we started.
+        if let Some((pid, start_time, pgid)) = files.read_agent_pid()
+            && proctree::is_same_process(pid, start_time)
+        {
+            tracing::warn!(run.id = %run, agent.pid = pid, "killing agent left by a dead supervisor");
+            let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
+        }
+        Ok(())
+    }
+}

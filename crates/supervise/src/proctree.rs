@@ -1,0 +1,109 @@
+//! The process tree of a run, read from `/proc`. The supervisor is a child subreaper, so every
+//! process the agent starts — including grandchildren that double-fork or call `setsid` — stays
+//! its descendant; walking the tree from the supervisor's pid finds all of them.
+
+use std::collections::HashMap;
+use std::fs;
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+/// What `/proc/<pid>/stat` says about one process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: u32,
+    pub ppid: u32,
+    pub pgid: u32,
+    pub state: char,
+    /// Start time in clock ticks after boot: with the pid, a fingerprint that survives pid reuse.
+    pub start_time: u64,
+}
+
+/// Reads one process's stat line.
+pub fn stat(pid: u32) -> Option<ProcStat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// Parses a `/proc/<pid>/stat` line (the command name may contain spaces and parentheses).
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let pid = text.split(' ').next()?.parse().ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // fields[0] is field 3 (state); start time is field 22.
+    Some(ProcStat {
+        pid,
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        pgid: fields.get(2)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+fn all_processes() -> Vec<ProcStat> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter_map(stat)
+        .collect()
+}
+
+/// Live (non-zombie) descendants of `root`, excluding `root` itself.
+pub fn live_descendants(root: u32) -> Vec<ProcStat> {
+    let procs = all_processes();
+    let mut children: HashMap<u32, Vec<&ProcStat>> = HashMap::new();
+    for p in &procs {
+        children.entry(p.ppid).or_default().push(p);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        for child in children.get(&pid).into_iter().flatten() {
+            stack.push(child.pid);
+            if child.state != 'Z' && child.state != 'X' {
+                out.push(**child);
+            }
+        }
+    }
+    out.sort_by_key(|p| p.pid);
+    out
+}
+
+/// Sends `sig` to a process group and to each listed process; returns the pids signalled.
+pub fn signal_all(pgid: Option<u32>, pids: &[u32], sig: Signal) -> Vec<u32> {
+    if let Some(pgid) = pgid {
+        let _ = killpg(Pid::from_raw(pgid as i32), sig);
+    }
+    pids.iter()
+        .copied()
+        .filter(|&pid| kill(Pid::from_raw(pid as i32), sig).is_ok())
+        .collect()
+}
+
+/// Whether `pid` is alive and still the process that started at `start_time`.
+pub fn is_same_process(pid: u32, start_time: u64) -> bool {
+    stat(pid).is_some_and(|s| s.start_time == start_time && s.state != 'Z')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_with_spaces_and_parens() {
+        let line = "4242 (we(ir) d) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
+        let s = parse_stat(line).expect("parses");
+        assert_eq!((s.pid, s.ppid, s.pgid, s.state, s.start_time), (4242, 1, 4242, 'S', 987654));
+    }
+
+    #[test]
+    fn reads_own_process() {
+        let me = std::process::id();
+        let s = stat(me).expect("own stat");
+        assert_eq!(s.pid, me);
+        assert!(is_same_process(me, s.start_time));
+        assert!(!is_same_process(me, s.start_time + 1));
+    }
+}

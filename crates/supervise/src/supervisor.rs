@@ -1,0 +1,253 @@
+//! The supervision loop: one owner of the agent's lifecycle. Everything that can happen — output,
+//! a child exiting, a signal to the supervisor, a control request, a deadline — arrives as a
+//! [`LoopEvent`] or is checked on the loop's tick, and is handled in one place. It enforces the
+//! hard and idle timeouts by itself, escalates stops SIGINT → SIGTERM → SIGKILL to the whole
+//! process tree, and returns only when no process of the run is left.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use model::outcome::{ExitInfo, StopReason};
+use model::provider::{ControlRequest, Stream};
+use model::EventData;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::proctree;
+use crate::spawn::{self, ProcessSpec};
+
+/// Something the loop reacts to.
+#[derive(Debug)]
+pub enum LoopEvent {
+    Output(Stream, Vec<u8>),
+    Eof(Stream),
+    /// A signal delivered to the supervisor process.
+    Signal(i32),
+}
+
+/// Where the loop reports; implemented by the caller (the engine writes events and output).
+pub trait Sink {
+    /// Captured output, in arrival order.
+    fn output(&mut self, stream: Stream, data: &[u8]);
+    /// A lifecycle event; an error here is logged and the loop goes on (the agent is still ours).
+    fn event(&mut self, data: EventData);
+    /// A pending control request, if any (polled every tick).
+    fn poll_control(&mut self) -> Option<ControlRequest>;
+}
+
+/// Limits enforced by the supervisor.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    /// Default grace between stop signals.
+    pub grace: Duration,
+}
+
+/// How the agent ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentEnd {
+    pub exit: ExitInfo,
+    pub stop: Option<StopReason>,
+    pub elapsed: Duration,
+}
+
+/// The channel the loop listens on. Create it before anything else so signals to the
+/// supervisor are never lost; pass the sender to a signal forwarder.
+pub fn channel() -> (Sender<LoopEvent>, Receiver<LoopEvent>) {
+    mpsc::channel()
+}
+
+/// Installs handlers that forward SIGCHLD, SIGTERM, SIGINT and SIGHUP to the loop. Call once,
+/// early in the supervisor process.
+pub fn forward_signals(tx: Sender<LoopEvent>) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            if tx.send(LoopEvent::Signal(sig)).is_err() {
+                break;
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// Makes this process a child subreaper so orphaned descendants stay in its tree.
+pub fn become_subreaper() -> nix::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
+}
+
+struct Escalation {
+    /// Signals still to send, in order.
+    remaining: VecDeque<Signal>,
+    next_at: Instant,
+    grace: Duration,
+}
+
+const TICK: Duration = Duration::from_millis(100);
+const STOP_TICK: Duration = Duration::from_millis(25);
+
+/// Starts the agent and supervises it to the end. Emits `started`, `stop_requested`,
+/// `signal_sent` and `exited` through `sink`.
+pub fn supervise(
+    spec: &ProcessSpec,
+    limits: Limits,
+    tx: Sender<LoopEvent>,
+    rx: &Receiver<LoopEvent>,
+    sink: &mut dyn Sink,
+) -> std::io::Result<AgentEnd> {
+    let me = std::process::id();
+    let (agent, mut open_streams) = spawn::spawn(spec, &tx)?;
+    drop(tx);
+    let started = Instant::now();
+    let start_time = proctree::stat(agent.pid).map(|s| s.start_time).unwrap_or(0);
+    sink.event(EventData::Started {
+        pid: agent.pid,
+        pgid: agent.pgid,
+        start_time,
+        argv: spec.argv.clone(),
+        tty: spec.tty,
+    });
+    tracing::info!(agent.pid = agent.pid, "agent started");
+
+    let mut last_output = Instant::now();
+    let mut exit: Option<ExitInfo> = None;
+    let mut stop: Option<StopReason> = None;
+    let mut escalation: Option<Escalation> = None;
+    let mut exited_at: Option<Instant> = None;
+
+    loop {
+        let tick = if escalation.is_some() || exit.is_some() { STOP_TICK } else { TICK };
+        match rx.recv_timeout(tick) {
+            Ok(LoopEvent::Output(stream, data)) => {
+                last_output = Instant::now();
+                sink.output(stream, &data);
+            }
+            Ok(LoopEvent::Eof(_)) => open_streams = open_streams.saturating_sub(1),
+            Ok(LoopEvent::Signal(sig)) if sig == signal_hook::consts::SIGCHLD => {}
+            Ok(LoopEvent::Signal(sig)) if sig == signal_hook::consts::SIGHUP => {}
+            Ok(LoopEvent::Signal(_)) => {
+                request_stop(&mut stop, &mut escalation, StopReason::SupervisorSignal, limits.grace, sink);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => open_streams = 0,
+        }
+        if exit.is_none()
+            && let Some(info) = reap(agent.pid)
+        {
+            tracing::info!(exit.code = ?info.exit_code, exit.signal = ?info.signal, "agent exited");
+            exit = Some(info);
+            exited_at = Some(Instant::now());
+        } else {
+            reap(agent.pid);
+        }
+        if let Some(ControlRequest::Stop { grace_ms }) = sink.poll_control() {
+            request_stop(&mut stop, &mut escalation, StopReason::User, Duration::from_millis(grace_ms), sink);
+        }
+        if exit.is_none() && stop.is_none() {
+            if limits.timeout.is_some_and(|t| started.elapsed() >= t) {
+                request_stop(&mut stop, &mut escalation, StopReason::Timeout, limits.grace, sink);
+            } else if limits.idle_timeout.is_some_and(|t| last_output.elapsed() >= t) {
+                request_stop(&mut stop, &mut escalation, StopReason::IdleTimeout, limits.grace, sink);
+            }
+        }
+        let survivors = if exit.is_some() || escalation.is_some() {
+            proctree::live_descendants(me)
+        } else {
+            Vec::new()
+        };
+        if exit.is_some() && survivors.is_empty() {
+            // Nothing of the run is left; wait briefly for the last output to drain.
+            let drained = open_streams == 0;
+            let waited = exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(2));
+            if drained || waited {
+                break;
+            }
+            continue;
+        }
+        if exit.is_some() && escalation.is_none() && !survivors.is_empty() {
+            // The agent is gone but left processes behind: they do not outlive the run.
+            tracing::info!(survivors = survivors.len(), "agent exited leaving processes; cleaning up");
+            escalation = Some(Escalation {
+                remaining: VecDeque::from([Signal::SIGTERM, Signal::SIGKILL]),
+                next_at: Instant::now(),
+                grace: limits.grace,
+            });
+        }
+        if let Some(esc) = &mut escalation
+            && Instant::now() >= esc.next_at
+        {
+            let pids: Vec<u32> = survivors.iter().map(|p| p.pid).collect();
+            let pgid = exit.is_none().then_some(agent.pgid);
+            if let Some(sig) = esc.remaining.pop_front() {
+                let hit = proctree::signal_all(pgid, &pids, sig);
+                sink.event(EventData::SignalSent { signal: sig.as_str().to_owned(), pids: hit, pgid });
+                esc.next_at = Instant::now() + esc.grace;
+            } else {
+                // SIGKILL was sent; repeat it quietly until the tree is empty.
+                proctree::signal_all(pgid, &pids, Signal::SIGKILL);
+                esc.next_at = Instant::now() + Duration::from_millis(200);
+            }
+        }
+    }
+    // Drain whatever output is still queued.
+    while let Ok(ev) = rx.try_recv() {
+        if let LoopEvent::Output(stream, data) = ev {
+            sink.output(stream, &data);
+        }
+    }
+    let exit = exit.unwrap_or(ExitInfo { exit_code: None, signal: None });
+    let elapsed = started.elapsed();
+    sink.event(EventData::Exited {
+        exit_code: exit.exit_code,
+        signal: exit.signal.clone(),
+        elapsed_ms: elapsed.as_millis() as u64,
+    });
+    Ok(AgentEnd { exit, stop, elapsed })
+}
+
+fn request_stop(
+    stop: &mut Option<StopReason>,
+    escalation: &mut Option<Escalation>,
+    reason: StopReason,
+    grace: Duration,
+    sink: &mut dyn Sink,
+) {
+    if stop.is_some() {
+        return;
+    }
+    tracing::info!(stop.reason = reason.as_str(), grace_ms = grace.as_millis() as u64, "stopping agent");
+    *stop = Some(reason);
+    sink.event(EventData::StopRequested { reason, grace_ms: grace.as_millis() as u64 });
+    *escalation = Some(Escalation {
+        remaining: VecDeque::from([Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL]),
+        next_at: Instant::now(),
+        grace,
+    });
+}
+
+/// Reaps every exited child (orphans reparented to us included); returns the agent's exit if
+/// it was among them.
+fn reap(agent_pid: u32) -> Option<ExitInfo> {
+    let mut found = None;
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => {
+                if pid.as_raw() as u32 == agent_pid {
+                    found = Some(ExitInfo { exit_code: Some(code), signal: None });
+                }
+            }
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                if pid.as_raw() as u32 == agent_pid {
+                    found = Some(ExitInfo { exit_code: None, signal: Some(sig.as_str().to_owned()) });
+                }
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    found
+}

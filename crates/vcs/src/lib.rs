@@ -1,0 +1,199 @@
+//! The only code that runs git. Every call goes through [`Git`], which neutralises what a
+//! repository (or an agent that wrote into it) could plant: hooks are pointed at an empty
+//! path, fsmonitor is off, and inherited `GIT_DIR`-style variables are removed. Worktrees,
+//! branches and status checks for runs live here; checkpoints will too.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
+
+/// Git failures.
+#[derive(Debug, thiserror::Error)]
+pub enum VcsError {
+    #[error("{path} is not inside a git repository")]
+    NotARepo { path: PathBuf },
+    #[error("{rev:?} does not name a commit in {repo}")]
+    RevNotFound { repo: PathBuf, rev: String },
+    #[error("git {args}: {stderr}")]
+    Failed { args: String, stderr: String },
+    #[error("cannot run git: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// Runs git with safe defaults in one directory.
+#[derive(Clone, Debug)]
+pub struct Git {
+    dir: PathBuf,
+}
+
+/// Arguments that keep repository-controlled code from running inside our git calls.
+const SAFE_CONFIG: &[&str] = &[
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.untrackedCache=false",
+    "-c",
+    "advice.detachedHead=false",
+];
+
+/// Environment variables that would redirect git to another repository or index.
+const SCRUBBED_ENV: &[&str] = &[
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_CEILING_DIRECTORIES",
+];
+
+impl Git {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Git { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new("git");
+        cmd.current_dir(&self.dir).args(SAFE_CONFIG).args(args);
+        for var in SCRUBBED_ENV {
+            cmd.env_remove(var);
+        }
+        cmd.env("GIT_TERMINAL_PROMPT", "0").env("GIT_OPTIONAL_LOCKS", "0").stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs git and returns stdout, or an error carrying stderr.
+    pub fn run<I, S>(&self, args: I) -> Result<String, VcsError>
+    where
+        I: IntoIterator<Item = S> + Clone,
+        S: AsRef<OsStr>,
+    {
+        let out = self.output(args.clone())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(failed(args, &out))
+        }
+    }
+
+    fn output<I, S>(&self, args: I) -> Result<Output, VcsError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let started = Instant::now();
+        let mut cmd = self.command(args);
+        let out = cmd.output().map_err(VcsError::Spawn)?;
+        tracing::trace!(git.dir = %self.dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "git");
+        Ok(out)
+    }
+
+    /// The top-level directory of the repository containing `dir`.
+    pub fn toplevel(dir: &Path) -> Result<PathBuf, VcsError> {
+        let git = Git::new(dir);
+        let out = git.output(["rev-parse", "--show-toplevel"])?;
+        if !out.status.success() {
+            return Err(VcsError::NotARepo { path: dir.to_owned() });
+        }
+        let top = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if top.is_empty() {
+            // A bare repository or the inside of .git.
+            return Err(VcsError::NotARepo { path: dir.to_owned() });
+        }
+        Ok(PathBuf::from(top))
+    }
+
+    /// Resolves `rev` to a full commit id.
+    pub fn resolve_commit(&self, rev: &str) -> Result<String, VcsError> {
+        let spec = format!("{rev}^{{commit}}");
+        let out = self.output(["rev-parse", "--verify", "--quiet", "--end-of-options", &spec])?;
+        if !out.status.success() {
+            return Err(VcsError::RevNotFound { repo: self.dir.clone(), rev: rev.to_owned() });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Creates a worktree at `path` on a new branch `branch` starting at `commit`.
+    pub fn worktree_add(&self, path: &Path, branch: &str, commit: &str) -> Result<(), VcsError> {
+        let path = path.to_string_lossy();
+        self.run(["worktree", "add", "--quiet", "-b", branch, &path, commit]).map(drop)
+    }
+
+    /// Removes a worktree (forcibly: the caller has checked for uncaptured work) and prunes
+    /// stale worktree metadata.
+    pub fn worktree_remove(&self, path: &Path) -> Result<(), VcsError> {
+        let p = path.to_string_lossy();
+        if path.exists() {
+            if let Err(e) = self.run(["worktree", "remove", "--force", "--force", &p]) {
+                // Not registered any more (e.g. metadata pruned): remove the directory itself.
+                std::fs::remove_dir_all(path).map_err(|_| e)?;
+            }
+        }
+        self.run(["worktree", "prune"]).map(drop)
+    }
+
+    /// Whether the work tree has changes (tracked or untracked, honouring .gitignore).
+    pub fn is_dirty(&self) -> Result<bool, VcsError> {
+        let out = self.run(["status", "--porcelain", "--untracked-files=normal", "--ignore-submodules=none"])?;
+        Ok(!out.trim().is_empty())
+    }
+
+    /// Short status lines of the work tree.
+    pub fn status_lines(&self) -> Result<Vec<String>, VcsError> {
+        let out = self.run(["status", "--porcelain", "--untracked-files=normal"])?;
+        Ok(out.lines().map(str::to_owned).collect())
+    }
+
+    /// Number of commits on `branch` that are not in `base`.
+    pub fn commits_ahead(&self, base: &str, branch: &str) -> Result<u64, VcsError> {
+        let range = format!("{base}..{branch}");
+        let out = self.run(["rev-list", "--count", &range])?;
+        Ok(out.trim().parse().unwrap_or(0))
+    }
+
+    /// Whether a local branch exists.
+    pub fn branch_exists(&self, branch: &str) -> Result<bool, VcsError> {
+        let r = format!("refs/heads/{branch}");
+        let out = self.output(["show-ref", "--verify", "--quiet", &r])?;
+        Ok(out.status.success())
+    }
+
+    /// Deletes a local branch.
+    pub fn delete_branch(&self, branch: &str) -> Result<(), VcsError> {
+        self.run(["branch", "-D", "--", branch]).map(drop)
+    }
+
+    /// `git diff --stat` between two revisions.
+    pub fn diff_stat(&self, from: &str, to: &str) -> Result<String, VcsError> {
+        self.run(["diff", "--stat", from, to])
+    }
+
+    /// `git log --oneline` of `range`.
+    pub fn log_oneline(&self, range: &str) -> Result<String, VcsError> {
+        self.run(["log", "--oneline", "--no-decorate", range])
+    }
+}
+
+fn failed<I, S>(args: I, out: &Output) -> VcsError
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+    VcsError::Failed {
+        args: args.join(" "),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    }
+}
