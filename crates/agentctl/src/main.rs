@@ -1,1 +1,82 @@
-fn main() {}
+//! The `agentctl` binary: parses the command line, sets up diagnostics, wires the engine to the
+//! store and the local provider, dispatches to one command module, and turns errors into a
+//! stable code, a message, a hint and a documented exit code. No domain logic lives here.
+
+mod bench;
+mod cli;
+mod commands;
+mod context;
+mod demo;
+mod exit;
+mod follow;
+mod view;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, LogFormat};
+use crate::exit::CliError;
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with 0; usage errors to stderr with 2.
+            e.exit();
+        }
+    };
+    init_tracing(&cli);
+    let json = cli.global.json;
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            err.print(json);
+            err.exit_code()
+        }
+    };
+    std::process::exit(code);
+}
+
+fn init_tracing(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let supervisor = matches!(cli.command, Command::Supervise(_));
+    let default = match (supervisor, cli.global.verbose) {
+        (true, _) => "info",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_env("AGENTCTL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // The supervisor's stderr is its log file: always JSON there.
+    if supervisor || cli.global.log_format == LogFormat::Json {
+        builder.json().flatten_event(true).with_current_span(true).init();
+    } else {
+        builder.with_target(false).init();
+    }
+}
+
+fn run(cli: Cli) -> Result<i32, CliError> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Supervise(args) => commands::supervise(g, &args),
+        Command::Init(args) => commands::init(g, &args),
+        Command::Run(args) => commands::run::run(g, args),
+        Command::Ls(args) => commands::runs::ls(g, &args),
+        Command::Show(args) => commands::runs::show(g, &args),
+        Command::Logs(args) => commands::runs::logs(g, &args),
+        Command::Wait(args) => commands::runs::wait(g, &args),
+        Command::Stop(args) => commands::runs::stop(g, &args),
+        Command::Rm(args) => commands::runs::rm(g, &args),
+        Command::Gc(args) => commands::runs::gc(g, &args),
+        Command::Agents(args) => commands::agents(g, &args),
+        Command::Demo(args) => demo::demo(g, &args),
+        Command::Bench(args) => bench::bench(g, args),
+        Command::Admin(cmd) => commands::admin(g, cmd),
+        Command::Completions(args) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(args.shell, &mut cmd, "agentctl", &mut std::io::stdout());
+            Ok(0)
+        }
+    }
+}

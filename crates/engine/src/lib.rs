@@ -1,1 +1,71 @@
-//! placeholder
+//! The run controller: creating runs (idempotently), the supervisor process's work, noticing
+//! lost supervisors, stopping, waiting, removing and garbage-collecting. It talks to the
+//! placement of processes only through `dyn Provider`, records everything through the store's
+//! [`RunWriter`](store::RunWriter), and runs git only through `vcs`.
+
+pub mod availability;
+pub mod create;
+pub mod error;
+pub mod hooks;
+pub mod lifecycle;
+pub mod supervisor;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use model::provider::Provider;
+use store::Store;
+
+pub use create::{CreateResult, RunRequest};
+pub use error::EngineError;
+pub use lifecycle::{GcItem, GcOptions, RmReport};
+
+/// Settings the engine needs from configuration.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The user's agent definitions file, if any.
+    pub user_agents_file: Option<PathBuf>,
+    /// How often waiting loops look at the log.
+    pub poll_interval: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { user_agents_file: None, poll_interval: Duration::from_millis(50) }
+    }
+}
+
+/// The default grace between stop signals.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+/// The run controller for one state directory.
+pub struct Engine {
+    store: Store,
+    provider: Arc<dyn Provider>,
+    config: EngineConfig,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("store", &self.store).field("provider", &self.provider.name()).finish()
+    }
+}
+
+impl Engine {
+    pub fn new(store: Store, provider: Arc<dyn Provider>, config: EngineConfig) -> Self {
+        Engine { store, provider, config }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn provider(&self) -> &dyn Provider {
+        self.provider.as_ref()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+}

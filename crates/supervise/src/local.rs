@@ -243,7 +243,7 @@ impl Provider for LocalProvider {
         if let Some((pid, start_time, pgid)) = files.read_agent_pid()
             && proctree::is_same_process(pid, start_time)
         {
-            tracing::warn!(run.id = %run, agent.pid = pid, "killing agent left by a dead supervisor");
+            tracing::info!(run.id = %run, agent.pid = pid, "killing agent left by a dead supervisor");
             let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
         }
         Ok(())

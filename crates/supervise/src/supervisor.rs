@@ -75,6 +75,11 @@ pub fn forward_signals(tx: Sender<LoopEvent>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether a signal delivered to the supervisor asks it to stop the run.
+pub fn is_stop_signal(sig: i32) -> bool {
+    sig == signal_hook::consts::SIGTERM || sig == signal_hook::consts::SIGINT
+}
+
 /// Makes this process a child subreaper so orphaned descendants stay in its tree.
 pub fn become_subreaper() -> nix::Result<()> {
     nix::sys::prctl::set_child_subreaper(true)

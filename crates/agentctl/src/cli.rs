@@ -1,0 +1,293 @@
+//! The command-line surface as data (clap definitions only; behaviour lives in the command
+//! modules). Names here are a stable contract: add, never rename.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run AI coding agents as supervised, isolated, recorded runs.
+#[derive(Debug, Parser)]
+#[command(
+    name = "agentctl",
+    version,
+    about = "Run AI coding agents as supervised, isolated, recorded runs",
+    long_about = "Run AI coding agents (Claude Code, Codex CLI, Gemini CLI, Aider, OpenCode, or any command) \
+as supervised runs: each in its own git worktree and branch, owned by a supervisor process that outlives \
+the command that started it, with its output and every lifecycle step recorded.",
+    after_help = "Start with `agentctl demo`. Docs: README.md, docs/cli.md, docs/events.md.",
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Keep all state (database, logs, worktrees) under DIR.
+    #[arg(long, global = true, env = "AGENTCTL_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// More diagnostics on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Format of diagnostics.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create .agentctl/ in the current repository (agents.toml, workflows/, hooks/).
+    Init(InitArgs),
+    /// Start a run: an agent working on a task in its own worktree and branch.
+    Run(RunArgs),
+    /// List runs, newest first.
+    #[command(visible_alias = "ps")]
+    Ls(LsArgs),
+    /// Show one run in detail.
+    Show(ShowArgs),
+    /// Print a run's output exactly as the agent wrote it.
+    Logs(LogsArgs),
+    /// Wait for a run to finish; exit with its outcome.
+    Wait(WaitArgs),
+    /// Stop a run: SIGINT, then SIGTERM, then SIGKILL to its whole process tree.
+    Stop(StopArgs),
+    /// Remove finished runs: worktree, empty branch and records.
+    Rm(RmArgs),
+    /// Remove worktrees of finished runs past their retention.
+    Gc(GcArgs),
+    /// List agents with their availability on this machine.
+    Agents(AgentsArgs),
+    /// Show agentctl at work on a sample repository (offline, under a minute).
+    Demo(DemoArgs),
+    /// Measure launch overhead and event-log throughput against baselines.
+    Bench(BenchArgs),
+    /// Maintenance commands.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Internal: supervise one run (started by agentctl itself).
+    #[command(name = "__supervise", hide = true)]
+    Supervise(SuperviseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Repository to initialise (default: the current directory's).
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  agentctl run -- ./scripts/long-task.sh            any command as the agent
+  agentctl run --agent claude-code \"fix the flaky test\"
+  agentctl run -d --timeout 30m --agent codex \"add tests for parser.rs\"
+  agentctl run --agent claude-code \"task\" -- --model opus   extra agent arguments")]
+pub struct RunArgs {
+    /// The task for the agent.
+    #[arg(value_name = "PROMPT")]
+    pub prompt: Option<String>,
+    /// The program to run as the agent (with `command`), or extra arguments for the agent.
+    #[arg(last = true, value_name = "CMD")]
+    pub args: Vec<String>,
+    /// Agent to run (see `agentctl agents`); default `command` when CMD is given.
+    #[arg(short, long, value_name = "NAME")]
+    pub agent: Option<String>,
+    /// Repository to work on (default: the current directory's).
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// Branch, tag or commit the run starts from.
+    #[arg(long, value_name = "REF", default_value = "HEAD")]
+    pub base: String,
+    /// Hard limit on the agent's wall-clock time (e.g. 30s, 5m, 2h).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Stop the agent after this long without output.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Time between stop signals (SIGINT, SIGTERM, SIGKILL).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
+    pub grace: Duration,
+    /// Environment for the agent (recorded in the run's events: not for secrets).
+    #[arg(short, long, value_name = "K=V", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// Label the run (for `ls --label`).
+    #[arg(short, long, value_name = "K=V", value_parser = parse_key_value)]
+    pub label: Vec<(String, String)>,
+    /// Use this run id; repeating a create with the same id and request returns the same run.
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
+    /// Return at once instead of following the output.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Keep the worktree when `gc` would remove it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only runs in this state (repeatable).
+    #[arg(long, value_name = "STATE")]
+    pub state: Vec<String>,
+    /// Only runs of this agent.
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
+    /// Only runs with this label (repeatable).
+    #[arg(short, long, value_name = "K=V", value_parser = parse_key_value)]
+    pub label: Vec<(String, String)>,
+    /// At most N runs.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Run id or unique prefix.
+    pub run: String,
+    /// Include the run's events.
+    #[arg(long)]
+    pub events: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Run id or unique prefix.
+    pub run: String,
+    /// Keep printing new output until the run ends.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Prefix each line with the time it was captured.
+    #[arg(short, long)]
+    pub timestamps: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Run id or unique prefix.
+    pub run: String,
+    /// Give up after this long (exit 75 with the run still active).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Run id or unique prefix.
+    pub run: String,
+    /// Time between SIGINT, SIGTERM and SIGKILL.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "5s")]
+    pub grace: Duration,
+    /// Return once the stop is requested, without waiting for the run to end.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Run ids or unique prefixes.
+    #[arg(required = true)]
+    pub runs: Vec<String>,
+    /// Stop active runs first and discard uncommitted changes in their worktrees.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Only runs that finished at least this long ago.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "7d")]
+    pub older_than: Duration,
+    /// Show what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove worktrees with uncommitted changes too.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentsArgs {
+    /// Do not run agents' version commands.
+    #[arg(long)]
+    pub no_version: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Create the sample repository here instead of a new temporary directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub which: Option<BenchWhich>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchWhich {
+    /// `agentctl run -- true` until the agent starts, against `git worktree add` alone.
+    Launch {
+        /// Repository sizes in files.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        files: Vec<usize>,
+        /// Runs per size.
+        #[arg(long, default_value_t = 5)]
+        iterations: usize,
+    },
+    /// Durable appends per second with group commit, against one fsync per event.
+    Eventlog {
+        /// Events per measurement.
+        #[arg(long, default_value_t = 20000)]
+        events: usize,
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 32)]
+        writers: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Rebuild the query database from the event logs.
+    Reindex,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct SuperviseArgs {
+    /// The run to supervise.
+    pub run: String,
+}
+
+/// Parses `30s`, `5m`, `2h`, `1h30m`, `250ms`, `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 30s, 5m, 2h)"))
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected K=V, got {s:?}"))?;
+    if k.is_empty() {
+        return Err(format!("empty key in {s:?}"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}

@@ -1,0 +1,171 @@
+//! Command implementations: each turns parsed arguments into engine calls and prints the
+//! result (human text, or JSON with `--json`).
+
+pub mod run;
+pub mod runs;
+
+use std::fs;
+use std::io::Write;
+
+use model::{ErrorCode, RunId};
+use serde::Serialize;
+use store::StateLayout;
+
+use crate::cli::{AdminCommand, AgentsArgs, GlobalArgs, InitArgs, SuperviseArgs};
+use crate::context;
+use crate::exit::CliError;
+use crate::view;
+
+/// `__supervise RUN`: the supervisor process of one run.
+pub fn supervise(g: &GlobalArgs, args: &SuperviseArgs) -> Result<i32, CliError> {
+    let root = context::state_dir(g)?;
+    let id = RunId::parse(&args.run).map_err(|e| CliError::new(ErrorCode::InvalidArgument, e.to_string()))?;
+    Ok(engine::supervisor::run_supervisor(StateLayout::new(root), &id))
+}
+
+const AGENTS_TOML: &str = r#"# Agent definitions for this repository (agentctl). A definition here replaces a preset or
+# user definition of the same name. See docs/agents.md.
+#
+# [agents.reviewer]
+# command = ["claude", "-p", "{prompt}", "--output-format", "stream-json", "--verbose"]
+# prompt_via = "arg"            # arg | stdin | file ({prompt_file})
+# env = { CLAUDE_CODE_MAX_OUTPUT_TOKENS = "8000" }
+# secret_env = ["ANTHROPIC_API_KEY"]   # passed through from your environment, never recorded
+# tags = ["review"]
+# description = "Reviews a change"
+# tty = false
+"#;
+
+const PRE_RUN: &str = "#!/bin/sh\n# Runs in the run's worktree before the agent starts; a non-zero exit fails the run.\n# Environment: AGENTCTL_RUN_ID, AGENTCTL_WORKTREE, AGENTCTL_BRANCH, AGENTCTL_BASE_COMMIT.\n# Rename to `pre-run` and make it executable to enable it.\nexit 0\n";
+const POST_RUN: &str = "#!/bin/sh\n# Runs in the run's worktree after the agent ends (its outcome is not changed by this hook).\n# Environment: as pre-run, plus AGENTCTL_RUN_STATE and AGENTCTL_EXIT_CODE.\n# Rename to `post-run` and make it executable to enable it.\nexit 0\n";
+
+#[derive(Serialize)]
+struct InitReport {
+    dir: std::path::PathBuf,
+    created: Vec<String>,
+}
+
+/// `init`: scaffolds `.agentctl/` without overwriting anything.
+pub fn init(g: &GlobalArgs, args: &InitArgs) -> Result<i32, CliError> {
+    let dir = context::repo_dir(args.repo.as_deref())?;
+    let repo = vcs::Git::toplevel(&dir).map_err(engine::EngineError::from)?;
+    let root = repo.join(".agentctl");
+    let mut created = Vec::new();
+    let io = |e: std::io::Error| CliError::new(ErrorCode::Io, format!("cannot write {}: {e}", root.display()));
+    for sub in ["workflows", "hooks"] {
+        let p = root.join(sub);
+        if !p.exists() {
+            fs::create_dir_all(&p).map_err(io)?;
+            created.push(format!(".agentctl/{sub}/"));
+        }
+    }
+    for (rel, body) in [("agents.toml", AGENTS_TOML), ("hooks/pre-run.sample", PRE_RUN), ("hooks/post-run.sample", POST_RUN)] {
+        let p = root.join(rel);
+        if !p.exists() {
+            fs::write(&p, body).map_err(io)?;
+            created.push(format!(".agentctl/{rel}"));
+        }
+    }
+    if g.json {
+        view::print_json(&InitReport { dir: root, created });
+    } else if created.is_empty() {
+        println!("{} is already initialised", root.display());
+    } else {
+        println!("initialised {}:", root.display());
+        for c in created {
+            println!("  {c}");
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Serialize)]
+struct AgentRow {
+    name: String,
+    available: bool,
+    path: Option<std::path::PathBuf>,
+    version: Option<String>,
+    tags: Vec<String>,
+    description: String,
+    origin: String,
+    prompt_via: model::PromptVia,
+    tty: bool,
+    install_hint: String,
+}
+
+/// `agents`: every known agent with its availability.
+pub fn agents(g: &GlobalArgs, args: &AgentsArgs) -> Result<i32, CliError> {
+    let dir = context::repo_dir(None)?;
+    let repo = vcs::Git::toplevel(&dir).ok();
+    let user = context::config_dir().map(|d| d.join("agents.toml"));
+    let registry = agents::load_registry(user.as_deref(), repo.as_deref()).map_err(engine::EngineError::from)?;
+    let rows: Vec<AgentRow> = registry
+        .iter()
+        .map(|(name, def, origin)| {
+            let command = name == agents::presets::COMMAND;
+            let avail = if command {
+                engine::availability::Availability { path: None, version: None }
+            } else {
+                engine::availability::probe(def, !args.no_version)
+            };
+            AgentRow {
+                name: name.to_owned(),
+                available: command || avail.available(),
+                path: avail.path,
+                version: avail.version,
+                tags: def.tags.clone(),
+                description: def.description.clone(),
+                origin: origin.describe(),
+                prompt_via: def.prompt_via,
+                tty: def.tty,
+                install_hint: def.install_hint.clone(),
+            }
+        })
+        .collect();
+    if g.json {
+        view::print_json(&serde_json::json!({ "agents": rows }));
+        return Ok(0);
+    }
+    let mut out = anstream::stdout();
+    let bold = anstyle::Style::new().bold();
+    let _ = writeln!(out, "{bold}{:<13} {:<10} {:<22} {:<8} DESCRIPTION{bold:#}", "NAME", "AVAILABLE", "VERSION", "ORIGIN");
+    for r in &rows {
+        let avail = if r.available { "yes".to_owned() } else { "no".to_owned() };
+        let origin = if r.origin == "preset" { "preset".to_owned() } else { "config".to_owned() };
+        let _ = writeln!(
+            out,
+            "{:<13} {:<10} {:<22} {:<8} {}",
+            r.name,
+            avail,
+            view::truncate(r.version.as_deref().unwrap_or("-"), 22),
+            origin,
+            view::truncate(&r.description, 60)
+        );
+    }
+    let missing: Vec<&AgentRow> = rows.iter().filter(|r| !r.available && !r.install_hint.is_empty()).collect();
+    if !missing.is_empty() {
+        let _ = writeln!(out, "\nto install:");
+        for r in missing {
+            let _ = writeln!(out, "  {:<13} {}", r.name, r.install_hint);
+        }
+    }
+    Ok(0)
+}
+
+/// `admin ...`.
+pub fn admin(g: &GlobalArgs, cmd: AdminCommand) -> Result<i32, CliError> {
+    match cmd {
+        AdminCommand::Reindex => {
+            let engine = context::engine(g)?;
+            let started = std::time::Instant::now();
+            let n = engine.store().reindex()?;
+            let ms = started.elapsed().as_millis() as u64;
+            if g.json {
+                view::print_json(&serde_json::json!({ "runs": n, "elapsed_ms": ms }));
+            } else {
+                println!("rebuilt the projection of {n} runs from their event logs in {ms} ms");
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! `agentctl run`: create a run and follow it (or return at once with `--detach`).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use engine::RunRequest;
+use model::{ErrorCode, RunId};
+
+use crate::cli::{GlobalArgs, RunArgs};
+use crate::context;
+use crate::exit::{self, CliError};
+use crate::follow::{self, FollowOptions, Print};
+use crate::view::{self, RunView};
+
+pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
+    let engine = context::engine(g)?;
+    let id = match &args.id {
+        Some(text) => Some(RunId::parse(text).map_err(|e| {
+            CliError::new(ErrorCode::InvalidArgument, e.to_string()).hint("ids use letters, digits, '.', '_' and '-'")
+        })?),
+        None => None,
+    };
+    let req = RunRequest {
+        id,
+        agent: args.agent.clone(),
+        prompt: args.prompt.clone(),
+        args: args.args.clone(),
+        repo_dir: context::repo_dir(args.repo.as_deref())?,
+        base: Some(args.base.clone()),
+        env: args.env.iter().cloned().collect(),
+        labels: args.label.iter().cloned().collect(),
+        timeout: args.timeout,
+        idle_timeout: args.idle_timeout,
+        grace: Some(args.grace),
+        keep: args.keep,
+    };
+    let created = engine.create_run(req)?;
+    let id = created.run.id.clone();
+    if !created.created && !g.json {
+        eprintln!("agentctl: run {id} already exists with this request; showing it");
+    }
+    if args.detach {
+        if g.json {
+            view::print_json(&RunView::from(&created.run));
+        } else {
+            println!("{id}");
+            eprintln!("started run {id} on branch {}\n  follow: agentctl logs -f {id}\n  stop:   agentctl stop {id}", created.run.branch);
+        }
+        return Ok(0);
+    }
+    // Following: Ctrl-C once stops the run, twice detaches.
+    let presses = Arc::new(AtomicUsize::new(0));
+    let counter = presses.clone();
+    let _ = unsafe_free_sigint(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    });
+    if !g.json {
+        eprintln!("agentctl: run {id} ({}) on branch {}", created.run.agent, created.run.branch);
+    }
+    let (rec, detached) = follow::follow(
+        &engine,
+        &id,
+        FollowOptions {
+            print: if g.json { Print::Nothing } else { Print::Raw },
+            once: false,
+            interrupts: Some(presses),
+            grace: args.grace,
+            spinner: !g.json,
+        },
+    )?;
+    if detached {
+        if !g.json {
+            eprintln!("agentctl: detached; run {id} is {} (agentctl logs -f {id})", rec.state);
+        } else {
+            view::print_json(&RunView::from(&rec));
+        }
+        return Ok(exit::EXIT_CANCELLED);
+    }
+    if g.json {
+        view::print_json(&RunView::from(&rec));
+    } else {
+        let mut line = format!("agentctl: run {id} {}", view::state_text(rec.state));
+        if let Some(reason) = &rec.reason {
+            line.push_str(&format!(": {reason}"));
+        }
+        anstream::eprintln!("{line}");
+        eprintln!("  worktree: {}\n  branch:   {}", rec.worktree.display(), rec.branch);
+    }
+    Ok(exit::outcome_code(&rec))
+}
+
+/// Registers a SIGINT handler that only runs `f` (no default termination).
+fn unsafe_free_sigint(f: impl Fn() + Send + Sync + 'static) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT])?;
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            f();
+        }
+    });
+    Ok(())
+}

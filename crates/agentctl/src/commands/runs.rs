@@ -1,0 +1,208 @@
+//! Commands on existing runs: `ls`, `show`, `logs`, `wait`, `stop`, `rm`, `gc`.
+
+use std::io::Write;
+
+use engine::GcOptions;
+use model::{ErrorCode, RunState};
+use store::RunFilter;
+
+use crate::cli::{GcArgs, GlobalArgs, LogsArgs, LsArgs, RmArgs, ShowArgs, StopArgs, WaitArgs};
+use crate::context;
+use crate::exit::{self, CliError};
+use crate::follow::{self, FollowOptions, Print};
+use crate::view::{self, RunView};
+
+pub fn ls(g: &GlobalArgs, args: &LsArgs) -> Result<i32, CliError> {
+    let engine = context::engine(g)?;
+    let mut states = Vec::new();
+    for s in &args.state {
+        states.push(s.parse::<RunState>().map_err(|e| {
+            CliError::new(ErrorCode::InvalidArgument, e.to_string())
+                .hint(format!("states: {}", RunState::ALL.map(|s| s.as_str()).join(", ")))
+        })?);
+    }
+    let filter = RunFilter { states, agent: args.agent.clone(), labels: args.label.clone(), limit: args.limit };
+    let runs = engine.list(&filter)?;
+    if g.json {
+        let views: Vec<RunView> = runs.iter().map(RunView::from).collect();
+        view::print_json(&serde_json::json!({ "runs": views }));
+        return Ok(0);
+    }
+    let mut out = anstream::stdout();
+    if runs.is_empty() {
+        let _ = writeln!(out, "no runs yet: try `agentctl demo` or `agentctl run -- CMD`");
+        return Ok(0);
+    }
+    let bold = anstyle::Style::new().bold();
+    let width = runs.iter().map(|r| r.id.as_str().len()).max().unwrap_or(2);
+    let _ = writeln!(
+        out,
+        "{bold}{:<width$}  {:<12} {:<10} {:<9} {:>8} {:>5}  TASK{bold:#}",
+        "ID", "AGENT", "STATE", "CREATED", "DURATION", "EXIT"
+    );
+    for r in &runs {
+        let v = RunView::from(r);
+        let state = format!("{:<10}", r.state.as_str());
+        let st = view::state_style(r.state);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<12} {st}{state}{st:#} {:<9} {:>8} {:>5}  {}",
+            r.id.as_str(),
+            view::truncate(&r.agent, 12),
+            view::ago(r.created_at),
+            v.duration_ms.map(view::human_duration).unwrap_or_else(|| "-".into()),
+            r.exit_code.map(|c| c.to_string()).or(r.signal.clone()).unwrap_or_else(|| "-".into()),
+            what_of(r),
+        );
+    }
+    Ok(0)
+}
+
+fn what_of(r: &store::RunRecord) -> String {
+    let w = view::what(r);
+    if w.is_empty() { "-".to_owned() } else { w }
+}
+
+pub fn show(g: &GlobalArgs, args: &ShowArgs) -> Result<i32, CliError> {
+    let engine = context::engine(g)?;
+    let id = engine.resolve(&args.run)?;
+    let rec = engine.refresh(&id, "show")?;
+    let events = if args.events { Some(engine.store().events(&id)?) } else { None };
+    if g.json {
+        let mut v = serde_json::to_value(RunView::from(&rec)).expect("view serializes");
+        if let Some(evs) = &events {
+            v["events"] = serde_json::to_value(evs).expect("events serialize");
+        }
+        view::print_json(&v);
+        return Ok(0);
+    }
+    let mut out = anstream::stdout();
+    let _ = write!(out, "{}", view::show_text(&rec));
+    if let Some(evs) = events {
+        let _ = writeln!(out, "\nevents:");
+        for e in evs {
+            let mut data = serde_json::to_value(&e.data).expect("event serializes");
+            if let Some(obj) = data.as_object_mut() {
+                obj.remove("type");
+                // The created event repeats the spec shown above; keep the line short.
+                obj.remove("spec");
+                obj.remove("plan");
+            }
+            let _ = writeln!(out, "  {:>3} {} {:<16} {}", e.seq, e.ts, e.data.kind(), view::truncate(&data.to_string(), 120));
+        }
+    }
+    Ok(0)
+}
+
+pub fn logs(g: &GlobalArgs, args: &LogsArgs) -> Result<i32, CliError> {
+    let engine = context::engine(g)?;
+    let id = engine.resolve(&args.run)?;
+    if g.json {
+        // One JSON object per captured chunk.
+        let mut offset = 0;
+        loop {
+            let batch = engine.logs(&id, offset)?;
+            offset = batch.next_offset;
+            for c in &batch.chunks {
+                view::print_json(&serde_json::json!({
+                    "ts": c.ts, "stream": c.stream, "data": String::from_utf8_lossy(&c.data)
+                }));
+            }
+            let rec = engine.refresh(&id, "logs")?;
+            if !args.follow || (rec.state.is_terminal() && batch.chunks.is_empty()) {
+                return Ok(0);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let print = if args.timestamps { Print::Timestamps } else { Print::Raw };
+    follow::follow(
+        &engine,
+        &id,
+        FollowOptions { print, once: !args.follow, interrupts: None, grace: engine::DEFAULT_GRACE, spinner: false },
+    )?;
+    Ok(0)
+}
+
+pub fn wait(g: &GlobalArgs, args: &WaitArgs) -> Result<i32, CliError> {
+    let engine = context::engine(g)?;
+    let id = engine.resolve(&args.run)?;
+    let rec = engine.wait(&id, args.timeout)?;
+    if g.json {
+        view::print_json(&RunView::from(&rec));
+    } else {
+        let reason = rec.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+        anstream::println!("{} {}{reason}", rec.id, view::state_text(rec.state));
+    }
+    Ok(exit::outcome_code(&rec))
+}
+
+pub fn stop(g: &GlobalArgs, args: &StopArgs) -> Result<i32, CliError> {
+    let engine = context::engine(g)?;
+    let id = engine.resolve(&args.run)?;
+    let before = engine.stop(&id, args.grace)?;
+    let rec = if args.no_wait || before.state.is_terminal() {
+        before
+    } else {
+        let spinner = (!g.json).then(|| {
+            let s = indicatif::ProgressBar::new_spinner();
+            s.set_message(format!("stopping run {id}…"));
+            s.enable_steady_tick(std::time::Duration::from_millis(100));
+            s
+        });
+        // SIGINT, SIGTERM and SIGKILL are `grace` apart; allow for all three and the cleanup.
+        let limit = args.grace * 3 + std::time::Duration::from_secs(10);
+        let rec = engine.wait(&id, Some(limit))?;
+        if let Some(s) = spinner {
+            s.finish_and_clear();
+        }
+        rec
+    };
+    if g.json {
+        view::print_json(&RunView::from(&rec));
+    } else {
+        anstream::println!("{} {}", rec.id, view::state_text(rec.state));
+    }
+    Ok(0)
+}
+
+pub fn rm(g: &GlobalArgs, args: &RmArgs) -> Result<i32, CliError> {
+    let engine = context::engine(g)?;
+    let mut reports = Vec::new();
+    for text in &args.runs {
+        let id = engine.resolve(text)?;
+        let report = engine.rm(&id, args.force)?;
+        if !g.json {
+            let branch = if report.branch_deleted {
+                format!("deleted branch {}", report.branch)
+            } else if report.branch_commits > 0 {
+                format!("kept branch {} ({} commits of its own)", report.branch, report.branch_commits)
+            } else {
+                "no branch".to_owned()
+            };
+            println!("removed run {} ({branch})", report.id);
+        }
+        reports.push(report);
+    }
+    if g.json {
+        view::print_json(&serde_json::json!({ "removed": reports }));
+    }
+    Ok(0)
+}
+
+pub fn gc(g: &GlobalArgs, args: &GcArgs) -> Result<i32, CliError> {
+    let engine = context::engine(g)?;
+    let items = engine.gc(&GcOptions { older_than: args.older_than, dry_run: args.dry_run, force: args.force })?;
+    if g.json {
+        view::print_json(&serde_json::json!({ "runs": items }));
+        return Ok(0);
+    }
+    if items.is_empty() {
+        println!("nothing to collect");
+    }
+    for i in &items {
+        let detail = i.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+        println!("{:<14} {} {}{detail}", i.action, i.id, i.worktree.display());
+    }
+    Ok(0)
+}

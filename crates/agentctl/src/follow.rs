@@ -1,0 +1,143 @@
+//! Following a run: printing its output as it is captured (stdout to stdout, stderr to
+//! stderr, exactly as written) until the run ends. Used by `run` and `logs -f`.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::Engine;
+use model::provider::{OutputChunk, Stream};
+use model::{RunId, RunState};
+use store::RunRecord;
+
+use crate::exit::CliError;
+
+/// Where output goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Print {
+    /// Nothing (JSON mode).
+    Nothing,
+    /// Raw bytes.
+    Raw,
+    /// Each line prefixed with its capture time.
+    Timestamps,
+}
+
+/// Writes chunks to stdout/stderr.
+pub struct Printer {
+    mode: Print,
+    at_line_start: [bool; 3],
+}
+
+impl Printer {
+    pub fn new(mode: Print) -> Self {
+        Printer { mode, at_line_start: [true; 3] }
+    }
+
+    pub fn chunk(&mut self, c: &OutputChunk) {
+        let (mut out, idx): (Box<dyn Write>, usize) = match c.stream {
+            Stream::Stderr => (Box::new(std::io::stderr().lock()), 1),
+            Stream::Stdout => (Box::new(std::io::stdout().lock()), 0),
+            Stream::Pty => (Box::new(std::io::stdout().lock()), 2),
+        };
+        match self.mode {
+            Print::Nothing => {}
+            Print::Raw => {
+                let _ = out.write_all(&c.data);
+            }
+            Print::Timestamps => {
+                let stamp = format!("{} ", c.ts);
+                let mut buf = Vec::with_capacity(c.data.len() + 32);
+                for &b in &c.data {
+                    if self.at_line_start[idx] {
+                        buf.extend_from_slice(stamp.as_bytes());
+                    }
+                    buf.push(b);
+                    self.at_line_start[idx] = b == b'\n';
+                }
+                let _ = out.write_all(&buf);
+            }
+        }
+        let _ = out.flush();
+    }
+}
+
+/// Options for [`follow`].
+pub struct FollowOptions {
+    pub print: Print,
+    /// Print only what is already captured, then return.
+    pub once: bool,
+    /// Ctrl-C presses seen by the caller's handler (first: stop the run; second: detach).
+    pub interrupts: Option<Arc<AtomicUsize>>,
+    /// Grace for a Ctrl-C stop.
+    pub grace: Duration,
+    /// Show a spinner while the run is being prepared.
+    pub spinner: bool,
+}
+
+/// Prints the run's output until it ends (or at once with `once`). Returns the run as it is
+/// at the end, and whether the user detached.
+pub fn follow(engine: &Engine, id: &RunId, opts: FollowOptions) -> Result<(RunRecord, bool), CliError> {
+    let mut printer = Printer::new(opts.print);
+    let mut offset = 0;
+    let started = Instant::now();
+    let mut spinner: Option<indicatif::ProgressBar> = None;
+    let mut stop_sent = false;
+    loop {
+        let batch = engine.logs(id, offset)?;
+        offset = batch.next_offset;
+        let got_output = !batch.chunks.is_empty();
+        if got_output && let Some(s) = spinner.take() {
+            s.finish_and_clear();
+        }
+        for c in &batch.chunks {
+            printer.chunk(c);
+        }
+        let rec = engine.refresh(id, "follow")?;
+        if opts.once {
+            return Ok((rec, false));
+        }
+        if rec.state.is_terminal() {
+            // The supervisor syncs the output before recording the outcome: one last read.
+            let batch = engine.logs(id, offset)?;
+            for c in &batch.chunks {
+                printer.chunk(c);
+            }
+            if let Some(s) = spinner.take() {
+                s.finish_and_clear();
+            }
+            return Ok((rec, false));
+        }
+        if opts.spinner && spinner.is_none() && !got_output && offset == 0
+            && matches!(rec.state, RunState::Pending | RunState::Preparing)
+            && started.elapsed() > Duration::from_secs(1)
+        {
+            let s = indicatif::ProgressBar::new_spinner();
+            s.set_message(format!("preparing worktree for run {id}…"));
+            s.enable_steady_tick(Duration::from_millis(100));
+            spinner = Some(s);
+        }
+        if let Some(s) = &spinner
+            && rec.state == RunState::Running
+        {
+            s.finish_and_clear();
+            spinner = None;
+        }
+        if let Some(n) = &opts.interrupts {
+            let presses = n.load(Ordering::SeqCst);
+            if presses >= 2 {
+                if let Some(s) = spinner.take() {
+                    s.finish_and_clear();
+                }
+                return Ok((rec, true));
+            }
+            if presses == 1 && !stop_sent {
+                stop_sent = true;
+                eprintln!("\nagentctl: stopping run {id} (Ctrl-C again to detach and leave it running)");
+                engine.stop(id, opts.grace)?;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(if got_output { 10 } else { 50 }));
+    }
+}

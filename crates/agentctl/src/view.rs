@@ -1,0 +1,185 @@
+//! How runs look to users: the JSON view (a stable contract, separate from the database row)
+//! and the human renderings, coloured only on a terminal and never with NO_COLOR.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anstyle::{AnsiColor, Style};
+use model::{RunId, RunState};
+use serde::Serialize;
+use store::RunRecord;
+
+/// The JSON shape of a run in every command's `--json` output.
+#[derive(Debug, Serialize)]
+pub struct RunView {
+    pub id: RunId,
+    pub state: RunState,
+    pub agent: String,
+    pub prompt: Option<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub reason: Option<String>,
+    pub repo: PathBuf,
+    pub worktree: PathBuf,
+    pub worktree_removed: bool,
+    pub branch: String,
+    pub base: String,
+    pub base_commit: String,
+    pub labels: BTreeMap<String, String>,
+    pub keep: bool,
+    pub pid: Option<u32>,
+    pub supervisor_pid: Option<u32>,
+    pub created_at: jiff::Timestamp,
+    pub started_at: Option<jiff::Timestamp>,
+    pub finished_at: Option<jiff::Timestamp>,
+    pub duration_ms: Option<u64>,
+}
+
+impl From<&RunRecord> for RunView {
+    fn from(r: &RunRecord) -> Self {
+        RunView {
+            id: r.id.clone(),
+            state: r.state,
+            agent: r.agent.clone(),
+            prompt: r.prompt.clone(),
+            exit_code: r.exit_code,
+            signal: r.signal.clone(),
+            reason: r.reason.clone(),
+            repo: r.repo.clone(),
+            worktree: r.worktree.clone(),
+            worktree_removed: r.worktree_removed,
+            branch: r.branch.clone(),
+            base: r.base.clone(),
+            base_commit: r.base_commit.clone(),
+            labels: r.labels.clone(),
+            keep: r.keep,
+            pid: r.pid,
+            supervisor_pid: r.supervisor_pid,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            duration_ms: duration_ms(r),
+        }
+    }
+}
+
+fn duration_ms(r: &RunRecord) -> Option<u64> {
+    let start = r.started_at?;
+    let end = r.finished_at.unwrap_or_else(jiff::Timestamp::now);
+    Some(end.duration_since(start).as_millis().max(0) as u64)
+}
+
+/// Prints a value as one line of JSON.
+pub fn print_json(value: &impl Serialize) {
+    println!("{}", serde_json::to_string(value).expect("views serialize"));
+}
+
+/// The style for a state.
+pub fn state_style(state: RunState) -> Style {
+    let color = match state {
+        RunState::Succeeded => AnsiColor::Green,
+        RunState::Failed | RunState::Lost => AnsiColor::Red,
+        RunState::Cancelled | RunState::TimedOut => AnsiColor::Yellow,
+        RunState::Running | RunState::Preparing | RunState::Pending => AnsiColor::Cyan,
+        RunState::Paused | RunState::Stopping | RunState::NeedsInput => AnsiColor::Magenta,
+    };
+    Style::new().fg_color(Some(color.into())).bold()
+}
+
+/// A state name, coloured.
+pub fn state_text(state: RunState) -> String {
+    let s = state_style(state);
+    format!("{s}{}{s:#}", state.as_str())
+}
+
+/// `1.2s`, `3m04s`, `2h05m`.
+pub fn human_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    if s < 60 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+/// How long ago, roughly (`12s ago`, `5m ago`, `3h ago`, `2d ago`).
+pub fn ago(ts: jiff::Timestamp) -> String {
+    let s = jiff::Timestamp::now().duration_since(ts).as_secs().max(0);
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+/// One line summarising what a run runs.
+pub fn what(r: &RunRecord) -> String {
+    let text = r.prompt.clone().unwrap_or_default();
+    let text = text.lines().next().unwrap_or("").to_owned();
+    truncate(&text, 48)
+}
+
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The human detail view of one run.
+pub fn show_text(r: &RunRecord) -> String {
+    let mut out = String::new();
+    let bold = Style::new().bold();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{bold}{k:<13}{bold:#}{v}\n"));
+    line("run", r.id.to_string());
+    line("state", state_text(r.state));
+    if let Some(reason) = &r.reason {
+        line("reason", reason.clone());
+    }
+    line("agent", r.agent.clone());
+    if let Some(p) = &r.prompt {
+        line("prompt", truncate(p, 200));
+    }
+    if let Some(c) = r.exit_code {
+        line("exit code", c.to_string());
+    }
+    if let Some(s) = &r.signal {
+        line("signal", s.clone());
+    }
+    line("repo", r.repo.display().to_string());
+    line("base", format!("{} ({})", r.base, &r.base_commit[..r.base_commit.len().min(12)]));
+    line("branch", r.branch.clone());
+    line(
+        "worktree",
+        if r.worktree_removed { format!("{} (removed)", r.worktree.display()) } else { r.worktree.display().to_string() },
+    );
+    if !r.labels.is_empty() {
+        line("labels", r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "));
+    }
+    line("created", r.created_at.to_string());
+    if let Some(t) = r.started_at {
+        line("started", t.to_string());
+    }
+    if let Some(t) = r.finished_at {
+        line("finished", t.to_string());
+    }
+    if let Some(ms) = duration_ms(r) {
+        line("duration", human_duration(ms));
+    }
+    if let Some(pid) = r.pid {
+        line("agent pid", pid.to_string());
+    }
+    if let Some(pid) = r.supervisor_pid {
+        line("supervisor", format!("pid {pid}"));
+    }
+    if r.keep {
+        line("keep", "yes (gc leaves the worktree)".to_owned());
+    }
+    out
+}

@@ -1,0 +1,74 @@
+//! Whether an agent can run on this machine: its program found on PATH, and its version.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agents::AgentDef;
+use serde::Serialize;
+
+/// What we know about an agent's program here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Availability {
+    /// Full path of the program, when found.
+    pub path: Option<PathBuf>,
+    /// First line the program printed for its version arguments.
+    pub version: Option<String>,
+}
+
+impl Availability {
+    pub fn available(&self) -> bool {
+        self.path.is_some()
+    }
+}
+
+/// Finds `program` the way exec does: as a path if it has a slash, else on `PATH`.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let is_exec = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return is_exec(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| is_exec(p))
+}
+
+/// Finds the program and, if `with_version`, asks it for its version (2 s limit).
+pub fn probe(def: &AgentDef, with_version: bool) -> Availability {
+    let Some(program) = def.program() else {
+        return Availability { path: None, version: None };
+    };
+    let path = find_program(program);
+    let version = match (&path, with_version && !def.version_args.is_empty()) {
+        (Some(p), true) => version_of(p, &def.version_args),
+        _ => None,
+    };
+    Availability { path, version }
+}
+
+fn version_of(program: &Path, args: &[String]) -> Option<String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let out = child.wait_with_output().ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned)
+}

@@ -1,0 +1,158 @@
+//! Creating a run: resolve the repository, agent and base commit, render the invocation, record
+//! the run atomically (idempotent on `--id`), and hand it to the provider.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use model::{ErrorCode, EventData, LaunchPlan, RunId, RunSpec, RunState};
+use store::{CreateOutcome, LockMode, RunRecord};
+use vcs::Git;
+
+use crate::availability;
+use crate::{Engine, EngineError};
+
+/// What a caller asks for.
+#[derive(Clone, Debug, Default)]
+pub struct RunRequest {
+    /// A caller-chosen id (idempotent create); minted when absent.
+    pub id: Option<RunId>,
+    /// The agent; `None` means `command` when `args` are given.
+    pub agent: Option<String>,
+    pub prompt: Option<String>,
+    /// What followed `--`: the program for `command`, extra arguments for other agents.
+    pub args: Vec<String>,
+    /// A directory inside the repository.
+    pub repo_dir: PathBuf,
+    pub base: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub grace: Option<Duration>,
+    pub keep: bool,
+}
+
+/// The outcome of a create.
+#[derive(Clone, Debug)]
+pub struct CreateResult {
+    pub run: RunRecord,
+    /// False when an identical run with the same id already existed.
+    pub created: bool,
+}
+
+impl Engine {
+    /// Creates and starts a run, or returns the existing run with the same id and spec.
+    pub fn create_run(&self, req: RunRequest) -> Result<CreateResult, EngineError> {
+        let span = tracing::info_span!("run.create", run.id = tracing::field::Empty, agent.name = tracing::field::Empty);
+        let _enter = span.enter();
+        let repo = Git::toplevel(&req.repo_dir)?;
+        let registry = agents::load_registry(self.config.user_agents_file.as_deref(), Some(&repo))?;
+        let agent = match (&req.agent, req.args.is_empty()) {
+            (Some(a), _) => a.clone(),
+            (None, false) => agents::presets::COMMAND.to_owned(),
+            (None, true) => {
+                return Err(EngineError::new(ErrorCode::InvalidArgument, "no agent and no command given")
+                    .hint("use --agent NAME \"TASK\", or put a program after `--`"));
+            }
+        };
+        span.record("agent.name", agent.as_str());
+        let def = registry.get(&agent).ok_or_else(|| {
+            EngineError::new(ErrorCode::AgentNotFound, format!("no agent named `{agent}`"))
+                .hint(format!("known agents: {} (see `agentctl agents`)", registry.names().join(", ")))
+        })?;
+        if agent != agents::presets::COMMAND {
+            let found = def.program().and_then(availability::find_program);
+            if found.is_none() {
+                let mut err = EngineError::new(
+                    ErrorCode::AgentUnavailable,
+                    format!("agent `{agent}` needs `{}`, which is not on PATH", def.program().unwrap_or("?")),
+                );
+                if !def.install_hint.is_empty() {
+                    err = err.hint(format!("install it: {}", def.install_hint));
+                }
+                return Err(err);
+            }
+        }
+        let id = req.id.clone().unwrap_or_else(RunId::mint);
+        span.record("run.id", id.as_str());
+        let layout = self.store.layout();
+        let base = req.base.clone().unwrap_or_else(|| "HEAD".to_owned());
+        let git = Git::new(&repo);
+        let base_commit = git.resolve_commit(&base)?;
+        let worktree = layout.worktree_path(&id);
+        let invocation = agents::render(&agent, def, req.prompt.as_deref(), &req.args, &layout.prompt_path(&id), &worktree)?;
+        let mut env = def.env.clone();
+        env.extend(req.env.clone());
+        let spec = RunSpec {
+            agent: agent.clone(),
+            prompt: req.prompt.clone(),
+            command: req.args.clone(),
+            repo: repo.clone(),
+            base,
+            env: req.env.clone(),
+            labels: req.labels.clone(),
+            timeout_ms: req.timeout.map(|d| d.as_millis() as u64),
+            idle_timeout_ms: req.idle_timeout.map(|d| d.as_millis() as u64),
+            keep: req.keep,
+        };
+        let plan = LaunchPlan {
+            argv: invocation.argv,
+            prompt_via: invocation.prompt_via,
+            prompt_file: invocation.prompt_file,
+            env,
+            secret_env: def.secret_env.clone(),
+            tty: def.tty,
+            base_commit,
+            worktree,
+            branch: id.branch(),
+            provider: self.provider.name().to_owned(),
+            grace_ms: req.grace.unwrap_or(crate::DEFAULT_GRACE).as_millis() as u64,
+        };
+        if !self.store.layout().run_dir(&id).exists() && git.branch_exists(&plan.branch)? {
+            return Err(EngineError::new(
+                ErrorCode::RunIdConflict,
+                format!("branch {} already exists in {}", plan.branch, repo.display()),
+            )
+            .hint("choose another --id, or delete the branch if it is no longer needed"));
+        }
+        match self.store.create_run(&id, spec.clone(), plan)? {
+            CreateOutcome::Exists(events) => {
+                let same = matches!(events.first().map(|e| &e.data), Some(EventData::Created { spec: s, .. }) if *s == spec);
+                if !same {
+                    return Err(EngineError::new(
+                        ErrorCode::RunIdConflict,
+                        format!("run {id} already exists with a different spec"),
+                    )
+                    .hint("reuse --id only to repeat the same request; pick a new id for a new run"));
+                }
+                let run = self.store.sync_run(&id)?.ok_or_else(|| EngineError::from(store::StoreError::NotFound(id.to_string())))?;
+                tracing::info!("run already exists; returning it");
+                Ok(CreateResult { run, created: false })
+            }
+            CreateOutcome::Created(_) => {
+                tracing::info!("run recorded");
+                if let Err(e) = self.provider.create(&id).and_then(|()| self.provider.start(&id)) {
+                    self.fail_unstarted(&id, &format!("supervisor could not start: {e}"));
+                    return Err(e.into());
+                }
+                let run = self.store.get(&id)?.ok_or_else(|| EngineError::from(store::StoreError::NotFound(id.to_string())))?;
+                Ok(CreateResult { run, created: true })
+            }
+        }
+    }
+
+    /// Records the failure of a run that never got a supervisor.
+    fn fail_unstarted(&self, id: &RunId, reason: &str) {
+        if let Ok(mut w) = self.store.writer(id, LockMode::NoWait)
+            && w.state() == Some(RunState::Pending)
+        {
+            let _ = w.append(EventData::Finished {
+                state: RunState::Failed,
+                reason: reason.to_owned(),
+                exit_code: None,
+                signal: None,
+            });
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Lifecycle hooks: executables `.agentctl/hooks/pre-run` and `post-run` in the user's repository
+//! (never the agent's worktree, whose content the agent controls), run with the worktree as the
+//! working directory and the run's identity in the environment.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Keep this much of a hook's output in its event.
+const TAIL: usize = 4096;
+
+/// How one hook ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookResult {
+    pub exit_code: Option<i32>,
+    pub elapsed: Duration,
+    pub output_tail: String,
+}
+
+impl HookResult {
+    pub fn ok(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+}
+
+/// The hook file for `name`, if the repository has one.
+pub fn hook_path(repo: &Path, name: &str) -> Option<PathBuf> {
+    let p = repo.join(".agentctl").join("hooks").join(name);
+    p.is_file().then_some(p)
+}
+
+/// Runs a hook to completion (killing it after `limit`).
+pub fn run_hook(path: &Path, cwd: &Path, env: &[(String, String)], limit: Duration) -> HookResult {
+    let started = Instant::now();
+    let mut cmd = Command::new(path);
+    cmd.current_dir(cwd).envs(env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null());
+    let (reader, writer) = match std::io::pipe() {
+        Ok(p) => p,
+        Err(e) => return failed(started, format!("cannot create pipe: {e}")),
+    };
+    let writer2 = match writer.try_clone() {
+        Ok(w) => w,
+        Err(e) => return failed(started, format!("cannot create pipe: {e}")),
+    };
+    cmd.stdout(writer).stderr(writer2);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied { " (make it executable: chmod +x)" } else { "" };
+            return failed(started, format!("cannot run {}: {e}{hint}", path.display()));
+        }
+    };
+    drop(cmd);
+    let collector = std::thread::spawn(move || {
+        let mut reader = reader;
+        let mut buf = Vec::new();
+        let _ = reader.read_to_end(&mut buf);
+        buf
+    });
+    let exit_code = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status.code(),
+            Ok(None) if started.elapsed() < limit => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let out = collector.join().unwrap_or_default();
+    let start = out.len().saturating_sub(TAIL);
+    HookResult { exit_code, elapsed: started.elapsed(), output_tail: String::from_utf8_lossy(&out[start..]).into_owned() }
+}
+
+fn failed(started: Instant, message: String) -> HookResult {
+    HookResult { exit_code: None, elapsed: started.elapsed(), output_tail: message }
+}

@@ -1,0 +1,264 @@
+//! Looking at and acting on existing runs: catching the projection up and marking runs whose
+//! supervisor vanished as `lost`, stopping, waiting, removing and garbage-collecting. Every
+//! reader path goes through [`Engine::refresh`], so no command ever shows a run as `running`
+//! without a live supervisor behind it.
+
+use std::time::{Duration, Instant};
+
+use model::provider::{ControlRequest, SupervisorStatus};
+use model::{ErrorCode, EventData, RunId, RunState};
+use serde::Serialize;
+use store::{LockMode, RunFilter, RunRecord, StoreError};
+use vcs::Git;
+
+use crate::{Engine, EngineError};
+
+/// What `rm` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RmReport {
+    pub id: RunId,
+    pub worktree_removed: bool,
+    pub branch: String,
+    pub branch_deleted: bool,
+    /// Commits on the branch that are not in its base (the branch is kept when non-zero).
+    pub branch_commits: u64,
+}
+
+/// Options for `gc`.
+#[derive(Clone, Debug)]
+pub struct GcOptions {
+    /// Only runs finished at least this long ago.
+    pub older_than: Duration,
+    pub dry_run: bool,
+    /// Remove dirty worktrees too.
+    pub force: bool,
+}
+
+/// One run `gc` looked at.
+#[derive(Clone, Debug, Serialize)]
+pub struct GcItem {
+    pub id: RunId,
+    pub worktree: std::path::PathBuf,
+    /// `removed`, `would_remove`, `skipped_dirty`, `failed`.
+    pub action: &'static str,
+    pub detail: Option<String>,
+}
+
+impl Engine {
+    /// Catches up one run and marks it `lost` if its supervisor is gone.
+    pub fn refresh(&self, id: &RunId, who: &str) -> Result<RunRecord, EngineError> {
+        let rec = self.store.sync_run(id)?.ok_or_else(|| EngineError::from(StoreError::NotFound(id.to_string())))?;
+        if !rec.state.needs_supervisor() {
+            return Ok(rec);
+        }
+        let status = self.provider.status(id)?;
+        if matches!(status, SupervisorStatus::Alive { .. }) {
+            return Ok(rec);
+        }
+        // The supervisor is gone. Take the log (a live writer would hold it) and re-check.
+        let mut writer = match self.store.writer(id, LockMode::NoWait) {
+            Ok(w) => w,
+            Err(StoreError::EventLog(store::EventLogError::Locked { .. })) => return Ok(rec),
+            Err(e) => return Err(e.into()),
+        };
+        if writer.state().is_some_and(|s| s.needs_supervisor()) {
+            let _span = tracing::info_span!("run.lost", run.id = %id).entered();
+            if let Err(e) = self.provider.destroy(id) {
+                tracing::warn!(error = %e, "cannot clean up after lost supervisor");
+            }
+            let pid = rec.supervisor_pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+            writer.append(EventData::Lost {
+                reason: format!("supervisor{pid} exited without recording an outcome"),
+                detected_by: who.to_owned(),
+            })?;
+            tracing::info!("supervisor gone; run marked lost");
+        }
+        drop(writer);
+        Ok(self.store.get(id)?.unwrap_or(rec))
+    }
+
+    /// Catches up every run that may have changed (and marks lost ones).
+    pub fn refresh_all(&self, who: &str) -> Result<(), EngineError> {
+        self.store.sync_all()?;
+        let active = self.store.list(&RunFilter {
+            states: RunState::ALL.into_iter().filter(|s| s.needs_supervisor()).collect(),
+            ..Default::default()
+        })?;
+        for rec in active {
+            if let Err(e) = self.refresh(&rec.id, who) {
+                tracing::warn!(run.id = %rec.id, error = %e, "cannot refresh run");
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a full id or unique prefix.
+    pub fn resolve(&self, text: &str) -> Result<RunId, EngineError> {
+        match self.store.resolve(text) {
+            Err(StoreError::NotFound(_)) => {
+                // A run created by a process that died before projecting it.
+                self.store.sync_all()?;
+                Ok(self.store.resolve(text)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Captured output of a run from byte `offset` of its output log.
+    pub fn logs(&self, id: &RunId, offset: u64) -> Result<model::provider::LogBatch, EngineError> {
+        let batch = self.provider.logs(id, offset).map_err(|e| EngineError::new(ErrorCode::Io, e.to_string()))?;
+        Ok(batch)
+    }
+
+    /// Lists runs after catching up.
+    pub fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, EngineError> {
+        self.refresh_all("list")?;
+        Ok(self.store.list(filter)?)
+    }
+
+    /// Asks a run to stop (SIGINT → SIGTERM → SIGKILL, `grace` apart). Stopping a finished run
+    /// is not an error; it returns the run as it is.
+    pub fn stop(&self, id: &RunId, grace: Duration) -> Result<RunRecord, EngineError> {
+        let _span = tracing::info_span!("run.stop", run.id = %id, grace_ms = grace.as_millis() as u64).entered();
+        let rec = self.refresh(id, "stop")?;
+        if rec.state.is_terminal() {
+            return Ok(rec);
+        }
+        if rec.state == RunState::Pending
+            && !matches!(self.provider.status(id)?, SupervisorStatus::Alive { .. })
+            && let Ok(mut w) = self.store.writer(id, LockMode::NoWait)
+            && w.state() == Some(RunState::Pending)
+        {
+            w.append(EventData::Finished {
+                state: RunState::Cancelled,
+                reason: "stopped before it started".to_owned(),
+                exit_code: None,
+                signal: None,
+            })?;
+            drop(w);
+            return Ok(self.store.sync_run(id)?.unwrap_or(rec));
+        }
+        self.provider.signal(id, &ControlRequest::Stop { grace_ms: grace.as_millis() as u64 })?;
+        tracing::info!("stop requested");
+        Ok(rec)
+    }
+
+    /// Waits until the run is terminal (or `timeout` passes; then returns the run as it is).
+    pub fn wait(&self, id: &RunId, timeout: Option<Duration>) -> Result<RunRecord, EngineError> {
+        let started = Instant::now();
+        loop {
+            let rec = self.refresh(id, "wait")?;
+            if rec.state.is_terminal() || timeout.is_some_and(|t| started.elapsed() >= t) {
+                return Ok(rec);
+            }
+            std::thread::sleep(self.config.poll_interval);
+        }
+    }
+
+    /// Removes a finished run: its worktree (refusing uncaptured changes unless `force`), its
+    /// branch when it holds no commits of its own, and its records. With `force`, an active
+    /// run is stopped first.
+    pub fn rm(&self, id: &RunId, force: bool) -> Result<RmReport, EngineError> {
+        let _span = tracing::info_span!("run.rm", run.id = %id, force).entered();
+        let mut rec = self.refresh(id, "rm")?;
+        if !rec.state.is_terminal() {
+            if !force {
+                return Err(EngineError::new(ErrorCode::RunActive, format!("run {id} is {}", rec.state))
+                    .hint(format!("stop it first (agentctl stop {id}) or use --force")));
+            }
+            self.stop(id, Duration::from_secs(1))?;
+            rec = self.wait(id, Some(Duration::from_secs(30)))?;
+            if !rec.state.is_terminal() {
+                return Err(EngineError::new(ErrorCode::RunActive, format!("run {id} did not stop in time")));
+            }
+        }
+        let repo = Git::new(&rec.repo);
+        let mut worktree_removed = false;
+        if !rec.worktree_removed && rec.worktree.exists() {
+            self.check_clean(&rec, force)?;
+            repo.worktree_remove(&rec.worktree)?;
+            worktree_removed = true;
+        }
+        let mut branch_deleted = false;
+        let mut branch_commits = 0;
+        if rec.repo.exists() && repo.branch_exists(&rec.branch)? {
+            branch_commits = repo.commits_ahead(&rec.base_commit, &rec.branch)?;
+            if branch_commits == 0 {
+                repo.delete_branch(&rec.branch)?;
+                branch_deleted = true;
+            }
+        }
+        if let Err(e) = self.provider.destroy(id) {
+            tracing::warn!(error = %e, "provider cleanup failed");
+        }
+        self.store.delete_run(id)?;
+        Ok(RmReport { id: id.clone(), worktree_removed, branch: rec.branch, branch_deleted, branch_commits })
+    }
+
+    fn check_clean(&self, rec: &RunRecord, force: bool) -> Result<(), EngineError> {
+        let wt = Git::new(&rec.worktree);
+        let lines = match wt.status_lines() {
+            Ok(l) => l,
+            // Not a worktree any more (e.g. its metadata was pruned): nothing git can lose.
+            Err(_) => return Ok(()),
+        };
+        if lines.is_empty() || force {
+            return Ok(());
+        }
+        let shown: Vec<&str> = lines.iter().take(5).map(String::as_str).collect();
+        let more = if lines.len() > 5 { format!(" (+{} more)", lines.len() - 5) } else { String::new() };
+        Err(EngineError::new(
+            ErrorCode::WorktreeDirty,
+            format!("worktree {} has uncommitted changes: {}{more}", rec.worktree.display(), shown.join("; ")),
+        )
+        .hint("commit them on the run's branch, or pass --force to discard them"))
+    }
+
+    /// Removes worktrees of finished runs older than `older_than` (runs created with `--keep`
+    /// are kept). Records stay; branches stay.
+    pub fn gc(&self, opts: &GcOptions) -> Result<Vec<GcItem>, EngineError> {
+        let _span = tracing::info_span!("run.gc", dry_run = opts.dry_run).entered();
+        self.refresh_all("gc")?;
+        let now = jiff::Timestamp::now();
+        let mut out = Vec::new();
+        for rec in self.store.list(&RunFilter::default())? {
+            if !rec.state.is_terminal() || rec.worktree_removed || rec.keep {
+                continue;
+            }
+            let finished = rec.finished_at.unwrap_or(rec.updated_at);
+            let age = now.duration_since(finished);
+            if age.as_secs_f64() < opts.older_than.as_secs_f64() {
+                continue;
+            }
+            let mut item = GcItem { id: rec.id.clone(), worktree: rec.worktree.clone(), action: "removed", detail: None };
+            if let Err(e) = self.check_clean(&rec, opts.force) {
+                item.action = "skipped_dirty";
+                item.detail = Some(e.message);
+                out.push(item);
+                continue;
+            }
+            if opts.dry_run {
+                item.action = "would_remove";
+                out.push(item);
+                continue;
+            }
+            let result = (|| -> Result<(), EngineError> {
+                if rec.worktree.exists() && rec.repo.exists() {
+                    Git::new(&rec.repo).worktree_remove(&rec.worktree)?;
+                } else if rec.worktree.exists() {
+                    std::fs::remove_dir_all(&rec.worktree)
+                        .map_err(|e| EngineError::new(ErrorCode::Io, format!("{}: {e}", rec.worktree.display())))?;
+                }
+                let mut w = self.store.writer(&rec.id, LockMode::NoWait)?;
+                w.append(EventData::WorktreeRemoved { path: rec.worktree.clone(), forced: opts.force })?;
+                Ok(())
+            })();
+            if let Err(e) = result {
+                item.action = "failed";
+                item.detail = Some(e.message);
+            }
+            out.push(item);
+        }
+        Ok(out)
+    }
+}

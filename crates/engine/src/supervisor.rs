@@ -1,0 +1,271 @@
+//! The work of a run's supervisor process (`agentctl __supervise RUN`): take the run, prepare
+//! its worktree, run the pre-run hook, supervise the agent to the end, run the post-run hook and
+//! record the outcome. Every step is an event appended before the next begins, so a crash at any
+//! point leaves a log that explains exactly how far the run got.
+
+use std::ffi::OsString;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use model::outcome::{self, StopReason};
+use model::provider::{ControlRequest, Stream};
+use model::{EventData, LaunchPlan, PromptVia, RunId, RunSpec, RunState};
+use store::{LockMode, RunWriter, StateLayout, Store};
+use supervise::output::OutputWriter;
+use supervise::supervisor::{self as sup, LoopEvent};
+use supervise::{Limits, ProcessSpec, RunFiles, Sink};
+use vcs::Git;
+
+use crate::hooks;
+
+/// Hooks get at most this long when the run has no timeout.
+const HOOK_LIMIT: Duration = Duration::from_secs(600);
+
+/// Runs the supervisor for `id`. Returns the process exit code.
+pub fn run_supervisor(layout: StateLayout, id: &RunId) -> i32 {
+    let span = tracing::info_span!("run.supervise", run.id = %id);
+    let _enter = span.enter();
+    // Signals first, so a stop aimed at us is never lost; then become the subreaper.
+    let (tx, rx) = sup::channel();
+    if let Err(e) = sup::forward_signals(tx.clone()) {
+        tracing::error!(error = %e, "cannot install signal handlers");
+        return 70;
+    }
+    if let Err(e) = sup::become_subreaper() {
+        tracing::warn!(error = %e, "cannot become child subreaper; detached grandchildren may escape");
+    }
+    let store = match Store::open(layout.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open state dir");
+            return 74;
+        }
+    };
+    let files = RunFiles::new(layout.run_dir(id));
+    let _lock = match files.acquire_supervisor_lock() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "another supervisor owns this run");
+            return 75;
+        }
+    };
+    let mut writer = match store.writer(id, LockMode::Wait) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the run's event log");
+            return 74;
+        }
+    };
+    if writer.state() != Some(RunState::Pending) {
+        tracing::info!(state = ?writer.state(), "run is not pending; nothing to do");
+        return 0;
+    }
+    let Some(EventData::Created { spec, plan }) = writer.events().first().map(|e| e.data.clone()) else {
+        tracing::error!("run has no created event");
+        return 70;
+    };
+    match supervise_run(&mut writer, &files, &layout, &spec, &plan, tx, &rx) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "recording failed");
+            74
+        }
+    }
+}
+
+fn finish(w: &mut RunWriter<'_>, state: RunState, reason: String) -> Result<(), store::StoreError> {
+    tracing::info!(run.state = state.as_str(), reason = %reason, "run finished");
+    w.append(EventData::Finished { state, reason, exit_code: None, signal: None }).map(drop)
+}
+
+/// A stop asked for before the agent started (a control request or a signal to us).
+fn early_stop(files: &RunFiles, rx: &Receiver<LoopEvent>) -> Option<StopReason> {
+    if let Some(ControlRequest::Stop { .. }) = files.take_control() {
+        return Some(StopReason::User);
+    }
+    while let Ok(ev) = rx.try_recv() {
+        if let LoopEvent::Signal(sig) = ev
+            && sup::is_stop_signal(sig)
+        {
+            return Some(StopReason::SupervisorSignal);
+        }
+    }
+    None
+}
+
+fn base_env(id: &RunId, layout: &StateLayout, plan: &LaunchPlan) -> Vec<(String, String)> {
+    vec![
+        ("AGENTCTL_RUN_ID".to_owned(), id.to_string()),
+        ("AGENTCTL_WORKTREE".to_owned(), plan.worktree.to_string_lossy().into_owned()),
+        ("AGENTCTL_BRANCH".to_owned(), plan.branch.clone()),
+        ("AGENTCTL_BASE_COMMIT".to_owned(), plan.base_commit.clone()),
+        ("AGENTCTL_STATE_DIR".to_owned(), layout.root().to_string_lossy().into_owned()),
+    ]
+}
+
+fn run_hook(
+    w: &mut RunWriter<'_>,
+    name: &str,
+    spec: &RunSpec,
+    plan: &LaunchPlan,
+    env: &[(String, String)],
+) -> Result<Option<hooks::HookResult>, store::StoreError> {
+    let Some(path) = hooks::hook_path(&spec.repo, name) else {
+        return Ok(None);
+    };
+    let limit = spec.timeout_ms.map(Duration::from_millis).unwrap_or(HOOK_LIMIT);
+    let mut env = env.to_vec();
+    env.push(("AGENTCTL_HOOK".to_owned(), name.to_owned()));
+    let _span = tracing::info_span!("run.hook", hook.name = name).entered();
+    let result = hooks::run_hook(&path, &plan.worktree, &env, limit);
+    w.append(EventData::HookFinished {
+        hook: name.to_owned(),
+        exit_code: result.exit_code,
+        elapsed_ms: result.elapsed.as_millis() as u64,
+        output_tail: result.output_tail.clone(),
+    })?;
+    Ok(Some(result))
+}
+
+fn supervise_run(
+    w: &mut RunWriter<'_>,
+    files: &RunFiles,
+    layout: &StateLayout,
+    spec: &RunSpec,
+    plan: &LaunchPlan,
+    tx: std::sync::mpsc::Sender<LoopEvent>,
+    rx: &Receiver<LoopEvent>,
+) -> Result<(), store::StoreError> {
+    let id = w.id().clone();
+    let me = std::process::id();
+    let start_time = supervise::proctree::stat(me).map(|s| s.start_time).unwrap_or(0);
+    w.append(EventData::Preparing { supervisor_pid: me, supervisor_start_time: start_time })?;
+
+    // The worktree.
+    {
+        let _span = tracing::info_span!("run.prepare").entered();
+        let t = Instant::now();
+        if let Err(e) = Git::new(&spec.repo).worktree_add(&plan.worktree, &plan.branch, &plan.base_commit) {
+            return finish(w, RunState::Failed, format!("cannot create worktree: {e}"));
+        }
+        w.append(EventData::WorktreeReady {
+            path: plan.worktree.clone(),
+            branch: plan.branch.clone(),
+            base_commit: plan.base_commit.clone(),
+            elapsed_ms: t.elapsed().as_millis() as u64,
+        })?;
+    }
+    if early_stop(files, rx).is_some() {
+        return finish(w, RunState::Cancelled, "stopped before the agent started".to_owned());
+    }
+    let env = base_env(&id, layout, plan);
+    if let Some(r) = run_hook(w, "pre-run", spec, plan, &env)?
+        && !r.ok()
+    {
+        let how = r.exit_code.map(|c| format!("exit code {c}")).unwrap_or_else(|| "no exit code".to_owned());
+        return finish(w, RunState::Failed, format!("pre-run hook failed ({how})"));
+    }
+    if early_stop(files, rx).is_some() {
+        return finish(w, RunState::Cancelled, "stopped before the agent started".to_owned());
+    }
+
+    // The agent.
+    let prompt = spec.prompt.clone().unwrap_or_default();
+    if let Some(path) = &plan.prompt_file
+        && let Err(e) = std::fs::write(path, &prompt)
+    {
+        return finish(w, RunState::Failed, format!("cannot write prompt file {}: {e}", path.display()));
+    }
+    let mut proc_env: Vec<(OsString, OsString)> = Vec::new();
+    match agents::config::read_dotenv(&spec.repo) {
+        Ok(vars) => proc_env.extend(vars.into_iter().map(|(k, v)| (k.into(), v.into()))),
+        Err(e) => return finish(w, RunState::Failed, format!("cannot read .env: {e}")),
+    }
+    proc_env.extend(plan.env.iter().map(|(k, v)| (k.into(), v.into())));
+    proc_env.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
+    if let Some(p) = &spec.prompt
+        && p.len() <= 64 * 1024
+    {
+        proc_env.push(("AGENTCTL_PROMPT".into(), p.into()));
+    }
+    let process = ProcessSpec {
+        argv: plan.argv.clone(),
+        cwd: plan.worktree.clone(),
+        env: proc_env,
+        env_remove: Vec::new(),
+        stdin: (plan.prompt_via == PromptVia::Stdin).then(|| prompt.clone().into_bytes()),
+        tty: plan.tty,
+    };
+    let limits = Limits {
+        timeout: spec.timeout_ms.map(Duration::from_millis),
+        idle_timeout: spec.idle_timeout_ms.map(Duration::from_millis),
+        grace: Duration::from_millis(plan.grace_ms),
+    };
+    let output = match OutputWriter::open(&files.output_path()) {
+        Ok(o) => o,
+        Err(e) => return finish(w, RunState::Failed, format!("cannot open output log: {e}")),
+    };
+    let mut sink = EngineSink { writer: w, files, output, error: None };
+    let end = {
+        let _span = tracing::info_span!("run.agent", agent.name = %spec.agent).entered();
+        sup::supervise(&process, limits, tx, rx, &mut sink)
+    };
+    let EngineSink { mut output, error, .. } = sink;
+    if let Err(e) = output.finish() {
+        tracing::warn!(error = %e, "cannot sync output log");
+    }
+    if let Some(e) = error {
+        return Err(e);
+    }
+    let end = match end {
+        Ok(end) => end,
+        Err(e) => {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound { " (is the program on PATH or in the repo?)" } else { "" };
+            return finish(w, RunState::Failed, format!("cannot start `{}`: {e}{hint}", plan.argv.join(" ")));
+        }
+    };
+    let (state, reason) = outcome::decide(end.stop, &end.exit);
+
+    let mut post_env = env.clone();
+    post_env.push(("AGENTCTL_RUN_STATE".to_owned(), state.as_str().to_owned()));
+    if let Some(code) = end.exit.exit_code {
+        post_env.push(("AGENTCTL_EXIT_CODE".to_owned(), code.to_string()));
+    }
+    run_hook(w, "post-run", spec, plan, &post_env)?;
+    tracing::info!(run.state = state.as_str(), reason = %reason, "run finished");
+    w.append(EventData::Finished { state, reason, exit_code: end.exit.exit_code, signal: end.exit.signal })?;
+    Ok(())
+}
+
+/// Writes what the supervision loop reports into the run's logs.
+struct EngineSink<'w, 's> {
+    writer: &'w mut RunWriter<'s>,
+    files: &'w RunFiles,
+    output: OutputWriter,
+    /// The first failure to record an event (the loop goes on; the caller reports it).
+    error: Option<store::StoreError>,
+}
+
+impl Sink for EngineSink<'_, '_> {
+    fn output(&mut self, stream: Stream, data: &[u8]) {
+        if let Err(e) = self.output.write(jiff::Timestamp::now(), stream, data) {
+            tracing::warn!(error = %e, "cannot write output log");
+        }
+    }
+
+    fn event(&mut self, data: EventData) {
+        if let EventData::Started { pid, pgid, start_time, .. } = &data
+            && let Err(e) = self.files.write_agent_pid(*pid, *start_time, *pgid)
+        {
+            tracing::warn!(error = %e, "cannot write agent.pid");
+        }
+        if let Err(e) = self.writer.append(data) {
+            tracing::error!(error = %e, "cannot record event");
+            self.error.get_or_insert(e);
+        }
+    }
+
+    fn poll_control(&mut self) -> Option<ControlRequest> {
+        self.files.take_control()
+    }
+}
