@@ -79,9 +79,6 @@ pub enum Command {
     Admin(AdminCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
-    /// Internal: supervise one run (started by agentctl itself).
-    #[command(name = "__supervise", hide = true)]
-    Supervise(SuperviseArgs),
 }
 
 #[derive(Debug, Args)]
@@ -271,12 +268,6 @@ pub enum AdminCommand {
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
-}
-
-#[derive(Debug, Args)]
-pub struct SuperviseArgs {
-    /// The run to supervise.
-    pub run: String,
 }
 
 /// Parses `30s`, `5m`, `2h`, `1h30m`, `250ms`, `7d`.

@@ -17,6 +17,13 @@ use crate::cli::{Cli, Command, LogFormat};
 use crate::exit::CliError;
 
 fn main() {
+    // The supervisor is started by agentctl itself as `agentctl __supervise --state-dir DIR RUN`;
+    // it is not part of the public command line (nor of help or completions).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == commands::SUPERVISE) {
+        init_supervisor_tracing();
+        std::process::exit(commands::supervise(&argv[2..]));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -36,20 +43,30 @@ fn main() {
     std::process::exit(code);
 }
 
+/// The supervisor's stderr is its log file (`runs/<id>/supervisor.log`): JSON, info and up.
+fn init_supervisor_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("AGENTCTL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .init();
+}
+
 fn init_tracing(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
-    let supervisor = matches!(cli.command, Command::Supervise(_));
-    let default = match (supervisor, cli.global.verbose) {
-        (true, _) => "info",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, 2) => "debug",
-        (false, _) => "trace",
+    let default = match cli.global.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
     };
     let filter = EnvFilter::try_from_env("AGENTCTL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    // The supervisor's stderr is its log file: always JSON there.
-    if supervisor || cli.global.log_format == LogFormat::Json {
+    if cli.global.log_format == LogFormat::Json {
         builder.json().flatten_event(true).with_current_span(true).init();
     } else {
         builder.with_target(false).init();
@@ -59,7 +76,6 @@ fn init_tracing(cli: &Cli) {
 fn run(cli: Cli) -> Result<i32, CliError> {
     let g = &cli.global;
     match cli.command {
-        Command::Supervise(args) => commands::supervise(g, &args),
         Command::Init(args) => commands::init(g, &args),
         Command::Run(args) => commands::run::run(g, args),
         Command::Ls(args) => commands::runs::ls(g, &args),

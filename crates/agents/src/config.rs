@@ -78,12 +78,26 @@ impl AgentRegistry {
             Err(source) => return Err(ConfigError::Io { path: path.to_owned(), source }),
         };
         let file: AgentsFile = toml::from_str(&text)
-            .map_err(|e| ConfigError::Invalid { path: path.to_owned(), message: e.to_string() })?;
+            .map_err(|e| ConfigError::Invalid { path: path.to_owned(), message: one_line(&text, &e) })?;
         for (name, def) in file.agents {
             validate(&name, &def).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
             self.agents.insert(name, (def, Origin::File(path.to_owned())));
         }
         Ok(())
+    }
+}
+
+/// A TOML error as one line: `line L, column C: message`.
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            format!("line {line}, column {col}: {message}")
+        }
+        None => message,
     }
 }
 

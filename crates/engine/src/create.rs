@@ -109,7 +109,9 @@ impl Engine {
             provider: self.provider.name().to_owned(),
             grace_ms: req.grace.unwrap_or(crate::DEFAULT_GRACE).as_millis() as u64,
         };
-        if !self.store.layout().run_dir(&id).exists() && git.branch_exists(&plan.branch)? {
+        // Branch first, then the run dir: a concurrent create of the same id makes the run dir
+        // before its supervisor makes the branch, so this order never mistakes it for a conflict.
+        if git.branch_exists(&plan.branch)? && !self.store.layout().run_dir(&id).exists() {
             return Err(EngineError::new(
                 ErrorCode::RunIdConflict,
                 format!("branch {} already exists in {}", plan.branch, repo.display()),

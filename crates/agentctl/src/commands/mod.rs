@@ -11,16 +11,30 @@ use model::{ErrorCode, RunId};
 use serde::Serialize;
 use store::StateLayout;
 
-use crate::cli::{AdminCommand, AgentsArgs, GlobalArgs, InitArgs, SuperviseArgs};
+use crate::cli::{AdminCommand, AgentsArgs, GlobalArgs, InitArgs};
 use crate::context;
 use crate::exit::CliError;
 use crate::view;
 
-/// `__supervise RUN`: the supervisor process of one run.
-pub fn supervise(g: &GlobalArgs, args: &SuperviseArgs) -> Result<i32, CliError> {
-    let root = context::state_dir(g)?;
-    let id = RunId::parse(&args.run).map_err(|e| CliError::new(ErrorCode::InvalidArgument, e.to_string()))?;
-    Ok(engine::supervisor::run_supervisor(StateLayout::new(root), &id))
+/// The hidden first argument that makes this process a run's supervisor.
+pub const SUPERVISE: &str = "__supervise";
+
+/// `__supervise --state-dir DIR RUN`: the supervisor process of one run. Returns the exit code.
+pub fn supervise(args: &[std::ffi::OsString]) -> i32 {
+    let (dir, run) = match args {
+        [flag, dir, run] if flag == "--state-dir" => (std::path::PathBuf::from(dir), run.to_string_lossy()),
+        _ => {
+            eprintln!("usage: agentctl {SUPERVISE} --state-dir DIR RUN (started by agentctl itself)");
+            return 64;
+        }
+    };
+    match RunId::parse(&run) {
+        Ok(id) => engine::supervisor::run_supervisor(StateLayout::new(dir), &id),
+        Err(e) => {
+            eprintln!("{e}");
+            64
+        }
+    }
 }
 
 const AGENTS_TOML: &str = r#"# Agent definitions for this repository (agentctl). A definition here replaces a preset or

@@ -1,0 +1,142 @@
+//! Test harness: a temp dir holding a git repository and a state dir, and a way to run the
+//! real `agentctl` binary against them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub state: PathBuf,
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_agentctl"))
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Env {
+    /// A repository with one commit (README.md, src/lib.txt) and an empty state dir.
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(repo.join("src")).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("README.md"), "# sample\n").unwrap();
+        std::fs::write(repo.join("src/lib.txt"), "one\ntwo\n").unwrap();
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-qm", "initial"]);
+        let state = dir.path().join("state");
+        Env { dir, repo, state }
+    }
+
+    /// A command for the binary with `--state-dir` set and the repo as working directory.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.current_dir(&self.repo)
+            .env("AGENTCTL_STATE_DIR", &self.state)
+            .env("NO_COLOR", "1")
+            .env("AGENTCTL_CONFIG_DIR", self.dir.path().join("config"))
+            .env_remove("AGENTCTL_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("agentctl runs")
+    }
+
+    /// Runs with `--json` and parses stdout.
+    pub fn json(&self, args: &[&str]) -> (Value, Output) {
+        let out = self.cmd().arg("--json").args(args).output().expect("agentctl runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {text:?}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+        });
+        (v, out)
+    }
+
+    /// Starts a detached run and returns its id.
+    pub fn start(&self, args: &[&str]) -> String {
+        let mut all = vec!["run", "--detach"];
+        all.extend_from_slice(args);
+        let (v, out) = self.json(&all);
+        assert!(out.status.success(), "run failed: {v}");
+        v["id"].as_str().expect("id").to_owned()
+    }
+
+    pub fn show(&self, id: &str) -> Value {
+        self.json(&["show", id]).0
+    }
+
+    pub fn events(&self, id: &str) -> Vec<Value> {
+        let (v, _) = self.json(&["show", "--events", id]);
+        v["events"].as_array().expect("events").clone()
+    }
+
+    pub fn wait(&self, id: &str) -> Value {
+        let (v, _) = self.json(&["wait", "--timeout", "60s", id]);
+        v
+    }
+
+    /// Polls `show` until `pred` holds (at most `limit`).
+    pub fn until(&self, id: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let v = self.show(id);
+            if pred(&v) {
+                return v;
+            }
+            assert!(start.elapsed() < limit, "condition not reached in {limit:?}: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn logs(&self, id: &str) -> String {
+        let out = self.run(&["logs", id]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes an executable script into the temp dir (outside the repo) and returns its path.
+    pub fn script(&self, name: &str, body: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Whether any process has `needle` in its command line.
+pub fn process_with(needle: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| {
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                let zombie = stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+                !zombie && String::from_utf8_lossy(&c).replace('\0', " ").contains(needle)
+            })
+            .unwrap_or(false)
+    })
+}

@@ -1,0 +1,159 @@
+//! The user's checkout is sacred: runs work in their own worktree and branch, and the user's
+//! working tree, index and HEAD are byte-identical before and after. Also many runs at once.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::harness::{git, Env};
+
+/// Everything about the user's checkout that a run must not change.
+fn snapshot(repo: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for rel in [".git/index", ".git/HEAD"] {
+        out.insert(rel.to_owned(), std::fs::read(repo.join(rel)).unwrap());
+    }
+    out.insert("refs/heads/main".to_owned(), git(repo, &["rev-parse", "refs/heads/main"]).into_bytes());
+    out.insert("status".to_owned(), git(repo, &["status", "--porcelain=v2", "--untracked-files=all"]).into_bytes());
+    walk(repo, repo, &mut out);
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        if rel == ".git" {
+            continue;
+        }
+        if p.is_dir() {
+            walk(root, &p, out);
+        } else {
+            out.insert(rel, std::fs::read(&p).unwrap());
+        }
+    }
+}
+
+#[test]
+fn the_users_checkout_is_untouched() {
+    let env = Env::new();
+    // A dirty checkout: staged, modified and untracked files.
+    std::fs::write(env.repo.join("README.md"), "# sample\nlocal edit\n").unwrap();
+    std::fs::write(env.repo.join("staged.txt"), "staged\n").unwrap();
+    git(&env.repo, &["add", "staged.txt"]);
+    std::fs::write(env.repo.join("untracked.txt"), "mine\n").unwrap();
+    let before = snapshot(&env.repo);
+    let (v, _) = env.json(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "echo agent > README.md && echo new > new.txt && rm src/lib.txt && git add -A && \
+         git -c user.name=a -c user.email=a@b commit -qm agent-work && git checkout -q -b side",
+    ]);
+    assert_eq!(v["state"], "succeeded", "{v}");
+    assert_eq!(before, snapshot(&env.repo), "the run changed the user's checkout");
+    // The agent's work is on its own branch.
+    let branch = v["branch"].as_str().unwrap();
+    assert_eq!(git(&env.repo, &["log", "-1", "--format=%s", branch]).trim(), "agent-work");
+    let wt = Path::new(v["worktree"].as_str().unwrap());
+    assert_eq!(std::fs::read_to_string(wt.join("README.md")).unwrap(), "agent\n");
+    // The worktree starts from the committed base, not from the user's uncommitted edits.
+    assert!(!wt.join("untracked.txt").exists());
+}
+
+#[test]
+fn base_selects_the_starting_commit() {
+    let env = Env::new();
+    git(&env.repo, &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(env.repo.join("feature.txt"), "f\n").unwrap();
+    git(&env.repo, &["add", "-A"]);
+    git(&env.repo, &["commit", "-qm", "feature"]);
+    git(&env.repo, &["checkout", "-q", "main"]);
+    let (v, _) = env.json(&["run", "--base", "feature", "--", "test", "-f", "feature.txt"]);
+    assert_eq!(v["state"], "succeeded");
+    assert_eq!(v["base"], "feature");
+    assert_eq!(v["base_commit"].as_str().unwrap(), git(&env.repo, &["rev-parse", "feature"]).trim());
+    let (v, _) = env.json(&["run", "--", "test", "-f", "feature.txt"]);
+    assert_eq!(v["state"], "failed");
+}
+
+#[test]
+fn twenty_concurrent_runs_keep_separate_logs_and_worktrees() {
+    let env = Env::new();
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            env.start(&[
+                "--id",
+                &format!("par-{i}"),
+                "--",
+                "sh",
+                "-c",
+                &format!("for j in 1 2 3 4 5; do echo run-{i}-line-$j; sleep 0.05; done; echo {i} > mine.txt"),
+            ])
+        })
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let v = env.wait(id);
+        assert_eq!(v["state"], "succeeded", "{v}");
+        let expected: String = (1..=5).map(|j| format!("run-{i}-line-{j}\n")).collect();
+        assert_eq!(env.logs(id), expected);
+        let wt = Path::new(v["worktree"].as_str().unwrap());
+        assert_eq!(std::fs::read_to_string(wt.join("mine.txt")).unwrap(), format!("{i}\n"));
+    }
+    let (list, _) = env.json(&["ls"]);
+    assert_eq!(list["runs"].as_array().unwrap().len(), 20);
+    let worktrees = git(&env.repo, &["worktree", "list", "--porcelain"]);
+    assert_eq!(worktrees.matches("branch refs/heads/agentctl/par-").count(), 20);
+}
+
+#[test]
+fn rm_refuses_uncaptured_work_and_gc_respects_it() {
+    let env = Env::new();
+    let (dirty, _) = env.json(&["run", "--id", "dirty", "--", "sh", "-c", "echo wip > wip.txt"]);
+    let (clean, _) = env.json(&["run", "--id", "clean", "--", "true"]);
+    let (committed, _) = env.json(&[
+        "run",
+        "--id",
+        "committed",
+        "--",
+        "sh",
+        "-c",
+        "echo x > x.txt && git add x.txt && git -c user.name=a -c user.email=a@b commit -qm x",
+    ]);
+    // Dirty: refused with WORKTREE_DIRTY, worktree kept.
+    let (err, out) = env.json(&["rm", "dirty"]);
+    assert_eq!(err["error"]["code"], "WORKTREE_DIRTY", "{err}");
+    assert_eq!(out.status.code(), Some(75));
+    assert!(Path::new(dirty["worktree"].as_str().unwrap()).join("wip.txt").exists());
+    // gc skips it too.
+    let (gc, _) = env.json(&["gc", "--older-than", "0s"]);
+    let items = gc["runs"].as_array().unwrap();
+    let action = |id: &str| items.iter().find(|i| i["id"] == id).map(|i| i["action"].as_str().unwrap().to_owned());
+    assert_eq!(action("dirty").as_deref(), Some("skipped_dirty"));
+    assert_eq!(action("clean").as_deref(), Some("removed"));
+    assert!(!Path::new(clean["worktree"].as_str().unwrap()).exists());
+    assert_eq!(env.show("clean")["worktree_removed"], true);
+    // A branch with commits of its own is kept by rm; an empty one is deleted.
+    let (rm, out) = env.json(&["rm", "committed", "clean"]);
+    assert!(out.status.success(), "{rm}");
+    let removed = rm["removed"].as_array().unwrap();
+    assert_eq!(removed[0]["branch_deleted"], false);
+    assert_eq!(removed[0]["branch_commits"], 1);
+    assert_eq!(removed[1]["branch_deleted"], true);
+    assert!(!Path::new(committed["worktree"].as_str().unwrap()).exists());
+    assert!(git(&env.repo, &["branch", "--list", "agentctl/committed"]).contains("agentctl/committed"));
+    assert_eq!(env.json(&["show", "committed"]).0["error"]["code"], "RUN_NOT_FOUND");
+    // --force discards.
+    let (_, out) = env.json(&["rm", "--force", "dirty"]);
+    assert!(out.status.success());
+    assert!(!Path::new(dirty["worktree"].as_str().unwrap()).exists());
+}
+
+#[test]
+fn keep_protects_a_worktree_from_gc() {
+    let env = Env::new();
+    let (v, _) = env.json(&["run", "--keep", "--", "true"]);
+    let (gc, _) = env.json(&["gc", "--older-than", "0s"]);
+    assert!(gc["runs"].as_array().unwrap().is_empty(), "{gc}");
+    assert!(Path::new(v["worktree"].as_str().unwrap()).exists());
+}

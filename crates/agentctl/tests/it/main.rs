@@ -1,0 +1,13 @@
+//! Integration tests of the `agentctl` binary: real git repositories, real processes and
+//! signals, a real SQLite file, each test in its own temp dir with its own `--state-dir`.
+
+mod harness;
+
+mod cli;
+mod demo;
+mod errors;
+mod isolation;
+mod lifecycle;
+mod presets;
+mod records;
+mod stop;

@@ -1,0 +1,104 @@
+//! Stopping runs: escalation order, process-tree cleanup (including setsid'd grandchildren and
+//! processes that ignore signals), and supervisors that die.
+
+use std::time::Duration;
+
+use crate::harness::{process_with, Env};
+
+#[test]
+fn stop_escalates_and_leaves_nothing_behind() {
+    let env = Env::new();
+    let marker = format!("stubborn-{}", std::process::id());
+    let script = env.script(
+        "stubborn.sh",
+        &format!(
+            "#!/bin/bash\ntrap '' INT TERM\nsetsid bash -c \"trap '' INT TERM; exec -a {marker}-grandchild sleep 300\" &\n\
+             (trap '' INT TERM; exec -a {marker}-child sleep 300) &\necho ready\nwhile true; do sleep 0.1; done\n"
+        ),
+    );
+    let id = env.start(&["--grace", "300ms", "--", &script]);
+    env.until(&id, Duration::from_secs(10), |v| v["state"] == "running");
+    let start = std::time::Instant::now();
+    while !(process_with(&format!("{marker}-grandchild")) && process_with(&format!("{marker}-child"))) {
+        assert!(start.elapsed() < Duration::from_secs(10), "helpers never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (v, out) = env.json(&["stop", "--grace", "300ms", &id]);
+    assert!(out.status.success());
+    assert_eq!(v["state"], "cancelled", "{v}");
+    assert!(!process_with(&marker), "a process of the run survived the stop");
+    let signals: Vec<String> = env
+        .events(&id)
+        .iter()
+        .filter(|e| e["data"]["type"] == "signal_sent")
+        .map(|e| e["data"]["signal"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(signals, ["SIGINT", "SIGTERM", "SIGKILL"]);
+    let reason = v["reason"].as_str().unwrap();
+    assert!(reason.contains("stopped by user"), "{reason}");
+}
+
+#[test]
+fn a_cooperative_agent_stops_at_sigint() {
+    let env = Env::new();
+    let script = env.script("polite.sh", "#!/bin/sh\ntrap 'echo bye; exit 0' INT\necho hi\nwhile true; do sleep 0.1; done\n");
+    let id = env.start(&["--", &script]);
+    env.until(&id, Duration::from_secs(10), |v| v["state"] == "running");
+    std::thread::sleep(Duration::from_millis(200));
+    let (v, _) = env.json(&["stop", &id]);
+    assert_eq!(v["state"], "cancelled");
+    let signals: Vec<_> = env.events(&id).into_iter().filter(|e| e["data"]["type"] == "signal_sent").collect();
+    assert_eq!(signals.len(), 1, "SIGINT was enough: {signals:?}");
+    assert!(env.logs(&id).contains("bye"));
+}
+
+#[test]
+fn processes_left_by_a_finished_agent_are_cleaned_up() {
+    let env = Env::new();
+    let marker = format!("leftover-{}", std::process::id());
+    let (v, _) = env.json(&[
+        "run",
+        "--grace",
+        "300ms",
+        "--",
+        "sh",
+        "-c",
+        &format!("setsid bash -c 'exec -a {marker} sleep 300' > /dev/null 2>&1 & echo started"),
+    ]);
+    assert_eq!(v["state"], "succeeded", "{v}");
+    assert!(!process_with(&marker), "a daemonised grandchild outlived the run");
+}
+
+#[test]
+fn killed_supervisor_shows_as_lost_not_running() {
+    let env = Env::new();
+    let marker = format!("orphan-{}", std::process::id());
+    let id = env.start(&["--", "bash", "-c", &format!("exec -a {marker} sleep 300")]);
+    let v = env.until(&id, Duration::from_secs(10), |v| v["state"] == "running");
+    let sup = v["supervisor_pid"].as_u64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::Signal::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let (list, _) = env.json(&["ls"]);
+    let run = list["runs"].as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(run["state"], "lost", "{run}");
+    let lost = env.events(&id).into_iter().find(|e| e["data"]["type"] == "lost").unwrap();
+    assert_eq!(lost["data"]["detected_by"], "list");
+    // The agent the dead supervisor left behind is ours (pid + start time match): it is killed.
+    let start = std::time::Instant::now();
+    while process_with(&marker) {
+        assert!(start.elapsed() < Duration::from_secs(5), "orphaned agent still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // `wait` on a lost run returns at once with exit 125.
+    assert_eq!(env.run(&["wait", &id]).status.code(), Some(125));
+}
+
+#[test]
+fn stopping_a_finished_run_is_harmless() {
+    let env = Env::new();
+    let (v, _) = env.json(&["run", "--", "true"]);
+    let id = v["id"].as_str().unwrap();
+    let (v, out) = env.json(&["stop", id]);
+    assert!(out.status.success());
+    assert_eq!(v["state"], "succeeded");
+}
