@@ -38,10 +38,16 @@ pub fn config_dir() -> Option<PathBuf> {
 }
 
 fn home() -> Result<PathBuf, CliError> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from).ok_or_else(|| {
-        CliError::new(ErrorCode::StateDirUnusable, "cannot find a state directory: HOME is not set")
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            CliError::new(
+                ErrorCode::StateDirUnusable,
+                "cannot find a state directory: HOME is not set",
+            )
             .hint("pass --state-dir DIR or set AGENTCTL_STATE_DIR")
-    })
+        })
 }
 
 pub fn absolute(p: &Path) -> Result<PathBuf, CliError> {
@@ -67,6 +73,7 @@ pub fn engine(g: &GlobalArgs) -> Result<Engine, CliError> {
 pub fn repo_dir(repo: Option<&Path>) -> Result<PathBuf, CliError> {
     match repo {
         Some(r) => absolute(r),
-        None => std::env::current_dir().map_err(|e| CliError::new(ErrorCode::Io, format!("cannot read the current directory: {e}"))),
+        None => std::env::current_dir()
+            .map_err(|e| CliError::new(ErrorCode::Io, format!("cannot read the current directory: {e}"))),
     }
 }

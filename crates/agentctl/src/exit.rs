@@ -46,7 +46,9 @@ impl CliError {
             let _ = writeln!(std::io::stdout(), "{body}");
         } else {
             let mut err = anstream::stderr();
-            let red = anstyle::Style::new().bold().fg_color(Some(anstyle::AnsiColor::Red.into()));
+            let red = anstyle::Style::new()
+                .bold()
+                .fg_color(Some(anstyle::AnsiColor::Red.into()));
             let _ = writeln!(err, "{red}error[{}]{red:#}: {}", e.code.as_str(), e.message);
             if let Some(h) = &e.hint {
                 let _ = writeln!(err, "  hint: {h}");

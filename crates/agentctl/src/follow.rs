@@ -2,8 +2,8 @@
 //! stderr, exactly as written) until the run ends. Used by `run` and `logs -f`.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use engine::Engine;
@@ -32,7 +32,10 @@ pub struct Printer {
 
 impl Printer {
     pub fn new(mode: Print) -> Self {
-        Printer { mode, at_line_start: [true; 3] }
+        Printer {
+            mode,
+            at_line_start: [true; 3],
+        }
     }
 
     pub fn chunk(&mut self, c: &OutputChunk) {
@@ -109,7 +112,10 @@ pub fn follow(engine: &Engine, id: &RunId, opts: FollowOptions) -> Result<(RunRe
             }
             return Ok((rec, false));
         }
-        if opts.spinner && spinner.is_none() && !got_output && offset == 0
+        if opts.spinner
+            && spinner.is_none()
+            && !got_output
+            && offset == 0
             && matches!(rec.state, RunState::Pending | RunState::Preparing)
             && started.elapsed() > Duration::from_secs(1)
         {

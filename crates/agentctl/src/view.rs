@@ -153,14 +153,28 @@ pub fn show_text(r: &RunRecord) -> String {
         line("signal", s.clone());
     }
     line("repo", r.repo.display().to_string());
-    line("base", format!("{} ({})", r.base, &r.base_commit[..r.base_commit.len().min(12)]));
+    line(
+        "base",
+        format!("{} ({})", r.base, &r.base_commit[..r.base_commit.len().min(12)]),
+    );
     line("branch", r.branch.clone());
     line(
         "worktree",
-        if r.worktree_removed { format!("{} (removed)", r.worktree.display()) } else { r.worktree.display().to_string() },
+        if r.worktree_removed {
+            format!("{} (removed)", r.worktree.display())
+        } else {
+            r.worktree.display().to_string()
+        },
     );
     if !r.labels.is_empty() {
-        line("labels", r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "));
+        line(
+            "labels",
+            r.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
     }
     line("created", r.created_at.to_string());
     if let Some(t) = r.started_at {

@@ -75,12 +75,22 @@ impl AgentRegistry {
         let text = match fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(ConfigError::Io { path: path.to_owned(), source }),
+            Err(source) => {
+                return Err(ConfigError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         };
-        let file: AgentsFile = toml::from_str(&text)
-            .map_err(|e| ConfigError::Invalid { path: path.to_owned(), message: one_line(&text, &e) })?;
+        let file: AgentsFile = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: one_line(&text, &e),
+        })?;
         for (name, def) in file.agents {
-            validate(&name, &def).map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+            validate(&name, &def).map_err(|message| ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            })?;
             self.agents.insert(name, (def, Origin::File(path.to_owned())));
         }
         Ok(())
@@ -135,10 +145,17 @@ pub fn read_dotenv(repo: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     if !path.is_file() {
         return Ok(Vec::new());
     }
-    let iter = dotenvy::from_path_iter(&path)
-        .map_err(|e| ConfigError::Invalid { path: path.clone(), message: e.to_string() })?;
-    iter.map(|item| item.map_err(|e| ConfigError::Invalid { path: path.clone(), message: e.to_string() }))
-        .collect()
+    let iter = dotenvy::from_path_iter(&path).map_err(|e| ConfigError::Invalid {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    iter.map(|item| {
+        item.map_err(|e| ConfigError::Invalid {
+            path: path.clone(),
+            message: e.to_string(),
+        })
+    })
+    .collect()
 }
 
 #[cfg(test)]
@@ -172,7 +189,11 @@ description = "reviews"
         fs::write(dir.path().join(".agentctl/agents.toml"), "[agents.x]\ncommand = []\n").unwrap();
         let err = load_registry(None, Some(dir.path())).unwrap_err();
         assert!(err.to_string().contains("must name a program"), "{err}");
-        fs::write(dir.path().join(".agentctl/agents.toml"), "[agents.x]\ncommand = [\"a\"]\nbogus = 1\n").unwrap();
+        fs::write(
+            dir.path().join(".agentctl/agents.toml"),
+            "[agents.x]\ncommand = [\"a\"]\nbogus = 1\n",
+        )
+        .unwrap();
         assert!(load_registry(None, Some(dir.path())).is_err());
     }
 

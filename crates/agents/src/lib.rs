@@ -8,6 +8,6 @@ pub mod def;
 pub mod presets;
 pub mod render;
 
-pub use config::{load_registry, AgentRegistry, ConfigError, Origin};
+pub use config::{AgentRegistry, ConfigError, Origin, load_registry};
 pub use def::AgentDef;
-pub use render::{render, Invocation, RenderError};
+pub use render::{Invocation, RenderError, render};

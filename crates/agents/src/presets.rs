@@ -49,7 +49,12 @@ pub fn presets() -> Vec<(&'static str, AgentDef)> {
                 version_args: strings(&["--version"]),
                 install_hint: "npm install -g @anthropic-ai/claude-code".to_owned(),
                 output: "claude-stream-json".to_owned(),
-                domains: strings(&["api.anthropic.com", "claude.ai", "platform.claude.com", "console.anthropic.com"]),
+                domains: strings(&[
+                    "api.anthropic.com",
+                    "claude.ai",
+                    "platform.claude.com",
+                    "console.anthropic.com",
+                ]),
             },
         ),
         (
@@ -71,7 +76,14 @@ pub fn presets() -> Vec<(&'static str, AgentDef)> {
         (
             "gemini",
             AgentDef {
-                command: strings(&["gemini", "-p", "{prompt}", "--output-format", "stream-json", "--approval-mode=yolo"]),
+                command: strings(&[
+                    "gemini",
+                    "-p",
+                    "{prompt}",
+                    "--output-format",
+                    "stream-json",
+                    "--approval-mode=yolo",
+                ]),
                 prompt_via: PromptVia::Arg,
                 env: env(&[("GEMINI_CLI_TRUST_WORKSPACE", "true")]),
                 secret_env: strings(&[
@@ -88,7 +100,11 @@ pub fn presets() -> Vec<(&'static str, AgentDef)> {
                 version_args: strings(&["--version"]),
                 install_hint: "npm install -g @google/gemini-cli".to_owned(),
                 output: "gemini-stream-json".to_owned(),
-                domains: strings(&["generativelanguage.googleapis.com", "cloudcode-pa.googleapis.com", "oauth2.googleapis.com"]),
+                domains: strings(&[
+                    "generativelanguage.googleapis.com",
+                    "cloudcode-pa.googleapis.com",
+                    "oauth2.googleapis.com",
+                ]),
             },
         ),
         (
@@ -108,9 +124,15 @@ pub fn presets() -> Vec<(&'static str, AgentDef)> {
                 ]),
                 prompt_via: PromptVia::File,
                 env: env(&[("COLUMNS", "1000")]),
-                secret_env: strings(&["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY"]),
+                secret_env: strings(&[
+                    "OPENAI_API_KEY",
+                    "ANTHROPIC_API_KEY",
+                    "GEMINI_API_KEY",
+                    "OPENROUTER_API_KEY",
+                ]),
                 tags: strings(&["code", "edit", "refactor", "pair"]),
-                description: "Aider with one message from a file, auto-confirming; commits on the run's branch".to_owned(),
+                description: "Aider with one message from a file, auto-confirming; commits on the run's branch"
+                    .to_owned(),
                 tty: false,
                 version_args: strings(&["--version"]),
                 install_hint: "python3 -m pip install aider-chat".to_owned(),

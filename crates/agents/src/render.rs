@@ -41,7 +41,11 @@ pub fn render(
         if extra_args.is_empty() {
             return Err(RenderError::MissingCommand);
         }
-        return Ok(Invocation { argv: extra_args.to_vec(), prompt_via: PromptVia::Arg, prompt_file: None });
+        return Ok(Invocation {
+            argv: extra_args.to_vec(),
+            prompt_via: PromptVia::Arg,
+            prompt_file: None,
+        });
     }
     if def.command.is_empty() {
         return Err(RenderError::EmptyCommand { agent: name.to_owned() });
@@ -59,7 +63,9 @@ pub fn render(
         .iter()
         .map(|a| {
             // Substitute {prompt} last so a prompt containing "{workdir}" stays literal.
-            a.replace("{workdir}", &dir).replace("{prompt_file}", &file).replace("{prompt}", prompt_text)
+            a.replace("{workdir}", &dir)
+                .replace("{prompt_file}", &file)
+                .replace("{prompt}", prompt_text)
         })
         .collect();
     match def.prompt_via {
@@ -87,17 +93,41 @@ mod tests {
 
     #[test]
     fn claude_gets_prompt_as_argument() {
-        let inv = render("claude-code", &preset("claude-code"), Some("fix it"), &[], Path::new("/p"), Path::new("/w")).unwrap();
+        let inv = render(
+            "claude-code",
+            &preset("claude-code"),
+            Some("fix it"),
+            &[],
+            Path::new("/p"),
+            Path::new("/w"),
+        )
+        .unwrap();
         assert_eq!(&inv.argv[..3], &["claude", "-p", "fix it"]);
         assert_eq!(inv.prompt_file, None);
     }
 
     #[test]
     fn codex_reads_stdin_and_aider_a_file() {
-        let codex = render("codex", &preset("codex"), Some("t"), &[], Path::new("/p"), Path::new("/w")).unwrap();
+        let codex = render(
+            "codex",
+            &preset("codex"),
+            Some("t"),
+            &[],
+            Path::new("/p"),
+            Path::new("/w"),
+        )
+        .unwrap();
         assert_eq!(codex.prompt_via, PromptVia::Stdin);
         assert_eq!(codex.argv.last().map(String::as_str), Some("-"));
-        let aider = render("aider", &preset("aider"), Some("t"), &[], Path::new("/p/prompt.md"), Path::new("/w")).unwrap();
+        let aider = render(
+            "aider",
+            &preset("aider"),
+            Some("t"),
+            &[],
+            Path::new("/p/prompt.md"),
+            Path::new("/w"),
+        )
+        .unwrap();
         assert_eq!(aider.argv[1..3], ["--message-file", "/p/prompt.md"]);
         assert_eq!(aider.prompt_file.as_deref(), Some(Path::new("/p/prompt.md")));
     }
@@ -105,19 +135,56 @@ mod tests {
     #[test]
     fn prompt_is_required_and_not_reinterpreted() {
         let def = preset("gemini");
-        assert!(matches!(render("gemini", &def, None, &[], Path::new("/p"), Path::new("/w")), Err(RenderError::MissingPrompt { .. })));
-        let inv = render("gemini", &def, Some("use {workdir}"), &[], Path::new("/p"), Path::new("/w")).unwrap();
+        assert!(matches!(
+            render("gemini", &def, None, &[], Path::new("/p"), Path::new("/w")),
+            Err(RenderError::MissingPrompt { .. })
+        ));
+        let inv = render(
+            "gemini",
+            &def,
+            Some("use {workdir}"),
+            &[],
+            Path::new("/p"),
+            Path::new("/w"),
+        )
+        .unwrap();
         assert_eq!(inv.argv[2], "use {workdir}");
     }
 
     #[test]
     fn command_agent_runs_args_verbatim_and_extra_args_append() {
         let args = vec!["sh".to_owned(), "-c".to_owned(), "echo {prompt}".to_owned()];
-        let inv = render("command", &preset("command"), None, &args, Path::new("/p"), Path::new("/w")).unwrap();
+        let inv = render(
+            "command",
+            &preset("command"),
+            None,
+            &args,
+            Path::new("/p"),
+            Path::new("/w"),
+        )
+        .unwrap();
         assert_eq!(inv.argv, args);
-        assert_eq!(render("command", &preset("command"), None, &[], Path::new("/p"), Path::new("/w")), Err(RenderError::MissingCommand));
+        assert_eq!(
+            render(
+                "command",
+                &preset("command"),
+                None,
+                &[],
+                Path::new("/p"),
+                Path::new("/w")
+            ),
+            Err(RenderError::MissingCommand)
+        );
         let extra = vec!["--model".to_owned(), "opus".to_owned()];
-        let inv = render("claude-code", &preset("claude-code"), Some("x"), &extra, Path::new("/p"), Path::new("/w")).unwrap();
+        let inv = render(
+            "claude-code",
+            &preset("claude-code"),
+            Some("x"),
+            &extra,
+            Path::new("/p"),
+            Path::new("/w"),
+        )
+        .unwrap();
         assert_eq!(&inv.argv[inv.argv.len() - 2..], &extra[..]);
     }
 }

@@ -26,20 +26,26 @@ impl Availability {
 pub fn find_program(program: &str) -> Option<PathBuf> {
     let is_exec = |p: &Path| {
         use std::os::unix::fs::PermissionsExt;
-        p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if program.contains('/') {
         let p = PathBuf::from(program);
         return is_exec(&p).then_some(p);
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| is_exec(p))
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| is_exec(p))
 }
 
 /// Finds the program and, if `with_version`, asks it for its version (2 s limit).
 pub fn probe(def: &AgentDef, with_version: bool) -> Availability {
     let Some(program) = def.program() else {
-        return Availability { path: None, version: None };
+        return Availability {
+            path: None,
+            version: None,
+        };
     };
     let path = find_program(program);
     let version = match (&path, with_version && !def.version_args.is_empty()) {
@@ -70,5 +76,9 @@ fn version_of(program: &Path, args: &[String]) -> Option<String> {
         }
     }
     let out = child.wait_with_output().ok()?;
-    String::from_utf8_lossy(&out.stdout).lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned)
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_owned)
 }

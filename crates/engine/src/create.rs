@@ -44,7 +44,11 @@ pub struct CreateResult {
 impl Engine {
     /// Creates and starts a run, or returns the existing run with the same id and spec.
     pub fn create_run(&self, req: RunRequest) -> Result<CreateResult, EngineError> {
-        let span = tracing::info_span!("run.create", run.id = tracing::field::Empty, agent.name = tracing::field::Empty);
+        let span = tracing::info_span!(
+            "run.create",
+            run.id = tracing::field::Empty,
+            agent.name = tracing::field::Empty
+        );
         let _enter = span.enter();
         let repo = Git::toplevel(&req.repo_dir)?;
         let registry = agents::load_registry(self.config.user_agents_file.as_deref(), Some(&repo))?;
@@ -52,21 +56,28 @@ impl Engine {
             (Some(a), _) => a.clone(),
             (None, false) => agents::presets::COMMAND.to_owned(),
             (None, true) => {
-                return Err(EngineError::new(ErrorCode::InvalidArgument, "no agent and no command given")
-                    .hint("use --agent NAME \"TASK\", or put a program after `--`"));
+                return Err(
+                    EngineError::new(ErrorCode::InvalidArgument, "no agent and no command given")
+                        .hint("use --agent NAME \"TASK\", or put a program after `--`"),
+                );
             }
         };
         span.record("agent.name", agent.as_str());
         let def = registry.get(&agent).ok_or_else(|| {
-            EngineError::new(ErrorCode::AgentNotFound, format!("no agent named `{agent}`"))
-                .hint(format!("known agents: {} (see `agentctl agents`)", registry.names().join(", ")))
+            EngineError::new(ErrorCode::AgentNotFound, format!("no agent named `{agent}`")).hint(format!(
+                "known agents: {} (see `agentctl agents`)",
+                registry.names().join(", ")
+            ))
         })?;
         if agent != agents::presets::COMMAND {
             let found = def.program().and_then(availability::find_program);
             if found.is_none() {
                 let mut err = EngineError::new(
                     ErrorCode::AgentUnavailable,
-                    format!("agent `{agent}` needs `{}`, which is not on PATH", def.program().unwrap_or("?")),
+                    format!(
+                        "agent `{agent}` needs `{}`, which is not on PATH",
+                        def.program().unwrap_or("?")
+                    ),
                 );
                 if !def.install_hint.is_empty() {
                     err = err.hint(format!("install it: {}", def.install_hint));
@@ -81,7 +92,14 @@ impl Engine {
         let git = Git::new(&repo);
         let base_commit = git.resolve_commit(&base)?;
         let worktree = layout.worktree_path(&id);
-        let invocation = agents::render(&agent, def, req.prompt.as_deref(), &req.args, &layout.prompt_path(&id), &worktree)?;
+        let invocation = agents::render(
+            &agent,
+            def,
+            req.prompt.as_deref(),
+            &req.args,
+            &layout.prompt_path(&id),
+            &worktree,
+        )?;
         let mut env = def.env.clone();
         env.extend(req.env.clone());
         let spec = RunSpec {
@@ -120,7 +138,8 @@ impl Engine {
         }
         match self.store.create_run(&id, spec.clone(), plan)? {
             CreateOutcome::Exists(events) => {
-                let same = matches!(events.first().map(|e| &e.data), Some(EventData::Created { spec: s, .. }) if *s == spec);
+                let same =
+                    matches!(events.first().map(|e| &e.data), Some(EventData::Created { spec: s, .. }) if **s == spec);
                 if !same {
                     return Err(EngineError::new(
                         ErrorCode::RunIdConflict,
@@ -128,7 +147,10 @@ impl Engine {
                     )
                     .hint("reuse --id only to repeat the same request; pick a new id for a new run"));
                 }
-                let run = self.store.sync_run(&id)?.ok_or_else(|| EngineError::from(store::StoreError::NotFound(id.to_string())))?;
+                let run = self
+                    .store
+                    .sync_run(&id)?
+                    .ok_or_else(|| EngineError::from(store::StoreError::NotFound(id.to_string())))?;
                 tracing::info!("run already exists; returning it");
                 Ok(CreateResult { run, created: false })
             }
@@ -138,7 +160,10 @@ impl Engine {
                     self.fail_unstarted(&id, &format!("supervisor could not start: {e}"));
                     return Err(e.into());
                 }
-                let run = self.store.get(&id)?.ok_or_else(|| EngineError::from(store::StoreError::NotFound(id.to_string())))?;
+                let run = self
+                    .store
+                    .get(&id)?
+                    .ok_or_else(|| EngineError::from(store::StoreError::NotFound(id.to_string())))?;
                 Ok(CreateResult { run, created: true })
             }
         }

@@ -14,7 +14,11 @@ pub struct EngineError {
 
 impl EngineError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        EngineError { code, message: message.into(), hint: None }
+        EngineError {
+            code,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -29,14 +33,14 @@ impl From<store::StoreError> for EngineError {
         match e {
             S::NotFound(id) => EngineError::new(ErrorCode::RunNotFound, format!("no run matches {id:?}"))
                 .hint("list runs with `agentctl ls`"),
-            S::Ambiguous { .. } => EngineError::new(ErrorCode::RunAmbiguous, e.to_string())
-                .hint("give more characters of the run id"),
+            S::Ambiguous { .. } => {
+                EngineError::new(ErrorCode::RunAmbiguous, e.to_string()).hint("give more characters of the run id")
+            }
             S::Transition(t) => EngineError::new(ErrorCode::InvalidStateTransition, t.to_string()),
             S::Layout(_) => EngineError::new(ErrorCode::StateDirUnusable, e.to_string())
                 .hint("check --state-dir / AGENTCTL_STATE_DIR and its permissions"),
-            S::EventLog(store::EventLogError::Locked { .. }) => {
-                EngineError::new(ErrorCode::RunActive, e.to_string()).hint("the run's supervisor is still working; retry")
-            }
+            S::EventLog(store::EventLogError::Locked { .. }) => EngineError::new(ErrorCode::RunActive, e.to_string())
+                .hint("the run's supervisor is still working; retry"),
             other => EngineError::new(ErrorCode::Io, other.to_string()),
         }
     }
@@ -48,11 +52,13 @@ impl From<vcs::VcsError> for EngineError {
         match &e {
             V::NotARepo { .. } => EngineError::new(ErrorCode::NotAGitRepo, e.to_string())
                 .hint("run inside a git repository, pass --repo DIR, or create one with `git init`"),
-            V::RevNotFound { rev, .. } => EngineError::new(ErrorCode::BaseNotFound, e.to_string()).hint(if rev == "HEAD" {
-                "the repository has no commits yet: make a first commit".to_owned()
-            } else {
-                "pass an existing branch, tag or commit with --base".to_owned()
-            }),
+            V::RevNotFound { rev, .. } => {
+                EngineError::new(ErrorCode::BaseNotFound, e.to_string()).hint(if rev == "HEAD" {
+                    "the repository has no commits yet: make a first commit".to_owned()
+                } else {
+                    "pass an existing branch, tag or commit with --base".to_owned()
+                })
+            }
             _ => EngineError::new(ErrorCode::GitFailed, e.to_string()),
         }
     }
@@ -73,7 +79,9 @@ impl From<agents::ConfigError> for EngineError {
 impl From<agents::RenderError> for EngineError {
     fn from(e: agents::RenderError) -> Self {
         let hint = match &e {
-            agents::RenderError::MissingPrompt { .. } => "give the task as the last argument: agentctl run --agent NAME \"TASK\"",
+            agents::RenderError::MissingPrompt { .. } => {
+                "give the task as the last argument: agentctl run --agent NAME \"TASK\""
+            }
             agents::RenderError::MissingCommand => "put the program after `--`, e.g. agentctl run -- ./scripts/task.sh",
             agents::RenderError::EmptyCommand { .. } => "set `command` in the agent's definition",
         };

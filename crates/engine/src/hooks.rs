@@ -34,7 +34,9 @@ pub fn hook_path(repo: &Path, name: &str) -> Option<PathBuf> {
 pub fn run_hook(path: &Path, cwd: &Path, env: &[(String, String)], limit: Duration) -> HookResult {
     let started = Instant::now();
     let mut cmd = Command::new(path);
-    cmd.current_dir(cwd).envs(env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null());
+    cmd.current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null());
     let (reader, writer) = match std::io::pipe() {
         Ok(p) => p,
         Err(e) => return failed(started, format!("cannot create pipe: {e}")),
@@ -47,7 +49,11 @@ pub fn run_hook(path: &Path, cwd: &Path, env: &[(String, String)], limit: Durati
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied { " (make it executable: chmod +x)" } else { "" };
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                " (make it executable: chmod +x)"
+            } else {
+                ""
+            };
             return failed(started, format!("cannot run {}: {e}{hint}", path.display()));
         }
     };
@@ -71,9 +77,17 @@ pub fn run_hook(path: &Path, cwd: &Path, env: &[(String, String)], limit: Durati
     };
     let out = collector.join().unwrap_or_default();
     let start = out.len().saturating_sub(TAIL);
-    HookResult { exit_code, elapsed: started.elapsed(), output_tail: String::from_utf8_lossy(&out[start..]).into_owned() }
+    HookResult {
+        exit_code,
+        elapsed: started.elapsed(),
+        output_tail: String::from_utf8_lossy(&out[start..]).into_owned(),
+    }
 }
 
 fn failed(started: Instant, message: String) -> HookResult {
-    HookResult { exit_code: None, elapsed: started.elapsed(), output_tail: message }
+    HookResult {
+        exit_code: None,
+        elapsed: started.elapsed(),
+        output_tail: message,
+    }
 }

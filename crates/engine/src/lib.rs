@@ -32,7 +32,10 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { user_agents_file: None, poll_interval: Duration::from_millis(50) }
+        EngineConfig {
+            user_agents_file: None,
+            poll_interval: Duration::from_millis(50),
+        }
     }
 }
 
@@ -48,13 +51,20 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("store", &self.store).field("provider", &self.provider.name()).finish()
+        f.debug_struct("Engine")
+            .field("store", &self.store)
+            .field("provider", &self.provider.name())
+            .finish()
     }
 }
 
 impl Engine {
     pub fn new(store: Store, provider: Arc<dyn Provider>, config: EngineConfig) -> Self {
-        Engine { store, provider, config }
+        Engine {
+            store,
+            provider,
+            config,
+        }
     }
 
     pub fn store(&self) -> &Store {

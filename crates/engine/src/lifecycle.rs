@@ -47,7 +47,10 @@ pub struct GcItem {
 impl Engine {
     /// Catches up one run and marks it `lost` if its supervisor is gone.
     pub fn refresh(&self, id: &RunId, who: &str) -> Result<RunRecord, EngineError> {
-        let rec = self.store.sync_run(id)?.ok_or_else(|| EngineError::from(StoreError::NotFound(id.to_string())))?;
+        let rec = self
+            .store
+            .sync_run(id)?
+            .ok_or_else(|| EngineError::from(StoreError::NotFound(id.to_string())))?;
         if !rec.state.needs_supervisor() {
             return Ok(rec);
         }
@@ -106,7 +109,10 @@ impl Engine {
 
     /// Captured output of a run from byte `offset` of its output log.
     pub fn logs(&self, id: &RunId, offset: u64) -> Result<model::provider::LogBatch, EngineError> {
-        let batch = self.provider.logs(id, offset).map_err(|e| EngineError::new(ErrorCode::Io, e.to_string()))?;
+        let batch = self
+            .provider
+            .logs(id, offset)
+            .map_err(|e| EngineError::new(ErrorCode::Io, e.to_string()))?;
         Ok(batch)
     }
 
@@ -138,7 +144,12 @@ impl Engine {
             drop(w);
             return Ok(self.store.sync_run(id)?.unwrap_or(rec));
         }
-        self.provider.signal(id, &ControlRequest::Stop { grace_ms: grace.as_millis() as u64 })?;
+        self.provider.signal(
+            id,
+            &ControlRequest::Stop {
+                grace_ms: grace.as_millis() as u64,
+            },
+        )?;
         tracing::info!("stop requested");
         Ok(rec)
     }
@@ -163,13 +174,18 @@ impl Engine {
         let mut rec = self.refresh(id, "rm")?;
         if !rec.state.is_terminal() {
             if !force {
-                return Err(EngineError::new(ErrorCode::RunActive, format!("run {id} is {}", rec.state))
-                    .hint(format!("stop it first (agentctl stop {id}) or use --force")));
+                return Err(
+                    EngineError::new(ErrorCode::RunActive, format!("run {id} is {}", rec.state))
+                        .hint(format!("stop it first (agentctl stop {id}) or use --force")),
+                );
             }
             self.stop(id, Duration::from_secs(1))?;
             rec = self.wait(id, Some(Duration::from_secs(30)))?;
             if !rec.state.is_terminal() {
-                return Err(EngineError::new(ErrorCode::RunActive, format!("run {id} did not stop in time")));
+                return Err(EngineError::new(
+                    ErrorCode::RunActive,
+                    format!("run {id} did not stop in time"),
+                ));
             }
         }
         let repo = Git::new(&rec.repo);
@@ -192,7 +208,13 @@ impl Engine {
             tracing::warn!(error = %e, "provider cleanup failed");
         }
         self.store.delete_run(id)?;
-        Ok(RmReport { id: id.clone(), worktree_removed, branch: rec.branch, branch_deleted, branch_commits })
+        Ok(RmReport {
+            id: id.clone(),
+            worktree_removed,
+            branch: rec.branch,
+            branch_deleted,
+            branch_commits,
+        })
     }
 
     fn check_clean(&self, rec: &RunRecord, force: bool) -> Result<(), EngineError> {
@@ -206,10 +228,18 @@ impl Engine {
             return Ok(());
         }
         let shown: Vec<&str> = lines.iter().take(5).map(String::as_str).collect();
-        let more = if lines.len() > 5 { format!(" (+{} more)", lines.len() - 5) } else { String::new() };
+        let more = if lines.len() > 5 {
+            format!(" (+{} more)", lines.len() - 5)
+        } else {
+            String::new()
+        };
         Err(EngineError::new(
             ErrorCode::WorktreeDirty,
-            format!("worktree {} has uncommitted changes: {}{more}", rec.worktree.display(), shown.join("; ")),
+            format!(
+                "worktree {} has uncommitted changes: {}{more}",
+                rec.worktree.display(),
+                shown.join("; ")
+            ),
         )
         .hint("commit them on the run's branch, or pass --force to discard them"))
     }
@@ -230,7 +260,12 @@ impl Engine {
             if age.as_secs_f64() < opts.older_than.as_secs_f64() {
                 continue;
             }
-            let mut item = GcItem { id: rec.id.clone(), worktree: rec.worktree.clone(), action: "removed", detail: None };
+            let mut item = GcItem {
+                id: rec.id.clone(),
+                worktree: rec.worktree.clone(),
+                action: "removed",
+                detail: None,
+            };
             if let Err(e) = self.check_clean(&rec, opts.force) {
                 item.action = "skipped_dirty";
                 item.detail = Some(e.message);
@@ -250,7 +285,10 @@ impl Engine {
                         .map_err(|e| EngineError::new(ErrorCode::Io, format!("{}: {e}", rec.worktree.display())))?;
                 }
                 let mut w = self.store.writer(&rec.id, LockMode::NoWait)?;
-                w.append(EventData::WorktreeRemoved { path: rec.worktree.clone(), forced: opts.force })?;
+                w.append(EventData::WorktreeRemoved {
+                    path: rec.worktree.clone(),
+                    forced: opts.force,
+                })?;
                 Ok(())
             })();
             if let Err(e) = result {

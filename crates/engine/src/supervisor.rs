@@ -75,7 +75,13 @@ pub fn run_supervisor(layout: StateLayout, id: &RunId) -> i32 {
 
 fn finish(w: &mut RunWriter<'_>, state: RunState, reason: String) -> Result<(), store::StoreError> {
     tracing::info!(run.state = state.as_str(), reason = %reason, "run finished");
-    w.append(EventData::Finished { state, reason, exit_code: None, signal: None }).map(drop)
+    w.append(EventData::Finished {
+        state,
+        reason,
+        exit_code: None,
+        signal: None,
+    })
+    .map(drop)
 }
 
 /// A stop asked for before the agent started (a control request or a signal to us).
@@ -96,10 +102,16 @@ fn early_stop(files: &RunFiles, rx: &Receiver<LoopEvent>) -> Option<StopReason> 
 fn base_env(id: &RunId, layout: &StateLayout, plan: &LaunchPlan) -> Vec<(String, String)> {
     vec![
         ("AGENTCTL_RUN_ID".to_owned(), id.to_string()),
-        ("AGENTCTL_WORKTREE".to_owned(), plan.worktree.to_string_lossy().into_owned()),
+        (
+            "AGENTCTL_WORKTREE".to_owned(),
+            plan.worktree.to_string_lossy().into_owned(),
+        ),
         ("AGENTCTL_BRANCH".to_owned(), plan.branch.clone()),
         ("AGENTCTL_BASE_COMMIT".to_owned(), plan.base_commit.clone()),
-        ("AGENTCTL_STATE_DIR".to_owned(), layout.root().to_string_lossy().into_owned()),
+        (
+            "AGENTCTL_STATE_DIR".to_owned(),
+            layout.root().to_string_lossy().into_owned(),
+        ),
     ]
 }
 
@@ -139,7 +151,10 @@ fn supervise_run(
     let id = w.id().clone();
     let me = std::process::id();
     let start_time = supervise::proctree::stat(me).map(|s| s.start_time).unwrap_or(0);
-    w.append(EventData::Preparing { supervisor_pid: me, supervisor_start_time: start_time })?;
+    w.append(EventData::Preparing {
+        supervisor_pid: me,
+        supervisor_start_time: start_time,
+    })?;
 
     // The worktree.
     {
@@ -162,7 +177,10 @@ fn supervise_run(
     if let Some(r) = run_hook(w, "pre-run", spec, plan, &env)?
         && !r.ok()
     {
-        let how = r.exit_code.map(|c| format!("exit code {c}")).unwrap_or_else(|| "no exit code".to_owned());
+        let how = r
+            .exit_code
+            .map(|c| format!("exit code {c}"))
+            .unwrap_or_else(|| "no exit code".to_owned());
         return finish(w, RunState::Failed, format!("pre-run hook failed ({how})"));
     }
     if early_stop(files, rx).is_some() {
@@ -174,7 +192,11 @@ fn supervise_run(
     if let Some(path) = &plan.prompt_file
         && let Err(e) = std::fs::write(path, &prompt)
     {
-        return finish(w, RunState::Failed, format!("cannot write prompt file {}: {e}", path.display()));
+        return finish(
+            w,
+            RunState::Failed,
+            format!("cannot write prompt file {}: {e}", path.display()),
+        );
     }
     let mut proc_env: Vec<(OsString, OsString)> = Vec::new();
     match agents::config::read_dotenv(&spec.repo) {
@@ -205,7 +227,12 @@ fn supervise_run(
         Ok(o) => o,
         Err(e) => return finish(w, RunState::Failed, format!("cannot open output log: {e}")),
     };
-    let mut sink = EngineSink { writer: w, files, output, error: None };
+    let mut sink = EngineSink {
+        writer: w,
+        files,
+        output,
+        error: None,
+    };
     let end = {
         let _span = tracing::info_span!("run.agent", agent.name = %spec.agent).entered();
         sup::supervise(&process, limits, tx, rx, &mut sink)
@@ -220,8 +247,16 @@ fn supervise_run(
     let end = match end {
         Ok(end) => end,
         Err(e) => {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound { " (is the program on PATH or in the repo?)" } else { "" };
-            return finish(w, RunState::Failed, format!("cannot start `{}`: {e}{hint}", plan.argv.join(" ")));
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (is the program on PATH or in the repo?)"
+            } else {
+                ""
+            };
+            return finish(
+                w,
+                RunState::Failed,
+                format!("cannot start `{}`: {e}{hint}", plan.argv.join(" ")),
+            );
         }
     };
     let (state, reason) = outcome::decide(end.stop, &end.exit);
@@ -233,7 +268,12 @@ fn supervise_run(
     }
     run_hook(w, "post-run", spec, plan, &post_env)?;
     tracing::info!(run.state = state.as_str(), reason = %reason, "run finished");
-    w.append(EventData::Finished { state, reason, exit_code: end.exit.exit_code, signal: end.exit.signal })?;
+    w.append(EventData::Finished {
+        state,
+        reason,
+        exit_code: end.exit.exit_code,
+        signal: end.exit.signal,
+    })?;
     Ok(())
 }
 
@@ -254,7 +294,9 @@ impl Sink for EngineSink<'_, '_> {
     }
 
     fn event(&mut self, data: EventData) {
-        if let EventData::Started { pid, pgid, start_time, .. } = &data
+        if let EventData::Started {
+            pid, pgid, start_time, ..
+        } = &data
             && let Err(e) = self.files.write_agent_pid(*pid, *start_time, *pgid)
         {
             tracing::warn!(error = %e, "cannot write agent.pid");

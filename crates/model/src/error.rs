@@ -74,10 +74,7 @@ impl ErrorCode {
     pub fn exit_code(self) -> i32 {
         match self {
             ErrorCode::InvalidArgument => 64,
-            ErrorCode::RunNotFound
-            | ErrorCode::AgentNotFound
-            | ErrorCode::BaseNotFound
-            | ErrorCode::RunAmbiguous => 66,
+            ErrorCode::RunNotFound | ErrorCode::AgentNotFound | ErrorCode::BaseNotFound | ErrorCode::RunAmbiguous => 66,
             ErrorCode::AgentUnavailable | ErrorCode::NotAGitRepo => 69,
             ErrorCode::Internal | ErrorCode::SpawnFailed | ErrorCode::GitFailed => 70,
             ErrorCode::Io | ErrorCode::StateDirUnusable => 74,

@@ -33,7 +33,7 @@ pub struct Event {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventData {
     /// The run was recorded: the request and its resolution.
-    Created { spec: RunSpec, plan: LaunchPlan },
+    Created { spec: Box<RunSpec>, plan: Box<LaunchPlan> },
     /// A supervisor took the run.
     Preparing {
         supervisor_pid: u32,
@@ -41,7 +41,12 @@ pub enum EventData {
         supervisor_start_time: u64,
     },
     /// The worktree and branch exist.
-    WorktreeReady { path: PathBuf, branch: String, base_commit: String, elapsed_ms: u64 },
+    WorktreeReady {
+        path: PathBuf,
+        branch: String,
+        base_commit: String,
+        elapsed_ms: u64,
+    },
     /// A lifecycle hook (`pre-run`, `post-run`) ran.
     HookFinished {
         hook: String,
@@ -51,7 +56,13 @@ pub enum EventData {
         output_tail: String,
     },
     /// The agent process started.
-    Started { pid: u32, pgid: u32, start_time: u64, argv: Vec<String>, tty: bool },
+    Started {
+        pid: u32,
+        pgid: u32,
+        start_time: u64,
+        argv: Vec<String>,
+        tty: bool,
+    },
     /// The agent's process group was stopped.
     Paused { reason: String },
     /// The agent's process group was continued.
@@ -59,11 +70,24 @@ pub enum EventData {
     /// A stop began; signals follow.
     StopRequested { reason: StopReason, grace_ms: u64 },
     /// A signal was sent to processes of the run.
-    SignalSent { signal: String, pids: Vec<u32>, pgid: Option<u32> },
+    SignalSent {
+        signal: String,
+        pids: Vec<u32>,
+        pgid: Option<u32>,
+    },
     /// The agent's main process ended.
-    Exited { exit_code: Option<i32>, signal: Option<String>, elapsed_ms: u64 },
+    Exited {
+        exit_code: Option<i32>,
+        signal: Option<String>,
+        elapsed_ms: u64,
+    },
     /// The run reached a terminal state.
-    Finished { state: RunState, reason: String, exit_code: Option<i32>, signal: Option<String> },
+    Finished {
+        state: RunState,
+        reason: String,
+        exit_code: Option<i32>,
+        signal: Option<String>,
+    },
     /// The supervisor disappeared without an outcome; recorded by whoever noticed.
     Lost { reason: String, detected_by: String },
     /// The worktree was removed (`rm`, `gc`).

@@ -31,7 +31,10 @@ impl RunId {
 
     /// Validates a caller-supplied id.
     pub fn parse(value: &str) -> Result<Self, InvalidRunId> {
-        let err = |reason| InvalidRunId { value: value.to_owned(), reason };
+        let err = |reason| InvalidRunId {
+            value: value.to_owned(),
+            reason,
+        };
         if value.is_empty() {
             return Err(err("it is empty"));
         }

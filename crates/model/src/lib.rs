@@ -11,7 +11,7 @@ pub mod spec;
 pub mod state;
 
 pub use error::ErrorCode;
-pub use event::{Event, EventData, EVENT_SCHEMA_VERSION};
+pub use event::{EVENT_SCHEMA_VERSION, Event, EventData};
 pub use ids::{InvalidRunId, RunId};
 pub use outcome::{ExitInfo, StopReason};
 pub use spec::{LaunchPlan, PromptVia, RunSpec};

@@ -53,10 +53,7 @@ pub fn decide(stop: Option<StopReason>, exit: &ExitInfo) -> (RunState, String) {
             format!("supervisor was asked to stop; agent {how}"),
         ),
         Some(StopReason::Timeout) => (RunState::TimedOut, format!("hard timeout; agent {how}")),
-        Some(StopReason::IdleTimeout) => (
-            RunState::TimedOut,
-            format!("idle timeout (no output); agent {how}"),
-        ),
+        Some(StopReason::IdleTimeout) => (RunState::TimedOut, format!("idle timeout (no output); agent {how}")),
         None if exit.exit_code == Some(0) => (RunState::Succeeded, format!("agent {how}")),
         None => (RunState::Failed, format!("agent {how}")),
     }
@@ -67,14 +64,20 @@ mod tests {
     use super::*;
 
     fn code(c: i32) -> ExitInfo {
-        ExitInfo { exit_code: Some(c), signal: None }
+        ExitInfo {
+            exit_code: Some(c),
+            signal: None,
+        }
     }
 
     #[test]
     fn outcomes() {
         assert_eq!(decide(None, &code(0)).0, RunState::Succeeded);
         assert_eq!(decide(None, &code(3)).0, RunState::Failed);
-        let sig = ExitInfo { exit_code: None, signal: Some("SIGSEGV".into()) };
+        let sig = ExitInfo {
+            exit_code: None,
+            signal: Some("SIGSEGV".into()),
+        };
         assert_eq!(decide(None, &sig).1, "agent killed by SIGSEGV");
         assert_eq!(decide(Some(StopReason::User), &code(0)).0, RunState::Cancelled);
         assert_eq!(decide(Some(StopReason::Timeout), &code(0)).0, RunState::TimedOut);

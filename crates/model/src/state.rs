@@ -67,11 +67,7 @@ impl RunState {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            RunState::Succeeded
-                | RunState::Failed
-                | RunState::Cancelled
-                | RunState::TimedOut
-                | RunState::Lost
+            RunState::Succeeded | RunState::Failed | RunState::Cancelled | RunState::TimedOut | RunState::Lost
         )
     }
 
@@ -79,11 +75,7 @@ impl RunState {
     pub fn needs_supervisor(self) -> bool {
         matches!(
             self,
-            RunState::Preparing
-                | RunState::Running
-                | RunState::Paused
-                | RunState::NeedsInput
-                | RunState::Stopping
+            RunState::Preparing | RunState::Running | RunState::Paused | RunState::NeedsInput | RunState::Stopping
         )
     }
 }
@@ -122,7 +114,10 @@ pub struct TransitionError {
 /// Returns the next state, or an error that leaves the run unchanged.
 pub fn transition(from: Option<RunState>, event: &EventData) -> Result<RunState, TransitionError> {
     use RunState::*;
-    let err = || TransitionError { from, event: event.kind() };
+    let err = || TransitionError {
+        from,
+        event: event.kind(),
+    };
     let Some(state) = from else {
         return match event {
             EventData::Created { .. } => Ok(Pending),
@@ -165,9 +160,7 @@ pub fn transition(from: Option<RunState>, event: &EventData) -> Result<RunState,
 }
 
 /// Folds a sequence of events from the beginning; stops at the first illegal one.
-pub fn replay<'a>(
-    events: impl IntoIterator<Item = &'a EventData>,
-) -> Result<Option<RunState>, TransitionError> {
+pub fn replay<'a>(events: impl IntoIterator<Item = &'a EventData>) -> Result<Option<RunState>, TransitionError> {
     let mut state = None;
     for ev in events {
         state = Some(transition(state, ev)?);

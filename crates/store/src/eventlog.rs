@@ -11,7 +11,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 
-use model::{Event, EventData, RunId, EVENT_SCHEMA_VERSION};
+use model::{EVENT_SCHEMA_VERSION, Event, EventData, RunId};
 use nix::fcntl::{Flock, FlockArg};
 
 /// Failures of the event log.
@@ -26,7 +26,11 @@ pub enum EventLogError {
     #[error("event log {path} is being written by another process")]
     Locked { path: PathBuf },
     #[error("event log {path}, line {line}: {message}")]
-    Corrupt { path: PathBuf, line: usize, message: String },
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("event log {path} failed an earlier write and accepts no more appends")]
     Poisoned { path: PathBuf },
 }
@@ -66,8 +70,16 @@ impl EventLog {
     /// Opens (creating if needed) the log for appending, taking the writer lock. Returns the
     /// writer and the events already in the log.
     pub fn open(path: &Path, run_id: &RunId, mode: LockMode) -> Result<(EventLog, Vec<Event>), EventLogError> {
-        let io_err = |source| EventLogError::Io { path: path.to_owned(), source };
-        let file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
+        let io_err = |source| EventLogError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io_err)?;
         let arg = match mode {
             LockMode::Wait => FlockArg::LockExclusive,
             LockMode::NoWait => FlockArg::LockExclusiveNonblock,
@@ -113,7 +125,9 @@ impl EventLog {
     pub fn append(&self, data: EventData) -> Result<Event, EventLogError> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if inner.poisoned {
-            return Err(EventLogError::Poisoned { path: self.path.clone() });
+            return Err(EventLogError::Poisoned {
+                path: self.path.clone(),
+            });
         }
         let event = Event {
             v: EVENT_SCHEMA_VERSION,
@@ -130,7 +144,9 @@ impl EventLog {
         let mine = event.seq;
         loop {
             if inner.poisoned {
-                return Err(EventLogError::Poisoned { path: self.path.clone() });
+                return Err(EventLogError::Poisoned {
+                    path: self.path.clone(),
+                });
             }
             if inner.durable_seq >= mine {
                 return Ok(event);
@@ -154,7 +170,10 @@ impl EventLog {
                 Err(source) => {
                     inner.poisoned = true;
                     self.synced.notify_all();
-                    return Err(EventLogError::Io { path: self.path.clone(), source });
+                    return Err(EventLogError::Io {
+                        path: self.path.clone(),
+                        source,
+                    });
                 }
             }
             self.synced.notify_all();
@@ -172,7 +191,12 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>, EventLogError> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(EventLogError::Io { path: path.to_owned(), source }),
+        Err(source) => {
+            return Err(EventLogError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
     };
     Ok(parse(&mut file, path)?.0)
 }
@@ -186,9 +210,10 @@ fn parse(reader: &mut dyn Read, path: &Path) -> Result<(Vec<Event>, u64), EventL
     let mut line_no = 0;
     loop {
         buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| EventLogError::Io { path: path.to_owned(), source })?;
+        let n = reader.read_until(b'\n', &mut buf).map_err(|source| EventLogError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         if n == 0 {
             break;
         }

@@ -58,7 +58,10 @@ impl StateLayout {
                     .ok()
                     .and_then(|v| v.get("version").and_then(|v| v.as_u64()));
                 if version != Some(u64::from(LAYOUT_VERSION)) {
-                    return Err(LayoutError::Version { path: self.root.clone(), found: text.trim().to_owned() });
+                    return Err(LayoutError::Version {
+                        path: self.root.clone(),
+                        found: text.trim().to_owned(),
+                    });
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -66,7 +69,12 @@ impl StateLayout {
                 fs::write(&tmp, format!("{{\"version\": {LAYOUT_VERSION}}}\n")).map_err(io_err(&tmp))?;
                 fs::rename(&tmp, &marker).map_err(io_err(&marker))?;
             }
-            Err(e) => return Err(LayoutError::Io { path: marker, source: e }),
+            Err(e) => {
+                return Err(LayoutError::Io {
+                    path: marker,
+                    source: e,
+                });
+            }
         }
         Ok(())
     }

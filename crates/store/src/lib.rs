@@ -76,7 +76,10 @@ impl Store {
         layout.ensure()?;
         let path = layout.db_path();
         let conn = projection::open(&path).map_err(|source| StoreError::Db { path, source })?;
-        Ok(Store { layout, conn: Mutex::new(conn) })
+        Ok(Store {
+            layout,
+            conn: Mutex::new(conn),
+        })
     }
 
     pub fn layout(&self) -> &StateLayout {
@@ -85,7 +88,10 @@ impl Store {
 
     fn db<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn).map_err(|source| StoreError::Db { path: self.layout.db_path(), source })
+        f(&mut conn).map_err(|source| StoreError::Db {
+            path: self.layout.db_path(),
+            source,
+        })
     }
 
     /// Records a new run atomically: its directory appears with the `created` event already
@@ -99,11 +105,14 @@ impl Store {
             let path = path.clone();
             move |source| StoreError::Io { path, source }
         };
-        let tmp = self.layout.runs_dir().join(format!(".tmp-{}-{}", id, std::process::id()));
+        let tmp = self
+            .layout
+            .runs_dir()
+            .join(format!(".tmp-{}-{}", id, std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp).map_err(io_err(&tmp))?;
         let (log, _) = EventLog::open(&tmp.join("events.jsonl"), id, LockMode::Wait)?;
-        let event = log.append(EventData::Created { spec, plan })?;
+        let event = log.append(EventData::Created { spec: Box::new(spec), plan: Box::new(plan) })?;
         drop(log);
         fsync_dir(&tmp).map_err(io_err(&tmp))?;
         match fs::rename(&tmp, &dir) {
@@ -132,7 +141,13 @@ impl Store {
         }
         let (log, events) = EventLog::open(&self.layout.events_path(id), id, mode)?;
         let state = model::state::replay(events.iter().map(|e| &e.data))?;
-        Ok(RunWriter { store: self, id: id.clone(), log, state, events })
+        Ok(RunWriter {
+            store: self,
+            id: id.clone(),
+            log,
+            state,
+            events,
+        })
     }
 
     /// Every event of a run, in order.
@@ -154,10 +169,10 @@ impl Store {
     pub fn sync_all(&self) -> Result<(), StoreError> {
         let known: std::collections::HashSet<RunId> = self.db(|c| projection::all_ids(c))?.into_iter().collect();
         let mut todo = self.db(|c| projection::active_ids(c))?;
-        let on_disk = self
-            .layout
-            .run_ids()
-            .map_err(|source| StoreError::Io { path: self.layout.runs_dir(), source })?;
+        let on_disk = self.layout.run_ids().map_err(|source| StoreError::Io {
+            path: self.layout.runs_dir(),
+            source,
+        })?;
         todo.extend(on_disk.into_iter().filter(|id| !known.contains(id)));
         for id in todo {
             match self.sync_run(&id) {
@@ -187,16 +202,19 @@ impl Store {
         match matches.len() {
             0 => Err(StoreError::NotFound(text.to_owned())),
             1 => Ok(matches.into_iter().next().expect("one match")),
-            _ => Err(StoreError::Ambiguous { prefix: text.to_owned(), matches }),
+            _ => Err(StoreError::Ambiguous {
+                prefix: text.to_owned(),
+                matches,
+            }),
         }
     }
 
     /// Rebuilds the projection from the event logs in one transaction. Returns the number of runs.
     pub fn reindex(&self) -> Result<usize, StoreError> {
-        let ids = self
-            .layout
-            .run_ids()
-            .map_err(|source| StoreError::Io { path: self.layout.runs_dir(), source })?;
+        let ids = self.layout.run_ids().map_err(|source| StoreError::Io {
+            path: self.layout.runs_dir(),
+            source,
+        })?;
         let mut logs = Vec::new();
         for id in ids {
             let events = eventlog::read_events(&self.layout.events_path(&id))?;
@@ -232,7 +250,10 @@ impl Store {
     pub fn delete_run(&self, id: &RunId) -> Result<(), StoreError> {
         let dir = self.layout.run_dir(id);
         // Rename first so a crash never leaves a half-deleted run that looks real.
-        let trash = self.layout.runs_dir().join(format!(".del-{}-{}", id, std::process::id()));
+        let trash = self
+            .layout
+            .runs_dir()
+            .join(format!(".del-{}-{}", id, std::process::id()));
         match fs::rename(&dir, &trash) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -255,7 +276,10 @@ pub struct RunWriter<'s> {
 
 impl std::fmt::Debug for RunWriter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunWriter").field("id", &self.id).field("state", &self.state).finish()
+        f.debug_struct("RunWriter")
+            .field("id", &self.id)
+            .field("state", &self.state)
+            .finish()
     }
 }
 
@@ -280,7 +304,10 @@ impl RunWriter<'_> {
         let event = self.log.append(data)?;
         self.state = Some(next);
         self.events.push(event.clone());
-        if let Err(e) = self.store.db(|c| projection::apply(c, &self.id, std::slice::from_ref(&event))) {
+        if let Err(e) = self
+            .store
+            .db(|c| projection::apply(c, &self.id, std::slice::from_ref(&event)))
+        {
             tracing::warn!(run.id = %self.id, error = %e, "projection update failed; readers will catch up");
         }
         Ok(event)

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use model::{Event, EventData, RunId, RunState};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 /// Versioned schema migrations; index + 1 is the `user_version` after applying.
@@ -134,7 +134,12 @@ pub fn fold(row: Option<RunRecord>, event: &Event) -> Option<RunRecord> {
             r.exit_code = *exit_code;
             r.signal = signal.clone();
         }
-        EventData::Finished { reason, exit_code, signal, .. } => {
+        EventData::Finished {
+            reason,
+            exit_code,
+            signal,
+            ..
+        } => {
             r.finished_at = Some(event.ts);
             r.reason = Some(reason.clone());
             r.exit_code = *exit_code;
@@ -222,7 +227,10 @@ pub fn put(tx: &Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
     )?;
     tx.execute("DELETE FROM run_labels WHERE run_id = ?1", [r.id.as_str()])?;
     for (k, v) in &r.labels {
-        tx.execute("INSERT INTO run_labels (run_id, key, value) VALUES (?1, ?2, ?3)", params![r.id.as_str(), k, v])?;
+        tx.execute(
+            "INSERT INTO run_labels (run_id, key, value) VALUES (?1, ?2, ?3)",
+            params![r.id.as_str(), k, v],
+        )?;
     }
     Ok(())
 }
@@ -267,8 +275,12 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 
 /// Reads one row.
 pub fn get(conn: &Connection, id: &RunId) -> rusqlite::Result<Option<RunRecord>> {
-    conn.query_row(&format!("SELECT {COLUMNS} FROM runs WHERE id = ?1"), [id.as_str()], row_to_record)
-        .optional()
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM runs WHERE id = ?1"),
+        [id.as_str()],
+        row_to_record,
+    )
+    .optional()
 }
 
 /// Filters for listing runs.
@@ -332,9 +344,8 @@ pub fn ids_with_prefix(conn: &Connection, prefix: &str) -> rusqlite::Result<Vec<
 
 /// Ids of runs not yet in a terminal state.
 pub fn active_ids(conn: &Connection) -> rusqlite::Result<Vec<RunId>> {
-    let mut stmt = conn.prepare(
-        "SELECT id FROM runs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'timed_out', 'lost')",
-    )?;
+    let mut stmt = conn
+        .prepare("SELECT id FROM runs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'timed_out', 'lost')")?;
     let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
     let mut out = Vec::new();
     for id in rows {

@@ -15,10 +15,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use model::provider::{ControlRequest, LogBatch, Provider, ProviderError, SupervisorStatus};
 use model::RunId;
+use model::provider::{ControlRequest, LogBatch, Provider, ProviderError, SupervisorStatus};
 use nix::fcntl::{Flock, FlockArg};
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use crate::{output, proctree};
@@ -29,7 +29,9 @@ fn err(message: impl Into<String>, source: impl Into<Option<io::Error>>) -> Prov
     ProviderError {
         provider: NAME,
         message: message.into(),
-        source: source.into().map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+        source: source
+            .into()
+            .map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
     }
 }
 
@@ -81,7 +83,11 @@ impl RunFiles {
 
     /// Takes the supervisor lock (for the life of the returned guard) and writes the pid file.
     pub fn acquire_supervisor_lock(&self) -> io::Result<SupervisorLock> {
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(self.lock_path())?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.lock_path())?;
         let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
             if e == nix::errno::Errno::EWOULDBLOCK {
                 io::Error::new(io::ErrorKind::WouldBlock, "another supervisor owns this run")
@@ -95,7 +101,10 @@ impl RunFiles {
 
     /// Records the agent's fingerprint so a later cleanup can prove a process is the run's.
     pub fn write_agent_pid(&self, pid: u32, start_time: u64, pgid: u32) -> io::Result<()> {
-        write_atomic(&self.agent_pid_path(), format!("{pid} {start_time} {pgid}\n").as_bytes())
+        write_atomic(
+            &self.agent_pid_path(),
+            format!("{pid} {start_time} {pgid}\n").as_bytes(),
+        )
     }
 
     fn read_agent_pid(&self) -> Option<(u32, u64, u32)> {
@@ -138,7 +147,12 @@ pub struct LocalProvider {
 impl LocalProvider {
     /// `exe` is this binary; the supervisor is started as `exe __supervise --state-dir DIR ID`.
     pub fn new(exe: PathBuf, state_dir: PathBuf, runs_dir: PathBuf) -> Self {
-        LocalProvider { exe, state_dir, runs_dir, extra_args: Vec::new() }
+        LocalProvider {
+            exe,
+            state_dir,
+            runs_dir,
+            extra_args: Vec::new(),
+        }
     }
 
     pub fn with_args(mut self, args: Vec<OsString>) -> Self {
@@ -186,7 +200,9 @@ impl Provider for LocalProvider {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| err(format!("cannot start supervisor {}", self.exe.display()), e))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| err(format!("cannot start supervisor {}", self.exe.display()), e))?;
         tracing::debug!(run.id = %run, supervisor.pid = child.id(), "supervisor started");
         // Reaped by whoever outlives it (init or our own exit); never waited on here.
         std::mem::forget(child);
@@ -202,7 +218,10 @@ impl Provider for LocalProvider {
 
     fn status(&self, run: &RunId) -> Result<SupervisorStatus, ProviderError> {
         let files = self.files(run);
-        match files.supervisor_alive().map_err(|e| err("cannot check supervisor lock", e))? {
+        match files
+            .supervisor_alive()
+            .map_err(|e| err("cannot check supervisor lock", e))?
+        {
             None => Ok(SupervisorStatus::NotStarted),
             Some(false) => Ok(SupervisorStatus::Gone),
             Some(true) => {
@@ -235,7 +254,11 @@ impl Provider for LocalProvider {
 
     fn destroy(&self, run: &RunId) -> Result<(), ProviderError> {
         let files = self.files(run);
-        if files.supervisor_alive().map_err(|e| err("cannot check supervisor lock", e))? == Some(true) {
+        if files
+            .supervisor_alive()
+            .map_err(|e| err("cannot check supervisor lock", e))?
+            == Some(true)
+        {
             return Err(err("the run's supervisor is still alive; stop the run first", None));
         }
         // A supervisor that died (e.g. SIGKILL) may have left the agent running: kill its process

@@ -36,13 +36,21 @@ impl OutputWriter {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(OutputWriter {
             file,
-            carry: [(Stream::Stdout, Vec::new()), (Stream::Stderr, Vec::new()), (Stream::Pty, Vec::new())],
+            carry: [
+                (Stream::Stdout, Vec::new()),
+                (Stream::Stderr, Vec::new()),
+                (Stream::Pty, Vec::new()),
+            ],
             last_sync: Instant::now(),
         })
     }
 
     fn carry_of(&mut self, stream: Stream) -> &mut Vec<u8> {
-        let i = self.carry.iter().position(|(s, _)| *s == stream).expect("all streams present");
+        let i = self
+            .carry
+            .iter()
+            .position(|(s, _)| *s == stream)
+            .expect("all streams present");
         &mut self.carry[i].1
     }
 
@@ -71,7 +79,12 @@ impl OutputWriter {
             return Ok(());
         }
         let line = match std::str::from_utf8(bytes) {
-            Ok(text) => Line { ts, stream, data: Some(text.to_owned()), b64: None },
+            Ok(text) => Line {
+                ts,
+                stream,
+                data: Some(text.to_owned()),
+                b64: None,
+            },
             Err(_) => Line {
                 ts,
                 stream,
@@ -99,7 +112,10 @@ pub fn read_from(path: &Path, offset: u64) -> io::Result<LogBatch> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(LogBatch { chunks: Vec::new(), next_offset: offset });
+            return Ok(LogBatch {
+                chunks: Vec::new(),
+                next_offset: offset,
+            });
         }
         Err(e) => return Err(e),
     };
@@ -120,12 +136,21 @@ pub fn read_from(path: &Path, offset: u64) -> io::Result<LogBatch> {
         };
         let data = match (line.data, line.b64) {
             (Some(text), _) => text.into_bytes(),
-            (None, Some(b64)) => base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default(),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap_or_default(),
             (None, None) => Vec::new(),
         };
-        chunks.push(OutputChunk { ts: line.ts, stream: line.stream, data });
+        chunks.push(OutputChunk {
+            ts: line.ts,
+            stream: line.stream,
+            data,
+        });
     }
-    Ok(LogBatch { chunks, next_offset: next })
+    Ok(LogBatch {
+        chunks,
+        next_offset: next,
+    })
 }
 
 #[cfg(test)]
@@ -145,8 +170,18 @@ mod tests {
         w.write(now, Stream::Stderr, &[0xff, 0x00, 0xfe]).unwrap();
         w.finish().unwrap();
         let batch = read_from(&path, 0).unwrap();
-        let out: Vec<u8> = batch.chunks.iter().filter(|c| c.stream == Stream::Stdout).flat_map(|c| c.data.clone()).collect();
-        let err: Vec<u8> = batch.chunks.iter().filter(|c| c.stream == Stream::Stderr).flat_map(|c| c.data.clone()).collect();
+        let out: Vec<u8> = batch
+            .chunks
+            .iter()
+            .filter(|c| c.stream == Stream::Stdout)
+            .flat_map(|c| c.data.clone())
+            .collect();
+        let err: Vec<u8> = batch
+            .chunks
+            .iter()
+            .filter(|c| c.stream == Stream::Stderr)
+            .flat_map(|c| c.data.clone())
+            .collect();
         assert_eq!(out, text);
         assert_eq!(err, vec![0xff, 0x00, 0xfe]);
         let again = read_from(&path, batch.next_offset).unwrap();

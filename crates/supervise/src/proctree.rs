@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fs;
 
-use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 /// What `/proc/<pid>/stat` says about one process.
@@ -95,7 +95,10 @@ mod tests {
     fn parses_names_with_spaces_and_parens() {
         let line = "4242 (we(ir) d) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
         let s = parse_stat(line).expect("parses");
-        assert_eq!((s.pid, s.ppid, s.pgid, s.state, s.start_time), (4242, 1, 4242, 'S', 987654));
+        assert_eq!(
+            (s.pid, s.ppid, s.pgid, s.state, s.start_time),
+            (4242, 1, 4242, 'S', 987654)
+        );
     }
 
     #[test]

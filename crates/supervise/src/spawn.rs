@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -58,9 +58,13 @@ pub fn spawn(spec: &ProcessSpec, tx: &Sender<LoopEvent>) -> io::Result<(Spawned,
 }
 
 fn spawn_pipes(mut cmd: Command, spec: &ProcessSpec, tx: &Sender<LoopEvent>) -> io::Result<(Spawned, usize)> {
-    cmd.stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if spec.stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
@@ -85,14 +89,19 @@ fn spawn_pipes(mut cmd: Command, spec: &ProcessSpec, tx: &Sender<LoopEvent>) -> 
 }
 
 fn spawn_pty(mut cmd: Command, spec: &ProcessSpec, tx: &Sender<LoopEvent>) -> io::Result<(Spawned, usize)> {
-    let size = nix::pty::Winsize { ws_row: 50, ws_col: 200, ws_xpixel: 0, ws_ypixel: 0 };
+    let size = nix::pty::Winsize {
+        ws_row: 50,
+        ws_col: 200,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     let pty = nix::pty::openpty(Some(&size), None).map_err(io::Error::from)?;
     let slave: OwnedFd = pty.slave;
     let master: OwnedFd = pty.master;
     cmd.stdin(Stdio::from(slave.try_clone()?))
         .stdout(Stdio::from(slave.try_clone()?))
         .stderr(Stdio::from(slave.try_clone()?));
-    if !std::env::var_os("TERM").is_some_and(|t| !t.is_empty()) {
+    if std::env::var_os("TERM").is_none_or(|t| t.is_empty()) {
         cmd.env("TERM", "xterm-256color");
     }
     // SAFETY: setsid and ioctl are async-signal-safe; fd 0 is the pty slave at this point.
@@ -121,7 +130,6 @@ fn spawn_pty(mut cmd: Command, spec: &ProcessSpec, tx: &Sender<LoopEvent>) -> io
         // Keep the master open through the reader only.
         drop(master);
     }
-    let _ = reader.as_raw_fd();
     forward(reader, Stream::Pty, tx.clone());
     Ok((Spawned { pid, pgid: pid }, 1))
 }

@@ -8,11 +8,11 @@ use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use model::EventData;
 use model::outcome::{ExitInfo, StopReason};
 use model::provider::{ControlRequest, Stream};
-use model::EventData;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::proctree;
@@ -125,7 +125,11 @@ pub fn supervise(
     let mut exited_at: Option<Instant> = None;
 
     loop {
-        let tick = if escalation.is_some() || exit.is_some() { STOP_TICK } else { TICK };
+        let tick = if escalation.is_some() || exit.is_some() {
+            STOP_TICK
+        } else {
+            TICK
+        };
         match rx.recv_timeout(tick) {
             Ok(LoopEvent::Output(stream, data)) => {
                 last_output = Instant::now();
@@ -135,7 +139,13 @@ pub fn supervise(
             Ok(LoopEvent::Signal(sig)) if sig == signal_hook::consts::SIGCHLD => {}
             Ok(LoopEvent::Signal(sig)) if sig == signal_hook::consts::SIGHUP => {}
             Ok(LoopEvent::Signal(_)) => {
-                request_stop(&mut stop, &mut escalation, StopReason::SupervisorSignal, limits.grace, sink);
+                request_stop(
+                    &mut stop,
+                    &mut escalation,
+                    StopReason::SupervisorSignal,
+                    limits.grace,
+                    sink,
+                );
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => open_streams = 0,
@@ -150,7 +160,13 @@ pub fn supervise(
             reap(agent.pid);
         }
         if let Some(ControlRequest::Stop { grace_ms }) = sink.poll_control() {
-            request_stop(&mut stop, &mut escalation, StopReason::User, Duration::from_millis(grace_ms), sink);
+            request_stop(
+                &mut stop,
+                &mut escalation,
+                StopReason::User,
+                Duration::from_millis(grace_ms),
+                sink,
+            );
         }
         if exit.is_none() && stop.is_none() {
             if limits.timeout.is_some_and(|t| started.elapsed() >= t) {
@@ -175,7 +191,10 @@ pub fn supervise(
         }
         if exit.is_some() && escalation.is_none() && !survivors.is_empty() {
             // The agent is gone but left processes behind: they do not outlive the run.
-            tracing::info!(survivors = survivors.len(), "agent exited leaving processes; cleaning up");
+            tracing::info!(
+                survivors = survivors.len(),
+                "agent exited leaving processes; cleaning up"
+            );
             escalation = Some(Escalation {
                 remaining: VecDeque::from([Signal::SIGTERM, Signal::SIGKILL]),
                 next_at: Instant::now(),
@@ -189,7 +208,11 @@ pub fn supervise(
             let pgid = exit.is_none().then_some(agent.pgid);
             if let Some(sig) = esc.remaining.pop_front() {
                 let hit = proctree::signal_all(pgid, &pids, sig);
-                sink.event(EventData::SignalSent { signal: sig.as_str().to_owned(), pids: hit, pgid });
+                sink.event(EventData::SignalSent {
+                    signal: sig.as_str().to_owned(),
+                    pids: hit,
+                    pgid,
+                });
                 esc.next_at = Instant::now() + esc.grace;
             } else {
                 // SIGKILL was sent; repeat it quietly until the tree is empty.
@@ -204,7 +227,10 @@ pub fn supervise(
             sink.output(stream, &data);
         }
     }
-    let exit = exit.unwrap_or(ExitInfo { exit_code: None, signal: None });
+    let exit = exit.unwrap_or(ExitInfo {
+        exit_code: None,
+        signal: None,
+    });
     let elapsed = started.elapsed();
     sink.event(EventData::Exited {
         exit_code: exit.exit_code,
@@ -224,9 +250,16 @@ fn request_stop(
     if stop.is_some() {
         return;
     }
-    tracing::info!(stop.reason = reason.as_str(), grace_ms = grace.as_millis() as u64, "stopping agent");
+    tracing::info!(
+        stop.reason = reason.as_str(),
+        grace_ms = grace.as_millis() as u64,
+        "stopping agent"
+    );
     *stop = Some(reason);
-    sink.event(EventData::StopRequested { reason, grace_ms: grace.as_millis() as u64 });
+    sink.event(EventData::StopRequested {
+        reason,
+        grace_ms: grace.as_millis() as u64,
+    });
     *escalation = Some(Escalation {
         remaining: VecDeque::from([Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL]),
         next_at: Instant::now(),
@@ -242,12 +275,18 @@ fn reap(agent_pid: u32) -> Option<ExitInfo> {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => {
                 if pid.as_raw() as u32 == agent_pid {
-                    found = Some(ExitInfo { exit_code: Some(code), signal: None });
+                    found = Some(ExitInfo {
+                        exit_code: Some(code),
+                        signal: None,
+                    });
                 }
             }
             Ok(WaitStatus::Signaled(pid, sig, _)) => {
                 if pid.as_raw() as u32 == agent_pid {
-                    found = Some(ExitInfo { exit_code: None, signal: Some(sig.as_str().to_owned()) });
+                    found = Some(ExitInfo {
+                        exit_code: None,
+                        signal: Some(sig.as_str().to_owned()),
+                    });
                 }
             }
             Ok(WaitStatus::StillAlive) | Err(_) => break,

@@ -70,7 +70,9 @@ impl Git {
         for var in SCRUBBED_ENV {
             cmd.env_remove(var);
         }
-        cmd.env("GIT_TERMINAL_PROMPT", "0").env("GIT_OPTIONAL_LOCKS", "0").stdin(Stdio::null());
+        cmd.env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_OPTIONAL_LOCKS", "0")
+            .stdin(Stdio::null());
         cmd
     }
 
@@ -120,7 +122,10 @@ impl Git {
         let spec = format!("{rev}^{{commit}}");
         let out = self.output(["rev-parse", "--verify", "--quiet", "--end-of-options", &spec])?;
         if !out.status.success() {
-            return Err(VcsError::RevNotFound { repo: self.dir.clone(), rev: rev.to_owned() });
+            return Err(VcsError::RevNotFound {
+                repo: self.dir.clone(),
+                rev: rev.to_owned(),
+            });
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
@@ -128,25 +133,31 @@ impl Git {
     /// Creates a worktree at `path` on a new branch `branch` starting at `commit`.
     pub fn worktree_add(&self, path: &Path, branch: &str, commit: &str) -> Result<(), VcsError> {
         let path = path.to_string_lossy();
-        self.run(["worktree", "add", "--quiet", "-b", branch, &path, commit]).map(drop)
+        self.run(["worktree", "add", "--quiet", "-b", branch, &path, commit])
+            .map(drop)
     }
 
     /// Removes a worktree (forcibly: the caller has checked for uncaptured work) and prunes
     /// stale worktree metadata.
     pub fn worktree_remove(&self, path: &Path) -> Result<(), VcsError> {
         let p = path.to_string_lossy();
-        if path.exists() {
-            if let Err(e) = self.run(["worktree", "remove", "--force", "--force", &p]) {
-                // Not registered any more (e.g. metadata pruned): remove the directory itself.
-                std::fs::remove_dir_all(path).map_err(|_| e)?;
-            }
+        if path.exists()
+            && let Err(e) = self.run(["worktree", "remove", "--force", "--force", &p])
+        {
+            // Not registered any more (e.g. metadata pruned): remove the directory itself.
+            std::fs::remove_dir_all(path).map_err(|_| e)?;
         }
         self.run(["worktree", "prune"]).map(drop)
     }
 
     /// Whether the work tree has changes (tracked or untracked, honouring .gitignore).
     pub fn is_dirty(&self) -> Result<bool, VcsError> {
-        let out = self.run(["status", "--porcelain", "--untracked-files=normal", "--ignore-submodules=none"])?;
+        let out = self.run([
+            "status",
+            "--porcelain",
+            "--untracked-files=normal",
+            "--ignore-submodules=none",
+        ])?;
         Ok(!out.trim().is_empty())
     }
 
@@ -191,7 +202,10 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<String> = args.into_iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect();
     VcsError::Failed {
         args: args.join(" "),
         stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),

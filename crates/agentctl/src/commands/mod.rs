@@ -73,7 +73,11 @@ pub fn init(g: &GlobalArgs, args: &InitArgs) -> Result<i32, CliError> {
             created.push(format!(".agentctl/{sub}/"));
         }
     }
-    for (rel, body) in [("agents.toml", AGENTS_TOML), ("hooks/pre-run.sample", PRE_RUN), ("hooks/post-run.sample", POST_RUN)] {
+    for (rel, body) in [
+        ("agents.toml", AGENTS_TOML),
+        ("hooks/pre-run.sample", PRE_RUN),
+        ("hooks/post-run.sample", POST_RUN),
+    ] {
         let p = root.join(rel);
         if !p.exists() {
             fs::write(&p, body).map_err(io)?;
@@ -118,7 +122,10 @@ pub fn agents(g: &GlobalArgs, args: &AgentsArgs) -> Result<i32, CliError> {
         .map(|(name, def, origin)| {
             let command = name == agents::presets::COMMAND;
             let avail = if command {
-                engine::availability::Availability { path: None, version: None }
+                engine::availability::Availability {
+                    path: None,
+                    version: None,
+                }
             } else {
                 engine::availability::probe(def, !args.no_version)
             };
@@ -142,10 +149,18 @@ pub fn agents(g: &GlobalArgs, args: &AgentsArgs) -> Result<i32, CliError> {
     }
     let mut out = anstream::stdout();
     let bold = anstyle::Style::new().bold();
-    let _ = writeln!(out, "{bold}{:<13} {:<10} {:<22} {:<8} DESCRIPTION{bold:#}", "NAME", "AVAILABLE", "VERSION", "ORIGIN");
+    let _ = writeln!(
+        out,
+        "{bold}{:<13} {:<10} {:<22} {:<8} DESCRIPTION{bold:#}",
+        "NAME", "AVAILABLE", "VERSION", "ORIGIN"
+    );
     for r in &rows {
         let avail = if r.available { "yes".to_owned() } else { "no".to_owned() };
-        let origin = if r.origin == "preset" { "preset".to_owned() } else { "config".to_owned() };
+        let origin = if r.origin == "preset" {
+            "preset".to_owned()
+        } else {
+            "config".to_owned()
+        };
         let _ = writeln!(
             out,
             "{:<13} {:<10} {:<22} {:<8} {}",
@@ -156,7 +171,10 @@ pub fn agents(g: &GlobalArgs, args: &AgentsArgs) -> Result<i32, CliError> {
             view::truncate(&r.description, 60)
         );
     }
-    let missing: Vec<&AgentRow> = rows.iter().filter(|r| !r.available && !r.install_hint.is_empty()).collect();
+    let missing: Vec<&AgentRow> = rows
+        .iter()
+        .filter(|r| !r.available && !r.install_hint.is_empty())
+        .collect();
     if !missing.is_empty() {
         let _ = writeln!(out, "\nto install:");
         for r in missing {

@@ -1,7 +1,7 @@
 //! `agentctl run`: create a run and follow it (or return at once with `--detach`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use engine::RunRequest;
 use model::{ErrorCode, RunId};
@@ -44,7 +44,10 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
             view::print_json(&RunView::from(&created.run));
         } else {
             println!("{id}");
-            eprintln!("started run {id} on branch {}\n  follow: agentctl logs -f {id}\n  stop:   agentctl stop {id}", created.run.branch);
+            eprintln!(
+                "started run {id} on branch {}\n  follow: agentctl logs -f {id}\n  stop:   agentctl stop {id}",
+                created.run.branch
+            );
         }
         return Ok(0);
     }
@@ -55,7 +58,10 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
         counter.fetch_add(1, Ordering::SeqCst);
     });
     if !g.json {
-        eprintln!("agentctl: run {id} ({}) on branch {}", created.run.agent, created.run.branch);
+        eprintln!(
+            "agentctl: run {id} ({}) on branch {}",
+            created.run.agent, created.run.branch
+        );
     }
     let (rec, detached) = follow::follow(
         &engine,

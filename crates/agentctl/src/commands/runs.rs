@@ -21,7 +21,12 @@ pub fn ls(g: &GlobalArgs, args: &LsArgs) -> Result<i32, CliError> {
                 .hint(format!("states: {}", RunState::ALL.map(|s| s.as_str()).join(", ")))
         })?);
     }
-    let filter = RunFilter { states, agent: args.agent.clone(), labels: args.label.clone(), limit: args.limit };
+    let filter = RunFilter {
+        states,
+        agent: args.agent.clone(),
+        labels: args.label.clone(),
+        limit: args.limit,
+    };
     let runs = engine.list(&filter)?;
     if g.json {
         let views: Vec<RunView> = runs.iter().map(RunView::from).collect();
@@ -51,7 +56,10 @@ pub fn ls(g: &GlobalArgs, args: &LsArgs) -> Result<i32, CliError> {
             view::truncate(&r.agent, 12),
             view::ago(r.created_at),
             v.duration_ms.map(view::human_duration).unwrap_or_else(|| "-".into()),
-            r.exit_code.map(|c| c.to_string()).or(r.signal.clone()).unwrap_or_else(|| "-".into()),
+            r.exit_code
+                .map(|c| c.to_string())
+                .or(r.signal.clone())
+                .unwrap_or_else(|| "-".into()),
             what_of(r),
         );
     }
@@ -67,7 +75,11 @@ pub fn show(g: &GlobalArgs, args: &ShowArgs) -> Result<i32, CliError> {
     let engine = context::engine(g)?;
     let id = engine.resolve(&args.run)?;
     let rec = engine.refresh(&id, "show")?;
-    let events = if args.events { Some(engine.store().events(&id)?) } else { None };
+    let events = if args.events {
+        Some(engine.store().events(&id)?)
+    } else {
+        None
+    };
     if g.json {
         let mut v = serde_json::to_value(RunView::from(&rec)).expect("view serializes");
         if let Some(evs) = &events {
@@ -88,7 +100,14 @@ pub fn show(g: &GlobalArgs, args: &ShowArgs) -> Result<i32, CliError> {
                 obj.remove("spec");
                 obj.remove("plan");
             }
-            let _ = writeln!(out, "  {:>3} {} {:<16} {}", e.seq, e.ts, e.data.kind(), view::truncate(&data.to_string(), 120));
+            let _ = writeln!(
+                out,
+                "  {:>3} {} {:<16} {}",
+                e.seq,
+                e.ts,
+                e.data.kind(),
+                view::truncate(&data.to_string(), 120)
+            );
         }
     }
     Ok(0)
@@ -119,7 +138,13 @@ pub fn logs(g: &GlobalArgs, args: &LogsArgs) -> Result<i32, CliError> {
     follow::follow(
         &engine,
         &id,
-        FollowOptions { print, once: !args.follow, interrupts: None, grace: engine::DEFAULT_GRACE, spinner: false },
+        FollowOptions {
+            print,
+            once: !args.follow,
+            interrupts: None,
+            grace: engine::DEFAULT_GRACE,
+            spinner: false,
+        },
     )?;
     Ok(0)
 }
@@ -176,7 +201,10 @@ pub fn rm(g: &GlobalArgs, args: &RmArgs) -> Result<i32, CliError> {
             let branch = if report.branch_deleted {
                 format!("deleted branch {}", report.branch)
             } else if report.branch_commits > 0 {
-                format!("kept branch {} ({} commits of its own)", report.branch, report.branch_commits)
+                format!(
+                    "kept branch {} ({} commits of its own)",
+                    report.branch, report.branch_commits
+                )
             } else {
                 "no branch".to_owned()
             };
@@ -192,7 +220,11 @@ pub fn rm(g: &GlobalArgs, args: &RmArgs) -> Result<i32, CliError> {
 
 pub fn gc(g: &GlobalArgs, args: &GcArgs) -> Result<i32, CliError> {
     let engine = context::engine(g)?;
-    let items = engine.gc(&GcOptions { older_than: args.older_than, dry_run: args.dry_run, force: args.force })?;
+    let items = engine.gc(&GcOptions {
+        older_than: args.older_than,
+        dry_run: args.dry_run,
+        force: args.force,
+    })?;
     if g.json {
         view::print_json(&serde_json::json!({ "runs": items }));
         return Ok(0);

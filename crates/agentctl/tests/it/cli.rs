@@ -1,7 +1,7 @@
 //! The command-line surface: help text of every command (snapshotted so changes are reviewed),
 //! completions, and `init`.
 
-use crate::harness::{stdout, Env};
+use crate::harness::{Env, stdout};
 
 const COMMANDS: &[&[&str]] = &[
     &[],
@@ -29,7 +29,11 @@ fn help_texts() {
         args.push("--help");
         let out = env.cmd().env("COLUMNS", "100").args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
-        let name = if cmd.is_empty() { "help".to_owned() } else { format!("help_{}", cmd.join("_")) };
+        let name = if cmd.is_empty() {
+            "help".to_owned()
+        } else {
+            format!("help_{}", cmd.join("_"))
+        };
         insta::assert_snapshot!(name, stdout(&out));
     }
 }
@@ -41,7 +45,10 @@ fn completions_for_common_shells() {
         let out = env.run(&["completions", shell]);
         assert!(out.status.success());
         assert!(stdout(&out).contains("agentctl"), "{shell}");
-        assert!(!stdout(&out).contains("__supervise"), "the internal command stays hidden");
+        assert!(
+            !stdout(&out).contains("__supervise"),
+            "the internal command stays hidden"
+        );
     }
 }
 
@@ -51,13 +58,20 @@ fn init_scaffolds_and_is_idempotent() {
     let (v, out) = env.json(&["init"]);
     assert!(out.status.success());
     assert_eq!(v["created"].as_array().unwrap().len(), 5, "{v}");
-    for p in [".agentctl/agents.toml", ".agentctl/hooks/pre-run.sample", ".agentctl/workflows"] {
+    for p in [
+        ".agentctl/agents.toml",
+        ".agentctl/hooks/pre-run.sample",
+        ".agentctl/workflows",
+    ] {
         assert!(env.repo.join(p).exists(), "{p}");
     }
     std::fs::write(env.repo.join(".agentctl/agents.toml"), "# mine\n").unwrap();
     let (v, _) = env.json(&["init"]);
     assert!(v["created"].as_array().unwrap().is_empty());
-    assert_eq!(std::fs::read_to_string(env.repo.join(".agentctl/agents.toml")).unwrap(), "# mine\n");
+    assert_eq!(
+        std::fs::read_to_string(env.repo.join(".agentctl/agents.toml")).unwrap(),
+        "# mine\n"
+    );
     // The commented template is a valid, empty agents file.
     let (agents, out) = env.json(&["agents", "--no-version"]);
     assert!(out.status.success(), "{agents}");

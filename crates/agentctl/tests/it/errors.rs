@@ -1,15 +1,22 @@
 //! Every user-facing error: a stable code, a one-line message, a hint and a documented exit
 //! code — snapshotted as users see them, and checked as JSON.
 
-use crate::harness::{stderr, Env};
+use crate::harness::{Env, stderr};
 
 /// Runs a failing command; returns (code from JSON, exit status, human stderr).
 fn fail(env: &Env, args: &[&str]) -> (String, i32, String) {
     let (v, out) = env.json(args);
-    let code = v["error"]["code"].as_str().unwrap_or_else(|| panic!("no error for {args:?}: {v}")).to_owned();
+    let code = v["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error for {args:?}: {v}"))
+        .to_owned();
     assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     let human = env.run(args);
-    assert_eq!(human.status.code(), out.status.code(), "same exit code with and without --json");
+    assert_eq!(
+        human.status.code(),
+        out.status.code(),
+        "same exit code with and without --json"
+    );
     let text = stderr(&human).replace(env.dir.path().to_str().unwrap(), "[TMP]");
     (code, out.status.code().unwrap(), text)
 }
@@ -27,11 +34,35 @@ fn error_codes_messages_and_exit_codes() {
         report.push_str(&format!("## {name} (exit {status})\n{text}\n"));
     };
     check("unknown run", &env, &["show", "nope"], "RUN_NOT_FOUND", 66);
-    check("bad id", &env, &["run", "--id", "../x", "--", "true"], "INVALID_ARGUMENT", 64);
+    check(
+        "bad id",
+        &env,
+        &["run", "--id", "../x", "--", "true"],
+        "INVALID_ARGUMENT",
+        64,
+    );
     check("no agent", &env, &["run"], "INVALID_ARGUMENT", 64);
-    check("unknown agent", &env, &["run", "--agent", "nope", "task"], "AGENT_NOT_FOUND", 66);
-    check("bad base", &env, &["run", "--base", "no-such-branch", "--", "true"], "BASE_NOT_FOUND", 66);
-    check("bad state filter", &env, &["ls", "--state", "sleeping"], "INVALID_ARGUMENT", 64);
+    check(
+        "unknown agent",
+        &env,
+        &["run", "--agent", "nope", "task"],
+        "AGENT_NOT_FOUND",
+        66,
+    );
+    check(
+        "bad base",
+        &env,
+        &["run", "--base", "no-such-branch", "--", "true"],
+        "BASE_NOT_FOUND",
+        66,
+    );
+    check(
+        "bad state filter",
+        &env,
+        &["ls", "--state", "sleeping"],
+        "INVALID_ARGUMENT",
+        64,
+    );
     let mut not_repo = env.cmd();
     not_repo.current_dir(outside.path());
     let (v, out) = {
@@ -50,14 +81,28 @@ fn error_codes_messages_and_exit_codes() {
     // Preset whose binary is missing (PATH without it).
     let mut missing = env.cmd();
     missing.env("PATH", "/usr/bin:/bin");
-    let out = missing.args(["--json", "run", "--agent", "opencode", "x"]).output().unwrap();
+    let out = missing
+        .args(["--json", "run", "--agent", "opencode", "x"])
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error"]["code"], "AGENT_UNAVAILABLE");
-    assert!(v["error"]["hint"].as_str().unwrap().contains("npm install -g opencode-ai"));
+    assert!(
+        v["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("npm install -g opencode-ai")
+    );
     assert_eq!(out.status.code(), Some(69));
     // Conflicting id.
     env.json(&["run", "--id", "one", "--", "true"]);
-    check("id conflict", &env, &["run", "--id", "one", "--", "false"], "RUN_ID_CONFLICT", 75);
+    check(
+        "id conflict",
+        &env,
+        &["run", "--id", "one", "--", "false"],
+        "RUN_ID_CONFLICT",
+        75,
+    );
     // Ambiguous prefix.
     env.json(&["run", "--id", "one-more", "--", "true"]);
     check("ambiguous prefix", &env, &["show", "on"], "RUN_AMBIGUOUS", 66);
@@ -71,13 +116,29 @@ fn error_codes_messages_and_exit_codes() {
     check("rm dirty", &env, &["rm", "dirty"], "WORKTREE_DIRTY", 75);
     // Bad repo config.
     std::fs::create_dir_all(env.repo.join(".agentctl")).unwrap();
-    std::fs::write(env.repo.join(".agentctl/agents.toml"), "[agents.x]\ncommand = \"not a list\"\n").unwrap();
-    check("bad agents.toml", &env, &["run", "--agent", "x", "task"], "INVALID_CONFIG", 78);
+    std::fs::write(
+        env.repo.join(".agentctl/agents.toml"),
+        "[agents.x]\ncommand = \"not a list\"\n",
+    )
+    .unwrap();
+    check(
+        "bad agents.toml",
+        &env,
+        &["run", "--agent", "x", "task"],
+        "INVALID_CONFIG",
+        78,
+    );
     std::fs::remove_file(env.repo.join(".agentctl/agents.toml")).unwrap();
     // Unusable state dir.
     let file = env.dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
-    check("state dir is a file", &env, &["--state-dir", file.to_str().unwrap(), "ls"], "STATE_DIR_UNUSABLE", 74);
+    check(
+        "state dir is a file",
+        &env,
+        &["--state-dir", file.to_str().unwrap(), "ls"],
+        "STATE_DIR_UNUSABLE",
+        74,
+    );
     insta::assert_snapshot!("error_messages", report);
 }
 

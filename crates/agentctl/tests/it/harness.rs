@@ -20,11 +20,22 @@ pub fn bin() -> PathBuf {
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .current_dir(dir)
-        .args(["-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .output()
         .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -64,7 +75,10 @@ impl Env {
         let out = self.cmd().arg("--json").args(args).output().expect("agentctl runs");
         let text = String::from_utf8_lossy(&out.stdout);
         let v = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {text:?}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+            panic!(
+                "not JSON ({e}): {text:?}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
         });
         (v, out)
     }

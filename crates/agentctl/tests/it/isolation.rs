@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::harness::{git, Env};
+use crate::harness::{Env, git};
 
 /// Everything about the user's checkout that a run must not change.
 fn snapshot(repo: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -12,8 +12,14 @@ fn snapshot(repo: &Path) -> BTreeMap<String, Vec<u8>> {
     for rel in [".git/index", ".git/HEAD"] {
         out.insert(rel.to_owned(), std::fs::read(repo.join(rel)).unwrap());
     }
-    out.insert("refs/heads/main".to_owned(), git(repo, &["rev-parse", "refs/heads/main"]).into_bytes());
-    out.insert("status".to_owned(), git(repo, &["status", "--porcelain=v2", "--untracked-files=all"]).into_bytes());
+    out.insert(
+        "refs/heads/main".to_owned(),
+        git(repo, &["rev-parse", "refs/heads/main"]).into_bytes(),
+    );
+    out.insert(
+        "status".to_owned(),
+        git(repo, &["status", "--porcelain=v2", "--untracked-files=all"]).into_bytes(),
+    );
     walk(repo, repo, &mut out);
     out
 }
@@ -54,7 +60,10 @@ fn the_users_checkout_is_untouched() {
     assert_eq!(before, snapshot(&env.repo), "the run changed the user's checkout");
     // The agent's work is on its own branch.
     let branch = v["branch"].as_str().unwrap();
-    assert_eq!(git(&env.repo, &["log", "-1", "--format=%s", branch]).trim(), "agent-work");
+    assert_eq!(
+        git(&env.repo, &["log", "-1", "--format=%s", branch]).trim(),
+        "agent-work"
+    );
     let wt = Path::new(v["worktree"].as_str().unwrap());
     assert_eq!(std::fs::read_to_string(wt.join("README.md")).unwrap(), "agent\n");
     // The worktree starts from the committed base, not from the user's uncommitted edits.
@@ -72,7 +81,10 @@ fn base_selects_the_starting_commit() {
     let (v, _) = env.json(&["run", "--base", "feature", "--", "test", "-f", "feature.txt"]);
     assert_eq!(v["state"], "succeeded");
     assert_eq!(v["base"], "feature");
-    assert_eq!(v["base_commit"].as_str().unwrap(), git(&env.repo, &["rev-parse", "feature"]).trim());
+    assert_eq!(
+        v["base_commit"].as_str().unwrap(),
+        git(&env.repo, &["rev-parse", "feature"]).trim()
+    );
     let (v, _) = env.json(&["run", "--", "test", "-f", "feature.txt"]);
     assert_eq!(v["state"], "failed");
 }
@@ -128,7 +140,12 @@ fn rm_refuses_uncaptured_work_and_gc_respects_it() {
     // gc skips it too.
     let (gc, _) = env.json(&["gc", "--older-than", "0s"]);
     let items = gc["runs"].as_array().unwrap();
-    let action = |id: &str| items.iter().find(|i| i["id"] == id).map(|i| i["action"].as_str().unwrap().to_owned());
+    let action = |id: &str| {
+        items
+            .iter()
+            .find(|i| i["id"] == id)
+            .map(|i| i["action"].as_str().unwrap().to_owned())
+    };
     assert_eq!(action("dirty").as_deref(), Some("skipped_dirty"));
     assert_eq!(action("clean").as_deref(), Some("removed"));
     assert!(!Path::new(clean["worktree"].as_str().unwrap()).exists());

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{stderr, stdout, Env};
+use crate::harness::{Env, stderr, stdout};
 
 #[test]
 fn succeeded_run_reports_json_and_exit_zero() {
@@ -36,7 +36,16 @@ fn failed_run_passes_the_agent_exit_code_through() {
 fn hard_timeout_and_idle_timeout_end_as_timed_out() {
     let env = Env::new();
     let hard = env.start(&["--timeout", "500ms", "--grace", "200ms", "--", "sleep", "30"]);
-    let idle = env.start(&["--idle-timeout", "700ms", "--grace", "200ms", "--", "sh", "-c", "echo tick; sleep 30"]);
+    let idle = env.start(&[
+        "--idle-timeout",
+        "700ms",
+        "--grace",
+        "200ms",
+        "--",
+        "sh",
+        "-c",
+        "echo tick; sleep 30",
+    ]);
     let chatty = env.start(&[
         "--idle-timeout",
         "700ms",
@@ -51,7 +60,11 @@ fn hard_timeout_and_idle_timeout_end_as_timed_out() {
         let v = env.wait(id);
         assert_eq!(v["state"], "timed_out", "{v}");
         assert!(v["reason"].as_str().unwrap().contains(reason), "{v}");
-        let kinds: Vec<String> = env.events(id).iter().map(|e| e["data"]["type"].as_str().unwrap().to_owned()).collect();
+        let kinds: Vec<String> = env
+            .events(id)
+            .iter()
+            .map(|e| e["data"]["type"].as_str().unwrap().to_owned())
+            .collect();
         assert!(kinds.contains(&"stop_requested".to_owned()), "{kinds:?}");
     }
     // Output keeps the idle timer from firing.
@@ -70,7 +83,10 @@ fn runs_outlive_the_cli_and_logs_follow_attaches_later() {
     // `run --detach` returns at once: the CLI process is gone while the run goes on.
     let id = env.start(&["--", &script]);
     let v = env.show(&id);
-    assert!(["pending", "preparing", "running"].contains(&v["state"].as_str().unwrap()), "{v}");
+    assert!(
+        ["pending", "preparing", "running"].contains(&v["state"].as_str().unwrap()),
+        "{v}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     let out = env.cmd().args(["logs", "-f", &id]).output().unwrap();
     let expected: String = (1..=8).map(|i| format!("line {i}\n")).collect();
@@ -110,7 +126,11 @@ fn hooks_run_in_the_worktree_and_a_failing_pre_run_fails_the_run() {
     std::fs::write(&pre, "#!/bin/sh\necho \"$AGENTCTL_RUN_ID $AGENTCTL_HOOK\" > pre.txt\n").unwrap();
     std::fs::set_permissions(&pre, std::fs::Permissions::from_mode(0o755)).unwrap();
     let post = hooks.join("post-run");
-    std::fs::write(&post, "#!/bin/sh\necho \"$AGENTCTL_RUN_STATE $AGENTCTL_EXIT_CODE\" > post.txt\n").unwrap();
+    std::fs::write(
+        &post,
+        "#!/bin/sh\necho \"$AGENTCTL_RUN_STATE $AGENTCTL_EXIT_CODE\" > post.txt\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&post, std::fs::Permissions::from_mode(0o755)).unwrap();
     let (v, _) = env.json(&["run", "--id", "hooked", "--", "sh", "-c", "cat pre.txt"]);
     assert_eq!(v["state"], "succeeded");
@@ -121,10 +141,19 @@ fn hooks_run_in_the_worktree_and_a_failing_pre_run_fails_the_run() {
     std::fs::write(&pre, "#!/bin/sh\necho nope\nexit 3\n").unwrap();
     let (v, out) = env.json(&["run", "--", "touch", "should-not-exist"]);
     assert_eq!(v["state"], "failed");
-    assert!(v["reason"].as_str().unwrap().contains("pre-run hook failed (exit code 3)"), "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("pre-run hook failed (exit code 3)"),
+        "{v}"
+    );
     assert_eq!(out.status.code(), Some(1));
     let wt = std::path::PathBuf::from(v["worktree"].as_str().unwrap());
-    assert!(!wt.join("should-not-exist").exists(), "the agent must not start after a failed pre-run hook");
+    assert!(
+        !wt.join("should-not-exist").exists(),
+        "the agent must not start after a failed pre-run hook"
+    );
     let events = env.events(v["id"].as_str().unwrap());
     let hook = events.iter().find(|e| e["data"]["type"] == "hook_finished").unwrap();
     assert_eq!(hook["data"]["exit_code"], 3);

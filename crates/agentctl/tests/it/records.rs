@@ -1,7 +1,7 @@
 //! The durable record: events in order, the projection rebuilt from the logs, idempotent
 //! creation with `--id`.
 
-use crate::harness::{stdout, Env};
+use crate::harness::{Env, stdout};
 
 #[test]
 fn reindex_reproduces_the_projection() {
@@ -39,13 +39,29 @@ fn the_event_log_tells_the_whole_story_in_order() {
     let (v, _) = env.json(&["run", "--", "sh", "-c", "exit 0"]);
     let events = env.events(v["id"].as_str().unwrap());
     let kinds: Vec<&str> = events.iter().map(|e| e["data"]["type"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["created", "preparing", "worktree_ready", "started", "exited", "finished"]);
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "preparing",
+            "worktree_ready",
+            "started",
+            "exited",
+            "finished"
+        ]
+    );
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e["seq"], i as u64 + 1);
         assert_eq!(e["v"], 1);
     }
     // The raw file is JSON lines, one per event.
-    let raw = std::fs::read_to_string(env.state.join("runs").join(v["id"].as_str().unwrap()).join("events.jsonl")).unwrap();
+    let raw = std::fs::read_to_string(
+        env.state
+            .join("runs")
+            .join(v["id"].as_str().unwrap())
+            .join("events.jsonl"),
+    )
+    .unwrap();
     assert_eq!(raw.lines().count(), 6);
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{process_with, Env};
+use crate::harness::{Env, process_with};
 
 #[test]
 fn stop_escalates_and_leaves_nothing_behind() {
@@ -41,13 +41,20 @@ fn stop_escalates_and_leaves_nothing_behind() {
 #[test]
 fn a_cooperative_agent_stops_at_sigint() {
     let env = Env::new();
-    let script = env.script("polite.sh", "#!/bin/sh\ntrap 'echo bye; exit 0' INT\necho hi\nwhile true; do sleep 0.1; done\n");
+    let script = env.script(
+        "polite.sh",
+        "#!/bin/sh\ntrap 'echo bye; exit 0' INT\necho hi\nwhile true; do sleep 0.1; done\n",
+    );
     let id = env.start(&["--", &script]);
     env.until(&id, Duration::from_secs(10), |v| v["state"] == "running");
     std::thread::sleep(Duration::from_millis(200));
     let (v, _) = env.json(&["stop", &id]);
     assert_eq!(v["state"], "cancelled");
-    let signals: Vec<_> = env.events(&id).into_iter().filter(|e| e["data"]["type"] == "signal_sent").collect();
+    let signals: Vec<_> = env
+        .events(&id)
+        .into_iter()
+        .filter(|e| e["data"]["type"] == "signal_sent")
+        .collect();
     assert_eq!(signals.len(), 1, "SIGINT was enough: {signals:?}");
     assert!(env.logs(&id).contains("bye"));
 }
@@ -79,9 +86,19 @@ fn killed_supervisor_shows_as_lost_not_running() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::Signal::SIGKILL).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let (list, _) = env.json(&["ls"]);
-    let run = list["runs"].as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).unwrap().clone();
+    let run = list["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap()
+        .clone();
     assert_eq!(run["state"], "lost", "{run}");
-    let lost = env.events(&id).into_iter().find(|e| e["data"]["type"] == "lost").unwrap();
+    let lost = env
+        .events(&id)
+        .into_iter()
+        .find(|e| e["data"]["type"] == "lost")
+        .unwrap();
     assert_eq!(lost["data"]["detected_by"], "list");
     // The agent the dead supervisor left behind is ours (pid + start time match): it is killed.
     let start = std::time::Instant::now();
