@@ -90,10 +90,14 @@ struct Escalation {
     remaining: VecDeque<Signal>,
     next_at: Instant,
     grace: Duration,
+    /// When the last signal of the ladder went out.
+    all_sent_at: Option<Instant>,
 }
 
 const TICK: Duration = Duration::from_millis(100);
 const STOP_TICK: Duration = Duration::from_millis(25);
+/// How long to keep killing processes that survive SIGKILL before giving up on them.
+const UNKILLABLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Starts the agent and supervises it to the end. Emits `started`, `stop_requested`,
 /// `signal_sent` and `exited` through `sink`.
@@ -199,6 +203,7 @@ pub fn supervise(
                 remaining: VecDeque::from([Signal::SIGTERM, Signal::SIGKILL]),
                 next_at: Instant::now(),
                 grace: limits.grace,
+                all_sent_at: None,
             });
         }
         if let Some(esc) = &mut escalation
@@ -215,7 +220,14 @@ pub fn supervise(
                 });
                 esc.next_at = Instant::now() + esc.grace;
             } else {
-                // SIGKILL was sent; repeat it quietly until the tree is empty.
+                // SIGKILL was sent; repeat it quietly until the tree is empty. A process stuck in
+                // the kernel (uninterruptible sleep) can ignore even that: give up after a while
+                // rather than supervise forever.
+                let killed_at = *esc.all_sent_at.get_or_insert_with(Instant::now);
+                if killed_at.elapsed() > UNKILLABLE_LIMIT && exit.is_some() {
+                    tracing::error!(survivors = ?pids, "processes survive SIGKILL; giving up on them");
+                    break;
+                }
                 proctree::signal_all(pgid, &pids, Signal::SIGKILL);
                 esc.next_at = Instant::now() + Duration::from_millis(200);
             }
@@ -264,6 +276,7 @@ fn request_stop(
         remaining: VecDeque::from([Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL]),
         next_at: Instant::now(),
         grace,
+        all_sent_at: None,
     });
 }
 
