@@ -50,7 +50,8 @@ impl Engine {
             agent.name = tracing::field::Empty
         );
         let _enter = span.enter();
-        let repo = Git::toplevel(&req.repo_dir)?;
+        let base = req.base.clone().unwrap_or_else(|| "HEAD".to_owned());
+        let (repo, base_commit) = Git::locate(&req.repo_dir, &base)?;
         let registry = agents::load_registry(self.config.user_agents_file.as_deref(), Some(&repo))?;
         let agent = match (&req.agent, req.args.is_empty()) {
             (Some(a), _) => a.clone(),
@@ -88,9 +89,7 @@ impl Engine {
         let id = req.id.clone().unwrap_or_else(RunId::mint);
         span.record("run.id", id.as_str());
         let layout = self.store.layout();
-        let base = req.base.clone().unwrap_or_else(|| "HEAD".to_owned());
         let git = Git::new(&repo);
-        let base_commit = git.resolve_commit(&base)?;
         let worktree = layout.worktree_path(&id);
         let invocation = agents::render(
             &agent,
@@ -127,9 +126,10 @@ impl Engine {
             provider: self.provider.name().to_owned(),
             grace_ms: req.grace.unwrap_or(crate::DEFAULT_GRACE).as_millis() as u64,
         };
-        // Branch first, then the run dir: a concurrent create of the same id makes the run dir
-        // before its supervisor makes the branch, so this order never mistakes it for a conflict.
-        if git.branch_exists(&plan.branch)? && !self.store.layout().run_dir(&id).exists() {
+        // A caller-chosen id may name a branch left by an earlier run (minted ids are new). Branch
+        // first, then the run dir: a concurrent create of the same id makes the run dir before
+        // its supervisor makes the branch, so this order never mistakes it for a conflict.
+        if req.id.is_some() && git.branch_exists(&plan.branch)? && !self.store.layout().run_dir(&id).exists() {
             return Err(EngineError::new(
                 ErrorCode::RunIdConflict,
                 format!("branch {} already exists in {}", plan.branch, repo.display()),

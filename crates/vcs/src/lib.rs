@@ -117,6 +117,24 @@ impl Git {
         Ok(PathBuf::from(top))
     }
 
+    /// The top-level directory of the repository containing `dir`, and `rev` resolved to a full
+    /// commit id there — in one git call, since it sits on the path of every run's launch.
+    pub fn locate(dir: &Path, rev: &str) -> Result<(PathBuf, String), VcsError> {
+        let spec = format!("{rev}^{{commit}}");
+        let out =
+            Git::new(dir).output(["rev-parse", "--show-toplevel", "--verify", "--quiet", "--end-of-options", &spec])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let top = lines.next().map(str::trim).filter(|l| !l.is_empty());
+        let Some(top) = top.map(PathBuf::from) else {
+            return Err(VcsError::NotARepo { path: dir.to_owned() });
+        };
+        match (out.status.success(), lines.next().map(str::trim)) {
+            (true, Some(commit)) if !commit.is_empty() => Ok((top, commit.to_owned())),
+            _ => Err(VcsError::RevNotFound { repo: top, rev: rev.to_owned() }),
+        }
+    }
+
     /// Resolves `rev` to a full commit id.
     pub fn resolve_commit(&self, rev: &str) -> Result<String, VcsError> {
         let spec = format!("{rev}^{{commit}}");
