@@ -105,14 +105,14 @@ impl Store {
             let path = path.clone();
             move |source| StoreError::Io { path, source }
         };
-        let tmp = self
-            .layout
-            .runs_dir()
-            .join(format!(".tmp-{}-{}", id, std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
+        let tmp = self.layout.runs_dir().join(format!(".tmp-{}-{}", id, RunId::mint()));
+        // The name is unique to this call (thread or process), so nobody else touches it.
         fs::create_dir(&tmp).map_err(io_err(&tmp))?;
         let (log, _) = EventLog::open(&tmp.join("events.jsonl"), id, LockMode::Wait)?;
-        let event = log.append(EventData::Created { spec: Box::new(spec), plan: Box::new(plan) })?;
+        let event = log.append(EventData::Created {
+            spec: Box::new(spec),
+            plan: Box::new(plan),
+        })?;
         drop(log);
         fsync_dir(&tmp).map_err(io_err(&tmp))?;
         match fs::rename(&tmp, &dir) {
@@ -158,22 +158,30 @@ impl Store {
         Ok(eventlog::read_events(&self.layout.events_path(id))?)
     }
 
-    /// Brings the projection of one run up to date with its log.
-    pub fn sync_run(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
-        let events = self.events(id)?;
-        self.db(|c| projection::apply(c, id, &events))
+    fn log_size(&self, id: &RunId) -> u64 {
+        fs::metadata(self.layout.events_path(id)).map(|m| m.len()).unwrap_or(0)
     }
 
-    /// Brings the projection up to date for every run that may have changed: runs not yet
-    /// terminal, and run directories the projection has never seen.
+    /// Brings the projection of one run up to date with its log.
+    pub fn sync_run(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
+        // Size first: if the log grows while we read it, the recorded size is behind the
+        // content and the next sync looks again.
+        let bytes = self.log_size(id);
+        let events = self.events(id)?;
+        self.db(|c| projection::apply(c, id, &events, bytes))
+    }
+
+    /// Brings the projection up to date for every run whose log changed since it was last
+    /// projected (one `stat` per run), including run directories it has never seen.
     pub fn sync_all(&self) -> Result<(), StoreError> {
-        let known: std::collections::HashSet<RunId> = self.db(|c| projection::all_ids(c))?.into_iter().collect();
-        let mut todo = self.db(|c| projection::active_ids(c))?;
+        let seen = self.db(|c| projection::log_sizes(c))?;
         let on_disk = self.layout.run_ids().map_err(|source| StoreError::Io {
             path: self.layout.runs_dir(),
             source,
         })?;
-        todo.extend(on_disk.into_iter().filter(|id| !known.contains(id)));
+        let todo = on_disk
+            .into_iter()
+            .filter(|id| seen.get(id.as_str()) != Some(&self.log_size(id)));
         for id in todo {
             match self.sync_run(&id) {
                 Ok(_) | Err(StoreError::NotFound(_)) => {}
@@ -217,15 +225,17 @@ impl Store {
         })?;
         let mut logs = Vec::new();
         for id in ids {
+            let bytes = self.log_size(&id);
             let events = eventlog::read_events(&self.layout.events_path(&id))?;
-            logs.push((id, events));
+            logs.push((id, events, bytes));
         }
         self.db(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM run_labels", [])?;
             tx.execute("DELETE FROM runs", [])?;
+            tx.execute("DELETE FROM log_sizes", [])?;
             let mut n = 0;
-            for (_, events) in &logs {
+            for (id, events, bytes) in &logs {
                 let mut row = None;
                 for ev in events {
                     row = projection::fold(row, ev);
@@ -234,6 +244,7 @@ impl Store {
                     projection::put(&tx, &r)?;
                     n += 1;
                 }
+                projection::set_log_size(&tx, id, *bytes)?;
             }
             tx.commit()?;
             Ok(n)
@@ -250,10 +261,7 @@ impl Store {
     pub fn delete_run(&self, id: &RunId) -> Result<(), StoreError> {
         let dir = self.layout.run_dir(id);
         // Rename first so a crash never leaves a half-deleted run that looks real.
-        let trash = self
-            .layout
-            .runs_dir()
-            .join(format!(".del-{}-{}", id, std::process::id()));
+        let trash = self.layout.runs_dir().join(format!(".del-{}-{}", id, RunId::mint()));
         match fs::rename(&dir, &trash) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -304,10 +312,10 @@ impl RunWriter<'_> {
         let event = self.log.append(data)?;
         self.state = Some(next);
         self.events.push(event.clone());
-        if let Err(e) = self
-            .store
-            .db(|c| projection::apply(c, &self.id, std::slice::from_ref(&event)))
-        {
+        // Apply everything this writer knows: the row skips what it has seen, and catches up
+        // on events an earlier writer appended but never projected.
+        let bytes = self.store.log_size(&self.id);
+        if let Err(e) = self.store.db(|c| projection::apply(c, &self.id, &self.events, bytes)) {
             tracing::warn!(run.id = %self.id, error = %e, "projection update failed; readers will catch up");
         }
         Ok(event)

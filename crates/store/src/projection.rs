@@ -47,6 +47,12 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (run_id, key)
     );",
+    // 2: how much of each run's event log the projection has seen (bytes), so readers find logs
+    // that grew without being projected (a writer that died in between) with one stat per run.
+    "CREATE TABLE log_sizes (
+        run_id TEXT PRIMARY KEY,
+        bytes INTEGER NOT NULL
+    );",
 ];
 
 /// The schema version this build writes.
@@ -342,36 +348,31 @@ pub fn ids_with_prefix(conn: &Connection, prefix: &str) -> rusqlite::Result<Vec<
     Ok(out)
 }
 
-/// Ids of runs not yet in a terminal state.
-pub fn active_ids(conn: &Connection) -> rusqlite::Result<Vec<RunId>> {
-    let mut stmt = conn
-        .prepare("SELECT id FROM runs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'timed_out', 'lost')")?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-    let mut out = Vec::new();
-    for id in rows {
-        if let Ok(id) = RunId::parse(&id?) {
-            out.push(id);
-        }
-    }
-    Ok(out)
+/// The event-log size (bytes) the projection last saw, per run.
+pub fn log_sizes(conn: &Connection) -> rusqlite::Result<std::collections::HashMap<String, u64>> {
+    let mut stmt = conn.prepare("SELECT run_id, bytes FROM log_sizes")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+    rows.collect()
 }
 
-/// Every run id in the projection.
-pub fn all_ids(conn: &Connection) -> rusqlite::Result<Vec<RunId>> {
-    let mut stmt = conn.prepare("SELECT id FROM runs")?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-    let mut out = Vec::new();
-    for id in rows {
-        if let Ok(id) = RunId::parse(&id?) {
-            out.push(id);
-        }
-    }
-    Ok(out)
+/// Records that the projection has seen `bytes` of a run's event log.
+pub fn set_log_size(conn: &Connection, id: &RunId, bytes: u64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO log_sizes (run_id, bytes) VALUES (?1, ?2)
+         ON CONFLICT(run_id) DO UPDATE SET bytes = excluded.bytes",
+        params![id.as_str(), bytes as i64],
+    )?;
+    Ok(())
 }
 
-/// Applies the events of a run that the row has not seen yet, in one immediate transaction.
-/// Returns the row afterwards.
-pub fn apply(conn: &mut Connection, id: &RunId, events: &[Event]) -> rusqlite::Result<Option<RunRecord>> {
+/// Applies the events of a run that the row has not seen yet, in one immediate transaction, and
+/// records how many bytes of the log they came from. Returns the row afterwards.
+pub fn apply(
+    conn: &mut Connection,
+    id: &RunId,
+    events: &[Event],
+    log_bytes: u64,
+) -> rusqlite::Result<Option<RunRecord>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let current = get(&tx, id)?;
     let seen = current.as_ref().map(|r| r.last_seq).unwrap_or(0);
@@ -384,6 +385,7 @@ pub fn apply(conn: &mut Connection, id: &RunId, events: &[Event]) -> rusqlite::R
     {
         put(&tx, r)?;
     }
+    set_log_size(&tx, id, log_bytes)?;
     tx.commit()?;
     Ok(row)
 }
@@ -391,6 +393,7 @@ pub fn apply(conn: &mut Connection, id: &RunId, events: &[Event]) -> rusqlite::R
 /// Deletes a run's row.
 pub fn delete(conn: &Connection, id: &RunId) -> rusqlite::Result<()> {
     conn.execute("DELETE FROM runs WHERE id = ?1", [id.as_str()])?;
+    conn.execute("DELETE FROM log_sizes WHERE run_id = ?1", [id.as_str()])?;
     Ok(())
 }
 
