@@ -66,6 +66,22 @@ impl Printer {
     }
 }
 
+/// Counts Ctrl-C presses from now on instead of letting SIGINT end the process (for
+/// [`FollowOptions::interrupts`]). If the handler cannot be installed, Ctrl-C keeps its default
+/// effect: the CLI exits and the run goes on.
+pub fn count_interrupts() -> Arc<AtomicUsize> {
+    let presses = Arc::new(AtomicUsize::new(0));
+    let counter = presses.clone();
+    if let Ok(mut signals) = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT]) {
+        std::thread::spawn(move || {
+            for _ in signals.forever() {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    presses
+}
+
 /// Options for [`follow`].
 pub struct FollowOptions {
     pub print: Print,

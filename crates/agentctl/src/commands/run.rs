@@ -1,8 +1,5 @@
 //! `agentctl run`: create a run and follow it (or return at once with `--detach`).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use engine::RunRequest;
 use model::{ErrorCode, RunId};
 
@@ -52,11 +49,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
         return Ok(0);
     }
     // Following: Ctrl-C once stops the run, twice detaches.
-    let presses = Arc::new(AtomicUsize::new(0));
-    let counter = presses.clone();
-    let _ = unsafe_free_sigint(move || {
-        counter.fetch_add(1, Ordering::SeqCst);
-    });
+    let presses = follow::count_interrupts();
     if !g.json {
         eprintln!(
             "agentctl: run {id} ({}) on branch {}",
@@ -93,15 +86,4 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
         eprintln!("  worktree: {}\n  branch:   {}", rec.worktree.display(), rec.branch);
     }
     Ok(exit::outcome_code(&rec))
-}
-
-/// Registers a SIGINT handler that only runs `f` (no default termination).
-fn unsafe_free_sigint(f: impl Fn() + Send + Sync + 'static) -> std::io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT])?;
-    std::thread::spawn(move || {
-        for _ in signals.forever() {
-            f();
-        }
-    });
-    Ok(())
 }

@@ -202,8 +202,10 @@ pub fn rm(g: &GlobalArgs, args: &RmArgs) -> Result<i32, CliError> {
                 format!("deleted branch {}", report.branch)
             } else if report.branch_commits > 0 {
                 format!(
-                    "kept branch {} ({} commits of its own)",
-                    report.branch, report.branch_commits
+                    "kept branch {} ({} commit{} of its own)",
+                    report.branch,
+                    report.branch_commits,
+                    if report.branch_commits == 1 { "" } else { "s" }
                 )
             } else {
                 "no branch".to_owned()
