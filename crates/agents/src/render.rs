@@ -69,7 +69,8 @@ pub fn render(
         })
         .collect();
     match def.prompt_via {
-        PromptVia::Arg if !mentions("{prompt}") => argv.extend(prompt.map(str::to_owned)),
+        // A template that names {prompt_file} delivers the prompt that way already.
+        PromptVia::Arg if !mentions("{prompt}") && !mentions("{prompt_file}") => argv.extend(prompt.map(str::to_owned)),
         PromptVia::File if !mentions("{prompt_file}") => argv.push(file.into_owned()),
         _ => {}
     }

@@ -71,7 +71,15 @@ impl Engine {
             ))
         })?;
         if agent != agents::presets::COMMAND {
-            let found = def.program().and_then(availability::find_program);
+            // A relative path in a definition names a file of the repository (the agent runs in
+            // a worktree of it), not of the caller's working directory.
+            let found = def.program().and_then(|p| {
+                if p.contains('/') && !p.starts_with('/') {
+                    availability::find_program(&repo.join(p).to_string_lossy())
+                } else {
+                    availability::find_program(p)
+                }
+            });
             if found.is_none() {
                 let mut err = EngineError::new(
                     ErrorCode::AgentUnavailable,

@@ -30,13 +30,16 @@ pub fn hook_path(repo: &Path, name: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// Runs a hook to completion (killing it after `limit`).
+/// Runs a hook to completion (killing it after `limit`). The hook runs in its own process
+/// group, so whatever it starts is killed with it and cannot hold the run up.
 pub fn run_hook(path: &Path, cwd: &Path, env: &[(String, String)], limit: Duration) -> HookResult {
+    use std::os::unix::process::CommandExt;
     let started = Instant::now();
     let mut cmd = Command::new(path);
     cmd.current_dir(cwd)
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        .process_group(0);
     let (reader, writer) = match std::io::pipe() {
         Ok(p) => p,
         Err(e) => return failed(started, format!("cannot create pipe: {e}")),
@@ -58,24 +61,34 @@ pub fn run_hook(path: &Path, cwd: &Path, env: &[(String, String)], limit: Durati
         }
     };
     drop(cmd);
-    let collector = std::thread::spawn(move || {
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let kill_group = || {
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut reader = reader;
         let mut buf = Vec::new();
         let _ = reader.read_to_end(&mut buf);
-        buf
+        let _ = tx.send(buf);
     });
     let exit_code = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status.code(),
             Ok(None) if started.elapsed() < limit => std::thread::sleep(Duration::from_millis(10)),
             _ => {
-                let _ = child.kill();
+                kill_group();
                 let _ = child.wait();
                 break None;
             }
         }
     };
-    let out = collector.join().unwrap_or_default();
+    // Output ends when the last holder of the pipe exits: give stragglers a moment, then kill
+    // the hook's group so a background process cannot keep the run waiting.
+    let out = rx.recv_timeout(Duration::from_secs(2)).unwrap_or_else(|_| {
+        kill_group();
+        rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default()
+    });
     let start = out.len().saturating_sub(TAIL);
     HookResult {
         exit_code,

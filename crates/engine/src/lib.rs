@@ -28,6 +28,8 @@ pub struct EngineConfig {
     pub user_agents_file: Option<PathBuf>,
     /// How often waiting loops look at the log.
     pub poll_interval: Duration,
+    /// How long a run may stay `pending` without any supervisor before it counts as lost.
+    pub pending_start_limit: Duration,
 }
 
 impl Default for EngineConfig {
@@ -35,6 +37,7 @@ impl Default for EngineConfig {
         EngineConfig {
             user_agents_file: None,
             poll_interval: Duration::from_millis(50),
+            pending_start_limit: Duration::from_secs(30),
         }
     }
 }

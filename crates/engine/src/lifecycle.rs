@@ -51,27 +51,28 @@ impl Engine {
             .store
             .sync_run(id)?
             .ok_or_else(|| EngineError::from(StoreError::NotFound(id.to_string())))?;
-        if !rec.state.needs_supervisor() {
+        if rec.state.is_terminal() {
             return Ok(rec);
         }
-        let status = self.provider.status(id)?;
-        if matches!(status, SupervisorStatus::Alive { .. }) {
+        let Some(reason) = self.orphan_reason(&rec)? else {
             return Ok(rec);
-        }
-        // The supervisor is gone. Take the log (a live writer would hold it) and re-check.
+        };
+        // Take the log (a live writer would hold it), then look again: a supervisor that was
+        // just starting, or that finished in the meantime, is not lost.
         let mut writer = match self.store.writer(id, LockMode::NoWait) {
             Ok(w) => w,
             Err(StoreError::EventLog(store::EventLogError::Locked { .. })) => return Ok(rec),
             Err(e) => return Err(e.into()),
         };
-        if writer.state().is_some_and(|s| s.needs_supervisor()) {
+        let still = writer.state().is_some_and(|s| !s.is_terminal())
+            && !matches!(self.provider.status(id)?, SupervisorStatus::Alive { .. });
+        if still {
             let _span = tracing::info_span!("run.lost", run.id = %id).entered();
             if let Err(e) = self.provider.destroy(id) {
                 tracing::warn!(error = %e, "cannot clean up after lost supervisor");
             }
-            let pid = rec.supervisor_pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
             writer.append(EventData::Lost {
-                reason: format!("supervisor{pid} exited without recording an outcome"),
+                reason,
                 detected_by: who.to_owned(),
             })?;
             tracing::info!("supervisor gone; run marked lost");
@@ -80,11 +81,36 @@ impl Engine {
         Ok(self.store.get(id)?.unwrap_or(rec))
     }
 
+    /// Why an active run has no supervisor and never will, if that is the case.
+    fn orphan_reason(&self, rec: &RunRecord) -> Result<Option<String>, EngineError> {
+        let status = self.provider.status(&rec.id)?;
+        Ok(match (rec.state, status) {
+            (_, SupervisorStatus::Alive { .. }) => None,
+            (RunState::Pending, SupervisorStatus::Gone) => {
+                Some("the supervisor exited before taking the run".to_owned())
+            }
+            (RunState::Pending, SupervisorStatus::NotStarted) => {
+                let age = jiff::Timestamp::now().duration_since(rec.created_at);
+                let limit = self.config.pending_start_limit;
+                (age.as_secs_f64() > limit.as_secs_f64()).then(|| {
+                    format!(
+                        "no supervisor started within {}s (the command that created the run may have died)",
+                        limit.as_secs()
+                    )
+                })
+            }
+            (_, _) => {
+                let pid = rec.supervisor_pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                Some(format!("supervisor{pid} exited without recording an outcome"))
+            }
+        })
+    }
+
     /// Catches up every run that may have changed (and marks lost ones).
     pub fn refresh_all(&self, who: &str) -> Result<(), EngineError> {
         self.store.sync_all()?;
         let active = self.store.list(&RunFilter {
-            states: RunState::ALL.into_iter().filter(|s| s.needs_supervisor()).collect(),
+            states: RunState::ALL.into_iter().filter(|s| !s.is_terminal()).collect(),
             ..Default::default()
         })?;
         for rec in active {

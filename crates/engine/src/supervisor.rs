@@ -310,4 +310,10 @@ impl Sink for EngineSink<'_, '_> {
     fn poll_control(&mut self) -> Option<ControlRequest> {
         self.files.take_control()
     }
+
+    fn tick(&mut self) {
+        if let Err(e) = self.output.sync_if_due() {
+            tracing::warn!(error = %e, "cannot sync output log");
+        }
+    }
 }

@@ -221,10 +221,23 @@ fn parse(reader: &mut dyn Read, path: &Path) -> Result<(Vec<Event>, u64), EventL
         if buf.last() != Some(&b'\n') {
             break; // torn tail
         }
-        let event: Event = serde_json::from_slice(&buf[..n - 1]).map_err(|e| EventLogError::Corrupt {
-            path: path.to_owned(),
-            line: line_no,
-            message: e.to_string(),
+        let event: Event = serde_json::from_slice(&buf[..n - 1]).map_err(|e| {
+            // A log written by a newer agentctl: say that, not "corrupt".
+            let newer = serde_json::from_slice::<serde_json::Value>(&buf[..n - 1])
+                .ok()
+                .and_then(|v| v.get("v").and_then(|v| v.as_u64()))
+                .filter(|&v| v > u64::from(EVENT_SCHEMA_VERSION));
+            let message = match newer {
+                Some(v) => format!(
+                    "written with event schema v{v}; this agentctl reads v{EVENT_SCHEMA_VERSION} (upgrade agentctl)"
+                ),
+                None => e.to_string(),
+            };
+            EventLogError::Corrupt {
+                path: path.to_owned(),
+                line: line_no,
+                message,
+            }
         })?;
         let expected = events.last().map(|e: &Event| e.seq + 1).unwrap_or(1);
         if event.seq != expected {

@@ -29,6 +29,8 @@ pub struct OutputWriter {
     /// Bytes of an incomplete UTF-8 sequence held back per stream, so chunks stay readable text.
     carry: [(Stream, Vec<u8>); 3],
     last_sync: Instant,
+    /// Written since the last sync.
+    dirty: bool,
 }
 
 impl OutputWriter {
@@ -42,6 +44,7 @@ impl OutputWriter {
                 (Stream::Pty, Vec::new()),
             ],
             last_sync: Instant::now(),
+            dirty: false,
         })
     }
 
@@ -67,9 +70,17 @@ impl OutputWriter {
             *self.carry_of(stream) = tail;
         }
         self.write_line(ts, stream, &bytes)?;
-        if self.last_sync.elapsed() >= Duration::from_secs(1) {
+        self.dirty = true;
+        self.sync_if_due()
+    }
+
+    /// Syncs written output if the last sync is a second old. Call it regularly (the
+    /// supervisor does, every tick), so quiet agents' output is durable within a second too.
+    pub fn sync_if_due(&mut self) -> io::Result<()> {
+        if self.dirty && self.last_sync.elapsed() >= Duration::from_secs(1) {
             self.file.sync_data()?;
             self.last_sync = Instant::now();
+            self.dirty = false;
         }
         Ok(())
     }

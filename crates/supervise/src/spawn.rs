@@ -101,7 +101,8 @@ fn spawn_pty(mut cmd: Command, spec: &ProcessSpec, tx: &Sender<LoopEvent>) -> io
     cmd.stdin(Stdio::from(slave.try_clone()?))
         .stdout(Stdio::from(slave.try_clone()?))
         .stderr(Stdio::from(slave.try_clone()?));
-    if std::env::var_os("TERM").is_none_or(|t| t.is_empty()) {
+    let term_given = spec.env.iter().any(|(k, v)| k == "TERM" && !v.is_empty());
+    if !term_given && std::env::var_os("TERM").is_none_or(|t| t.is_empty()) {
         cmd.env("TERM", "xterm-256color");
     }
     // SAFETY: setsid and ioctl are async-signal-safe; fd 0 is the pty slave at this point.

@@ -35,6 +35,8 @@ pub trait Sink {
     fn event(&mut self, data: EventData);
     /// A pending control request, if any (polled every tick).
     fn poll_control(&mut self) -> Option<ControlRequest>;
+    /// Called on every turn of the loop (at least every 100 ms), e.g. to sync output.
+    fn tick(&mut self) {}
 }
 
 /// Limits enforced by the supervisor.
@@ -127,6 +129,7 @@ pub fn supervise(
     let mut stop: Option<StopReason> = None;
     let mut escalation: Option<Escalation> = None;
     let mut exited_at: Option<Instant> = None;
+    let mut exit_elapsed = Duration::ZERO;
 
     loop {
         let tick = if escalation.is_some() || exit.is_some() {
@@ -142,6 +145,8 @@ pub fn supervise(
             Ok(LoopEvent::Eof(_)) => open_streams = open_streams.saturating_sub(1),
             Ok(LoopEvent::Signal(sig)) if sig == signal_hook::consts::SIGCHLD => {}
             Ok(LoopEvent::Signal(sig)) if sig == signal_hook::consts::SIGHUP => {}
+            // A stop once the agent has exited would relabel an outcome that is already decided.
+            Ok(LoopEvent::Signal(_)) if exit.is_some() => {}
             Ok(LoopEvent::Signal(_)) => {
                 request_stop(
                     &mut stop,
@@ -160,10 +165,14 @@ pub fn supervise(
             tracing::info!(exit.code = ?info.exit_code, exit.signal = ?info.signal, "agent exited");
             exit = Some(info);
             exited_at = Some(Instant::now());
+            exit_elapsed = started.elapsed();
         } else {
             reap(agent.pid);
         }
-        if let Some(ControlRequest::Stop { grace_ms }) = sink.poll_control() {
+        sink.tick();
+        if let Some(ControlRequest::Stop { grace_ms }) = sink.poll_control()
+            && exit.is_none()
+        {
             request_stop(
                 &mut stop,
                 &mut escalation,
@@ -243,7 +252,11 @@ pub fn supervise(
         exit_code: None,
         signal: None,
     });
-    let elapsed = started.elapsed();
+    let elapsed = if exit_elapsed.is_zero() {
+        started.elapsed()
+    } else {
+        exit_elapsed
+    };
     sink.event(EventData::Exited {
         exit_code: exit.exit_code,
         signal: exit.signal.clone(),

@@ -50,7 +50,7 @@ const AGENTS_TOML: &str = r#"# Agent definitions for this repository (agentctl).
 # tty = false
 "#;
 
-const PRE_RUN: &str = "#!/bin/sh\n# Runs in the run's worktree before the agent starts; a non-zero exit fails the run.\n# Environment: AGENTCTL_RUN_ID, AGENTCTL_WORKTREE, AGENTCTL_BRANCH, AGENTCTL_BASE_COMMIT.\n# Rename to `pre-run` and make it executable to enable it.\nexit 0\n";
+const PRE_RUN: &str = "#!/bin/sh\n# Runs in the run's worktree before the agent starts; a non-zero exit fails the run.\n# Environment: AGENTCTL_RUN_ID, AGENTCTL_WORKTREE, AGENTCTL_BRANCH, AGENTCTL_BASE_COMMIT,\n# AGENTCTL_STATE_DIR, AGENTCTL_HOOK.\n# Rename to `pre-run` and make it executable to enable it.\nexit 0\n";
 const POST_RUN: &str = "#!/bin/sh\n# Runs in the run's worktree after the agent ends (its outcome is not changed by this hook).\n# Environment: as pre-run, plus AGENTCTL_RUN_STATE and AGENTCTL_EXIT_CODE.\n# Rename to `post-run` and make it executable to enable it.\nexit 0\n";
 
 #[derive(Serialize)]

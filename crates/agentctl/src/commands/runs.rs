@@ -2,6 +2,8 @@
 
 use std::io::Write;
 
+use base64::Engine as _;
+
 use engine::GcOptions;
 use model::{ErrorCode, RunState};
 use store::RunFilter;
@@ -123,9 +125,14 @@ pub fn logs(g: &GlobalArgs, args: &LogsArgs) -> Result<i32, CliError> {
             let batch = engine.logs(&id, offset)?;
             offset = batch.next_offset;
             for c in &batch.chunks {
-                view::print_json(&serde_json::json!({
-                    "ts": c.ts, "stream": c.stream, "data": String::from_utf8_lossy(&c.data)
-                }));
+                // Exact bytes: text as `data`, anything that is not UTF-8 as base64 `b64`.
+                let body = match std::str::from_utf8(&c.data) {
+                    Ok(text) => serde_json::json!({"ts": c.ts, "stream": c.stream, "data": text}),
+                    Err(_) => {
+                        serde_json::json!({"ts": c.ts, "stream": c.stream, "b64": base64::engine::general_purpose::STANDARD.encode(&c.data)})
+                    }
+                };
+                view::print_json(&body);
             }
             let rec = engine.refresh(&id, "logs")?;
             if !args.follow || (rec.state.is_terminal() && batch.chunks.is_empty()) {
@@ -188,15 +195,31 @@ pub fn stop(g: &GlobalArgs, args: &StopArgs) -> Result<i32, CliError> {
     } else {
         anstream::println!("{} {}", rec.id, view::state_text(rec.state));
     }
-    Ok(0)
+    // Requested but not ended within the wait: say so in the exit status.
+    Ok(if rec.state.is_terminal() || args.no_wait {
+        0
+    } else {
+        ErrorCode::RunActive.exit_code()
+    })
 }
 
 pub fn rm(g: &GlobalArgs, args: &RmArgs) -> Result<i32, CliError> {
     let engine = context::engine(g)?;
     let mut reports = Vec::new();
     for text in &args.runs {
-        let id = engine.resolve(text)?;
-        let report = engine.rm(&id, args.force)?;
+        let report = match engine.resolve(text).and_then(|id| engine.rm(&id, args.force)) {
+            Ok(r) => r,
+            // With --json, one object tells both what was removed and what failed.
+            Err(e) if g.json => {
+                let err = CliError(e);
+                view::print_json(&serde_json::json!({
+                    "removed": reports,
+                    "error": {"code": err.0.code, "message": err.0.message, "hint": err.0.hint, "details": {"run": text}},
+                }));
+                return Ok(err.exit_code());
+            }
+            Err(e) => return Err(e.into()),
+        };
         if !g.json {
             let branch = if report.branch_deleted {
                 format!("deleted branch {}", report.branch)
