@@ -8,6 +8,7 @@ pub mod create;
 pub mod error;
 pub mod hooks;
 pub mod lifecycle;
+pub mod repo_lock;
 pub mod supervisor;
 
 use std::path::PathBuf;

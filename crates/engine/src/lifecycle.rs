@@ -218,6 +218,7 @@ impl Engine {
         let mut worktree_removed = false;
         if !rec.worktree_removed && rec.worktree.exists() {
             self.check_clean(&rec, force)?;
+            let _lock = crate::repo_lock::lock_repo(self.store.layout(), &rec.repo)?;
             repo.worktree_remove(&rec.worktree)?;
             worktree_removed = true;
         }
@@ -305,6 +306,7 @@ impl Engine {
             }
             let result = (|| -> Result<(), EngineError> {
                 if rec.worktree.exists() && rec.repo.exists() {
+                    let _lock = crate::repo_lock::lock_repo(self.store.layout(), &rec.repo)?;
                     Git::new(&rec.repo).worktree_remove(&rec.worktree)?;
                 } else if rec.worktree.exists() {
                     std::fs::remove_dir_all(&rec.worktree)

@@ -160,7 +160,12 @@ fn supervise_run(
     {
         let _span = tracing::info_span!("run.prepare").entered();
         let t = Instant::now();
-        if let Err(e) = Git::new(&spec.repo).worktree_add(&plan.worktree, &plan.branch, &plan.base_commit) {
+        let added = crate::repo_lock::lock_repo(layout, &spec.repo).and_then(|_lock| {
+            Git::new(&spec.repo)
+                .worktree_add(&plan.worktree, &plan.branch, &plan.base_commit)
+                .map_err(crate::EngineError::from)
+        });
+        if let Err(e) = added {
             return finish(w, RunState::Failed, format!("cannot create worktree: {e}"));
         }
         w.append(EventData::WorktreeReady {
