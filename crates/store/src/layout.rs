@@ -65,7 +65,8 @@ impl StateLayout {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let tmp = self.root.join(".layout.json.tmp");
+                // Unique per creator: several first commands may race to create a new state dir.
+                let tmp = self.root.join(format!(".layout.json.{}", RunId::mint()));
                 fs::write(&tmp, format!("{{\"version\": {LAYOUT_VERSION}}}\n")).map_err(io_err(&tmp))?;
                 fs::rename(&tmp, &marker).map_err(io_err(&marker))?;
             }

@@ -81,20 +81,35 @@ impl RunFiles {
         }
     }
 
-    /// Takes the supervisor lock (for the life of the returned guard) and writes the pid file.
+    /// Takes the supervisor lock (for the life of the returned guard), then writes the pid file.
+    ///
+    /// A probe ([`Self::supervisor_alive`]) holds a shared lock for an instant, so a busy lock is
+    /// retried for a short while before concluding that another supervisor owns the run.
     pub fn acquire_supervisor_lock(&self) -> io::Result<SupervisorLock> {
-        let file = OpenOptions::new()
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(self.lock_path())?;
-        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-            if e == nix::errno::Errno::EWOULDBLOCK {
-                io::Error::new(io::ErrorKind::WouldBlock, "another supervisor owns this run")
-            } else {
-                io::Error::from(e)
+        let lock = loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => break lock,
+                Err((f, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                    file = f;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "another supervisor owns this run",
+                    ));
+                }
+                Err((_, e)) => return Err(io::Error::from(e)),
             }
-        })?;
+        };
+        // Written only once the lock is held: "pid file present, lock free" proves a supervisor
+        // took the run and is gone; "lock file present, no pid file" is a supervisor starting.
         write_atomic(&self.pid_path(), format!("{}\n", std::process::id()).as_bytes())?;
         Ok(SupervisorLock { _lock: lock })
     }
@@ -223,7 +238,9 @@ impl Provider for LocalProvider {
             .map_err(|e| err("cannot check supervisor lock", e))?
         {
             None => Ok(SupervisorStatus::NotStarted),
-            Some(false) => Ok(SupervisorStatus::Gone),
+            // Lock free: gone if it ever took the run (pid file), else not started (yet).
+            Some(false) if files.pid_path().exists() => Ok(SupervisorStatus::Gone),
+            Some(false) => Ok(SupervisorStatus::NotStarted),
             Some(true) => {
                 let pid = fs::read_to_string(files.pid_path())
                     .ok()

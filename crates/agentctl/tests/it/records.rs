@@ -101,3 +101,28 @@ fn concurrent_creates_with_one_id_make_one_run() {
     assert_eq!(v["state"], "succeeded");
     assert_eq!(env.logs("race"), "once\n");
 }
+
+#[test]
+fn many_simultaneous_runs_on_a_fresh_state_dir_all_succeed() {
+    // Races between first uses of a state dir, supervisors taking their locks and readers
+    // probing them must never lose a run.
+    let env = Env::new();
+    let children: Vec<_> = (0..30)
+        .map(|_| {
+            env.cmd()
+                .args(["--json", "run", "--", "true"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+        assert_eq!(v["state"], "succeeded", "{v}");
+    }
+    let (list, _) = env.json(&["ls", "--state", "succeeded"]);
+    assert_eq!(list["runs"].as_array().unwrap().len(), 30);
+}

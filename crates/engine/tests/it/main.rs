@@ -27,8 +27,11 @@ impl Provider for NeverStarts {
     }
     fn start(&self, run: &RunId) -> Result<(), ProviderError> {
         if self.lock_file {
-            // What a supervisor that died before taking the run leaves: a free lock file.
-            std::fs::write(self.runs_dir.join(run.as_str()).join("supervisor.lock"), "").unwrap();
+            // What a supervisor that took the lock and died before recording anything leaves:
+            // a free lock file and its pid file.
+            let dir = self.runs_dir.join(run.as_str());
+            std::fs::write(dir.join("supervisor.lock"), "").unwrap();
+            std::fs::write(dir.join("supervisor.pid"), "4242\n").unwrap();
         }
         Ok(())
     }
@@ -38,9 +41,9 @@ impl Provider for NeverStarts {
     fn status(&self, run: &RunId) -> Result<SupervisorStatus, ProviderError> {
         let files = supervise::RunFiles::new(self.runs_dir.join(run.as_str()));
         Ok(match files.supervisor_alive().unwrap() {
-            None => SupervisorStatus::NotStarted,
             Some(true) => SupervisorStatus::Alive { pid: 0 },
-            Some(false) => SupervisorStatus::Gone,
+            Some(false) if files.pid_path().exists() => SupervisorStatus::Gone,
+            _ => SupervisorStatus::NotStarted,
         })
     }
     fn list(&self) -> Result<Vec<RunId>, ProviderError> {
