@@ -31,7 +31,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub json: bool,
     /// Keep all state (database, logs, worktrees) under DIR.
-    #[arg(long, global = true, env = "AGENTCTL_STATE_DIR", hide_env_values = true, value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTCTL_STATE_DIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub state_dir: Option<PathBuf>,
     /// More diagnostics on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

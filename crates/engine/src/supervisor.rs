@@ -306,9 +306,14 @@ impl Sink for EngineSink<'_, '_> {
         {
             tracing::warn!(error = %e, "cannot write agent.pid");
         }
+        let started = matches!(data, EventData::Started { .. });
         if let Err(e) = self.writer.append(data) {
             tracing::error!(error = %e, "cannot record event");
             self.error.get_or_insert(e);
+        }
+        if started {
+            // The agent runs: now the projection may catch up.
+            self.writer.set_deferred(false);
         }
     }
 

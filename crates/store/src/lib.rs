@@ -61,7 +61,8 @@ pub enum CreateOutcome {
 /// A state directory opened for use.
 pub struct Store {
     layout: StateLayout,
-    conn: Mutex<Connection>,
+    /// Opened at once by [`Store::open`], at first use by [`Store::open_deferred`].
+    conn: Mutex<Option<Connection>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -73,12 +74,18 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) a state directory.
     pub fn open(layout: StateLayout) -> Result<Store, StoreError> {
+        let store = Store::open_deferred(layout)?;
+        store.db(|_| Ok(()))?;
+        Ok(store)
+    }
+
+    /// Opens a state directory but the database only when first needed: for a supervisor,
+    /// whose first events are on the launch path and need only the log.
+    pub fn open_deferred(layout: StateLayout) -> Result<Store, StoreError> {
         layout.ensure()?;
-        let path = layout.db_path();
-        let conn = projection::open(&path).map_err(|source| StoreError::Db { path, source })?;
         Ok(Store {
             layout,
-            conn: Mutex::new(conn),
+            conn: Mutex::new(None),
         })
     }
 
@@ -87,8 +94,12 @@ impl Store {
     }
 
     fn db<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn).map_err(|source| StoreError::Db {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let result = match &mut *guard {
+            Some(conn) => f(conn),
+            None => projection::open(&self.layout.db_path()).and_then(|conn| f(guard.insert(conn))),
+        };
+        result.map_err(|source| StoreError::Db {
             path: self.layout.db_path(),
             source,
         })
@@ -147,6 +158,7 @@ impl Store {
             log,
             state,
             events,
+            deferred: false,
         })
     }
 
@@ -280,6 +292,8 @@ pub struct RunWriter<'s> {
     log: EventLog,
     state: Option<RunState>,
     events: Vec<Event>,
+    /// Appends skip the projection until [`RunWriter::set_deferred`]`(false)`.
+    deferred: bool,
 }
 
 impl std::fmt::Debug for RunWriter<'_> {
@@ -306,19 +320,35 @@ impl RunWriter<'_> {
         &self.events
     }
 
-    /// Validates, appends durably, then projects one event.
+    /// Defers projecting appended events (they are durable in the log either way), or stops
+    /// deferring and projects everything now. For launch paths, where every millisecond before
+    /// the agent starts counts.
+    pub fn set_deferred(&mut self, deferred: bool) {
+        self.deferred = deferred;
+        if !deferred {
+            self.project();
+        }
+    }
+
+    /// Validates, appends durably, then projects one event (unless deferred).
     pub fn append(&mut self, data: EventData) -> Result<Event, StoreError> {
         let next = model::state::transition(self.state, &data)?;
         let event = self.log.append(data)?;
         self.state = Some(next);
         self.events.push(event.clone());
+        if !self.deferred {
+            self.project();
+        }
+        Ok(event)
+    }
+
+    fn project(&mut self) {
         // Apply everything this writer knows: the row skips what it has seen, and catches up
         // on events an earlier writer appended but never projected.
         let bytes = self.store.log_size(&self.id);
         if let Err(e) = self.store.db(|c| projection::apply(c, &self.id, &self.events, bytes)) {
             tracing::warn!(run.id = %self.id, error = %e, "projection update failed; readers will catch up");
         }
-        Ok(event)
     }
 }
 

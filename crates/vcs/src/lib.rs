@@ -121,8 +121,14 @@ impl Git {
     /// commit id there — in one git call, since it sits on the path of every run's launch.
     pub fn locate(dir: &Path, rev: &str) -> Result<(PathBuf, String), VcsError> {
         let spec = format!("{rev}^{{commit}}");
-        let out =
-            Git::new(dir).output(["rev-parse", "--show-toplevel", "--verify", "--quiet", "--end-of-options", &spec])?;
+        let out = Git::new(dir).output([
+            "rev-parse",
+            "--show-toplevel",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            &spec,
+        ])?;
         let text = String::from_utf8_lossy(&out.stdout);
         let mut lines = text.lines();
         let top = lines.next().map(str::trim).filter(|l| !l.is_empty());
@@ -131,7 +137,10 @@ impl Git {
         };
         match (out.status.success(), lines.next().map(str::trim)) {
             (true, Some(commit)) if !commit.is_empty() => Ok((top, commit.to_owned())),
-            _ => Err(VcsError::RevNotFound { repo: top, rev: rev.to_owned() }),
+            _ => Err(VcsError::RevNotFound {
+                repo: top,
+                rev: rev.to_owned(),
+            }),
         }
     }
 
