@@ -85,3 +85,56 @@ fn ls_on_an_empty_state_dir() {
     let out = env.run(&["ls"]);
     assert!(stdout(&out).contains("no runs yet"));
 }
+
+#[test]
+fn verbose_json_logs_carry_stable_span_names_and_dotted_fields() {
+    let env = Env::new();
+    let out = env.run(&["-v", "--log-format", "json", "run", "--", "true"]);
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = crate::harness::stderr(&out)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("each diagnostic line is JSON"))
+        .collect();
+    let create = lines
+        .iter()
+        .find(|l| l["span"]["name"] == "run.create")
+        .unwrap_or_else(|| panic!("no run.create span: {lines:?}"));
+    assert!(create["span"]["run.id"].is_string(), "{create}");
+    assert_eq!(create["span"]["agent.name"], "command");
+    // The supervisor logs to its own file, in JSON, with the run's span.
+    let id = lines.iter().find_map(|l| l["span"]["run.id"].as_str()).unwrap();
+    let log = std::fs::read_to_string(env.state.join("runs").join(id).join("supervisor.log")).unwrap();
+    let sup: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(sup.iter().any(|l| l["spans"][0]["name"] == "run.supervise" && l["spans"][0]["run.id"] == id), "{log}");
+    assert!(sup.iter().any(|l| l["message"] == "agent started"), "{log}");
+}
+
+#[test]
+fn colour_on_a_terminal_unless_no_color() {
+    // A pseudo-terminal as stdout: coloured states; NO_COLOR turns colour off.
+    let env = Env::new();
+    env.json(&["run", "--", "true"]);
+    let on_tty = |no_color: bool| {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let mut cmd = env.cmd();
+        cmd.env_remove("NO_COLOR").env("TERM", "xterm-256color");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        }
+        let mut child = cmd.arg("ls").stdout(std::process::Stdio::from(pty.slave)).spawn().unwrap();
+        child.wait().unwrap();
+        drop(cmd);
+        let mut buf = vec![0u8; 8192];
+        let n = nix::unistd::read(&pty.master, &mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let coloured = on_tty(false);
+    assert!(coloured.contains("succeeded"), "{coloured:?}");
+    assert!(coloured.contains("\u{1b}["), "no colour on a terminal: {coloured:?}");
+    let plain = on_tty(true);
+    assert!(plain.contains("succeeded"), "{plain:?}");
+    assert!(!plain.contains("\u{1b}["), "colour despite NO_COLOR: {plain:?}");
+    // Not a terminal: never colour.
+    assert!(!stdout(&env.run(&["ls"])).contains('\u{1b}'));
+}
