@@ -64,7 +64,8 @@ pub fn bench(g: &GlobalArgs, args: BenchArgs) -> Result<i32, CliError> {
         if !g.json {
             println!(
                 "  medians of {} iterations, order alternated (min and max in --json); \"its worktree\" is \
-                 agentctl's own `git worktree add` (its worktree_ready event), \"rest\" the remainder",
+                 agentctl's own `git worktree add` (its worktree_ready event), \"rest\" the remainder;\n  \
+                 ratio* = (baseline + rest) / baseline, robust to the disk's noise in writing the same files",
                 params.iterations
             );
             if let Some(note) = note {

@@ -106,7 +106,11 @@ fn verbose_json_logs_carry_stable_span_names_and_dotted_fields() {
     let id = lines.iter().find_map(|l| l["span"]["run.id"].as_str()).unwrap();
     let log = std::fs::read_to_string(env.state.join("runs").join(id).join("supervisor.log")).unwrap();
     let sup: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(sup.iter().any(|l| l["spans"][0]["name"] == "run.supervise" && l["spans"][0]["run.id"] == id), "{log}");
+    assert!(
+        sup.iter()
+            .any(|l| l["spans"][0]["name"] == "run.supervise" && l["spans"][0]["run.id"] == id),
+        "{log}"
+    );
     assert!(sup.iter().any(|l| l["message"] == "agent started"), "{log}");
 }
 
@@ -122,7 +126,11 @@ fn colour_on_a_terminal_unless_no_color() {
         if no_color {
             cmd.env("NO_COLOR", "1");
         }
-        let mut child = cmd.arg("ls").stdout(std::process::Stdio::from(pty.slave)).spawn().unwrap();
+        let mut child = cmd
+            .arg("ls")
+            .stdout(std::process::Stdio::from(pty.slave))
+            .spawn()
+            .unwrap();
         child.wait().unwrap();
         drop(cmd);
         let mut buf = vec![0u8; 8192];
