@@ -39,15 +39,27 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
         .find(|p| is_exec(p))
 }
 
-/// Finds the program and, if `with_version`, asks it for its version (2 s limit).
-pub fn probe(def: &AgentDef, with_version: bool) -> Availability {
+/// Finds a definition's program: a relative path with a slash names a file of the repository
+/// (the agent runs in a worktree of it), anything else is looked up like exec does.
+pub fn locate(program: &str, repo: Option<&Path>) -> Option<PathBuf> {
+    match repo {
+        Some(repo) if program.contains('/') && !program.starts_with('/') => {
+            find_program(&repo.join(program).to_string_lossy())
+        }
+        _ => find_program(program),
+    }
+}
+
+/// Finds the program (see [`locate`]) and, if `with_version`, asks it for its version (2 s
+/// limit).
+pub fn probe(def: &AgentDef, repo: Option<&Path>, with_version: bool) -> Availability {
     let Some(program) = def.program() else {
         return Availability {
             path: None,
             version: None,
         };
     };
-    let path = find_program(program);
+    let path = locate(program, repo);
     let version = match (&path, with_version && !def.version_args.is_empty()) {
         (Some(p), true) => version_of(p, &def.version_args),
         _ => None,

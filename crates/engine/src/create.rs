@@ -71,22 +71,16 @@ impl Engine {
             ))
         })?;
         if agent != agents::presets::COMMAND {
-            // A relative path in a definition names a file of the repository (the agent runs in
-            // a worktree of it), not of the caller's working directory.
-            let found = def.program().and_then(|p| {
-                if p.contains('/') && !p.starts_with('/') {
-                    availability::find_program(&repo.join(p).to_string_lossy())
-                } else {
-                    availability::find_program(p)
-                }
-            });
+            let found = def.program().and_then(|p| availability::locate(p, Some(&repo)));
             if found.is_none() {
                 let mut err = EngineError::new(
                     ErrorCode::AgentUnavailable,
-                    format!(
-                        "agent `{agent}` needs `{}`, which is not on PATH",
-                        def.program().unwrap_or("?")
-                    ),
+                    match def.program() {
+                        Some(p) if p.contains('/') => {
+                            format!("agent `{agent}` runs `{p}`, which is not an executable file")
+                        }
+                        p => format!("agent `{agent}` needs `{}`, which is not on PATH", p.unwrap_or("?")),
+                    },
                 );
                 if !def.install_hint.is_empty() {
                     err = err.hint(format!("install it: {}", def.install_hint));

@@ -27,7 +27,7 @@ fn stable_hash(bytes: &[u8]) -> u64 {
 
 /// Blocks until this process holds the worktree lock of `repo`.
 pub fn lock_repo(layout: &StateLayout, repo: &Path) -> Result<RepoLock, EngineError> {
-    let dir = layout.root().join("locks");
+    let dir = layout.locks_dir();
     let io = |e: std::io::Error| EngineError::new(ErrorCode::Io, format!("repository lock in {}: {e}", dir.display()));
     fs::create_dir_all(&dir).map_err(io)?;
     let path = dir.join(format!(

@@ -34,7 +34,8 @@ pub fn run_supervisor(layout: StateLayout, id: &RunId) -> i32 {
     if let Err(e) = sup::become_subreaper() {
         tracing::warn!(error = %e, "cannot become child subreaper; detached grandchildren may escape");
     }
-    let store = match Store::open(layout.clone()) {
+    // The database is opened when first needed: nothing before the agent starts needs it.
+    let store = match Store::open_deferred(layout.clone()) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot open state dir");
@@ -56,6 +57,9 @@ pub fn run_supervisor(layout: StateLayout, id: &RunId) -> i32 {
             return 74;
         }
     };
+    // Events before the agent starts are durable in the log; projecting them waits until the
+    // agent runs (launch latency is a benchmarked figure). Readers catch up from the log anyway.
+    writer.set_deferred(true);
     if writer.state() != Some(RunState::Pending) {
         tracing::info!(state = ?writer.state(), "run is not pending; nothing to do");
         return 0;
@@ -80,8 +84,9 @@ fn finish(w: &mut RunWriter<'_>, state: RunState, reason: String) -> Result<(), 
         reason,
         exit_code: None,
         signal: None,
-    })
-    .map(drop)
+    })?;
+    w.set_deferred(false);
+    Ok(())
 }
 
 /// A stop asked for before the agent started (a control request or a signal to us).
@@ -272,6 +277,14 @@ fn supervise_run(
         post_env.push(("AGENTCTL_EXIT_CODE".to_owned(), code.to_string()));
     }
     run_hook(w, "post-run", spec, plan, &post_env)?;
+    // Nothing of the run outlives it, including what the post-run hook left running.
+    for (sig, pids) in supervise::proctree::end_descendants(std::process::id(), Duration::from_millis(plan.grace_ms)) {
+        w.append(EventData::SignalSent {
+            signal: sig.as_str().to_owned(),
+            pids,
+            pgid: None,
+        })?;
+    }
     tracing::info!(run.state = state.as_str(), reason = %reason, "run finished");
     w.append(EventData::Finished {
         state,

@@ -22,6 +22,7 @@ pub enum ErrorCode {
     StateDirUnusable,
     GitFailed,
     SpawnFailed,
+    #[serde(rename = "IO_ERROR")]
     Io,
     Internal,
 }
@@ -83,6 +84,18 @@ impl ErrorCode {
             | ErrorCode::WorktreeDirty
             | ErrorCode::InvalidStateTransition => 75,
             ErrorCode::InvalidConfig => 78,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_names_are_the_stable_codes() {
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }
     }
 }

@@ -8,6 +8,7 @@
 //! <state>/runs/<id>/output.jsonl   captured agent output (chunks with timestamps)
 //! <state>/runs/<id>/...            supervisor lock, pid, log, control requests, prompt file
 //! <state>/worktrees/<id>/          the run's git worktree
+//! <state>/locks/                   per-repository worktree locks
 //! ```
 
 use std::fs;
@@ -103,6 +104,10 @@ impl StateLayout {
     }
     pub fn prompt_path(&self, id: &RunId) -> PathBuf {
         self.run_dir(id).join("prompt.md")
+    }
+    /// Lock files shared by all runs (e.g. per-repository worktree locks).
+    pub fn locks_dir(&self) -> PathBuf {
+        self.root.join("locks")
     }
     pub fn worktree_path(&self, id: &RunId) -> PathBuf {
         self.worktrees_dir().join(id.as_str())

@@ -82,6 +82,35 @@ pub fn signal_all(pgid: Option<u32>, pids: &[u32], sig: Signal) -> Vec<u32> {
         .collect()
 }
 
+/// Ends every live descendant of `root`: SIGTERM, up to `grace` for them to exit, then
+/// SIGKILL; reaps what it can. Returns the signals sent with the pids each reached.
+pub fn end_descendants(root: u32, grace: std::time::Duration) -> Vec<(Signal, Vec<u32>)> {
+    use std::time::{Duration, Instant};
+    let reap = || {
+        while let Ok(status) = nix::sys::wait::waitpid(Pid::from_raw(-1), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            if status == nix::sys::wait::WaitStatus::StillAlive {
+                break;
+            }
+        }
+    };
+    let mut sent = Vec::new();
+    for sig in [Signal::SIGTERM, Signal::SIGKILL] {
+        reap();
+        let pids: Vec<u32> = live_descendants(root).iter().map(|p| p.pid).collect();
+        if pids.is_empty() {
+            break;
+        }
+        sent.push((sig, signal_all(None, &pids, sig)));
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && !live_descendants(root).is_empty() {
+            reap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    reap();
+    sent
+}
+
 /// Whether `pid` is alive and still the process that started at `start_time`.
 pub fn is_same_process(pid: u32, start_time: u64) -> bool {
     stat(pid).is_some_and(|s| s.start_time == start_time && s.state != 'Z')

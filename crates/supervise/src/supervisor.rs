@@ -98,7 +98,8 @@ struct Escalation {
 
 const TICK: Duration = Duration::from_millis(100);
 const STOP_TICK: Duration = Duration::from_millis(25);
-/// How long to keep killing processes that survive SIGKILL before giving up on them.
+/// How long to keep killing processes that survive SIGKILL (stuck in the kernel) before giving
+/// up on them and recording the outcome anyway.
 const UNKILLABLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Starts the agent and supervises it to the end. Emits `started`, `stop_requested`,
@@ -233,7 +234,7 @@ pub fn supervise(
                 // the kernel (uninterruptible sleep) can ignore even that: give up after a while
                 // rather than supervise forever.
                 let killed_at = *esc.all_sent_at.get_or_insert_with(Instant::now);
-                if killed_at.elapsed() > UNKILLABLE_LIMIT && exit.is_some() {
+                if killed_at.elapsed() > UNKILLABLE_LIMIT {
                     tracing::error!(survivors = ?pids, "processes survive SIGKILL; giving up on them");
                     break;
                 }

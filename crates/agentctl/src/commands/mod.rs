@@ -127,7 +127,7 @@ pub fn agents(g: &GlobalArgs, args: &AgentsArgs) -> Result<i32, CliError> {
                     version: None,
                 }
             } else {
-                engine::availability::probe(def, !args.no_version)
+                engine::availability::probe(def, repo.as_deref(), !args.no_version)
             };
             AgentRow {
                 name: name.to_owned(),

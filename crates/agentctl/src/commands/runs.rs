@@ -214,7 +214,7 @@ pub fn rm(g: &GlobalArgs, args: &RmArgs) -> Result<i32, CliError> {
                 let err = CliError(e);
                 view::print_json(&serde_json::json!({
                     "removed": reports,
-                    "error": {"code": err.0.code, "message": err.0.message, "hint": err.0.hint, "details": {"run": text}},
+                    "error": {"code": err.0.code.as_str(), "message": err.0.message, "hint": err.0.hint, "details": {"run": text}},
                 }));
                 return Ok(err.exit_code());
             }

@@ -119,3 +119,26 @@ fn stopping_a_finished_run_is_harmless() {
     assert!(out.status.success());
     assert_eq!(v["state"], "succeeded");
 }
+
+#[test]
+fn hooks_cannot_leave_processes_behind() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let marker = format!("hook-leftover-{}", std::process::id());
+    let hooks = env.repo.join(".agentctl/hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let post = hooks.join("post-run");
+    // Detached from the hook's session and output: only the supervisor's tree still holds it.
+    std::fs::write(
+        &post,
+        format!("#!/bin/bash\nsetsid bash -c 'exec -a {marker} sleep 300' </dev/null >/dev/null 2>&1 &\nexit 0\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&post, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (v, _) = env.json(&["run", "--grace", "300ms", "--", "true"]);
+    assert_eq!(v["state"], "succeeded", "{v}");
+    assert!(
+        !process_with(&marker),
+        "the post-run hook's background process outlived the run"
+    );
+}

@@ -263,3 +263,14 @@ fn concurrent_creates_of_one_id_in_one_process() {
         assert_eq!(store.events(&rid).unwrap().len(), 1);
     }
 }
+
+#[test]
+fn a_database_from_a_newer_agentctl_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open_store(dir.path()));
+    let db = rusqlite::Connection::open(dir.path().join("agentctl.db")).unwrap();
+    db.pragma_update(None, "user_version", 99).unwrap();
+    drop(db);
+    let err = store::Store::open(store::StateLayout::new(dir.path())).unwrap_err();
+    assert!(err.to_string().contains("newer"), "{err}");
+}
