@@ -215,13 +215,7 @@ impl Engine {
             }
         }
         let repo = Git::new(&rec.repo);
-        let mut worktree_removed = false;
-        if !rec.worktree_removed && rec.worktree.exists() {
-            self.check_clean(&rec, force)?;
-            let _lock = crate::repo_lock::lock_repo(self.store.layout(), &rec.repo)?;
-            repo.worktree_remove(&rec.worktree)?;
-            worktree_removed = true;
-        }
+        let worktree_removed = !rec.worktree_removed && self.remove_worktree(&rec, force)?;
         let mut branch_deleted = false;
         let mut branch_commits = 0;
         if rec.repo.exists() && repo.branch_exists(&rec.branch)? {
@@ -244,14 +238,30 @@ impl Engine {
         })
     }
 
+    /// Refuses (unless `force`) when the worktree has uncommitted changes — or when git cannot
+    /// tell, e.g. because the repository moved or the worktree's `.git` was damaged: unknown
+    /// is not clean.
     fn check_clean(&self, rec: &RunRecord, force: bool) -> Result<(), EngineError> {
-        let wt = Git::new(&rec.worktree);
-        let lines = match wt.status_lines() {
+        if force {
+            return Ok(());
+        }
+        let lines = match Git::new(&rec.worktree).status_lines() {
             Ok(l) => l,
-            // Not a worktree any more (e.g. its metadata was pruned): nothing git can lose.
-            Err(_) => return Ok(()),
+            Err(e) => {
+                return Err(EngineError::new(
+                    ErrorCode::WorktreeDirty,
+                    format!(
+                        "cannot tell whether worktree {} has uncommitted changes: {e}",
+                        rec.worktree.display()
+                    ),
+                )
+                .hint(format!(
+                    "the repository {} may have moved or been deleted; pass --force to remove the worktree anyway",
+                    rec.repo.display()
+                )));
+            }
         };
-        if lines.is_empty() || force {
+        if lines.is_empty() {
             return Ok(());
         }
         let shown: Vec<&str> = lines.iter().take(5).map(String::as_str).collect();
@@ -269,6 +279,24 @@ impl Engine {
             ),
         )
         .hint("commit them on the run's branch, or pass --force to discard them"))
+    }
+
+    /// Removes a run's worktree if it still exists, after [`Self::check_clean`]. Returns whether
+    /// there was one to remove.
+    fn remove_worktree(&self, rec: &RunRecord, force: bool) -> Result<bool, EngineError> {
+        if !rec.worktree.exists() {
+            return Ok(false);
+        }
+        self.check_clean(rec, force)?;
+        if rec.repo.is_dir() {
+            let _lock = crate::repo_lock::lock_repo(self.store.layout(), &rec.repo)?;
+            Git::new(&rec.repo).worktree_remove(&rec.worktree)?;
+        } else {
+            // The repository is gone (and --force was given, or the worktree was clean).
+            std::fs::remove_dir_all(&rec.worktree)
+                .map_err(|e| EngineError::new(ErrorCode::Io, format!("{}: {e}", rec.worktree.display())))?;
+        }
+        Ok(true)
     }
 
     /// Removes worktrees of finished runs older than `older_than` (runs created with `--keep`
@@ -304,21 +332,14 @@ impl Engine {
                 out.push(item);
                 continue;
             }
-            let result = (|| -> Result<(), EngineError> {
-                if rec.worktree.exists() && rec.repo.exists() {
-                    let _lock = crate::repo_lock::lock_repo(self.store.layout(), &rec.repo)?;
-                    Git::new(&rec.repo).worktree_remove(&rec.worktree)?;
-                } else if rec.worktree.exists() {
-                    std::fs::remove_dir_all(&rec.worktree)
-                        .map_err(|e| EngineError::new(ErrorCode::Io, format!("{}: {e}", rec.worktree.display())))?;
-                }
+            let result = self.remove_worktree(&rec, opts.force).and_then(|_| {
                 let mut w = self.store.writer(&rec.id, LockMode::NoWait)?;
                 w.append(EventData::WorktreeRemoved {
                     path: rec.worktree.clone(),
                     forced: opts.force,
                 })?;
                 Ok(())
-            })();
+            });
             if let Err(e) = result {
                 item.action = "failed";
                 item.detail = Some(e.message);

@@ -160,15 +160,24 @@ pub fn supervise(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => open_streams = 0,
         }
-        if exit.is_none()
-            && let Some(info) = reap(agent.pid)
+        // Reap once per turn and keep what it finds: a status reaped and dropped is gone forever.
+        if let Some(info) = reap(agent.pid)
+            && exit.is_none()
         {
             tracing::info!(exit.code = ?info.exit_code, exit.signal = ?info.signal, "agent exited");
             exit = Some(info);
             exited_at = Some(Instant::now());
             exit_elapsed = started.elapsed();
-        } else {
-            reap(agent.pid);
+        }
+        if exit.is_none() && proctree::stat(agent.pid).is_none() {
+            // Neither alive nor a zombie of ours: its status went elsewhere. Never wait forever.
+            tracing::warn!(agent.pid = agent.pid, "agent vanished without an exit status");
+            exit = Some(ExitInfo {
+                exit_code: None,
+                signal: None,
+            });
+            exited_at = Some(Instant::now());
+            exit_elapsed = started.elapsed();
         }
         sink.tick();
         if let Some(ControlRequest::Stop { grace_ms }) = sink.poll_control()

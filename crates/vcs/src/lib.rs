@@ -174,7 +174,11 @@ impl Git {
             // Not registered any more (e.g. metadata pruned): remove the directory itself.
             std::fs::remove_dir_all(path).map_err(|_| e)?;
         }
-        self.run(["worktree", "prune"]).map(drop)
+        // The directory is gone; stale metadata is only tidied up.
+        if let Err(e) = self.run(["worktree", "prune"]) {
+            tracing::warn!(error = %e, "git worktree prune failed");
+        }
+        Ok(())
     }
 
     /// Whether the work tree has changes (tracked or untracked, honouring .gitignore).

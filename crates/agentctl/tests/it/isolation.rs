@@ -174,3 +174,52 @@ fn keep_protects_a_worktree_from_gc() {
     assert!(gc["runs"].as_array().unwrap().is_empty(), "{gc}");
     assert!(Path::new(v["worktree"].as_str().unwrap()).exists());
 }
+
+#[test]
+fn unknown_is_not_clean_when_the_repository_moved_or_the_worktree_is_broken() {
+    let env = Env::new();
+    let (moved, _) = env.json(&["run", "--id", "moved", "--", "sh", "-c", "echo wip > work.txt"]);
+    let (broken, _) = env.json(&[
+        "run",
+        "--id",
+        "broken",
+        "--",
+        "sh",
+        "-c",
+        "echo wip > work.txt; echo junk > .git",
+    ]);
+    let moved_wt = Path::new(moved["worktree"].as_str().unwrap()).to_owned();
+    let broken_wt = Path::new(broken["worktree"].as_str().unwrap()).to_owned();
+    // A worktree whose .git the agent damaged: git cannot say it is clean, so it is kept.
+    let (err, _) = env.json(&["rm", "broken"]);
+    assert_eq!(err["error"]["code"], "WORKTREE_DIRTY", "{err}");
+    assert!(broken_wt.join("work.txt").exists());
+    // The repository moves away: nothing can vouch for the worktree any more.
+    let elsewhere = env.dir.path().join("repo-moved");
+    std::fs::rename(&env.repo, &elsewhere).unwrap();
+    let mut gc = env.cmd();
+    gc.current_dir(env.dir.path());
+    let out = gc.args(["--json", "gc", "--older-than", "0s"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["action"] == "skipped_dirty"),
+        "{v}"
+    );
+    assert!(moved_wt.join("work.txt").exists(), "gc removed uncaptured work");
+    let mut rm = env.cmd();
+    rm.current_dir(env.dir.path());
+    let out = rm.args(["--json", "rm", "moved"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "WORKTREE_DIRTY", "{v}");
+    assert!(v["error"]["hint"].as_str().unwrap().contains("moved"), "{v}");
+    // --force is the explicit decision to discard.
+    let mut rm = env.cmd();
+    rm.current_dir(env.dir.path());
+    let out = rm.args(["--json", "rm", "--force", "moved"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!moved_wt.exists());
+}
