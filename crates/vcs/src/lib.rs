@@ -1,7 +1,11 @@
 //! The only code that runs git. Every call goes through [`Git`], which neutralises what a
 //! repository (or an agent that wrote into it) could plant: hooks are pointed at an empty
-//! path, fsmonitor is off, and inherited `GIT_DIR`-style variables are removed. Worktrees,
-//! branches and status checks for runs live here; checkpoints will too.
+//! path, fsmonitor is off, automatic gc and maintenance are off, and inherited
+//! `GIT_DIR`-style variables are removed. Calls that read or write file content (checkout,
+//! status, diff) also disable every content filter defined in the repository's own config —
+//! the config a worktree shares with its repository, so an agent can write it — and external
+//! diff and textconv drivers. Worktrees, branches and status checks for runs live here;
+//! checkpoints will too.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -37,6 +41,12 @@ const SAFE_CONFIG: &[&str] = &[
     "core.untrackedCache=false",
     "-c",
     "advice.detachedHead=false",
+    "-c",
+    "gc.auto=0",
+    "-c",
+    "maintenance.auto=false",
+    "-c",
+    "diff.external=",
 ];
 
 /// Environment variables that would redirect git to another repository or index.
@@ -74,6 +84,41 @@ impl Git {
             .env("GIT_OPTIONAL_LOCKS", "0")
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// `-c` overrides that disable every content filter (`filter.<name>.clean`, `smudge`,
+    /// `process`) defined in the repository's local or worktree config. Filters from the user's
+    /// global and system config (e.g. Git LFS) are theirs and keep working.
+    fn filter_overrides(&self) -> Result<Vec<String>, VcsError> {
+        let out = self.output(["config", "--show-scope", "--name-only", "--get-regexp", r"^filter\."])?;
+        let mut names = std::collections::BTreeSet::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some((scope, key)) = line.split_once('\t') else {
+                continue;
+            };
+            if !matches!(scope, "local" | "worktree") {
+                continue;
+            }
+            // filter.<name>.<key>; the name itself may contain dots.
+            if let Some(name) = key.strip_prefix("filter.").and_then(|k| k.rsplit_once('.')).map(|(n, _)| n) {
+                names.insert(name.to_owned());
+            }
+        }
+        let mut args = Vec::new();
+        for name in names {
+            for (key, value) in [("clean", ""), ("smudge", ""), ("process", ""), ("required", "false")] {
+                args.push("-c".to_owned());
+                args.push(format!("filter.{name}.{key}={value}"));
+            }
+        }
+        Ok(args)
+    }
+
+    /// Runs a git command that touches file content, with repository-defined filters off.
+    fn run_content(&self, args: &[&str]) -> Result<String, VcsError> {
+        let mut all = self.filter_overrides()?;
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        self.run(&all)
     }
 
     /// Runs git and returns stdout, or an error carrying stderr.
@@ -160,7 +205,7 @@ impl Git {
     /// Creates a worktree at `path` on a new branch `branch` starting at `commit`.
     pub fn worktree_add(&self, path: &Path, branch: &str, commit: &str) -> Result<(), VcsError> {
         let path = path.to_string_lossy();
-        self.run(["worktree", "add", "--quiet", "-b", branch, &path, commit])
+        self.run_content(&["worktree", "add", "--quiet", "-b", branch, &path, commit])
             .map(drop)
     }
 
@@ -169,7 +214,7 @@ impl Git {
     pub fn worktree_remove(&self, path: &Path) -> Result<(), VcsError> {
         let p = path.to_string_lossy();
         if path.exists()
-            && let Err(e) = self.run(["worktree", "remove", "--force", "--force", &p])
+            && let Err(e) = self.run_content(&["worktree", "remove", "--force", "--force", &p])
         {
             // Not registered any more (e.g. metadata pruned): remove the directory itself.
             std::fs::remove_dir_all(path).map_err(|_| e)?;
@@ -183,7 +228,7 @@ impl Git {
 
     /// Whether the work tree has changes (tracked or untracked, honouring .gitignore).
     pub fn is_dirty(&self) -> Result<bool, VcsError> {
-        let out = self.run([
+        let out = self.run_content(&[
             "status",
             "--porcelain",
             "--untracked-files=normal",
@@ -194,7 +239,7 @@ impl Git {
 
     /// Short status lines of the work tree.
     pub fn status_lines(&self) -> Result<Vec<String>, VcsError> {
-        let out = self.run(["status", "--porcelain", "--untracked-files=normal"])?;
+        let out = self.run_content(&["status", "--porcelain", "--untracked-files=normal"])?;
         Ok(out.lines().map(str::to_owned).collect())
     }
 
@@ -219,7 +264,7 @@ impl Git {
 
     /// `git diff --stat` between two revisions.
     pub fn diff_stat(&self, from: &str, to: &str) -> Result<String, VcsError> {
-        self.run(["diff", "--stat", from, to])
+        self.run_content(&["diff", "--no-ext-diff", "--no-textconv", "--stat", from, to])
     }
 
     /// `git log --oneline` of `range`.

@@ -223,3 +223,34 @@ fn unknown_is_not_clean_when_the_repository_moved_or_the_worktree_is_broken() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(!moved_wt.exists());
 }
+
+#[test]
+fn filters_and_hooks_planted_by_an_agent_never_run_in_agentctls_git_calls() {
+    let env = Env::new();
+    let marks = env.dir.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let m = marks.to_str().unwrap();
+    // The agent plants a clean/smudge filter in the config its worktree shares with the
+    // repository, attributes that apply it everywhere, and a post-checkout hook; it commits.
+    let plant = format!(
+        "git config filter.evil.clean 'touch {m}/clean; cat' && git config filter.evil.smudge 'touch {m}/smudge; cat' && \
+         echo '* filter=evil' > .gitattributes && \
+         hooks=$(git rev-parse --git-common-dir)/hooks && mkdir -p $hooks && \
+         printf '#!/bin/sh\\ntouch {m}/hook\\n' > $hooks/post-checkout && chmod +x $hooks/post-checkout && \
+         git add -A && git -c user.name=a -c user.email=a@b commit -qm plant && \
+         rm -f {m}/clean {m}/smudge {m}/hook && echo changed >> README.md"
+    );
+    let (v, _) = env.json(&["run", "--id", "planter", "--", "sh", "-c", &plant]);
+    assert_eq!(v["state"], "succeeded", "{v}");
+    // Our status check (rm refuses the dirty worktree) compares content: no clean filter runs.
+    let (err, _) = env.json(&["rm", "planter"]);
+    assert_eq!(err["error"]["code"], "WORKTREE_DIRTY", "{err}");
+    // A run based on the planted branch checks it out: no smudge filter, no hook.
+    let (v, _) = env.json(&["run", "--base", "agentctl/planter", "--", "true"]);
+    assert_eq!(v["state"], "succeeded", "{v}");
+    // And removing everything runs nothing either.
+    let (_, out) = env.json(&["rm", "--force", "planter"]);
+    assert!(out.status.success());
+    let ran: Vec<_> = std::fs::read_dir(&marks).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(ran.is_empty(), "agent-planted code ran inside agentctl's git calls: {ran:?}");
+}
