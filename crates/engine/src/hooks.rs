@@ -40,6 +40,13 @@ pub fn run_hook(path: &Path, cwd: &Path, env: &[(String, String)], limit: Durati
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .process_group(0);
+    // SAFETY: only async-signal-safe fd calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            supervise::spawn::close_inherited_fds();
+            Ok(())
+        });
+    }
     let (reader, writer) = match std::io::pipe() {
         Ok(p) => p,
         Err(e) => return failed(started, format!("cannot create pipe: {e}")),

@@ -150,7 +150,7 @@ fn supervise_run(
     layout: &StateLayout,
     spec: &RunSpec,
     plan: &LaunchPlan,
-    tx: std::sync::mpsc::Sender<LoopEvent>,
+    tx: std::sync::mpsc::SyncSender<LoopEvent>,
     rx: &Receiver<LoopEvent>,
 ) -> Result<(), store::StoreError> {
     let id = w.id().clone();

@@ -212,6 +212,7 @@ impl Provider for LocalProvider {
         unsafe {
             cmd.pre_exec(|| {
                 nix::unistd::setsid().map_err(io::Error::from)?;
+                crate::spawn::close_inherited_fds();
                 Ok(())
             });
         }

@@ -89,14 +89,22 @@ impl OutputWriter {
         if bytes.is_empty() {
             return Ok(());
         }
-        let line = match std::str::from_utf8(bytes) {
-            Ok(text) => Line {
+        // Text, unless it is mostly control bytes (JSON would spend six bytes on each).
+        let text = std::str::from_utf8(bytes).ok().filter(|_| {
+            let controls = bytes
+                .iter()
+                .filter(|&&b| b < 0x20 && !matches!(b, b'\n' | b'\r' | b'\t' | 0x1b))
+                .count();
+            controls * 8 <= bytes.len()
+        });
+        let line = match text {
+            Some(text) => Line {
                 ts,
                 stream,
                 data: Some(text.to_owned()),
                 b64: None,
             },
-            Err(_) => Line {
+            None => Line {
                 ts,
                 stream,
                 data: None,

@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::SyncSender;
 use std::thread;
 
 use model::provider::Stream;
@@ -39,7 +39,7 @@ pub struct Spawned {
 
 /// Starts the agent and threads that forward its output (and an end-of-stream marker per
 /// stream) to `tx`. Returns how many streams will report.
-pub fn spawn(spec: &ProcessSpec, tx: &Sender<LoopEvent>) -> io::Result<(Spawned, usize)> {
+pub fn spawn(spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -> io::Result<(Spawned, usize)> {
     let (program, args) = spec
         .argv
         .split_first()
@@ -57,7 +57,7 @@ pub fn spawn(spec: &ProcessSpec, tx: &Sender<LoopEvent>) -> io::Result<(Spawned,
     }
 }
 
-fn spawn_pipes(mut cmd: Command, spec: &ProcessSpec, tx: &Sender<LoopEvent>) -> io::Result<(Spawned, usize)> {
+fn spawn_pipes(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -> io::Result<(Spawned, usize)> {
     cmd.stdin(if spec.stdin.is_some() {
         Stdio::piped()
     } else {
@@ -69,6 +69,7 @@ fn spawn_pipes(mut cmd: Command, spec: &ProcessSpec, tx: &Sender<LoopEvent>) -> 
     unsafe {
         cmd.pre_exec(|| {
             nix::unistd::setsid().map_err(io::Error::from)?;
+            close_inherited_fds();
             Ok(())
         });
     }
@@ -88,7 +89,7 @@ fn spawn_pipes(mut cmd: Command, spec: &ProcessSpec, tx: &Sender<LoopEvent>) -> 
     Ok((Spawned { pid, pgid: pid }, 2))
 }
 
-fn spawn_pty(mut cmd: Command, spec: &ProcessSpec, tx: &Sender<LoopEvent>) -> io::Result<(Spawned, usize)> {
+fn spawn_pty(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -> io::Result<(Spawned, usize)> {
     let size = nix::pty::Winsize {
         ws_row: 50,
         ws_col: 200,
@@ -98,44 +99,72 @@ fn spawn_pty(mut cmd: Command, spec: &ProcessSpec, tx: &Sender<LoopEvent>) -> io
     let pty = nix::pty::openpty(Some(&size), None).map_err(io::Error::from)?;
     let slave: OwnedFd = pty.slave;
     let master: OwnedFd = pty.master;
-    cmd.stdin(Stdio::from(slave.try_clone()?))
+    // openpty does not set close-on-exec: nothing else we start may hold the terminal.
+    for fd in [&slave, &master] {
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+            .map_err(io::Error::from)?;
+    }
+    // A prompt goes through a pipe, not the terminal: a terminal's line discipline would echo it
+    // into the output and cut lines at 4 KiB.
+    let stdin = if spec.stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::from(slave.try_clone()?)
+    };
+    cmd.stdin(stdin)
         .stdout(Stdio::from(slave.try_clone()?))
         .stderr(Stdio::from(slave.try_clone()?));
     let term_given = spec.env.iter().any(|(k, v)| k == "TERM" && !v.is_empty());
     if !term_given && std::env::var_os("TERM").is_none_or(|t| t.is_empty()) {
         cmd.env("TERM", "xterm-256color");
     }
-    // SAFETY: setsid and ioctl are async-signal-safe; fd 0 is the pty slave at this point.
+    // SAFETY: setsid, ioctl and the fd calls are async-signal-safe; fd 1 is the pty slave here.
     unsafe {
         cmd.pre_exec(|| {
             nix::unistd::setsid().map_err(io::Error::from)?;
-            if libc::ioctl(0, libc::TIOCSCTTY as _, 0) == -1 {
+            if libc::ioctl(1, libc::TIOCSCTTY as _, 0) == -1 {
                 return Err(io::Error::last_os_error());
             }
+            close_inherited_fds();
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
+    let mut child = cmd.spawn()?;
     drop(slave);
     let pid = child.id();
-    std::mem::forget(child);
-    let reader = File::from(master.try_clone()?);
-    if let Some(bytes) = spec.stdin.clone() {
-        let mut writer = File::from(master);
+    if let (Some(mut stdin), Some(bytes)) = (child.stdin.take(), spec.stdin.clone()) {
         thread::spawn(move || {
-            let _ = writer.write_all(&bytes);
-            // End of input for a line-disciplined reader.
-            let _ = writer.write_all(b"\n\x04");
+            let _ = stdin.write_all(&bytes);
         });
-    } else {
-        // Keep the master open through the reader only.
-        drop(master);
     }
-    forward(reader, Stream::Pty, tx.clone());
+    std::mem::forget(child);
+    forward(File::from(master), Stream::Pty, tx.clone());
     Ok((Spawned { pid, pgid: pid }, 1))
 }
 
-fn forward(mut reader: impl Read + Send + 'static, stream: Stream, tx: Sender<LoopEvent>) {
+/// Marks every descriptor above stderr close-on-exec, so a child gets only its stdio: nothing
+/// the caller of agentctl left open (a pipe it waits on, a lock) reaches the agent. Meant for
+/// `pre_exec`: async-signal-safe, no allocation.
+pub fn close_inherited_fds() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: plain syscalls on descriptor numbers; no memory is touched.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        ) != 0
+        {
+            // Kernels before 5.11: the common range by hand.
+            for fd in 3..4096 {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
+fn forward(mut reader: impl Read + Send + 'static, stream: Stream, tx: SyncSender<LoopEvent>) {
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {

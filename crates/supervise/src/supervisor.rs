@@ -5,7 +5,7 @@
 //! process tree, and returns only when no process of the run is left.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use model::EventData;
@@ -58,13 +58,16 @@ pub struct AgentEnd {
 
 /// The channel the loop listens on. Create it before anything else so signals to the
 /// supervisor are never lost; pass the sender to a signal forwarder.
-pub fn channel() -> (Sender<LoopEvent>, Receiver<LoopEvent>) {
-    mpsc::channel()
+///
+/// The channel is bounded: when the loop falls behind (slow disk), reader threads block, the
+/// agent's pipe fills and the agent waits — memory stays flat however much the agent writes.
+pub fn channel() -> (SyncSender<LoopEvent>, Receiver<LoopEvent>) {
+    mpsc::sync_channel(64)
 }
 
 /// Installs handlers that forward SIGCHLD, SIGTERM, SIGINT and SIGHUP to the loop. Call once,
 /// early in the supervisor process.
-pub fn forward_signals(tx: Sender<LoopEvent>) -> std::io::Result<()> {
+pub fn forward_signals(tx: SyncSender<LoopEvent>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new().name("signals".into()).spawn(move || {
@@ -107,7 +110,7 @@ const UNKILLABLE_LIMIT: Duration = Duration::from_secs(10);
 pub fn supervise(
     spec: &ProcessSpec,
     limits: Limits,
-    tx: Sender<LoopEvent>,
+    tx: SyncSender<LoopEvent>,
     rx: &Receiver<LoopEvent>,
     sink: &mut dyn Sink,
 ) -> std::io::Result<AgentEnd> {

@@ -100,7 +100,11 @@ impl Git {
                 continue;
             }
             // filter.<name>.<key>; the name itself may contain dots.
-            if let Some(name) = key.strip_prefix("filter.").and_then(|k| k.rsplit_once('.')).map(|(n, _)| n) {
+            if let Some(name) = key
+                .strip_prefix("filter.")
+                .and_then(|k| k.rsplit_once('.'))
+                .map(|(n, _)| n)
+            {
                 names.insert(name.to_owned());
             }
         }

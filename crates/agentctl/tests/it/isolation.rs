@@ -251,6 +251,13 @@ fn filters_and_hooks_planted_by_an_agent_never_run_in_agentctls_git_calls() {
     // And removing everything runs nothing either.
     let (_, out) = env.json(&["rm", "--force", "planter"]);
     assert!(out.status.success());
-    let ran: Vec<_> = std::fs::read_dir(&marks).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert!(ran.is_empty(), "agent-planted code ran inside agentctl's git calls: {ran:?}");
+    let ran: Vec<_> = std::fs::read_dir(&marks)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        ran.is_empty(),
+        "agent-planted code ran inside agentctl's git calls: {ran:?}"
+    );
 }

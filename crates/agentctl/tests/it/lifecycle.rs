@@ -194,3 +194,72 @@ fn environment_reaches_the_agent() {
     let wt = v["worktree"].as_str().unwrap();
     assert_eq!(logs, format!("yes dot {id} agentctl/{id}\n{wt}\n"));
 }
+
+/// Runs `agentctl ARGS` with an extra descriptor (a pipe's write end) open as fd 10 and not
+/// close-on-exec, as a careless caller might leave it.
+fn run_with_leaked_fd(env: &Env, args: &[&str]) -> std::process::Output {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let (_reader, writer) = std::io::pipe().unwrap();
+    let raw = writer.as_raw_fd();
+    let mut cmd = env.cmd();
+    cmd.args(args);
+    // SAFETY: dup2 is async-signal-safe; the new descriptor is not close-on-exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::dup2(raw, 10) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn agents_get_only_their_stdio_descriptors() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.repo.join(".agentctl")).unwrap();
+    std::fs::write(
+        env.repo.join(".agentctl/agents.toml"),
+        "[agents.termy]\ncommand = [\"sh\", \"-c\", \"ls /proc/$$/fd | tr '\\\\n' ' '; cat | wc -c\"]\n\
+         tty = true\nprompt_via = \"stdin\"\n",
+    )
+    .unwrap();
+    let out = run_with_leaked_fd(
+        &env,
+        &["--json", "run", "--", "sh", "-c", "ls /proc/$$/fd | tr '\\n' ' '"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(env.logs(v["id"].as_str().unwrap()).trim(), "0 1 2");
+    // A terminal agent with a long prompt on stdin: only stdio, the whole prompt, no echo.
+    let prompt = "x".repeat(10_000);
+    let out = run_with_leaked_fd(&env, &["--json", "run", "--agent", "termy", &prompt]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let logs = env.logs(v["id"].as_str().unwrap());
+    assert_eq!(logs.trim().replace("\r", ""), "0 1 2 10000", "{logs:?}");
+}
+
+#[test]
+fn a_flood_of_output_is_captured_exactly_and_compactly() {
+    let env = Env::new();
+    let (v, _) = env.json(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "head -c 20000000 /dev/zero; yes hello | head -c 5000000",
+    ]);
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let id = v["id"].as_str().unwrap();
+    let out = env.cmd().args(["logs", id]).output().unwrap();
+    assert_eq!(out.stdout.len(), 25_000_000);
+    assert!(out.stdout[..20_000_000].iter().all(|&b| b == 0));
+    assert!(out.stdout[20_000_000..].starts_with(b"hello\nhello\n"));
+    // NUL bytes are stored as base64, not as six-byte JSON escapes.
+    let size = std::fs::metadata(env.state.join("runs").join(id).join("output.jsonl"))
+        .unwrap()
+        .len();
+    assert!(size < 40_000_000, "output log of {size} bytes for 25 MB of output");
+}
