@@ -102,8 +102,20 @@ pub struct InitArgs {
   agentctl run --agent claude-code \"task\" -- --model opus   extra agent arguments")]
 pub struct RunArgs {
     /// The task for the agent.
-    #[arg(value_name = "PROMPT")]
+    #[arg(value_name = "PROMPT", conflicts_with_all = ["prompt_opt", "prompt_file"])]
     pub prompt: Option<String>,
+    /// The task, as an option (for a task that starts with `-`).
+    #[arg(
+        long = "prompt",
+        id = "prompt_opt",
+        value_name = "TEXT",
+        allow_hyphen_values = true,
+        conflicts_with = "prompt_file"
+    )]
+    pub prompt_opt: Option<String>,
+    /// Read the task from FILE (`-` for standard input).
+    #[arg(long, value_name = "FILE")]
+    pub prompt_file: Option<PathBuf>,
     /// The program to run as the agent (with `command`), or extra arguments for the agent.
     #[arg(last = true, value_name = "CMD")]
     pub args: Vec<String>,

@@ -1,6 +1,8 @@
 //! Built-in agent presets, from each tool's documented non-interactive mode (see
 //! `../shared/AGENT-CLIS.md` in the project docs for sources). Runs are isolated in their own
-//! worktree, so presets auto-approve edits and commands inside it.
+//! worktree, so presets auto-approve edits and commands inside it. A prompt given as an
+//! argument always follows `--` or an `=`, so a prompt that starts with `-` is never read as an
+//! option.
 
 use std::collections::BTreeMap;
 
@@ -28,12 +30,13 @@ pub fn presets() -> Vec<(&'static str, AgentDef)> {
                 command: strings(&[
                     "claude",
                     "-p",
-                    "{prompt}",
                     "--output-format",
                     "stream-json",
                     "--verbose",
                     "--permission-mode",
                     "bypassPermissions",
+                    "--",
+                    "{prompt}",
                 ]),
                 prompt_via: PromptVia::Arg,
                 env: BTreeMap::new(),
@@ -78,8 +81,7 @@ pub fn presets() -> Vec<(&'static str, AgentDef)> {
             AgentDef {
                 command: strings(&[
                     "gemini",
-                    "-p",
-                    "{prompt}",
+                    "--prompt={prompt}",
                     "--output-format",
                     "stream-json",
                     "--approval-mode=yolo",
@@ -143,7 +145,7 @@ pub fn presets() -> Vec<(&'static str, AgentDef)> {
         (
             "opencode",
             AgentDef {
-                command: strings(&["opencode", "run", "--format", "json", "{prompt}"]),
+                command: strings(&["opencode", "run", "--format", "json", "--", "{prompt}"]),
                 prompt_via: PromptVia::Arg,
                 env: BTreeMap::new(),
                 secret_env: strings(&["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "OPENCODE_SERVER_PASSWORD"]),

@@ -74,7 +74,9 @@ pub fn render(
         PromptVia::File if !mentions("{prompt_file}") => argv.push(file.into_owned()),
         _ => {}
     }
-    argv.extend(extra_args.iter().cloned());
+    // Extra arguments are options for the agent: before an end-of-options `--`, if any.
+    let at = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
+    argv.splice(at..at, extra_args.iter().cloned());
     let uses_file = def.prompt_via == PromptVia::File || mentions("{prompt_file}");
     Ok(Invocation {
         argv,
@@ -103,7 +105,8 @@ mod tests {
             Path::new("/w"),
         )
         .unwrap();
-        assert_eq!(&inv.argv[..3], &["claude", "-p", "fix it"]);
+        assert_eq!(inv.argv[0..2], ["claude", "-p"]);
+        assert_eq!(inv.argv[inv.argv.len() - 2..], ["--", "fix it"]);
         assert_eq!(inv.prompt_file, None);
     }
 
@@ -149,7 +152,7 @@ mod tests {
             Path::new("/w"),
         )
         .unwrap();
-        assert_eq!(inv.argv[2], "use {workdir}");
+        assert_eq!(inv.argv[1], "--prompt=use {workdir}");
     }
 
     #[test]
@@ -186,6 +189,17 @@ mod tests {
             Path::new("/w"),
         )
         .unwrap();
-        assert_eq!(&inv.argv[inv.argv.len() - 2..], &extra[..]);
+        // Options go before the end-of-options marker; the prompt stays last.
+        assert_eq!(&inv.argv[inv.argv.len() - 4..], &["--model", "opus", "--", "x"]);
+        let inv = render(
+            "opencode",
+            &preset("opencode"),
+            Some("-rf /"),
+            &extra,
+            Path::new("/p"),
+            Path::new("/w"),
+        )
+        .unwrap();
+        assert_eq!(&inv.argv[inv.argv.len() - 4..], &["--model", "opus", "--", "-rf /"]);
     }
 }

@@ -20,7 +20,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
     let req = RunRequest {
         id,
         agent: args.agent.clone(),
-        prompt: args.prompt.clone(),
+        prompt: prompt(&args)?,
         args: args.args.clone(),
         repo_dir: context::repo_dir(args.repo.as_deref())?,
         base: Some(args.base.clone()),
@@ -86,4 +86,22 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
         eprintln!("  worktree: {}\n  branch:   {}", rec.worktree.display(), rec.branch);
     }
     Ok(exit::outcome_code(&rec))
+}
+
+/// The task: the PROMPT argument, `--prompt`, or the contents of `--prompt-file`.
+fn prompt(args: &RunArgs) -> Result<Option<String>, CliError> {
+    let Some(path) = &args.prompt_file else {
+        return Ok(args.prompt.clone().or_else(|| args.prompt_opt.clone()));
+    };
+    let read = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    };
+    read.map(Some).map_err(|e| {
+        CliError::new(
+            ErrorCode::InvalidArgument,
+            format!("cannot read the prompt from {}: {e}", path.display()),
+        )
+    })
 }

@@ -263,3 +263,32 @@ fn a_flood_of_output_is_captured_exactly_and_compactly() {
         .len();
     assert!(size < 40_000_000, "output log of {size} bytes for 25 MB of output");
 }
+
+#[test]
+fn the_prompt_can_come_from_an_option_a_file_or_stdin() {
+    use std::io::Write;
+    let env = Env::new();
+    let echo = ["--", "sh", "-c", "printf %s \"$AGENTCTL_PROMPT\""];
+    let (v, _) = env.json(&[&["run", "--prompt", "-starts with a dash"][..], &echo].concat());
+    assert_eq!(env.logs(v["id"].as_str().unwrap()), "-starts with a dash");
+    let file = env.dir.path().join("task.md");
+    std::fs::write(&file, "from a file\nline two").unwrap();
+    let (v, _) = env.json(&[&["run", "--prompt-file", file.to_str().unwrap()][..], &echo].concat());
+    assert_eq!(env.logs(v["id"].as_str().unwrap()), "from a file\nline two");
+    let mut child = env
+        .cmd()
+        .args([&["--json", "run", "--prompt-file", "-"][..], &echo].concat())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"from stdin").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(env.logs(v["id"].as_str().unwrap()), "from stdin");
+    // Two sources at once is a usage error.
+    assert_eq!(
+        env.run(&["run", "x", "--prompt", "y", "--", "true"]).status.code(),
+        Some(2)
+    );
+}

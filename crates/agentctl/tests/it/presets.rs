@@ -182,8 +182,12 @@ fn claude_code_gets_the_prompt_as_an_argument_and_streams_json() {
     assert_succeeded(&env, &run);
     assert_ran_in_worktree(&run, "claude", PROMPT, &env);
     let args = argv(&run, "claude");
-    let p = args.iter().position(|a| a == "-p").expect("-p");
-    assert_eq!(args[p + 1], PROMPT, "the prompt is one argument after -p: {args:?}");
+    assert_eq!(args[0], "-p", "{args:?}");
+    assert_eq!(
+        args[args.len() - 2..],
+        ["--", PROMPT],
+        "the prompt is one argument after `--`: {args:?}"
+    );
     for flag in ["--verbose", "bypassPermissions"] {
         assert!(args.iter().any(|a| a == flag), "{flag} in {args:?}");
     }
@@ -285,7 +289,7 @@ fn gemini_gets_the_prompt_as_an_argument_in_a_trusted_workspace() {
     assert_succeeded(&env, &run);
     assert_ran_in_worktree(&run, "gemini", PROMPT, &env);
     let args = argv(&run, "gemini");
-    assert_eq!(args[..2], ["-p", PROMPT], "{args:?}");
+    assert_eq!(args[0], format!("--prompt={PROMPT}"), "{args:?}");
     assert!(args.iter().any(|a| a == "--approval-mode=yolo"), "{args:?}");
     assert!(
         received(&run, "gemini", "env")
@@ -710,5 +714,31 @@ fn secrets_reach_the_agent_but_are_never_recorded() {
                 f.display()
             );
         }
+    }
+}
+
+#[test]
+fn a_prompt_that_looks_like_an_option_stays_a_prompt() {
+    let env = Env::new();
+    let vars = [
+        ("ANTHROPIC_API_KEY", "k"),
+        ("GEMINI_API_KEY", "k"),
+        ("ANTHROPIC_API_KEY", "k"),
+    ];
+    for (agent, bin) in [
+        ("claude-code", "claude"),
+        ("gemini", "gemini"),
+        ("opencode", "opencode"),
+    ] {
+        let prompt = "--help me rename the -v flag";
+        let (run, out) = json_with(
+            &env,
+            &fakes_path(),
+            &vars,
+            &["run", "--agent", agent, "--prompt", prompt],
+        );
+        assert!(run["id"].is_string(), "{run} {}", stderr(&out));
+        assert_succeeded(&env, &run);
+        assert_eq!(received(&run, bin, "prompt"), prompt, "{agent}");
     }
 }
