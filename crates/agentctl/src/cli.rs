@@ -58,7 +58,7 @@ pub enum Command {
     /// Create .agentctl/ in the current repository (agents.toml, workflows/, hooks/).
     Init(InitArgs),
     /// Start a run: an agent working on a task in its own worktree and branch.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List runs, newest first.
     #[command(visible_alias = "ps")]
     Ls(LsArgs),

@@ -79,7 +79,7 @@ fn run(cli: Cli) -> Result<i32, CliError> {
     let g = &cli.global;
     match cli.command {
         Command::Init(args) => commands::init(g, &args),
-        Command::Run(args) => commands::run::run(g, args),
+        Command::Run(args) => commands::run::run(g, *args),
         Command::Ls(args) => commands::runs::ls(g, &args),
         Command::Show(args) => commands::runs::show(g, &args),
         Command::Logs(args) => commands::runs::logs(g, &args),
