@@ -14,6 +14,8 @@ const TAIL: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookResult {
     pub exit_code: Option<i32>,
+    /// Killed because the run was asked to stop.
+    pub stopped: bool,
     pub elapsed: Duration,
     pub output_tail: String,
 }
@@ -32,7 +34,16 @@ pub fn hook_path(repo: &Path, name: &str) -> Option<PathBuf> {
 
 /// Runs a hook to completion (killing it after `limit`). The hook runs in its own process
 /// group, so whatever it starts is killed with it and cannot hold the run up.
-pub fn run_hook(path: &Path, cwd: &Path, env: &[(String, String)], limit: Duration) -> HookResult {
+///
+/// `should_stop` is asked every few milliseconds; when it says yes (a stop request for the
+/// run), the hook's group is killed and the result says `stopped`.
+pub fn run_hook(
+    path: &Path,
+    cwd: &Path,
+    env: &[(String, String)],
+    limit: Duration,
+    should_stop: &mut dyn FnMut() -> bool,
+) -> HookResult {
     use std::os::unix::process::CommandExt;
     let started = Instant::now();
     let mut cmd = Command::new(path);
@@ -79,10 +90,14 @@ pub fn run_hook(path: &Path, cwd: &Path, env: &[(String, String)], limit: Durati
         let _ = reader.read_to_end(&mut buf);
         let _ = tx.send(buf);
     });
+    let mut stopped = false;
     let exit_code = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status.code(),
-            Ok(None) if started.elapsed() < limit => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) if started.elapsed() < limit && !stopped => {
+                stopped = should_stop();
+                std::thread::sleep(Duration::from_millis(10));
+            }
             _ => {
                 kill_group();
                 let _ = child.wait();
@@ -99,6 +114,7 @@ pub fn run_hook(path: &Path, cwd: &Path, env: &[(String, String)], limit: Durati
     let start = out.len().saturating_sub(TAIL);
     HookResult {
         exit_code,
+        stopped,
         elapsed: started.elapsed(),
         output_tail: String::from_utf8_lossy(&out[start..]).into_owned(),
     }
@@ -107,6 +123,7 @@ pub fn run_hook(path: &Path, cwd: &Path, env: &[(String, String)], limit: Durati
 fn failed(started: Instant, message: String) -> HookResult {
     HookResult {
         exit_code: None,
+        stopped: false,
         elapsed: started.elapsed(),
         output_tail: message,
     }

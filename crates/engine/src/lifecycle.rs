@@ -101,7 +101,12 @@ impl Engine {
             }
             (_, _) => {
                 let pid = rec.supervisor_pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-                Some(format!("supervisor{pid} exited without recording an outcome"))
+                let last = self
+                    .provider
+                    .last_error(&rec.id)
+                    .map(|e| format!(" (its last error: {e})"))
+                    .unwrap_or_default();
+                Some(format!("supervisor{pid} exited without recording an outcome{last}"))
             }
         })
     }

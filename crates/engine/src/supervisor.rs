@@ -104,6 +104,16 @@ fn early_stop(files: &RunFiles, rx: &Receiver<LoopEvent>) -> Option<StopReason> 
     None
 }
 
+/// The reason recorded for a run stopped before its agent ran.
+fn stopped_before_start(reason: StopReason, when: &str) -> String {
+    match reason {
+        StopReason::SupervisorSignal => {
+            format!("the supervisor was signalled {when} (e.g. the run that started this one ended)")
+        }
+        _ => format!("stopped {when}"),
+    }
+}
+
 fn base_env(id: &RunId, layout: &StateLayout, plan: &LaunchPlan) -> Vec<(String, String)> {
     vec![
         ("AGENTCTL_RUN_ID".to_owned(), id.to_string()),
@@ -126,6 +136,7 @@ fn run_hook(
     spec: &RunSpec,
     plan: &LaunchPlan,
     env: &[(String, String)],
+    should_stop: &mut dyn FnMut() -> bool,
 ) -> Result<Option<hooks::HookResult>, store::StoreError> {
     let Some(path) = hooks::hook_path(&spec.repo, name) else {
         return Ok(None);
@@ -134,7 +145,7 @@ fn run_hook(
     let mut env = env.to_vec();
     env.push(("AGENTCTL_HOOK".to_owned(), name.to_owned()));
     let _span = tracing::info_span!("run.hook", hook.name = name).entered();
-    let result = hooks::run_hook(&path, &plan.worktree, &env, limit);
+    let result = hooks::run_hook(&path, &plan.worktree, &env, limit, should_stop);
     w.append(EventData::HookFinished {
         hook: name.to_owned(),
         exit_code: result.exit_code,
@@ -180,21 +191,41 @@ fn supervise_run(
             elapsed_ms: t.elapsed().as_millis() as u64,
         })?;
     }
-    if early_stop(files, rx).is_some() {
-        return finish(w, RunState::Cancelled, "stopped before the agent started".to_owned());
+    if let Some(reason) = early_stop(files, rx) {
+        return finish(
+            w,
+            RunState::Cancelled,
+            stopped_before_start(reason, "before the agent started"),
+        );
     }
     let env = base_env(&id, layout, plan);
-    if let Some(r) = run_hook(w, "pre-run", spec, plan, &env)?
-        && !r.ok()
-    {
-        let how = r
-            .exit_code
-            .map(|c| format!("exit code {c}"))
-            .unwrap_or_else(|| "no exit code".to_owned());
-        return finish(w, RunState::Failed, format!("pre-run hook failed ({how})"));
+    let mut stop_reason = None;
+    let pre = run_hook(w, "pre-run", spec, plan, &env, &mut || {
+        stop_reason = early_stop(files, rx);
+        stop_reason.is_some()
+    })?;
+    if let Some(r) = pre {
+        if let (true, Some(reason)) = (r.stopped, stop_reason) {
+            return finish(
+                w,
+                RunState::Cancelled,
+                stopped_before_start(reason, "during the pre-run hook"),
+            );
+        }
+        if !r.ok() {
+            let how = r
+                .exit_code
+                .map(|c| format!("exit code {c}"))
+                .unwrap_or_else(|| "no exit code".to_owned());
+            return finish(w, RunState::Failed, format!("pre-run hook failed ({how})"));
+        }
     }
-    if early_stop(files, rx).is_some() {
-        return finish(w, RunState::Cancelled, "stopped before the agent started".to_owned());
+    if let Some(reason) = early_stop(files, rx) {
+        return finish(
+            w,
+            RunState::Cancelled,
+            stopped_before_start(reason, "before the agent started"),
+        );
     }
 
     // The agent.
@@ -276,7 +307,10 @@ fn supervise_run(
     if let Some(code) = end.exit.exit_code {
         post_env.push(("AGENTCTL_EXIT_CODE".to_owned(), code.to_string()));
     }
-    run_hook(w, "post-run", spec, plan, &post_env)?;
+    // A stop now ends the hook, not the outcome: the agent is done.
+    run_hook(w, "post-run", spec, plan, &post_env, &mut || {
+        early_stop(files, rx).is_some()
+    })?;
     // Nothing of the run outlives it, including what the post-run hook left running.
     for (sig, pids) in supervise::proctree::end_descendants(std::process::id(), Duration::from_millis(plan.grace_ms)) {
         w.append(EventData::SignalSent {

@@ -50,7 +50,7 @@ pub fn decide(stop: Option<StopReason>, exit: &ExitInfo) -> (RunState, String) {
         Some(StopReason::User) => (RunState::Cancelled, format!("stopped by user; agent {how}")),
         Some(StopReason::SupervisorSignal) => (
             RunState::Cancelled,
-            format!("supervisor was asked to stop; agent {how}"),
+            format!("the supervisor was signalled to stop (e.g. the run that started this one ended); agent {how}"),
         ),
         Some(StopReason::Timeout) => (RunState::TimedOut, format!("hard timeout; agent {how}")),
         Some(StopReason::IdleTimeout) => (RunState::TimedOut, format!("idle timeout (no output); agent {how}")),

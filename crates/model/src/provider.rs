@@ -79,4 +79,9 @@ pub trait Provider: Send + Sync {
     fn logs(&self, run: &RunId, offset: u64) -> Result<LogBatch, ProviderError>;
     /// Kills whatever of the run is left and releases its placement.
     fn destroy(&self, run: &RunId) -> Result<(), ProviderError>;
+    /// The last error the run's supervisor reported before it went away, if the provider kept
+    /// one (to explain a `lost` run).
+    fn last_error(&self, _run: &RunId) -> Option<String> {
+        None
+    }
 }

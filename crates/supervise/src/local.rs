@@ -270,6 +270,26 @@ impl Provider for LocalProvider {
         output::read_from(&self.files(run).output_path(), offset).map_err(|e| err("cannot read output", e))
     }
 
+    fn last_error(&self, run: &RunId) -> Option<String> {
+        // The supervisor logs JSON lines; the last ERROR among the final 64 KiB is enough.
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = File::open(self.files(run).log_path()).ok()?;
+        let len = file.metadata().ok()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024))).ok()?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).ok()?;
+        text.lines().rev().find_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            (v.get("level")?.as_str()? == "ERROR").then(|| {
+                let message = v.get("message").and_then(|m| m.as_str()).unwrap_or("error");
+                match v.get("error").and_then(|e| e.as_str()) {
+                    Some(e) => format!("{message}: {e}"),
+                    None => message.to_owned(),
+                }
+            })
+        })
+    }
+
     fn destroy(&self, run: &RunId) -> Result<(), ProviderError> {
         let files = self.files(run);
         if files

@@ -83,6 +83,15 @@ fn killed_supervisor_shows_as_lost_not_running() {
     let id = env.start(&["--", "bash", "-c", &format!("exec -a {marker} sleep 300")]);
     let v = env.until(&id, Duration::from_secs(10), |v| v["state"] == "running");
     let sup = v["supervisor_pid"].as_u64().unwrap() as i32;
+    // What a supervisor that failed to record would have logged last (e.g. a full disk).
+    use std::io::Write;
+    let log = env.state.join("runs").join(&id).join("supervisor.log");
+    let mut f = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+    writeln!(
+        f,
+        r#"{{"level":"ERROR","message":"cannot record event","error":"No space left on device"}}"#
+    )
+    .unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::Signal::SIGKILL).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let (list, _) = env.json(&["ls"]);
@@ -100,6 +109,11 @@ fn killed_supervisor_shows_as_lost_not_running() {
         .find(|e| e["data"]["type"] == "lost")
         .unwrap();
     assert_eq!(lost["data"]["detected_by"], "list");
+    let reason = lost["data"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("No space left on device"),
+        "the lost reason carries the last error: {reason}"
+    );
     // The agent the dead supervisor left behind is ours (pid + start time match): it is killed.
     let start = std::time::Instant::now();
     while process_with(&marker) {
@@ -140,5 +154,52 @@ fn hooks_cannot_leave_processes_behind() {
     assert!(
         !process_with(&marker),
         "the post-run hook's background process outlived the run"
+    );
+}
+
+#[test]
+fn a_stop_during_the_pre_run_hook_ends_the_hook_and_cancels_the_run() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let hooks = env.repo.join(".agentctl/hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let pre = hooks.join("pre-run");
+    std::fs::write(&pre, "#!/bin/sh\nsleep 300\n").unwrap();
+    std::fs::set_permissions(&pre, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let id = env.start(&["--", "touch", "agent-ran"]);
+    env.until(&id, Duration::from_secs(10), |v| v["state"] == "preparing");
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let (v, _) = env.json(&["stop", &id]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the stop waited for the hook"
+    );
+    assert_eq!(v["state"], "cancelled", "{v}");
+    assert_eq!(v["reason"], "stopped during the pre-run hook");
+    let wt = std::path::PathBuf::from(v["worktree"].as_str().unwrap());
+    assert!(!wt.join("agent-ran").exists());
+}
+
+#[test]
+fn a_run_started_inside_a_run_ends_with_it_and_says_why() {
+    let env = Env::new();
+    // The outer agent starts an inner run (detached) and exits at once; the inner run is part
+    // of the outer run's process tree, so it ends with it — and its record says so.
+    let bin = crate::harness::bin();
+    let inner = format!(
+        "{} --json run --detach --id inner -- sleep 300 > /dev/null",
+        bin.display()
+    );
+    let (v, _) = env.json(&["run", "--grace", "300ms", "--", "sh", "-c", &inner]);
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let inner = env.wait("inner");
+    assert_eq!(inner["state"], "cancelled", "{inner}");
+    assert!(
+        inner["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the run that started this one ended"),
+        "{inner}"
     );
 }

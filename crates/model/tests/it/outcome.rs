@@ -58,7 +58,7 @@ fn stopped_runs_follow_the_stop_reason_whatever_the_exit() {
     );
     assert_eq!(
         decide(Some(StopReason::SupervisorSignal), &exit(Some(143), None)).1,
-        "supervisor was asked to stop; agent exited with code 143"
+        "the supervisor was signalled to stop (e.g. the run that started this one ended); agent exited with code 143"
     );
     assert_eq!(
         decide(Some(StopReason::Timeout), &exit(None, None)).1,
