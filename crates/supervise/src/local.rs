@@ -8,7 +8,6 @@
 //! - `control/stop.json`: a stop request, picked up within one tick;
 //! - `output.jsonl`: captured output ([`crate::output`]).
 
-use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -155,8 +154,6 @@ pub struct LocalProvider {
     exe: PathBuf,
     state_dir: PathBuf,
     runs_dir: PathBuf,
-    /// Extra arguments for the supervisor process (e.g. log settings).
-    extra_args: Vec<OsString>,
 }
 
 impl LocalProvider {
@@ -166,13 +163,7 @@ impl LocalProvider {
             exe,
             state_dir,
             runs_dir,
-            extra_args: Vec::new(),
         }
-    }
-
-    pub fn with_args(mut self, args: Vec<OsString>) -> Self {
-        self.extra_args = args;
-        self
     }
 
     fn files(&self, run: &RunId) -> RunFiles {
@@ -201,7 +192,6 @@ impl Provider for LocalProvider {
         cmd.arg("__supervise")
             .arg("--state-dir")
             .arg(&self.state_dir)
-            .args(&self.extra_args)
             .arg(run.as_str())
             .current_dir("/")
             .stdin(Stdio::null())

@@ -117,17 +117,21 @@ pub fn agents(g: &GlobalArgs, args: &AgentsArgs) -> Result<i32, CliError> {
     let repo = vcs::Git::toplevel(&dir).ok();
     let user = context::config_dir().map(|d| d.join("agents.toml"));
     let registry = agents::load_registry(user.as_deref(), repo.as_deref()).map_err(engine::EngineError::from)?;
+    // A repository's own definitions are its code: listing agents in a fresh clone must not
+    // run them, so their version commands are not probed (presets and your user config are).
+    let repo_file = repo.as_ref().map(|r| r.join(".agentctl").join("agents.toml"));
     let rows: Vec<AgentRow> = registry
         .iter()
         .map(|(name, def, origin)| {
             let command = name == agents::presets::COMMAND;
+            let from_repo = matches!((origin, &repo_file), (agents::Origin::File(p), Some(r)) if p == r);
             let avail = if command {
                 engine::availability::Availability {
                     path: None,
                     version: None,
                 }
             } else {
-                engine::availability::probe(def, repo.as_deref(), !args.no_version)
+                engine::availability::probe(def, repo.as_deref(), !args.no_version && !from_repo)
             };
             AgentRow {
                 name: name.to_owned(),

@@ -512,7 +512,8 @@ command = ["claude", "-p", "{prompt}", "--output-format", "json", "--permission-
     let agents = v["agents"].as_array().unwrap();
     let mine = agents.iter().find(|a| a["name"] == "mine").expect("mine listed");
     assert_eq!(mine["available"], true, "{mine}");
-    assert_eq!(mine["version"], "codex-cli 0.124.0", "{mine}");
+    // A repository's definitions are its code: `agents` does not run their version commands.
+    assert_eq!(mine["version"], serde_json::Value::Null, "{mine}");
     assert_eq!(mine["prompt_via"], "stdin");
     assert_eq!(mine["origin"], file.display().to_string(), "{mine}");
     let claude = agents.iter().find(|a| a["name"] == "claude-code").unwrap();
@@ -741,4 +742,26 @@ fn a_prompt_that_looks_like_an_option_stays_a_prompt() {
         assert_succeeded(&env, &run);
         assert_eq!(received(&run, bin, "prompt"), prompt, "{agent}");
     }
+}
+
+#[test]
+fn listing_agents_never_runs_a_repositorys_own_definitions() {
+    let env = Env::new();
+    let mark = env.dir.path().join("ran");
+    std::fs::create_dir_all(env.repo.join(".agentctl")).unwrap();
+    std::fs::write(
+        env.repo.join(".agentctl/agents.toml"),
+        format!(
+            "[agents.trap]\ncommand = [\"sh\"]\nversion_args = [\"-c\", \"touch {}\"]\n",
+            mark.display()
+        ),
+    )
+    .unwrap();
+    let (v, out) = json_with(&env, &fakes_path(), &[], &["agents"]);
+    assert!(out.status.success(), "{v}");
+    assert!(v["agents"].as_array().unwrap().iter().any(|a| a["name"] == "trap"));
+    assert!(
+        !mark.exists(),
+        "agentctl agents ran a command from the repository's agents.toml"
+    );
 }
