@@ -142,7 +142,7 @@ pub fn logs(g: &GlobalArgs, args: &LogsArgs) -> Result<i32, CliError> {
         }
     }
     let print = if args.timestamps { Print::Timestamps } else { Print::Raw };
-    follow::follow(
+    let (rec, _) = follow::follow(
         &engine,
         &id,
         FollowOptions {
@@ -153,6 +153,11 @@ pub fn logs(g: &GlobalArgs, args: &LogsArgs) -> Result<i32, CliError> {
             spinner: false,
         },
     )?;
+    // Output that simply stops needs an explanation when the run did not end on its own.
+    if args.follow && rec.state == RunState::Lost {
+        let reason = rec.reason.as_deref().unwrap_or("its supervisor is gone");
+        eprintln!("agentctl: run {id} is lost: {reason}");
+    }
     Ok(0)
 }
 
