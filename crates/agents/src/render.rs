@@ -75,7 +75,8 @@ pub fn render(
         _ => {}
     }
     // Extra arguments are options for the agent: before an end-of-options `--`, if any.
-    let at = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
+    // (Found in the template, so a prompt that is itself `--` is not mistaken for it.)
+    let at = def.command.iter().position(|a| a == "--").unwrap_or(argv.len());
     argv.splice(at..at, extra_args.iter().cloned());
     let uses_file = def.prompt_via == PromptVia::File || mentions("{prompt_file}");
     Ok(Invocation {

@@ -326,7 +326,10 @@ impl Engine {
                 action: "removed",
                 detail: None,
             };
-            if let Err(e) = self.check_clean(&rec, opts.force) {
+            // Already gone (removed by hand): nothing to check, only the record to update.
+            if rec.worktree.exists()
+                && let Err(e) = self.check_clean(&rec, opts.force)
+            {
                 item.action = "skipped_dirty";
                 item.detail = Some(e.message);
                 out.push(item);

@@ -77,7 +77,10 @@ pub fn run_supervisor(layout: StateLayout, id: &RunId) -> i32 {
     }
 }
 
+/// Records an outcome reached before the agent ran (or without it), after ending whatever a
+/// hook left running: nothing of a run outlives it.
 fn finish(w: &mut RunWriter<'_>, state: RunState, reason: String) -> Result<(), store::StoreError> {
+    end_leftovers(w, Duration::from_secs(1))?;
     tracing::info!(run.state = state.as_str(), reason = %reason, "run finished");
     w.append(EventData::Finished {
         state,
@@ -86,6 +89,18 @@ fn finish(w: &mut RunWriter<'_>, state: RunState, reason: String) -> Result<(), 
         signal: None,
     })?;
     w.set_deferred(false);
+    Ok(())
+}
+
+/// Ends every process still in the supervisor's tree, recording the signals sent.
+fn end_leftovers(w: &mut RunWriter<'_>, grace: Duration) -> Result<(), store::StoreError> {
+    for (sig, pids) in supervise::proctree::end_descendants(std::process::id(), grace) {
+        w.append(EventData::SignalSent {
+            signal: sig.as_str().to_owned(),
+            pids,
+            pgid: None,
+        })?;
+    }
     Ok(())
 }
 
@@ -312,13 +327,7 @@ fn supervise_run(
         early_stop(files, rx).is_some()
     })?;
     // Nothing of the run outlives it, including what the post-run hook left running.
-    for (sig, pids) in supervise::proctree::end_descendants(std::process::id(), Duration::from_millis(plan.grace_ms)) {
-        w.append(EventData::SignalSent {
-            signal: sig.as_str().to_owned(),
-            pids,
-            pgid: None,
-        })?;
-    }
+    end_leftovers(w, Duration::from_millis(plan.grace_ms))?;
     tracing::info!(run.state = state.as_str(), reason = %reason, "run finished");
     w.append(EventData::Finished {
         state,

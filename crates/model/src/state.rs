@@ -141,7 +141,8 @@ pub fn transition(from: Option<RunState>, event: &EventData) -> Result<RunState,
         EventData::Paused { .. } if state == Running => Paused,
         EventData::Resumed { .. } if state == Paused => Running,
         EventData::StopRequested { .. } if state != Pending => Stopping,
-        EventData::SignalSent { .. } if active => state,
+        // Also while preparing: ending what a pre-run hook left behind.
+        EventData::SignalSent { .. } if active || state == Preparing => state,
         EventData::Exited { .. } if active => state,
         EventData::Finished { state: to, .. } => {
             let allowed = match state {

@@ -121,6 +121,10 @@ fn colour_on_a_terminal_unless_no_color() {
     env.json(&["run", "--", "true"]);
     let on_tty = |no_color: bool| {
         let pty = nix::pty::openpty(None, None).unwrap();
+        // Not inherited by processes other tests start meanwhile (they would keep it open).
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).unwrap();
+        }
         let mut cmd = env.cmd();
         cmd.env_remove("NO_COLOR").env("TERM", "xterm-256color");
         if no_color {
@@ -133,9 +137,16 @@ fn colour_on_a_terminal_unless_no_color() {
             .unwrap();
         child.wait().unwrap();
         drop(cmd);
+        // Everything written is buffered in the terminal; read until the closed slave says EIO.
+        let mut all = Vec::new();
         let mut buf = vec![0u8; 8192];
-        let n = nix::unistd::read(&pty.master, &mut buf).unwrap_or(0);
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+        while let Ok(n) = nix::unistd::read(&pty.master, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&all).into_owned()
     };
     let coloured = on_tty(false);
     assert!(coloured.contains("succeeded"), "{coloured:?}");

@@ -167,6 +167,17 @@ fn rm_refuses_uncaptured_work_and_gc_respects_it() {
 }
 
 #[test]
+fn gc_records_a_worktree_removed_by_hand() {
+    let env = Env::new();
+    let (v, _) = env.json(&["run", "--", "true"]);
+    let wt = Path::new(v["worktree"].as_str().unwrap()).to_owned();
+    std::fs::remove_dir_all(&wt).unwrap();
+    let (gc, _) = env.json(&["gc", "--older-than", "0s"]);
+    assert_eq!(gc["runs"][0]["action"], "removed", "{gc}");
+    assert_eq!(env.show(v["id"].as_str().unwrap())["worktree_removed"], true);
+}
+
+#[test]
 fn keep_protects_a_worktree_from_gc() {
     let env = Env::new();
     let (v, _) = env.json(&["run", "--keep", "--", "true"]);

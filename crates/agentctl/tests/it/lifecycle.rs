@@ -222,23 +222,42 @@ fn agents_get_only_their_stdio_descriptors() {
     std::fs::create_dir_all(env.repo.join(".agentctl")).unwrap();
     std::fs::write(
         env.repo.join(".agentctl/agents.toml"),
-        "[agents.termy]\ncommand = [\"sh\", \"-c\", \"ls /proc/$$/fd | tr '\\\\n' ' '; cat | wc -c\"]\n\
-         tty = true\nprompt_via = \"stdin\"\n",
+        "[agents.tty-sleeper]\ncommand = [\"sleep\", \"30\"]\ntty = true\nprompt_via = \"stdin\"\n\n\
+         [agents.tty-counter]\ncommand = [\"wc\", \"-c\"]\ntty = true\nprompt_via = \"stdin\"\n",
     )
     .unwrap();
-    let out = run_with_leaked_fd(
-        &env,
-        &["--json", "run", "--", "sh", "-c", "ls /proc/$$/fd | tr '\\n' ' '"],
+    // The agent's descriptors, read from outside while it runs (a shell listing its own would
+    // see the pipes of its own pipeline).
+    let fds_of = |args: &[&str]| {
+        let out = run_with_leaked_fd(
+            &env,
+            &[&["--json", "run", "--detach", "--grace", "200ms"][..], args].concat(),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let id = v["id"].as_str().unwrap().to_owned();
+        let v = env.until(&id, Duration::from_secs(10), |v| v["state"] == "running");
+        let pid = v["pid"].as_u64().unwrap();
+        let mut fds: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        fds.sort();
+        env.run(&["stop", &id]);
+        fds
+    };
+    assert_eq!(fds_of(&["--", "sleep", "30"]), [0, 1, 2], "a piped agent");
+    assert_eq!(
+        fds_of(&["--agent", "tty-sleeper", "prompt"]),
+        [0, 1, 2],
+        "a terminal agent"
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(env.logs(v["id"].as_str().unwrap()).trim(), "0 1 2");
-    // A terminal agent with a long prompt on stdin: only stdio, the whole prompt, no echo.
+    // A terminal agent with a long prompt on stdin gets all of it, and it is not echoed.
     let prompt = "x".repeat(10_000);
-    let out = run_with_leaked_fd(&env, &["--json", "run", "--agent", "termy", &prompt]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (v, _) = env.json(&["run", "--agent", "tty-counter", &prompt]);
     assert_eq!(v["state"], "succeeded", "{v}");
     let logs = env.logs(v["id"].as_str().unwrap());
-    assert_eq!(logs.trim().replace("\r", ""), "0 1 2 10000", "{logs:?}");
+    assert_eq!(logs.trim(), "10000", "{logs:?}");
 }
 
 #[test]

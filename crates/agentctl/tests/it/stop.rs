@@ -155,6 +155,21 @@ fn hooks_cannot_leave_processes_behind() {
         !process_with(&marker),
         "the post-run hook's background process outlived the run"
     );
+    // A failing pre-run hook ends the run before any agent: what it started ends too.
+    std::fs::remove_file(&post).unwrap();
+    let pre = hooks.join("pre-run");
+    std::fs::write(
+        &pre,
+        format!("#!/bin/bash\nsetsid bash -c 'exec -a {marker}-pre sleep 300' </dev/null >/dev/null 2>&1 &\nexit 3\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&pre, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (v, _) = env.json(&["run", "--", "true"]);
+    assert_eq!(v["state"], "failed", "{v}");
+    assert!(
+        !process_with(&format!("{marker}-pre")),
+        "the pre-run hook's background process outlived the run"
+    );
 }
 
 #[test]

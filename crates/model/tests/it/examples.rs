@@ -83,8 +83,9 @@ fn preparing_can_stop_fail_or_be_lost() {
         Some(Failed)
     );
     assert_eq!(run(&[&base[..], &[lost()]].concat()), Some(Lost));
-    // Signals and exits need a running agent.
-    assert!(transition(Some(Preparing), &signal("SIGTERM")).is_err());
+    // Exits need a running agent.
+    // Signals while preparing end what a pre-run hook left behind; the state stays.
+    assert_eq!(transition(Some(Preparing), &signal("SIGTERM")), Ok(Preparing));
     assert!(transition(Some(Preparing), &exited(Some(0))).is_err());
     assert!(transition(Some(Running), &worktree_ready()).is_err());
 }
