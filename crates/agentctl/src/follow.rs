@@ -22,6 +22,8 @@ pub enum Print {
     Raw,
     /// Each line prefixed with its capture time.
     Timestamps,
+    /// One JSON object per chunk on stdout: exact bytes as `data` (UTF-8) or `b64`.
+    Json,
 }
 
 /// Writes chunks to stdout/stderr.
@@ -46,6 +48,21 @@ impl Printer {
         };
         match self.mode {
             Print::Nothing => {}
+            Print::Json => {
+                use base64::Engine as _;
+                let body = match std::str::from_utf8(&c.data) {
+                    Ok(text) => serde_json::json!({"ts": c.ts, "stream": c.stream, "data": text}),
+                    Err(_) => serde_json::json!({
+                        "ts": c.ts,
+                        "stream": c.stream,
+                        "b64": base64::engine::general_purpose::STANDARD.encode(&c.data),
+                    }),
+                };
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(stdout, "{body}");
+                let _ = stdout.flush();
+                return;
+            }
             Print::Raw => {
                 let _ = out.write_all(&c.data);
             }

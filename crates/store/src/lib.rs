@@ -179,6 +179,14 @@ impl Store {
         // Size first: if the log grows while we read it, the recorded size is behind the
         // content and the next sync looks again.
         let bytes = self.log_size(id);
+        // Followers and waiters call this every few milliseconds: when the log has not grown
+        // since it was projected, a read is enough (no log parse, no write transaction).
+        if !self.layout.run_dir(id).is_dir() {
+            return Err(StoreError::NotFound(id.to_string()));
+        }
+        if self.db(|c| projection::log_size(c, id))? == Some(bytes) {
+            return self.get(id);
+        }
         let events = self.events(id)?;
         self.db(|c| projection::apply(c, id, &events, bytes))
     }
@@ -272,14 +280,17 @@ impl Store {
     /// nothing of value is lost.
     pub fn delete_run(&self, id: &RunId) -> Result<(), StoreError> {
         let dir = self.layout.run_dir(id);
-        // Rename first so a crash never leaves a half-deleted run that looks real.
+        // The row first: a crash before the directory goes leaves a run that the next reader
+        // rediscovers from its log (and `rm` can remove again) — never a row without a log,
+        // which nothing could remove.
+        self.db(|c| projection::delete(c, id))?;
+        // Then out of sight in one rename, so a half-deleted directory never looks like a run.
         let trash = self.layout.runs_dir().join(format!(".del-{}-{}", id, RunId::mint()));
         match fs::rename(&dir, &trash) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(StoreError::Io { path: dir, source }),
         }
-        self.db(|c| projection::delete(c, id))?;
         let _ = fs::remove_dir_all(&trash);
         Ok(())
     }

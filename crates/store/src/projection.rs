@@ -387,6 +387,15 @@ pub fn log_sizes(conn: &Connection) -> rusqlite::Result<std::collections::HashMa
     rows.collect()
 }
 
+/// The event-log size (bytes) the projection last saw for one run.
+pub fn log_size(conn: &Connection, id: &RunId) -> rusqlite::Result<Option<u64>> {
+    conn.query_row("SELECT bytes FROM log_sizes WHERE run_id = ?1", [id.as_str()], |r| {
+        r.get::<_, i64>(0)
+    })
+    .optional()
+    .map(|b| b.map(|b| b as u64))
+}
+
 /// Records that the projection has seen `bytes` of a run's event log.
 pub fn set_log_size(conn: &Connection, id: &RunId, bytes: u64) -> rusqlite::Result<()> {
     conn.execute(

@@ -270,11 +270,6 @@ impl Git {
     pub fn diff_stat(&self, from: &str, to: &str) -> Result<String, VcsError> {
         self.run_content(&["diff", "--no-ext-diff", "--no-textconv", "--stat", from, to])
     }
-
-    /// `git log --oneline` of `range`.
-    pub fn log_oneline(&self, range: &str) -> Result<String, VcsError> {
-        self.run(["log", "--oneline", "--no-decorate", range])
-    }
 }
 
 fn failed<I, S>(args: I, out: &Output) -> VcsError

@@ -2,8 +2,6 @@
 
 use std::io::Write;
 
-use base64::Engine as _;
-
 use engine::GcOptions;
 use model::{ErrorCode, RunState};
 use store::RunFilter;
@@ -118,30 +116,11 @@ pub fn show(g: &GlobalArgs, args: &ShowArgs) -> Result<i32, CliError> {
 pub fn logs(g: &GlobalArgs, args: &LogsArgs) -> Result<i32, CliError> {
     let engine = context::engine(g)?;
     let id = engine.resolve(&args.run)?;
-    if g.json {
-        // One JSON object per captured chunk.
-        let mut offset = 0;
-        loop {
-            let batch = engine.logs(&id, offset)?;
-            offset = batch.next_offset;
-            for c in &batch.chunks {
-                // Exact bytes: text as `data`, anything that is not UTF-8 as base64 `b64`.
-                let body = match std::str::from_utf8(&c.data) {
-                    Ok(text) => serde_json::json!({"ts": c.ts, "stream": c.stream, "data": text}),
-                    Err(_) => {
-                        serde_json::json!({"ts": c.ts, "stream": c.stream, "b64": base64::engine::general_purpose::STANDARD.encode(&c.data)})
-                    }
-                };
-                view::print_json(&body);
-            }
-            let rec = engine.refresh(&id, "logs")?;
-            if !args.follow || (rec.state.is_terminal() && batch.chunks.is_empty()) {
-                return Ok(0);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-    let print = if args.timestamps { Print::Timestamps } else { Print::Raw };
+    let print = match (g.json, args.timestamps) {
+        (true, _) => Print::Json,
+        (false, true) => Print::Timestamps,
+        (false, false) => Print::Raw,
+    };
     let (rec, _) = follow::follow(
         &engine,
         &id,
@@ -154,7 +133,7 @@ pub fn logs(g: &GlobalArgs, args: &LogsArgs) -> Result<i32, CliError> {
         },
     )?;
     // Output that simply stops needs an explanation when the run did not end on its own.
-    if args.follow && rec.state == RunState::Lost {
+    if args.follow && !g.json && rec.state == RunState::Lost {
         let reason = rec.reason.as_deref().unwrap_or("its supervisor is gone");
         eprintln!("agentctl: run {id} is lost: {reason}");
     }

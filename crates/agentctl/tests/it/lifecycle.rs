@@ -311,3 +311,33 @@ fn the_prompt_can_come_from_an_option_a_file_or_stdin() {
         Some(2)
     );
 }
+
+#[test]
+fn logs_json_prints_one_object_per_chunk_with_exact_bytes() {
+    let env = Env::new();
+    let (v, _) = env.json(&["run", "--", "sh", "-c", "echo out; echo err >&2; printf '\\377'"]);
+    let out = env.run(&["--json", "logs", v["id"].as_str().unwrap()]);
+    let chunks: Vec<serde_json::Value> = crate::harness::stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Each chunk is text (`data`) or, if not UTF-8, base64 (`b64`); together: the exact bytes.
+    let bytes = |stream: &str| -> Vec<u8> {
+        use base64::Engine as _;
+        chunks
+            .iter()
+            .filter(|c| c["stream"] == stream)
+            .flat_map(|c| match (c["data"].as_str(), c["b64"].as_str()) {
+                (Some(text), _) => text.as_bytes().to_vec(),
+                (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).unwrap(),
+                _ => panic!("chunk without data: {c}"),
+            })
+            .collect()
+    };
+    assert_eq!(bytes("stdout"), b"out\n\xff");
+    assert_eq!(bytes("stderr"), b"err\n");
+    assert!(
+        chunks.iter().any(|c| c["b64"].is_string()),
+        "non-UTF-8 bytes come as base64: {chunks:?}"
+    );
+}
