@@ -1,0 +1,4 @@
+//! Checkpoint crate tests on real repositories.
+
+mod basics;
+mod support;
