@@ -6,6 +6,7 @@
 //! (a table for humans, one JSON object with `--json`); the measurements live in `bench/`. It
 //! works only in temporary directories, never in the user's state directory.
 
+mod checkpoint;
 mod eventlog;
 mod launch;
 
@@ -37,6 +38,20 @@ pub fn bench(g: &GlobalArgs, args: BenchArgs) -> Result<i32, CliError> {
         ),
         Some(BenchWhich::Launch { files, iterations }) => (Some(launch::Params { files, iterations }), None),
         Some(BenchWhich::Eventlog { events, writers }) => (None, Some(eventlog::Params { events, writers })),
+        Some(BenchWhich::Checkpoint {
+            files,
+            changes,
+            iterations,
+        }) => {
+            return checkpoint::bench(
+                g,
+                checkpoint::Params {
+                    files,
+                    changes,
+                    iterations,
+                },
+            );
+        }
     };
     if let Some(p) = &launch {
         p.validate()?;

@@ -70,8 +70,16 @@ pub enum Command {
     Wait(WaitArgs),
     /// Stop a run: SIGINT, then SIGTERM, then SIGKILL to its whole process tree.
     Stop(StopArgs),
-    /// Remove finished runs: worktree, empty branch and records.
+    /// Remove finished runs: worktree (saved as a checkpoint first), empty branch and records.
     Rm(RmArgs),
+    /// Record a checkpoint of a run's worktree now.
+    Checkpoint(CheckpointArgs),
+    /// List a run's checkpoints.
+    Checkpoints(CheckpointsArgs),
+    /// Show what changed in a run's worktree, between checkpoints or live.
+    Diff(DiffArgs),
+    /// Restore a run's worktree (or some paths) to a checkpoint.
+    Rollback(RollbackArgs),
     /// Remove worktrees of finished runs past their retention.
     Gc(GcArgs),
     /// List agents with their availability on this machine.
@@ -152,6 +160,88 @@ pub struct RunArgs {
     /// Keep the worktree when `gc` would remove it.
     #[arg(long)]
     pub keep: bool,
+    /// Checkpoint automatically once N paths changed since the last checkpoint.
+    #[arg(long, value_name = "N", default_value_t = 200, help_heading = "Checkpoints")]
+    pub checkpoint_every: u32,
+    /// Checkpoint automatically when changes went unrecorded this long.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s", help_heading = "Checkpoints")]
+    pub checkpoint_interval: Duration,
+    /// Do not watch the worktree: only the baseline, final and requested checkpoints.
+    #[arg(long, help_heading = "Checkpoints")]
+    pub no_watch: bool,
+    /// Pause the agent (SIGSTOP/SIGCONT) around each automatic snapshot for a consistent cut.
+    #[arg(long, help_heading = "Checkpoints")]
+    pub consistent_checkpoints: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  agentctl checkpoint 01J9 -m \"before the refactor\"
+  agentctl --json checkpoint 01J9")]
+pub struct CheckpointArgs {
+    /// Run id or unique prefix.
+    pub run: String,
+    /// A note stored with the checkpoint.
+    #[arg(short, long, value_name = "MSG")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointsArgs {
+    /// Run id or unique prefix.
+    pub run: String,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Checkpoints are numbers (0 is the baseline), `base` or `last`.
+
+Examples:
+  agentctl diff 01J9                     everything the agent changed so far
+  agentctl diff 01J9 --from 3 --to 5     between two checkpoints
+  agentctl diff 01J9 --stat -- src/      a summary, for some paths
+  agentctl --json diff 01J9              per-file statistics")]
+pub struct DiffArgs {
+    /// Run id or unique prefix.
+    pub run: String,
+    /// Compare from this checkpoint (default: the run's base commit).
+    #[arg(long, value_name = "CP")]
+    pub from: Option<model::CheckpointRef>,
+    /// Compare to this checkpoint (default: the live worktree while it exists, else the last checkpoint).
+    #[arg(long, value_name = "CP", conflicts_with = "live")]
+    pub to: Option<model::CheckpointRef>,
+    /// Compare to the worktree as it is now.
+    #[arg(long)]
+    pub live: bool,
+    /// Print a diffstat.
+    #[arg(long, conflicts_with = "name_only")]
+    pub stat: bool,
+    /// Print only the changed paths.
+    #[arg(long)]
+    pub name_only: bool,
+    /// Limit to these paths (files or directories).
+    #[arg(last = true, value_name = "PATHS")]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "A rollback first records a pre-rollback checkpoint of the current state, so it can
+itself be undone: `agentctl rollback RUN <pre-rollback checkpoint>`. A running agent is
+paused (SIGSTOP) while its files are restored and continued afterwards.
+
+Examples:
+  agentctl rollback 01J9 3               the whole worktree as at checkpoint 3
+  agentctl rollback 01J9 base -- src/    only src/, as the run started"
+)]
+pub struct RollbackArgs {
+    /// Run id or unique prefix.
+    pub run: String,
+    /// The checkpoint to restore: a number, `base` or `last`.
+    #[arg(value_name = "CP")]
+    pub checkpoint: model::CheckpointRef,
+    /// Restore only these paths (files or directories).
+    #[arg(last = true, value_name = "PATHS")]
+    pub paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -217,7 +307,7 @@ pub struct RmArgs {
     /// Run ids or unique prefixes.
     #[arg(required = true)]
     pub runs: Vec<String>,
-    /// Stop active runs first and discard uncommitted changes in their worktrees.
+    /// Stop active runs first; remove worktrees even when their state cannot be checkpointed.
     #[arg(short, long)]
     pub force: bool,
 }
@@ -230,9 +320,12 @@ pub struct GcArgs {
     /// Show what would be removed.
     #[arg(long)]
     pub dry_run: bool,
-    /// Remove worktrees with uncommitted changes too.
+    /// Remove worktrees even when their state cannot be saved as a checkpoint first.
     #[arg(short, long)]
     pub force: bool,
+    /// Also delete the checkpoint refs (refs/agentctl/runs/*) of runs whose worktree is gone.
+    #[arg(long)]
+    pub prune_refs: bool,
 }
 
 #[derive(Debug, Args)]
@@ -274,6 +367,19 @@ pub enum BenchWhich {
         /// Concurrent writers.
         #[arg(long, default_value_t = 32)]
         writers: usize,
+    },
+    /// Checkpoint, rollback and diff on generated repositories, against the fastest plain git
+    /// sequence (temp index copy, add -A, write-tree, commit-tree, update-ref).
+    Checkpoint {
+        /// Repository sizes in files (~4 KiB each, nested).
+        #[arg(long, value_delimiter = ',', default_value = "10000,50000")]
+        files: Vec<usize>,
+        /// Changed files per checkpoint.
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+        changes: Vec<usize>,
+        /// Measurements per case.
+        #[arg(long, default_value_t = 10)]
+        iterations: usize,
     },
 }
 

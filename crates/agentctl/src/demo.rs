@@ -147,6 +147,7 @@ pub fn demo(g: &GlobalArgs, args: &DemoArgs) -> Result<i32, CliError> {
         idle_timeout: None,
         grace: Some(engine::DEFAULT_GRACE),
         keep: false,
+        checkpoints: Default::default(),
     };
     let created = engine.create_run(req)?;
     let id = created.run.id.clone();

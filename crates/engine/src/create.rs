@@ -31,6 +31,8 @@ pub struct RunRequest {
     pub idle_timeout: Option<Duration>,
     pub grace: Option<Duration>,
     pub keep: bool,
+    /// Automatic checkpoints while the agent works.
+    pub checkpoints: model::CheckpointPolicy,
 }
 
 /// The outcome of a create.
@@ -114,6 +116,7 @@ impl Engine {
             timeout_ms: req.timeout.map(|d| d.as_millis() as u64),
             idle_timeout_ms: req.idle_timeout.map(|d| d.as_millis() as u64),
             keep: req.keep,
+            checkpoints: req.checkpoints,
         };
         let plan = LaunchPlan {
             argv: invocation.argv,

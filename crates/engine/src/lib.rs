@@ -4,6 +4,8 @@
 //! [`RunWriter`](store::RunWriter), and runs git only through `vcs`.
 
 pub mod availability;
+pub mod checkpointer;
+pub mod checkpoints;
 pub mod create;
 pub mod error;
 pub mod hooks;
@@ -18,6 +20,8 @@ use std::time::Duration;
 use model::provider::Provider;
 use store::Store;
 
+pub use checkpointer::{CheckpointInfo, RollbackInfo};
+pub use checkpoints::{CheckpointEntry, DiffResult, DiffSide, DiffTo, PrunedRefs};
 pub use create::{CreateResult, RunRequest};
 pub use error::EngineError;
 pub use lifecycle::{GcItem, GcOptions, RmReport};

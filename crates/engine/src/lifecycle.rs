@@ -6,11 +6,12 @@
 use std::time::{Duration, Instant};
 
 use model::provider::{ControlRequest, SupervisorStatus};
-use model::{ErrorCode, EventData, RunId, RunState};
+use model::{CheckpointTrigger, ErrorCode, EventData, RunId, RunState};
 use serde::Serialize;
 use store::{LockMode, RunFilter, RunRecord, StoreError};
 use vcs::Git;
 
+use crate::checkpointer::CheckpointInfo;
 use crate::{Engine, EngineError};
 
 /// What `rm` did.
@@ -22,6 +23,8 @@ pub struct RmReport {
     pub branch_deleted: bool,
     /// Commits on the branch that are not in its base (the branch is kept when non-zero).
     pub branch_commits: u64,
+    /// The checkpoint holding the worktree's last state (kept on its ref until `gc --prune-refs`).
+    pub checkpoint: Option<CheckpointInfo>,
 }
 
 /// Options for `gc`.
@@ -30,7 +33,7 @@ pub struct GcOptions {
     /// Only runs finished at least this long ago.
     pub older_than: Duration,
     pub dry_run: bool,
-    /// Remove dirty worktrees too.
+    /// Remove worktrees whose state cannot be saved as a checkpoint too.
     pub force: bool,
 }
 
@@ -39,9 +42,12 @@ pub struct GcOptions {
 pub struct GcItem {
     pub id: RunId,
     pub worktree: std::path::PathBuf,
-    /// `removed`, `would_remove`, `skipped_dirty`, `failed`.
+    /// `removed`, `would_remove`, `skipped_unsaved` (its state could not be checkpointed),
+    /// `failed`.
     pub action: &'static str,
     pub detail: Option<String>,
+    /// The ref of the checkpoint holding the removed worktree's last state.
+    pub checkpoint: Option<String>,
 }
 
 impl Engine {
@@ -220,7 +226,11 @@ impl Engine {
             }
         }
         let repo = Git::new(&rec.repo);
-        let worktree_removed = !rec.worktree_removed && self.remove_worktree(&rec, force)?;
+        let (worktree_removed, checkpoint) = if rec.worktree_removed {
+            (false, None)
+        } else {
+            self.remove_worktree(&rec, force, CheckpointTrigger::Rm)?
+        };
         let mut branch_deleted = false;
         let mut branch_commits = 0;
         if rec.repo.exists() && repo.branch_exists(&rec.branch)? {
@@ -240,68 +250,53 @@ impl Engine {
             branch: rec.branch,
             branch_deleted,
             branch_commits,
+            checkpoint,
         })
     }
 
-    /// Refuses (unless `force`) when the worktree has uncommitted changes — or when git cannot
-    /// tell, e.g. because the repository moved or the worktree's `.git` was damaged: unknown
-    /// is not clean.
-    fn check_clean(&self, rec: &RunRecord, force: bool) -> Result<(), EngineError> {
-        if force {
-            return Ok(());
+    /// Removes a run's worktree if it still exists, after saving what it holds as a
+    /// checkpoint (so no work is lost). When the checkpoint cannot be taken — the repository
+    /// moved, the worktree's `.git` was damaged — removal is refused unless `force`: unknown is
+    /// not safe. Returns whether there was a worktree, and the checkpoint holding its last state.
+    fn remove_worktree(
+        &self,
+        rec: &RunRecord,
+        force: bool,
+        trigger: CheckpointTrigger,
+    ) -> Result<(bool, Option<CheckpointInfo>), EngineError> {
+        if !rec.worktree.exists() {
+            return Ok((false, None));
         }
-        let lines = match Git::new(&rec.worktree).status_lines() {
-            Ok(l) => l,
+        let saved = match self.save_before_removal(rec, trigger) {
+            Ok(saved) => saved,
+            Err(e) if force => {
+                tracing::warn!(error = %e, "removing the worktree without a checkpoint (--force)");
+                None
+            }
             Err(e) => {
                 return Err(EngineError::new(
                     ErrorCode::WorktreeDirty,
                     format!(
-                        "cannot tell whether worktree {} has uncommitted changes: {e}",
-                        rec.worktree.display()
+                        "cannot save worktree {} as a checkpoint before removing it: {}",
+                        rec.worktree.display(),
+                        e.message
                     ),
                 )
                 .hint(format!(
-                    "the repository {} may have moved or been deleted; pass --force to remove the worktree anyway",
+                    "the repository {} may have moved or been damaged; pass --force to remove the worktree anyway",
                     rec.repo.display()
                 )));
             }
         };
-        if lines.is_empty() {
-            return Ok(());
-        }
-        let shown: Vec<&str> = lines.iter().take(5).map(String::as_str).collect();
-        let more = if lines.len() > 5 {
-            format!(" (+{} more)", lines.len() - 5)
-        } else {
-            String::new()
-        };
-        Err(EngineError::new(
-            ErrorCode::WorktreeDirty,
-            format!(
-                "worktree {} has uncommitted changes: {}{more}",
-                rec.worktree.display(),
-                shown.join("; ")
-            ),
-        )
-        .hint("commit them on the run's branch, or pass --force to discard them"))
-    }
-
-    /// Removes a run's worktree if it still exists, after [`Self::check_clean`]. Returns whether
-    /// there was one to remove.
-    fn remove_worktree(&self, rec: &RunRecord, force: bool) -> Result<bool, EngineError> {
-        if !rec.worktree.exists() {
-            return Ok(false);
-        }
-        self.check_clean(rec, force)?;
         if rec.repo.is_dir() {
             let _lock = crate::repo_lock::lock_repo(self.store.layout(), &rec.repo)?;
             Git::new(&rec.repo).worktree_remove(&rec.worktree)?;
         } else {
-            // The repository is gone (and --force was given, or the worktree was clean).
+            // The repository is gone (and --force was given).
             std::fs::remove_dir_all(&rec.worktree)
                 .map_err(|e| EngineError::new(ErrorCode::Io, format!("{}: {e}", rec.worktree.display())))?;
         }
-        Ok(true)
+        Ok((true, saved))
     }
 
     /// Removes worktrees of finished runs older than `older_than` (runs created with `--keep`
@@ -325,32 +320,44 @@ impl Engine {
                 worktree: rec.worktree.clone(),
                 action: "removed",
                 detail: None,
+                checkpoint: None,
             };
-            // Already gone (removed by hand): nothing to check, only the record to update.
-            if rec.worktree.exists()
-                && let Err(e) = self.check_clean(&rec, opts.force)
-            {
-                item.action = "skipped_dirty";
-                item.detail = Some(e.message);
-                out.push(item);
-                continue;
-            }
             if opts.dry_run {
                 item.action = "would_remove";
                 out.push(item);
                 continue;
             }
-            let result = self.remove_worktree(&rec, opts.force).and_then(|_| {
-                let mut w = self.store.writer(&rec.id, LockMode::NoWait)?;
-                w.append(EventData::WorktreeRemoved {
-                    path: rec.worktree.clone(),
-                    forced: opts.force,
-                })?;
-                Ok(())
-            });
-            if let Err(e) = result {
-                item.action = "failed";
-                item.detail = Some(e.message);
+            let result = self
+                .remove_worktree(&rec, opts.force, CheckpointTrigger::Gc)
+                .and_then(|(_, saved)| {
+                    let mut w = self.store.writer(&rec.id, LockMode::NoWait)?;
+                    w.append(EventData::WorktreeRemoved {
+                        path: rec.worktree.clone(),
+                        forced: opts.force,
+                    })?;
+                    Ok(saved)
+                });
+            match result {
+                Ok(Some(saved)) => {
+                    item.detail = Some(if saved.created {
+                        format!(
+                            "uncheckpointed changes saved as checkpoint {} ({})",
+                            saved.n, saved.git_ref
+                        )
+                    } else {
+                        format!("last state is checkpoint {} ({})", saved.n, saved.git_ref)
+                    });
+                    item.checkpoint = Some(saved.git_ref);
+                }
+                Ok(None) => {}
+                Err(e) if e.code == ErrorCode::WorktreeDirty => {
+                    item.action = "skipped_unsaved";
+                    item.detail = Some(e.message);
+                }
+                Err(e) => {
+                    item.action = "failed";
+                    item.detail = Some(e.message);
+                }
             }
             out.push(item);
         }

@@ -9,13 +9,17 @@ use std::time::{Duration, Instant};
 
 use model::outcome::{self, StopReason};
 use model::provider::{ControlRequest, Stream};
-use model::{EventData, LaunchPlan, PromptVia, RunId, RunSpec, RunState};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use model::{CheckpointPolicy, CheckpointTrigger, EventData, LaunchPlan, PromptVia, RunId, RunSpec, RunState};
 use store::{LockMode, RunWriter, StateLayout, Store};
 use supervise::output::OutputWriter;
 use supervise::supervisor::{self as sup, LoopEvent};
 use supervise::{Limits, ProcessSpec, RunFiles, Sink};
 use vcs::Git;
 
+use crate::checkpointer::Checkpointer;
 use crate::hooks;
 
 /// Hooks get at most this long when the run has no timeout.
@@ -106,7 +110,7 @@ fn end_leftovers(w: &mut RunWriter<'_>, grace: Duration) -> Result<(), store::St
 
 /// A stop asked for before the agent started (a control request or a signal to us).
 fn early_stop(files: &RunFiles, rx: &Receiver<LoopEvent>) -> Option<StopReason> {
-    if let Some(ControlRequest::Stop { .. }) = files.take_control() {
+    if let Some(ControlRequest::Stop { .. }) = files.take_stop() {
         return Some(StopReason::User);
     }
     while let Ok(ev) = rx.try_recv() {
@@ -283,17 +287,48 @@ fn supervise_run(
         Ok(o) => o,
         Err(e) => return finish(w, RunState::Failed, format!("cannot open output log: {e}")),
     };
+    // Checkpoints: the watcher first, so no change after the baseline goes unseen.
+    let policy = spec.checkpoints;
+    let watcher = if policy.watch {
+        match watch::ChangeWatcher::start(&plan.worktree) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the worktree; checkpoints only at start, end and on request");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut checkpointer = open_checkpointer(w, layout, &id, plan);
+    if let Some(cp) = &mut checkpointer {
+        record_checkpoint(cp, w, CheckpointTrigger::Baseline, None, false)?;
+    }
     let mut sink = EngineSink {
         writer: w,
         files,
         output,
         error: None,
+        checkpointer,
+        watcher,
+        policy,
+        pending: BTreeSet::new(),
+        pending_since: None,
+        overflowed: false,
+        pgid: None,
     };
     let end = {
         let _span = tracing::info_span!("run.agent", agent.name = %spec.agent).entered();
         sup::supervise(&process, limits, tx, rx, &mut sink)
     };
-    let EngineSink { mut output, error, .. } = sink;
+    let EngineSink {
+        mut output,
+        error,
+        checkpointer,
+        watcher,
+        ..
+    } = sink;
+    drop(watcher);
     if let Err(e) = output.finish() {
         tracing::warn!(error = %e, "cannot sync output log");
     }
@@ -328,6 +363,10 @@ fn supervise_run(
     })?;
     // Nothing of the run outlives it, including what the post-run hook left running.
     end_leftovers(w, Duration::from_millis(plan.grace_ms))?;
+    // The final state of the worktree, whatever the watcher saw or missed.
+    if let Some(mut cp) = checkpointer {
+        record_checkpoint(&mut cp, w, CheckpointTrigger::Final, None, false)?;
+    }
     tracing::info!(run.state = state.as_str(), reason = %reason, "run finished");
     w.append(EventData::Finished {
         state,
@@ -338,13 +377,155 @@ fn supervise_run(
     Ok(())
 }
 
-/// Writes what the supervision loop reports into the run's logs.
+/// Opens the run's checkpoint session; a failure is recorded and the run goes on without
+/// checkpoints.
+fn open_checkpointer(
+    w: &mut RunWriter<'_>,
+    layout: &StateLayout,
+    id: &RunId,
+    plan: &LaunchPlan,
+) -> Option<Checkpointer> {
+    match Checkpointer::open(layout, id, &plan.worktree, &plan.base_commit, w.events()) {
+        Ok(cp) => Some(cp),
+        Err(e) => {
+            tracing::warn!(error = %e, "checkpoints are off for this run");
+            let _ = w.append(EventData::CheckpointFailed {
+                trigger: CheckpointTrigger::Baseline,
+                reason: e.message,
+            });
+            None
+        }
+    }
+}
+
+/// Takes a checkpoint; a failure to snapshot is recorded as an event and the run goes on. Only
+/// a failure to record events is returned.
+fn record_checkpoint(
+    cp: &mut Checkpointer,
+    w: &mut RunWriter<'_>,
+    trigger: CheckpointTrigger,
+    changed: Option<&[PathBuf]>,
+    paused: bool,
+) -> Result<(), store::StoreError> {
+    if let Err(e) = cp.take(w, trigger, None, changed, paused) {
+        tracing::warn!(error = %e, trigger = trigger.as_str(), "checkpoint failed");
+        w.append(EventData::CheckpointFailed {
+            trigger,
+            reason: e.message,
+        })?;
+    }
+    Ok(())
+}
+
+/// Stops the agent's processes (SIGSTOP to its group and every descendant of the supervisor)
+/// while held; continues them when dropped.
+pub(crate) struct PauseGuard {
+    pgid: u32,
+    pids: Vec<u32>,
+}
+
+impl PauseGuard {
+    fn pause(pgid: u32) -> PauseGuard {
+        let pids: Vec<u32> = supervise::proctree::live_descendants(std::process::id())
+            .iter()
+            .map(|p| p.pid)
+            .collect();
+        supervise::proctree::signal_all(Some(pgid), &pids, nix::sys::signal::Signal::SIGSTOP);
+        PauseGuard { pgid, pids }
+    }
+}
+
+impl Drop for PauseGuard {
+    fn drop(&mut self) {
+        supervise::proctree::signal_all(Some(self.pgid), &self.pids, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// Most paths recorded in one `files_changed` event.
+const PATHS_PER_EVENT: usize = 1000;
+
+/// Writes what the supervision loop reports into the run's logs, and takes the run's
+/// checkpoints while the agent works.
 struct EngineSink<'w, 's> {
     writer: &'w mut RunWriter<'s>,
     files: &'w RunFiles,
     output: OutputWriter,
     /// The first failure to record an event (the loop goes on; the caller reports it).
     error: Option<store::StoreError>,
+    checkpointer: Option<Checkpointer>,
+    watcher: Option<watch::ChangeWatcher>,
+    policy: CheckpointPolicy,
+    /// Paths changed since the last checkpoint.
+    pending: BTreeSet<PathBuf>,
+    pending_since: Option<Instant>,
+    /// The watcher lost events since the last checkpoint: the next one reads everything.
+    overflowed: bool,
+    pgid: Option<u32>,
+}
+
+impl EngineSink<'_, '_> {
+    fn note(&mut self, data: EventData) {
+        if let Err(e) = self.writer.append(data) {
+            tracing::error!(error = %e, "cannot record event");
+            self.error.get_or_insert(e);
+        }
+    }
+
+    /// Records what the watcher saw, and checkpoints when enough changed or long enough passed.
+    fn watch_tick(&mut self) {
+        let (Some(watcher), Some(_)) = (&self.watcher, &self.checkpointer) else {
+            return;
+        };
+        let batch = watcher.drain();
+        if batch.overflow && !self.overflowed {
+            self.overflowed = true;
+            self.pending_since.get_or_insert_with(Instant::now);
+            let reason = batch
+                .overflow_reason
+                .clone()
+                .unwrap_or_else(|| "the file watcher lost events".to_owned());
+            self.note(EventData::WatcherOverflow { reason });
+        }
+        if !batch.paths.is_empty() {
+            let paths: Vec<PathBuf> = batch.paths.into_iter().collect();
+            let relevant = match &self.checkpointer {
+                Some(cp) => cp.relevant(&paths),
+                None => paths,
+            };
+            for chunk in relevant.chunks(PATHS_PER_EVENT) {
+                self.note(EventData::FilesChanged {
+                    paths: chunk.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
+                });
+            }
+            if !relevant.is_empty() {
+                self.pending_since.get_or_insert_with(Instant::now);
+            }
+            self.pending.extend(relevant);
+        }
+        let due = self.overflowed
+            || self.pending.len() >= self.policy.every_changes.max(1) as usize
+            || self
+                .pending_since
+                .is_some_and(|t| t.elapsed() >= Duration::from_millis(self.policy.every_ms));
+        if due && (self.overflowed || !self.pending.is_empty()) {
+            self.checkpoint_now(CheckpointTrigger::Watch);
+        }
+    }
+
+    fn checkpoint_now(&mut self, trigger: CheckpointTrigger) {
+        let Some(cp) = &mut self.checkpointer else { return };
+        let changed: Vec<PathBuf> = std::mem::take(&mut self.pending).into_iter().collect();
+        let full = std::mem::take(&mut self.overflowed);
+        self.pending_since = None;
+        let guard = match (self.policy.consistent, self.pgid) {
+            (true, Some(pgid)) => Some(PauseGuard::pause(pgid)),
+            _ => None,
+        };
+        let paths = (!full).then_some(changed.as_slice());
+        if let Err(e) = record_checkpoint(cp, self.writer, trigger, paths, guard.is_some()) {
+            self.error.get_or_insert(e);
+        }
+    }
 }
 
 impl Sink for EngineSink<'_, '_> {
@@ -363,6 +544,9 @@ impl Sink for EngineSink<'_, '_> {
             tracing::warn!(error = %e, "cannot write agent.pid");
         }
         let started = matches!(data, EventData::Started { .. });
+        if let EventData::Started { pgid, .. } = &data {
+            self.pgid = Some(*pgid);
+        }
         if let Err(e) = self.writer.append(data) {
             tracing::error!(error = %e, "cannot record event");
             self.error.get_or_insert(e);
@@ -374,12 +558,35 @@ impl Sink for EngineSink<'_, '_> {
     }
 
     fn poll_control(&mut self) -> Option<ControlRequest> {
-        self.files.take_control()
+        let req = self.files.take_control()?;
+        let Some(request_id) = req.request_id().map(str::to_owned) else {
+            return Some(req);
+        };
+        let answer = match &mut self.checkpointer {
+            Some(cp) => {
+                // What changed so far is in the snapshot the request takes.
+                self.pending.clear();
+                self.pending_since = None;
+                self.overflowed = false;
+                let pgid = self.pgid;
+                let pause = move || pgid.map(PauseGuard::pause);
+                crate::checkpoints::answer_request(cp, self.writer, &req, &pause)
+            }
+            None => crate::checkpoints::Answer::<()>::of(Err(crate::EngineError::new(
+                model::ErrorCode::CheckpointFailed,
+                "checkpoints are off for this run (see its checkpoint_failed event)",
+            ))),
+        };
+        if let Err(e) = self.files.answer(&request_id, &answer) {
+            tracing::warn!(error = %e, "cannot answer control request");
+        }
+        None
     }
 
     fn tick(&mut self) {
         if let Err(e) = self.output.sync_if_due() {
             tracing::warn!(error = %e, "cannot sync output log");
         }
+        self.watch_tick();
     }
 }

@@ -22,13 +22,16 @@ pub enum ErrorCode {
     StateDirUnusable,
     GitFailed,
     SpawnFailed,
+    CheckpointNotFound,
+    WorktreeGone,
+    CheckpointFailed,
     #[serde(rename = "IO_ERROR")]
     Io,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidConfig,
         ErrorCode::RunNotFound,
@@ -44,6 +47,9 @@ impl ErrorCode {
         ErrorCode::StateDirUnusable,
         ErrorCode::GitFailed,
         ErrorCode::SpawnFailed,
+        ErrorCode::CheckpointNotFound,
+        ErrorCode::WorktreeGone,
+        ErrorCode::CheckpointFailed,
         ErrorCode::Io,
         ErrorCode::Internal,
     ];
@@ -65,6 +71,9 @@ impl ErrorCode {
             ErrorCode::StateDirUnusable => "STATE_DIR_UNUSABLE",
             ErrorCode::GitFailed => "GIT_FAILED",
             ErrorCode::SpawnFailed => "SPAWN_FAILED",
+            ErrorCode::CheckpointNotFound => "CHECKPOINT_NOT_FOUND",
+            ErrorCode::WorktreeGone => "WORKTREE_GONE",
+            ErrorCode::CheckpointFailed => "CHECKPOINT_FAILED",
             ErrorCode::Io => "IO_ERROR",
             ErrorCode::Internal => "INTERNAL",
         }
@@ -75,9 +84,14 @@ impl ErrorCode {
     pub fn exit_code(self) -> i32 {
         match self {
             ErrorCode::InvalidArgument => 64,
-            ErrorCode::RunNotFound | ErrorCode::AgentNotFound | ErrorCode::BaseNotFound | ErrorCode::RunAmbiguous => 66,
+            ErrorCode::RunNotFound
+            | ErrorCode::AgentNotFound
+            | ErrorCode::BaseNotFound
+            | ErrorCode::RunAmbiguous
+            | ErrorCode::CheckpointNotFound
+            | ErrorCode::WorktreeGone => 66,
             ErrorCode::AgentUnavailable | ErrorCode::NotAGitRepo => 69,
-            ErrorCode::Internal | ErrorCode::SpawnFailed | ErrorCode::GitFailed => 70,
+            ErrorCode::Internal | ErrorCode::SpawnFailed | ErrorCode::GitFailed | ErrorCode::CheckpointFailed => 70,
             ErrorCode::Io | ErrorCode::StateDirUnusable => 74,
             ErrorCode::RunIdConflict
             | ErrorCode::RunActive

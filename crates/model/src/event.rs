@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{CheckpointTrigger, ScanKind};
 use crate::ids::RunId;
 use crate::outcome::StopReason;
 use crate::spec::{LaunchPlan, RunSpec};
@@ -92,9 +93,68 @@ pub enum EventData {
     Lost { reason: String, detected_by: String },
     /// The worktree was removed (`rm`, `gc`).
     WorktreeRemoved { path: PathBuf, forced: bool },
+    /// A checkpoint of the worktree was recorded: commit `commit` on `refs/agentctl/runs/<run>/<n>`.
+    Checkpointed {
+        /// Checkpoint number: 0 is the baseline, then 1, 2, … without gaps.
+        n: u32,
+        trigger: CheckpointTrigger,
+        commit: String,
+        tree: String,
+        /// The previous checkpoint's commit (the run's base commit for checkpoint 0).
+        parent: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        scan: ScanKind,
+        /// Paths read by a path scan (0 for a full scan).
+        #[serde(default)]
+        paths_read: u64,
+        /// Why a path scan was not possible, when a full scan was taken instead.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        full_scan_reason: Option<String>,
+        /// Whether the agent's process group was stopped during the snapshot.
+        #[serde(default)]
+        paused: bool,
+        /// Time spent reading the worktree.
+        scan_ms: u64,
+        /// Total time, commit and ref included.
+        elapsed_ms: u64,
+    },
+    /// A checkpoint could not be taken (the run goes on).
+    CheckpointFailed { trigger: CheckpointTrigger, reason: String },
+    /// Paths in the worktree changed (the continuous file-change log; ignored paths left out).
+    FilesChanged { paths: Vec<String> },
+    /// The file watcher may have missed changes; the next checkpoint reads the whole worktree.
+    WatcherOverflow { reason: String },
+    /// The worktree (or `paths` of it) was restored to checkpoint `to`.
+    RolledBack {
+        to: u32,
+        commit: String,
+        /// The checkpoint that holds the state before the rollback (roll back to it to undo).
+        pre_rollback: u32,
+        /// The paths restored; empty means the whole worktree.
+        paths: Vec<String>,
+        written: u64,
+        removed: u64,
+        /// Whether the agent's process group was stopped during the rollback.
+        paused: bool,
+        elapsed_ms: u64,
+    },
 }
 
 impl EventData {
+    /// Records about the worktree (checkpoints, file changes, rollbacks): allowed in every state
+    /// once the run exists, finished runs included, and they never change the state.
+    pub fn is_worktree_record(&self) -> bool {
+        matches!(
+            self,
+            EventData::Checkpointed { .. }
+                | EventData::CheckpointFailed { .. }
+                | EventData::FilesChanged { .. }
+                | EventData::WatcherOverflow { .. }
+                | EventData::RolledBack { .. }
+        )
+    }
+
     /// The `type` tag.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -111,6 +171,11 @@ impl EventData {
             EventData::Finished { .. } => "finished",
             EventData::Lost { .. } => "lost",
             EventData::WorktreeRemoved { .. } => "worktree_removed",
+            EventData::Checkpointed { .. } => "checkpointed",
+            EventData::CheckpointFailed { .. } => "checkpoint_failed",
+            EventData::FilesChanged { .. } => "files_changed",
+            EventData::WatcherOverflow { .. } => "watcher_overflow",
+            EventData::RolledBack { .. } => "rolled_back",
         }
     }
 }

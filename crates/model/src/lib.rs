@@ -2,6 +2,7 @@
 //! schema, run specs, stable error codes and the `Provider` seam. Nothing in this crate does IO;
 //! every other crate speaks in these types.
 
+pub mod checkpoint;
 pub mod error;
 pub mod event;
 pub mod ids;
@@ -10,6 +11,7 @@ pub mod provider;
 pub mod spec;
 pub mod state;
 
+pub use checkpoint::{CheckpointPolicy, CheckpointRef, CheckpointTrigger, ScanKind};
 pub use error::ErrorCode;
 pub use event::{EVENT_SCHEMA_VERSION, Event, EventData};
 pub use ids::{InvalidRunId, RunId};

@@ -12,6 +12,38 @@ use crate::ids::RunId;
 pub enum ControlRequest {
     /// Stop the run: SIGINT, then SIGTERM, then SIGKILL, `grace_ms` apart.
     Stop { grace_ms: u64 },
+    /// Take a checkpoint now; answered with the checkpoint.
+    Checkpoint {
+        request_id: String,
+        message: Option<String>,
+    },
+    /// Restore the worktree (or `paths`) to checkpoint `to`; answered with the rollback.
+    Rollback {
+        request_id: String,
+        to: u32,
+        paths: Vec<String>,
+    },
+}
+
+impl ControlRequest {
+    /// The id of a request that expects an answer.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            ControlRequest::Stop { .. } => None,
+            ControlRequest::Checkpoint { request_id, .. } | ControlRequest::Rollback { request_id, .. } => {
+                Some(request_id)
+            }
+        }
+    }
+}
+
+/// What became of a request that expects an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// The supervisor answered (JSON text, defined by the engine).
+    Answered(String),
+    /// No supervisor took it and it was withdrawn: the caller may do the work itself.
+    NotTaken,
 }
 
 /// Whether a run's supervisor is alive, as far as the provider can prove.
@@ -71,6 +103,15 @@ pub trait Provider: Send + Sync {
     fn start(&self, run: &RunId) -> Result<(), ProviderError>;
     /// Delivers a control request to the run's supervisor.
     fn signal(&self, run: &RunId, request: &ControlRequest) -> Result<(), ProviderError>;
+    /// Delivers a request that expects an answer and waits up to `timeout` for it. When the
+    /// supervisor is gone (or never took it), the request is withdrawn and `NotTaken` returned,
+    /// so exactly one party does the work.
+    fn request(
+        &self,
+        run: &RunId,
+        request: &ControlRequest,
+        timeout: std::time::Duration,
+    ) -> Result<RequestOutcome, ProviderError>;
     /// Whether the run's supervisor is alive.
     fn status(&self, run: &RunId) -> Result<SupervisorStatus, ProviderError>;
     /// Every run whose supervisor is alive (for reconcile).

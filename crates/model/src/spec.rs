@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::CheckpointPolicy;
+
 /// The request that created a run. Two creates with the same id and an equal spec are the same run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSpec {
@@ -30,6 +32,9 @@ pub struct RunSpec {
     pub idle_timeout_ms: Option<u64>,
     /// Keep the worktree even when `gc` would remove it.
     pub keep: bool,
+    /// Automatic checkpoints while the agent works (absent in runs recorded before checkpoints).
+    #[serde(default, skip_serializing_if = "CheckpointPolicy::is_default")]
+    pub checkpoints: CheckpointPolicy,
 }
 
 /// How the prompt reaches the agent.

@@ -124,6 +124,9 @@ pub fn transition(from: Option<RunState>, event: &EventData) -> Result<RunState,
             _ => Err(err()),
         };
     };
+    if event.is_worktree_record() {
+        return Ok(state);
+    }
     if state.is_terminal() {
         // Terminal states are absorbing; only bookkeeping about leftovers is recorded.
         return match event {

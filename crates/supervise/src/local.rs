@@ -6,6 +6,10 @@
 //!   "lock free" proves the supervisor is gone, whatever happened to it (even SIGKILL);
 //! - `supervisor.pid`: its pid; `agent.pid`: the agent's pid, start time and process group;
 //! - `control/stop.json`: a stop request, picked up within one tick;
+//! - `control/req-<id>.json`: a request that expects an answer (checkpoint, rollback). The
+//!   supervisor claims it by renaming it to `work-<id>.json` and answers in `resp-<id>.json`;
+//!   a caller that finds the supervisor gone withdraws its request by renaming it away, so
+//!   exactly one of them does the work;
 //! - `output.jsonl`: captured output ([`crate::output`]).
 
 use std::fs::{self, File, OpenOptions};
@@ -15,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use model::RunId;
-use model::provider::{ControlRequest, LogBatch, Provider, ProviderError, SupervisorStatus};
+use model::provider::{ControlRequest, LogBatch, Provider, ProviderError, RequestOutcome, SupervisorStatus};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -127,12 +131,56 @@ impl RunFiles {
         Some((it.next()?? as u32, it.next()??, it.next()?? as u32))
     }
 
-    /// Takes a pending control request, if any.
-    pub fn take_control(&self) -> Option<ControlRequest> {
+    /// Takes a pending stop request, if any.
+    pub fn take_stop(&self) -> Option<ControlRequest> {
         let path = self.stop_request_path();
         let text = fs::read_to_string(&path).ok()?;
         let _ = fs::remove_file(&path);
         serde_json::from_str(&text).ok()
+    }
+
+    /// Takes a pending control request: a stop first, then the oldest request that expects an
+    /// answer (claimed, so its sender will wait for [`Self::answer`]).
+    pub fn take_control(&self) -> Option<ControlRequest> {
+        if let Some(stop) = self.take_stop() {
+            return Some(stop);
+        }
+        let mut names: Vec<String> = fs::read_dir(self.control_dir())
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("req-") && n.ends_with(".json"))
+            .collect();
+        names.sort();
+        for name in names {
+            let id = &name["req-".len()..name.len() - ".json".len()];
+            let work = self.control_dir().join(format!("work-{id}.json"));
+            if fs::rename(self.control_dir().join(&name), &work).is_err() {
+                continue;
+            }
+            let parsed = fs::read_to_string(&work)
+                .ok()
+                .and_then(|t| serde_json::from_str::<ControlRequest>(&t).ok());
+            match parsed {
+                Some(req) => return Some(req),
+                None => {
+                    let _ = self.answer(
+                        id,
+                        r#"{"error":{"code":"INVALID_ARGUMENT","message":"unreadable request"}}"#,
+                    );
+                }
+            }
+        }
+        None
+    }
+
+    /// Answers a claimed request.
+    pub fn answer(&self, request_id: &str, body: &str) -> io::Result<()> {
+        write_atomic(
+            &self.control_dir().join(format!("resp-{request_id}.json")),
+            body.as_bytes(),
+        )?;
+        let _ = fs::remove_file(self.control_dir().join(format!("work-{request_id}.json")));
+        Ok(())
     }
 }
 
@@ -220,6 +268,70 @@ impl Provider for LocalProvider {
         fs::create_dir_all(files.control_dir()).map_err(|e| err("cannot create control dir", e))?;
         let body = serde_json::to_vec(request).expect("control requests serialize");
         write_atomic(&files.stop_request_path(), &body).map_err(|e| err("cannot write control request", e))
+    }
+
+    fn request(
+        &self,
+        run: &RunId,
+        request: &ControlRequest,
+        timeout: std::time::Duration,
+    ) -> Result<RequestOutcome, ProviderError> {
+        let files = self.files(run);
+        let Some(id) = request.request_id() else {
+            return self
+                .signal(run, request)
+                .map(|()| RequestOutcome::Answered(String::new()));
+        };
+        let dir = files.control_dir();
+        fs::create_dir_all(&dir).map_err(|e| err("cannot create control dir", e))?;
+        let req = dir.join(format!("req-{id}.json"));
+        let resp = dir.join(format!("resp-{id}.json"));
+        let body = serde_json::to_vec(request).expect("control requests serialize");
+        write_atomic(&req, &body).map_err(|e| err("cannot write control request", e))?;
+        let started = std::time::Instant::now();
+        let take_answer = || -> Option<String> {
+            let text = fs::read_to_string(&resp).ok()?;
+            let _ = fs::remove_file(&resp);
+            Some(text)
+        };
+        // Withdraws the request if nobody claimed it; true when withdrawn.
+        let withdraw = || {
+            let gone = dir.join(format!("withdrawn-{id}.json"));
+            let ok = fs::rename(&req, &gone).is_ok();
+            let _ = fs::remove_file(&gone);
+            ok
+        };
+        loop {
+            if let Some(text) = take_answer() {
+                return Ok(RequestOutcome::Answered(text));
+            }
+            let alive = files
+                .supervisor_alive()
+                .map_err(|e| err("cannot check supervisor", e))?;
+            if alive != Some(true) {
+                if withdraw() {
+                    return Ok(RequestOutcome::NotTaken);
+                }
+                // Claimed: the answer may have been written just before the supervisor ended.
+                if let Some(text) = take_answer() {
+                    return Ok(RequestOutcome::Answered(text));
+                }
+                return Err(err("the supervisor ended while handling the request", None));
+            }
+            if started.elapsed() >= timeout {
+                if withdraw() {
+                    return Err(err(
+                        format!("the supervisor did not take the request within {}s", timeout.as_secs()),
+                        None,
+                    ));
+                }
+                // Claimed and in progress: a rollback or checkpoint finishes; wait for it.
+                if started.elapsed() >= timeout * 4 {
+                    return Err(err("no answer from the supervisor", None));
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     fn status(&self, run: &RunId) -> Result<SupervisorStatus, ProviderError> {

@@ -1,6 +1,7 @@
 //! Command implementations: each turns parsed arguments into engine calls and prints the
 //! result (human text, or JSON with `--json`).
 
+pub mod checkpoints;
 pub mod run;
 pub mod runs;
 

@@ -30,6 +30,12 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
         idle_timeout: args.idle_timeout,
         grace: Some(args.grace),
         keep: args.keep,
+        checkpoints: model::CheckpointPolicy {
+            watch: !args.no_watch,
+            every_changes: args.checkpoint_every,
+            every_ms: args.checkpoint_interval.as_millis() as u64,
+            consistent: args.consistent_checkpoints,
+        },
     };
     let created = engine.create_run(req)?;
     let id = created.run.id.clone();

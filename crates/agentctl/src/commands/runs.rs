@@ -218,6 +218,12 @@ pub fn rm(g: &GlobalArgs, args: &RmArgs) -> Result<i32, CliError> {
                 "no branch".to_owned()
             };
             println!("removed run {} ({branch})", report.id);
+            if let Some(cp) = report.checkpoint.as_ref().filter(|c| c.created) {
+                println!(
+                    "  its uncheckpointed changes are saved as checkpoint {} ({})",
+                    cp.n, cp.git_ref
+                );
+            }
         }
         reports.push(report);
     }
@@ -234,16 +240,30 @@ pub fn gc(g: &GlobalArgs, args: &GcArgs) -> Result<i32, CliError> {
         dry_run: args.dry_run,
         force: args.force,
     })?;
+    let pruned = if args.prune_refs {
+        engine.prune_refs(args.dry_run)?
+    } else {
+        Vec::new()
+    };
     if g.json {
-        view::print_json(&serde_json::json!({ "runs": items }));
+        view::print_json(&serde_json::json!({ "runs": items, "pruned_refs": pruned }));
         return Ok(0);
     }
-    if items.is_empty() {
+    if items.is_empty() && pruned.is_empty() {
         println!("nothing to collect");
     }
     for i in &items {
         let detail = i.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
         println!("{:<14} {} {}{detail}", i.action, i.id, i.worktree.display());
+    }
+    for p in &pruned {
+        let verb = if args.dry_run { "would_prune" } else { "pruned_refs" };
+        println!(
+            "{verb:<14} {} {} checkpoint ref(s) in {}",
+            p.run,
+            p.refs,
+            p.repo.display()
+        );
     }
     Ok(0)
 }

@@ -16,6 +16,7 @@ pub fn created() -> EventData {
         timeout_ms: Some(3_600_000),
         idle_timeout_ms: None,
         keep: false,
+        checkpoints: Default::default(),
     };
     let plan = LaunchPlan {
         argv: vec!["claude".into(), "-p".into(), "fix the flaky test".into()],

@@ -72,6 +72,7 @@ pub fn spec() -> impl Strategy<Value = RunSpec> {
                 timeout_ms,
                 idle_timeout_ms,
                 keep,
+                checkpoints: Default::default(),
             },
         )
 }

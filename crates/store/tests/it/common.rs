@@ -30,6 +30,7 @@ pub fn spec(agent: &str, labels: &[(&str, &str)]) -> RunSpec {
         timeout_ms: Some(3_600_000),
         idle_timeout_ms: Some(600_000),
         keep: labels.iter().any(|(k, _)| *k == "keep"),
+        checkpoints: Default::default(),
     }
 }
 

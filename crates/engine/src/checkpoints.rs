@@ -1,0 +1,467 @@
+//! Checkpoint commands on the engine: take one now, list them, diff, roll back, and prune the
+//! refs of removed runs. Taking and rolling back go to the run's supervisor while it is alive
+//! (it owns the run's log and can pause the agent); otherwise this process does the work itself
+//! under the run's writer lock. Listing and diffing only read, from the user's repository, so
+//! they work after the worktree is gone.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use checkpoint::ObjectId;
+use checkpoint::diff::{DiffFormat, TreeDiff};
+use model::provider::{ControlRequest, RequestOutcome};
+use model::{CheckpointRef, CheckpointTrigger, ErrorCode, RunId, RunState};
+use serde::{Deserialize, Serialize};
+use store::{LockMode, RunRecord, RunWriter};
+use vcs::{ExactGit, Git};
+
+use crate::checkpointer::{CheckpointInfo, Checkpointer, RollbackInfo, checkpoints_in, not_found};
+use crate::{Engine, EngineError};
+
+/// How long a request waits for a busy supervisor to take it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A checkpoint with its change summary against its parent.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckpointEntry {
+    #[serde(flatten)]
+    pub info: CheckpointInfo,
+    pub files_changed: u64,
+    pub insertions: u64,
+    pub deletions: u64,
+}
+
+/// One side of a diff.
+#[derive(Clone, Debug, Serialize)]
+pub struct DiffSide {
+    /// `base`, a checkpoint number, or `live`.
+    pub name: String,
+    pub commit: Option<String>,
+    pub tree: String,
+}
+
+/// Where a diff ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiffTo {
+    /// The live worktree when it exists, else the last checkpoint.
+    Default,
+    Live,
+    Checkpoint(CheckpointRef),
+}
+
+/// What a diff compared and found.
+#[derive(Clone, Debug)]
+pub struct DiffResult {
+    pub from: DiffSide,
+    pub to: DiffSide,
+    pub stats: TreeDiff,
+    /// git's rendering, when asked for.
+    pub text: Option<Vec<u8>>,
+}
+
+/// Refs deleted by `gc --prune-refs`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PrunedRefs {
+    pub repo: PathBuf,
+    pub run: String,
+    pub refs: usize,
+}
+
+/// A supervisor's answer to a checkpoint or rollback request.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Answer<T> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ok: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<AnswerError>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct AnswerError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl<T: Serialize> Answer<T> {
+    pub(crate) fn of(r: Result<T, EngineError>) -> String {
+        let a = match r {
+            Ok(v) => Answer {
+                ok: Some(v),
+                error: None,
+            },
+            Err(e) => Answer {
+                ok: None,
+                error: Some(AnswerError {
+                    code: e.code,
+                    message: e.message,
+                    hint: e.hint,
+                }),
+            },
+        };
+        serde_json::to_string(&a).expect("answers serialize")
+    }
+}
+
+fn parse_answer<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, EngineError> {
+    let a: Answer<T> = serde_json::from_str(text).map_err(|e| {
+        EngineError::new(
+            ErrorCode::Internal,
+            format!("unreadable answer from the supervisor: {e}"),
+        )
+    })?;
+    match (a.ok, a.error) {
+        (Some(v), _) => Ok(v),
+        (None, Some(e)) => {
+            let mut err = EngineError::new(e.code, e.message);
+            err.hint = e.hint;
+            Err(err)
+        }
+        (None, None) => Err(EngineError::new(
+            ErrorCode::Internal,
+            "empty answer from the supervisor",
+        )),
+    }
+}
+
+fn cp_err(e: checkpoint::CheckpointError) -> EngineError {
+    EngineError::new(ErrorCode::CheckpointFailed, e.to_string())
+}
+
+fn request_id() -> String {
+    format!("{}-{}", std::process::id(), uuid_like())
+}
+
+fn uuid_like() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{:x}{:08x}", t.as_secs(), t.subsec_nanos())
+}
+
+impl Engine {
+    /// Records a checkpoint of the run's worktree now.
+    pub fn checkpoint(&self, id: &RunId, message: Option<String>) -> Result<CheckpointInfo, EngineError> {
+        let _span = tracing::info_span!("run.checkpoint", run.id = %id).entered();
+        let req = ControlRequest::Checkpoint {
+            request_id: request_id(),
+            message: message.clone(),
+        };
+        self.in_session(id, &req, |cp, w| {
+            cp.take(w, CheckpointTrigger::Manual, message, None, false)
+        })
+    }
+
+    /// Restores the run's worktree (or `paths`) to a checkpoint.
+    pub fn rollback(&self, id: &RunId, to: CheckpointRef, paths: &[PathBuf]) -> Result<RollbackInfo, EngineError> {
+        let _span = tracing::info_span!("run.rollback", run.id = %id).entered();
+        let list = checkpoints_in(id, &self.store.events(id)?);
+        let to = resolve_ref(id, &list, to)?.n;
+        let paths = clean_paths(paths)?;
+        let req = ControlRequest::Rollback {
+            request_id: request_id(),
+            to,
+            paths: paths.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
+        };
+        self.in_session(id, &req, |cp, w| cp.rollback(w, to, &paths, false))
+    }
+
+    /// Sends `req` to the run's supervisor, or — when none is alive — runs `direct` here.
+    fn in_session<T: for<'de> Deserialize<'de>>(
+        &self,
+        id: &RunId,
+        req: &ControlRequest,
+        direct: impl FnOnce(&mut Checkpointer, &mut RunWriter<'_>) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let rec = self.refresh(id, "checkpoint")?;
+        if rec.worktree_removed {
+            return Err(worktree_gone(&rec));
+        }
+        match self.provider.request(id, req, REQUEST_TIMEOUT)? {
+            RequestOutcome::Answered(text) => parse_answer(&text),
+            RequestOutcome::NotTaken => {
+                let mut w = self.store.writer(id, LockMode::Wait)?;
+                if matches!(w.state(), Some(RunState::Pending | RunState::Preparing)) {
+                    return Err(EngineError::new(
+                        ErrorCode::RunActive,
+                        format!("run {id} has not started its agent yet"),
+                    )
+                    .hint(format!("try again once it runs (agentctl show {id})")));
+                }
+                let mut cp = Checkpointer::open(self.store.layout(), id, &rec.worktree, &rec.base_commit, w.events())?;
+                let out = direct(&mut cp, &mut w);
+                drop(w);
+                let _ = self.store.sync_run(id);
+                out
+            }
+        }
+    }
+
+    /// The run's checkpoints with their change summaries, oldest first.
+    pub fn checkpoints(&self, id: &RunId) -> Result<Vec<CheckpointEntry>, EngineError> {
+        let rec = self.refresh(id, "checkpoints")?;
+        let list = checkpoints_in(id, &self.store.events(id)?);
+        if list.is_empty() {
+            return Ok(Vec::new());
+        }
+        let git = repo_git(&rec)?;
+        let pairs: Vec<(ObjectId, ObjectId)> = list
+            .iter()
+            .map(|c| Ok((parse(&c.parent)?, parse(&c.commit)?)))
+            .collect::<Result<_, EngineError>>()?;
+        let sums = checkpoint::diff::summaries(&git, &pairs).map_err(cp_err)?;
+        Ok(list
+            .into_iter()
+            .zip(sums)
+            .map(|(info, (files, ins, del))| CheckpointEntry {
+                info,
+                files_changed: files,
+                insertions: ins,
+                deletions: del,
+            })
+            .collect())
+    }
+
+    /// Compares two states of the run's worktree.
+    pub fn diff(
+        &self,
+        id: &RunId,
+        from: Option<CheckpointRef>,
+        to: DiffTo,
+        paths: &[PathBuf],
+        render: Option<(DiffFormat, bool)>,
+    ) -> Result<DiffResult, EngineError> {
+        let rec = self.refresh(id, "diff")?;
+        let list = checkpoints_in(id, &self.store.events(id)?);
+        let git = repo_git(&rec)?;
+        let paths = clean_paths(paths)?;
+        let from_side = match from {
+            None => DiffSide {
+                name: "base".to_owned(),
+                commit: Some(rec.base_commit.clone()),
+                tree: tree_of(&git, &rec.base_commit)?,
+            },
+            Some(r) => side(&resolve_ref(id, &list, r)?),
+        };
+        let live = match to {
+            DiffTo::Live => true,
+            DiffTo::Checkpoint(_) => false,
+            DiffTo::Default => !rec.worktree_removed && rec.worktree.is_dir(),
+        };
+        let to_side = if live {
+            if rec.worktree_removed || !rec.worktree.is_dir() {
+                return Err(worktree_gone(&rec));
+            }
+            let snap =
+                checkpoint::Snapshotter::open(&rec.worktree, &crate::checkpointer::index_path(self.store.layout(), id))
+                    .map_err(cp_err)?;
+            DiffSide {
+                name: "live".to_owned(),
+                commit: None,
+                tree: snap.scan_full().map_err(cp_err)?.to_string(),
+            }
+        } else {
+            let r = match to {
+                DiffTo::Checkpoint(r) => r,
+                _ => CheckpointRef::Last,
+            };
+            side(&resolve_ref(id, &list, r)?)
+        };
+        let (a, b) = (parse(&from_side.tree)?, parse(&to_side.tree)?);
+        let stats = checkpoint::diff::stats(&git, a, b, &paths).map_err(cp_err)?;
+        let text = match render {
+            Some((format, color)) => Some(checkpoint::diff::render(&git, a, b, &paths, format, color).map_err(cp_err)?),
+            None => None,
+        };
+        Ok(DiffResult {
+            from: from_side,
+            to: to_side,
+            stats,
+            text,
+        })
+    }
+
+    /// Before a worktree is removed: records what it holds that no checkpoint has yet. Returns
+    /// the checkpoint holding the final state (`None` when the run never had a worktree).
+    pub(crate) fn save_before_removal(
+        &self,
+        rec: &RunRecord,
+        trigger: CheckpointTrigger,
+    ) -> Result<Option<CheckpointInfo>, EngineError> {
+        if !rec.worktree.is_dir() {
+            return Ok(None);
+        }
+        let mut w = self.store.writer(&rec.id, LockMode::NoWait)?;
+        let mut cp = Checkpointer::open(
+            self.store.layout(),
+            &rec.id,
+            &rec.worktree,
+            &rec.base_commit,
+            w.events(),
+        )?;
+        let info = cp.take(&mut w, trigger, None, None, false)?;
+        self.remember_repo(&rec.repo);
+        Ok(Some(info))
+    }
+
+    /// Notes a repository that holds checkpoint refs, so `gc --prune-refs` finds it even after
+    /// all its runs' records are gone.
+    fn remember_repo(&self, repo: &Path) {
+        use std::io::Write;
+        let path = self.store.layout().root().join("checkpoint-repos");
+        let known = std::fs::read_to_string(&path).unwrap_or_default();
+        let line = repo.to_string_lossy();
+        if known.lines().any(|l| l == line) {
+            return;
+        }
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    /// Deletes the checkpoint refs of runs whose worktree was removed (or whose records are
+    /// gone), in every repository agentctl knows.
+    pub fn prune_refs(&self, dry_run: bool) -> Result<Vec<PrunedRefs>, EngineError> {
+        let runs = self.store.list(&store::RunFilter::default())?;
+        let mut repos: BTreeSet<PathBuf> = runs.iter().map(|r| r.repo.clone()).collect();
+        let known = std::fs::read_to_string(self.store.layout().root().join("checkpoint-repos")).unwrap_or_default();
+        repos.extend(known.lines().filter(|l| !l.is_empty()).map(PathBuf::from));
+        let mut out = Vec::new();
+        for repo in repos {
+            if !repo.is_dir() {
+                continue;
+            }
+            let git = Git::new(&repo).exact()?;
+            let all = checkpoint::refs::list_all(&git).map_err(cp_err)?;
+            for (run, refs) in all {
+                let keep = match RunId::parse(&run) {
+                    Ok(rid) => runs.iter().any(|r| r.id == rid && !r.worktree_removed),
+                    Err(_) => true,
+                };
+                if keep {
+                    continue;
+                }
+                if !dry_run {
+                    checkpoint::refs::delete_run(&git, &run).map_err(cp_err)?;
+                }
+                out.push(PrunedRefs {
+                    repo: repo.clone(),
+                    run,
+                    refs: refs.len(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Handles a checkpoint or rollback request inside the run's supervisor; returns the answer.
+/// `pause` stops the agent's processes for the duration of a rollback (and of every snapshot
+/// when the run asked for consistent checkpoints) and returns a guard that continues them.
+pub(crate) fn answer_request(
+    cp: &mut Checkpointer,
+    w: &mut RunWriter<'_>,
+    req: &ControlRequest,
+    pause: &dyn Fn() -> Option<crate::supervisor::PauseGuard>,
+) -> String {
+    match req {
+        ControlRequest::Checkpoint { message, .. } => {
+            let guard = pause();
+            let paused = guard.is_some();
+            let r = cp.take(w, CheckpointTrigger::Manual, message.clone(), None, paused);
+            drop(guard);
+            Answer::of(r)
+        }
+        ControlRequest::Rollback { to, paths, .. } => {
+            let guard = pause();
+            let paused = guard.is_some();
+            let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+            let r = cp.rollback(w, *to, &paths, paused);
+            drop(guard);
+            Answer::of(r)
+        }
+        ControlRequest::Stop { .. } => String::new(),
+    }
+}
+
+fn resolve_ref(id: &RunId, list: &[CheckpointInfo], r: CheckpointRef) -> Result<CheckpointInfo, EngineError> {
+    let found = match r {
+        CheckpointRef::Last => list.last(),
+        CheckpointRef::Number(n) => list.iter().find(|c| c.n == n),
+    };
+    found.cloned().ok_or_else(|| match r {
+        CheckpointRef::Number(n) => not_found(id, n),
+        CheckpointRef::Last => EngineError::new(ErrorCode::CheckpointNotFound, format!("run {id} has no checkpoints")),
+    })
+}
+
+fn side(c: &CheckpointInfo) -> DiffSide {
+    DiffSide {
+        name: c.n.to_string(),
+        commit: Some(c.commit.clone()),
+        tree: c.tree.clone(),
+    }
+}
+
+fn parse(hex: &str) -> Result<ObjectId, EngineError> {
+    checkpoint::parse_id(hex).map_err(cp_err)
+}
+
+fn tree_of(git: &ExactGit, commit: &str) -> Result<String, EngineError> {
+    let out = git.run(&["rev-parse", "--verify", &format!("{commit}^{{tree}}")], None, None)?;
+    Ok(String::from_utf8_lossy(&out).trim().to_owned())
+}
+
+/// Exact git in the run's repository (checkpoint objects live in its object store).
+fn repo_git(rec: &RunRecord) -> Result<ExactGit, EngineError> {
+    if !rec.repo.is_dir() {
+        return Err(EngineError::new(
+            ErrorCode::NotAGitRepo,
+            format!("the run's repository {} is gone", rec.repo.display()),
+        ));
+    }
+    Ok(Git::new(&rec.repo).exact()?)
+}
+
+fn worktree_gone(rec: &RunRecord) -> EngineError {
+    EngineError::new(
+        ErrorCode::WorktreeGone,
+        format!(
+            "run {} no longer has a worktree ({} was removed)",
+            rec.id,
+            rec.worktree.display()
+        ),
+    )
+    .hint(format!(
+        "its checkpoints are still in {}: agentctl diff {} --to last",
+        rec.repo.display(),
+        rec.id
+    ))
+}
+
+/// Paths relative to the worktree, without `..` or absolute parts.
+fn clean_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, EngineError> {
+    paths
+        .iter()
+        .map(|p| {
+            let mut out = PathBuf::new();
+            for c in p.components() {
+                match c {
+                    std::path::Component::Normal(n) => out.push(n),
+                    std::path::Component::CurDir => {}
+                    _ => {
+                        return Err(EngineError::new(
+                            ErrorCode::InvalidArgument,
+                            format!("{}: paths must be relative to the worktree, without `..`", p.display()),
+                        ));
+                    }
+                }
+            }
+            if out.as_os_str().is_empty() {
+                return Err(EngineError::new(ErrorCode::InvalidArgument, "empty path"));
+            }
+            Ok(out)
+        })
+        .collect()
+}
