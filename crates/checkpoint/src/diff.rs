@@ -73,7 +73,17 @@ pub fn stats(git: &ExactGit, from: ObjectId, to: ObjectId, paths: &[PathBuf]) ->
     let from = from.to_string();
     let to = to.to_string();
     let specs = pathspec_args(paths);
-    let mut args = vec!["diff-tree", "-r", "-z", "--no-renames", "--raw", "--numstat", &from, &to, "--"];
+    let mut args = vec![
+        "diff-tree",
+        "-r",
+        "-z",
+        "--no-renames",
+        "--raw",
+        "--numstat",
+        &from,
+        &to,
+        "--",
+    ];
     args.extend(specs.iter().map(String::as_str));
     let out = git.run(&args, None, None)?;
     Ok(parse_raw_numstat(&out))

@@ -18,12 +18,22 @@ pub fn ref_name(run: &str, n: u32) -> String {
 
 /// Every checkpoint ref in the repository, by run id, then checkpoint number.
 pub fn list_all(git: &ExactGit) -> Result<BTreeMap<String, BTreeMap<u32, ObjectId>>> {
-    let out = git.run(&["for-each-ref", "--format=%(objectname) %(refname)", NAMESPACE], None, None)?;
+    let out = git.run(
+        &["for-each-ref", "--format=%(objectname) %(refname)", NAMESPACE],
+        None,
+        None,
+    )?;
     let mut all: BTreeMap<String, BTreeMap<u32, ObjectId>> = BTreeMap::new();
     for line in String::from_utf8_lossy(&out).lines() {
-        let Some((id, name)) = line.split_once(' ') else { continue };
-        let Some(rest) = name.strip_prefix(NAMESPACE) else { continue };
-        let Some((run, n)) = rest.rsplit_once('/') else { continue };
+        let Some((id, name)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(NAMESPACE) else {
+            continue;
+        };
+        let Some((run, n)) = rest.rsplit_once('/') else {
+            continue;
+        };
         if let Ok(n) = n.parse() {
             all.entry(run.to_owned()).or_default().insert(n, parse_id(id)?);
         }

@@ -148,6 +148,9 @@ fn prune_empty_parents(root: &Path, rel: &Path) {
 }
 
 fn temp_sibling(abs: &Path) -> PathBuf {
-    let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     abs.with_file_name(format!(".{name}.agentctl-restore.{}", std::process::id()))
 }

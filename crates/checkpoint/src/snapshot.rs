@@ -115,9 +115,7 @@ impl Snapshotter {
             .repo
             .find_tree(base)
             .map_err(|e| CheckpointError::git("read previous tree", e))?;
-        let mut editor = base_tree
-            .edit()
-            .map_err(|e| CheckpointError::git("edit tree", e))?;
+        let mut editor = base_tree.edit().map_err(|e| CheckpointError::git("edit tree", e))?;
         let empty = gix::index::State::new(self.repo.object_hash());
         let mut excludes = self
             .repo
@@ -165,6 +163,52 @@ impl Snapshotter {
             tree: tree.detach(),
             paths_read: read,
         })
+    }
+
+    /// Keeps the paths a snapshot would record: not ignored, or already in `tree`. Paths inside
+    /// `.git` are never kept.
+    pub fn filter_ignored(&self, tree: Option<ObjectId>, paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+        let tree = tree
+            .map(|t| self.repo.find_tree(t))
+            .transpose()
+            .map_err(|e| CheckpointError::git("read tree", e))?;
+        let empty = gix::index::State::new(self.repo.object_hash());
+        let mut excludes = self
+            .repo
+            .excludes(
+                &empty,
+                None,
+                gix::worktree::stack::state::ignore::Source::WorktreeThenIdMappingIfNotSkipped,
+            )
+            .map_err(|e| CheckpointError::git("read ignore rules", e))?;
+        let mut kept = Vec::with_capacity(paths.len());
+        for p in paths {
+            let Some(rel) = normalize(p) else { continue };
+            if rel.components().any(|c| c.as_os_str() == ".git") {
+                continue;
+            }
+            let is_dir = self.worktree.join(&rel).is_dir();
+            let mode = if is_dir {
+                gix::index::entry::Mode::DIR
+            } else {
+                gix::index::entry::Mode::FILE
+            };
+            let excluded = excludes
+                .at_path(&rel, Some(mode))
+                .map_err(|e| CheckpointError::git("match ignore rules", e))?
+                .is_excluded();
+            let tracked = match (&tree, excluded) {
+                (Some(t), true) => t
+                    .lookup_entry_by_path(&rel)
+                    .map_err(|e| CheckpointError::git("look up path", e))?
+                    .is_some(),
+                _ => false,
+            };
+            if !excluded || tracked {
+                kept.push(p.clone());
+            }
+        }
+        Ok(kept)
     }
 
     /// Writes a checkpoint commit of `tree` with `parent` and `message` (not referenced yet).

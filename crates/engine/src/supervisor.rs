@@ -315,6 +315,7 @@ fn supervise_run(
         pending: BTreeSet::new(),
         pending_since: None,
         overflowed: false,
+        degraded: false,
         pgid: None,
     };
     let end = {
@@ -460,6 +461,8 @@ struct EngineSink<'w, 's> {
     pending_since: Option<Instant>,
     /// The watcher lost events since the last checkpoint: the next one reads everything.
     overflowed: bool,
+    /// The watcher can no longer see every change (e.g. the inotify watch limit).
+    degraded: bool,
     pgid: Option<u32>,
 }
 
@@ -477,14 +480,29 @@ impl EngineSink<'_, '_> {
             return;
         };
         let batch = watcher.drain();
-        if batch.overflow && !self.overflowed {
-            self.overflowed = true;
-            self.pending_since.get_or_insert_with(Instant::now);
+        let degraded = watcher.degraded();
+        if batch.overflow {
             let reason = batch
                 .overflow_reason
                 .clone()
                 .unwrap_or_else(|| "the file watcher lost events".to_owned());
-            self.note(EventData::WatcherOverflow { reason });
+            match degraded {
+                // For good: full scans on the timer from now on, recorded once.
+                Some(why) if !self.degraded => {
+                    self.degraded = true;
+                    self.note(EventData::WatcherOverflow {
+                        reason: format!(
+                            "{why}; from now on checkpoints read the whole worktree every {} ms",
+                            self.policy.every_ms
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None if !self.overflowed => self.note(EventData::WatcherOverflow { reason }),
+                None => {}
+            }
+            self.overflowed = true;
+            self.pending_since.get_or_insert_with(Instant::now);
         }
         if !batch.paths.is_empty() {
             let paths: Vec<PathBuf> = batch.paths.into_iter().collect();
@@ -502,7 +520,7 @@ impl EngineSink<'_, '_> {
             }
             self.pending.extend(relevant);
         }
-        let due = self.overflowed
+        let due = (self.overflowed && !self.degraded)
             || self.pending.len() >= self.policy.every_changes.max(1) as usize
             || self
                 .pending_since

@@ -341,7 +341,12 @@ impl ExactGit {
     pub fn run(&self, args: &[&str], index_file: Option<&Path>, stdin: Option<&[u8]>) -> Result<Vec<u8>, VcsError> {
         use std::io::Write;
         let started = Instant::now();
-        let all: Vec<&str> = self.prefix.iter().map(String::as_str).chain(args.iter().copied()).collect();
+        let all: Vec<&str> = self
+            .prefix
+            .iter()
+            .map(String::as_str)
+            .chain(args.iter().copied())
+            .collect();
         let mut cmd = self.git.command(&all);
         if let Some(index) = index_file {
             cmd.env("GIT_INDEX_FILE", index);

@@ -119,9 +119,10 @@ fn twenty_concurrent_runs_keep_separate_logs_and_worktrees() {
 }
 
 #[test]
-fn rm_refuses_uncaptured_work_and_gc_respects_it() {
+fn rm_and_gc_save_uncaptured_work_as_checkpoints_until_refs_are_pruned() {
     let env = Env::new();
     let (dirty, _) = env.json(&["run", "--id", "dirty", "--", "sh", "-c", "echo wip > wip.txt"]);
+    let (later, _) = env.json(&["run", "--id", "later", "--", "true"]);
     let (clean, _) = env.json(&["run", "--id", "clean", "--", "true"]);
     let (committed, _) = env.json(&[
         "run",
@@ -132,23 +133,33 @@ fn rm_refuses_uncaptured_work_and_gc_respects_it() {
         "-c",
         "echo x > x.txt && git add x.txt && git -c user.name=a -c user.email=a@b commit -qm x",
     ]);
-    // Dirty: refused with WORKTREE_DIRTY, worktree kept.
-    let (err, out) = env.json(&["rm", "dirty"]);
-    assert_eq!(err["error"]["code"], "WORKTREE_DIRTY", "{err}");
-    assert_eq!(out.status.code(), Some(75));
-    assert!(Path::new(dirty["worktree"].as_str().unwrap()).join("wip.txt").exists());
-    // gc skips it too.
+    // Someone edits worktrees after their runs ended: no checkpoint has that yet.
+    let dirty_wt = Path::new(dirty["worktree"].as_str().unwrap()).to_owned();
+    std::fs::write(dirty_wt.join("after.txt"), "edited later\n").unwrap();
+    let later_wt = Path::new(later["worktree"].as_str().unwrap()).to_owned();
+    std::fs::write(later_wt.join("notes.txt"), "gc must keep this\n").unwrap();
+    // rm saves it as a checkpoint, then removes the worktree.
+    let (rm, out) = env.json(&["rm", "dirty"]);
+    assert!(out.status.success(), "{rm}");
+    let cp = &rm["removed"][0]["checkpoint"];
+    assert_eq!(cp["created"], true, "{rm}");
+    assert_eq!(cp["trigger"], "rm", "{rm}");
+    let dirty_ref = cp["git_ref"].as_str().unwrap().to_owned();
+    assert!(!dirty_wt.exists());
+    assert_eq!(git(&env.repo, &["show", &format!("{dirty_ref}:after.txt")]), "edited later\n");
+    assert_eq!(git(&env.repo, &["show", &format!("{dirty_ref}:wip.txt")]), "wip\n");
+    // gc too.
     let (gc, _) = env.json(&["gc", "--older-than", "0s"]);
     let items = gc["runs"].as_array().unwrap();
-    let action = |id: &str| {
-        items
-            .iter()
-            .find(|i| i["id"] == id)
-            .map(|i| i["action"].as_str().unwrap().to_owned())
-    };
-    assert_eq!(action("dirty").as_deref(), Some("skipped_dirty"));
-    assert_eq!(action("clean").as_deref(), Some("removed"));
-    assert!(!Path::new(clean["worktree"].as_str().unwrap()).exists());
+    let item = |id: &str| items.iter().find(|i| i["id"] == id).cloned().unwrap_or_default();
+    assert_eq!(item("later")["action"], "removed", "{gc}");
+    let later_ref = item("later")["checkpoint"].as_str().unwrap().to_owned();
+    assert_eq!(
+        git(&env.repo, &["show", &format!("{later_ref}:notes.txt")]),
+        "gc must keep this\n"
+    );
+    assert_eq!(item("clean")["action"], "removed");
+    assert!(!later_wt.exists() && !Path::new(clean["worktree"].as_str().unwrap()).exists());
     assert_eq!(env.show("clean")["worktree_removed"], true);
     // A branch with commits of its own is kept by rm; an empty one is deleted.
     let (rm, out) = env.json(&["rm", "committed", "clean"]);
@@ -160,10 +171,21 @@ fn rm_refuses_uncaptured_work_and_gc_respects_it() {
     assert!(!Path::new(committed["worktree"].as_str().unwrap()).exists());
     assert!(git(&env.repo, &["branch", "--list", "agentctl/committed"]).contains("agentctl/committed"));
     assert_eq!(env.json(&["show", "committed"]).0["error"]["code"], "RUN_NOT_FOUND");
-    // --force discards.
-    let (_, out) = env.json(&["rm", "--force", "dirty"]);
+    // The refs stay until asked for: a dry run lists, --prune-refs deletes.
+    let refs = || git(&env.repo, &["for-each-ref", "--format=%(refname)", "refs/agentctl/runs/"]);
+    assert!(refs().contains("/dirty/") && refs().contains("/later/"), "{}", refs());
+    let (dry, _) = env.json(&["gc", "--prune-refs", "--dry-run"]);
+    let pruned: Vec<&str> = dry["pruned_refs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["run"].as_str().unwrap())
+        .collect();
+    assert!(pruned.contains(&"dirty") && pruned.contains(&"later"), "{dry}");
+    assert!(refs().contains("/dirty/"));
+    let (_, out) = env.json(&["gc", "--prune-refs"]);
     assert!(out.status.success());
-    assert!(!Path::new(dirty["worktree"].as_str().unwrap()).exists());
+    assert_eq!(refs().trim(), "", "every run's worktree is gone, so are its refs");
 }
 
 #[test]
@@ -201,7 +223,7 @@ fn unknown_is_not_clean_when_the_repository_moved_or_the_worktree_is_broken() {
     ]);
     let moved_wt = Path::new(moved["worktree"].as_str().unwrap()).to_owned();
     let broken_wt = Path::new(broken["worktree"].as_str().unwrap()).to_owned();
-    // A worktree whose .git the agent damaged: git cannot say it is clean, so it is kept.
+    // A worktree whose .git the agent damaged: it cannot be checkpointed, so it is kept.
     let (err, _) = env.json(&["rm", "broken"]);
     assert_eq!(err["error"]["code"], "WORKTREE_DIRTY", "{err}");
     assert!(broken_wt.join("work.txt").exists());
@@ -217,7 +239,7 @@ fn unknown_is_not_clean_when_the_repository_moved_or_the_worktree_is_broken() {
             .as_array()
             .unwrap()
             .iter()
-            .all(|i| i["action"] == "skipped_dirty"),
+            .all(|i| i["action"] == "skipped_unsaved"),
         "{v}"
     );
     assert!(moved_wt.join("work.txt").exists(), "gc removed uncaptured work");
@@ -253,15 +275,20 @@ fn filters_and_hooks_planted_by_an_agent_never_run_in_agentctls_git_calls() {
     );
     let (v, _) = env.json(&["run", "--id", "planter", "--", "sh", "-c", &plant]);
     assert_eq!(v["state"], "succeeded", "{v}");
-    // Our status check (rm refuses the dirty worktree) compares content: no clean filter runs.
-    let (err, _) = env.json(&["rm", "planter"]);
-    assert_eq!(err["error"]["code"], "WORKTREE_DIRTY", "{err}");
+    // Checkpoints read content with every filter off: the final one holds README's bytes.
+    let (cps, _) = env.json(&["checkpoints", "planter"]);
+    let last = cps["checkpoints"].as_array().unwrap().last().unwrap()["git_ref"].as_str().unwrap().to_owned();
+    assert!(git(&env.repo, &["show", &format!("{last}:README.md")]).ends_with("changed\n"));
     // A run based on the planted branch checks it out: no smudge filter, no hook.
-    let (v, _) = env.json(&["run", "--base", "agentctl/planter", "--", "true"]);
+    let (v, _) = env.json(&["run", "--base", "agentctl/planter", "--", "sh", "-c", "echo more >> README.md"]);
     assert_eq!(v["state"], "succeeded", "{v}");
-    // And removing everything runs nothing either.
-    let (_, out) = env.json(&["rm", "--force", "planter"]);
-    assert!(out.status.success());
+    let other = v["id"].as_str().unwrap().to_owned();
+    env.json(&["checkpoint", &other, "-m", "by hand"]);
+    env.json(&["diff", &other]);
+    env.json(&["rollback", &other, "base"]);
+    // And removing everything (checkpointing first) runs nothing either.
+    let (rm, out) = env.json(&["rm", "planter", &other]);
+    assert!(out.status.success(), "{rm}");
     let ran: Vec<_> = std::fs::read_dir(&marks)
         .unwrap()
         .flatten()

@@ -38,6 +38,14 @@ impl Provider for NeverStarts {
     fn signal(&self, _: &RunId, _: &ControlRequest) -> Result<(), ProviderError> {
         Ok(())
     }
+    fn request(
+        &self,
+        _: &RunId,
+        _: &ControlRequest,
+        _: std::time::Duration,
+    ) -> Result<model::provider::RequestOutcome, ProviderError> {
+        Ok(model::provider::RequestOutcome::NotTaken)
+    }
     fn status(&self, run: &RunId) -> Result<SupervisorStatus, ProviderError> {
         let files = supervise::RunFiles::new(self.runs_dir.join(run.as_str()));
         Ok(match files.supervisor_alive().unwrap() {
