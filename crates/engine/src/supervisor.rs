@@ -322,6 +322,8 @@ fn supervise_run(
         let _span = tracing::info_span!("run.agent", agent.name = %spec.agent).entered();
         sup::supervise(&process, limits, tx, rx, &mut sink)
     };
+    // The change log gets what the watcher saw last; the final checkpoint reads everything.
+    sink.record_changes();
     let EngineSink {
         mut output,
         error,
@@ -476,8 +478,23 @@ impl EngineSink<'_, '_> {
 
     /// Records what the watcher saw, and checkpoints when enough changed or long enough passed.
     fn watch_tick(&mut self) {
-        let (Some(watcher), Some(_)) = (&self.watcher, &self.checkpointer) else {
+        if !self.record_changes() {
             return;
+        }
+        let due = (self.overflowed && !self.degraded)
+            || self.pending.len() >= self.policy.every_changes.max(1) as usize
+            || self
+                .pending_since
+                .is_some_and(|t| t.elapsed() >= Duration::from_millis(self.policy.every_ms));
+        if due && (self.overflowed || !self.pending.is_empty()) {
+            self.checkpoint_now(CheckpointTrigger::Watch);
+        }
+    }
+
+    /// Drains the watcher into the change log and the pending set. False when not watching.
+    fn record_changes(&mut self) -> bool {
+        let (Some(watcher), Some(_)) = (&self.watcher, &self.checkpointer) else {
+            return false;
         };
         let batch = watcher.drain();
         let degraded = watcher.degraded();
@@ -520,14 +537,7 @@ impl EngineSink<'_, '_> {
             }
             self.pending.extend(relevant);
         }
-        let due = (self.overflowed && !self.degraded)
-            || self.pending.len() >= self.policy.every_changes.max(1) as usize
-            || self
-                .pending_since
-                .is_some_and(|t| t.elapsed() >= Duration::from_millis(self.policy.every_ms));
-        if due && (self.overflowed || !self.pending.is_empty()) {
-            self.checkpoint_now(CheckpointTrigger::Watch);
-        }
+        true
     }
 
     fn checkpoint_now(&mut self, trigger: CheckpointTrigger) {
