@@ -95,6 +95,8 @@ struct DemoView {
     commits: Vec<CommitView>,
     /// `git diff --stat base..branch`.
     diff_stat: String,
+    /// The run's checkpoints (`agentctl checkpoints`).
+    checkpoints: Vec<engine::CheckpointEntry>,
 }
 
 #[derive(Serialize)]
@@ -147,7 +149,11 @@ pub fn demo(g: &GlobalArgs, args: &DemoArgs) -> Result<i32, CliError> {
         idle_timeout: None,
         grace: Some(engine::DEFAULT_GRACE),
         keep: false,
-        checkpoints: Default::default(),
+        // Short enough that the agent's few seconds of work leave a chain of checkpoints.
+        checkpoints: model::CheckpointPolicy {
+            every_ms: 1000,
+            ..Default::default()
+        },
     };
     let created = engine.create_run(req)?;
     let id = created.run.id.clone();
@@ -176,6 +182,7 @@ pub fn demo(g: &GlobalArgs, args: &DemoArgs) -> Result<i32, CliError> {
     let git = Git::new(&rec.repo);
     let commits = branch_commits(&git, &rec);
     let diff_stat = git.diff_stat(&rec.base_commit, &rec.branch).unwrap_or_default();
+    let checkpoints = engine.checkpoints(&id).unwrap_or_default();
     if g.json {
         view::print_json(&DemoView {
             run: RunView::from(&rec),
@@ -183,9 +190,10 @@ pub fn demo(g: &GlobalArgs, args: &DemoArgs) -> Result<i32, CliError> {
             script,
             commits,
             diff_stat,
+            checkpoints,
         });
     } else {
-        report(g, &rec, &git, &commits, &diff_stat)?;
+        report(g, &rec, &git, &commits, &diff_stat, &checkpoints)?;
     }
     Ok(if detached {
         exit::EXIT_CANCELLED
@@ -291,7 +299,14 @@ fn branch_commits(git: &Git, rec: &RunRecord) -> Vec<CommitView> {
 
 /// The human summary after the run: outcome, branch and worktree, what the agent committed,
 /// the state of the user's checkout, and what to try next.
-fn report(g: &GlobalArgs, rec: &RunRecord, git: &Git, commits: &[CommitView], diff_stat: &str) -> Result<(), CliError> {
+fn report(
+    g: &GlobalArgs,
+    rec: &RunRecord,
+    git: &Git,
+    commits: &[CommitView],
+    diff_stat: &str,
+    checkpoints: &[engine::CheckpointEntry],
+) -> Result<(), CliError> {
     let id = &rec.id;
     let mut outcome = format!("run {id} {}", view::state_text(rec.state));
     if let Some(reason) = &rec.reason {
@@ -323,6 +338,25 @@ fn report(g: &GlobalArgs, rec: &RunRecord, git: &Git, commits: &[CommitView], di
         eprintln!(" {line}");
     }
 
+    heading(&format!(
+        "checkpoints: the worktree as the agent worked (agentctl checkpoints {})",
+        rec.id
+    ));
+    if checkpoints.is_empty() {
+        eprintln!("  (none)");
+    }
+    for c in checkpoints {
+        eprintln!(
+            "  {:>2}  {:<9} {:>2} file(s) +{:<3} -{:<3} {:>3} ms",
+            c.info.n,
+            c.info.trigger.as_str(),
+            c.files_changed,
+            c.insertions,
+            c.deletions,
+            c.info.elapsed_ms
+        );
+    }
+
     let head = git.resolve_commit("HEAD").ok();
     let dirty = git.is_dirty().unwrap_or(true);
     heading("your checkout");
@@ -348,6 +382,17 @@ fn report(g: &GlobalArgs, rec: &RunRecord, git: &Git, commits: &[CommitView], di
         (
             format!("git -C {repo} log -p main..{}", rec.branch),
             "what the agent changed".to_owned(),
+        ),
+        (
+            match checkpoints.len() {
+                0..=2 => format!("{a} diff {id} --to last"),
+                n => format!("{a} diff {id} --from {} --to {}", n - 2, n - 1),
+            },
+            "what the agent did between checkpoints".to_owned(),
+        ),
+        (
+            format!("{a} rollback {id} base -- calc.py"),
+            "undo the agent's edit of one file (undoable too)".to_owned(),
         ),
         (format!("{a} agents"), "the agents this machine can run".to_owned()),
         (
