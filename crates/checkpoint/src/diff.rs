@@ -127,8 +127,11 @@ fn parse_raw_numstat(out: &[u8]) -> TreeDiff {
     }
 }
 
+/// Lines added and removed; `None` for binary content.
+type LineCounts = (Option<u64>, Option<u64>);
+
 /// `ins\tdel\tpath` → ((ins, del), path); `-` counts (binary) are `None`.
-fn split_numstat(tok: &[u8]) -> Option<((Option<u64>, Option<u64>), &[u8])> {
+fn split_numstat(tok: &[u8]) -> Option<(LineCounts, &[u8])> {
     let mut parts = tok.splitn(3, |b| *b == b'\t');
     let ins = parts.next()?;
     let del = parts.next()?;

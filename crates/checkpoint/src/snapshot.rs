@@ -86,7 +86,20 @@ impl Snapshotter {
         let real = self.repo.index_path();
         let tmp = self.index_file.with_extension("seed.tmp");
         match std::fs::copy(&real, &tmp) {
-            Ok(_) => std::fs::rename(&tmp, &self.index_file).map_err(|e| CheckpointError::io(&self.index_file, e)),
+            Ok(_) => {
+                // Keep the original's mtime: git treats entries as "racily clean" relative to
+                // the index file's mtime, and a fresh mtime would hide a file changed in the
+                // same second the agent's index was written.
+                let mtime = std::fs::metadata(&real).and_then(|m| m.modified());
+                let kept = mtime.and_then(|t| std::fs::File::options().write(true).open(&tmp)?.set_modified(t));
+                if let Err(e) = kept {
+                    // Without it, start from nothing rather than from possibly wrong stat data.
+                    tracing::debug!(error = %e, "cannot keep the index mtime; seeding an empty index");
+                    let _ = std::fs::remove_file(&tmp);
+                    return Ok(());
+                }
+                std::fs::rename(&tmp, &self.index_file).map_err(|e| CheckpointError::io(&self.index_file, e))
+            }
             // No index yet (nothing was ever checked out): git creates one.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(CheckpointError::io(real, e)),
@@ -137,6 +150,13 @@ impl Snapshotter {
         for p in paths {
             match normalize(p) {
                 Some(p) => {
+                    if p.file_name().is_some_and(|n| n == ".gitignore") {
+                        // New or changed ignore rules change what every sibling path means.
+                        return Ok(PathScan::NeedsFullScan(format!(
+                            "ignore rules changed ({})",
+                            p.display()
+                        )));
+                    }
                     sorted.insert(p);
                 }
                 None => return Ok(PathScan::NeedsFullScan(format!("unusable path {}", p.display()))),
@@ -158,7 +178,11 @@ impl Snapshotter {
             }
         }
         let read = scan.read;
-        let tree = editor.write().map_err(|e| CheckpointError::git("write tree", e))?;
+        let tree = match editor.write() {
+            Ok(t) => t,
+            // Something git would judge differently (e.g. a name it refuses): let git decide.
+            Err(e) => return Ok(PathScan::NeedsFullScan(format!("cannot write the tree: {e}"))),
+        };
         Ok(PathScan::Tree {
             tree: tree.detach(),
             paths_read: read,
@@ -289,6 +313,12 @@ impl PathScanState<'_, '_> {
     fn visit(&mut self, rel: &Path) -> Result<Visit> {
         let abs = self.root.join(rel);
         let key = path_key(rel);
+        if !self.parents_are_dirs(rel) {
+            // A parent became a file or a symlink: nothing below it exists any more (reading
+            // through a symlinked parent would record another directory's files).
+            self.remove(&key)?;
+            return Ok(Visit::Done);
+        }
         let meta = match std::fs::symlink_metadata(&abs) {
             Ok(m) => m,
             // Gone, or a parent is no longer a directory: gone from the snapshot too.
@@ -350,9 +380,27 @@ impl PathScanState<'_, '_> {
         Ok(None)
     }
 
+    /// Whether every parent of `rel` is a real directory (not a symlink, not a file).
+    fn parents_are_dirs(&self, rel: &Path) -> bool {
+        let mut dir = self.root.to_path_buf();
+        let Some(parent) = rel.parent() else { return true };
+        for c in parent.components() {
+            dir.push(c);
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// Records a non-directory at `rel` (a file, a symlink; anything else is not recordable).
     fn file(&mut self, rel: &Path, key: &BString, meta: &std::fs::Metadata) -> Result<()> {
         let ft = meta.file_type();
+        if !valid_name(rel, ft.is_symlink()) {
+            // A name git refuses to record (`.GIT`, `git~1`, a symlinked `.gitmodules`).
+            return self.remove(key);
+        }
         if !(ft.is_file() || ft.is_symlink()) {
             // FIFOs, sockets, devices: git does not record them either.
             return self.remove(key);
@@ -421,6 +469,22 @@ impl PathScanState<'_, '_> {
             .map_err(|e| CheckpointError::git("match ignore rules", e))?;
         Ok(platform.is_excluded())
     }
+}
+
+/// Whether git would record a file at `rel` (on Linux: NTFS `.git` aliases are refused too).
+fn valid_name(rel: &Path, symlink: bool) -> bool {
+    use gix::validate::path::component::{Mode, Options};
+    let opts = Options {
+        protect_windows: false,
+        protect_hfs: false,
+        protect_ntfs: true,
+    };
+    let n = rel.components().count();
+    rel.components().enumerate().all(|(i, c)| {
+        let mode = (symlink && i + 1 == n).then_some(Mode::Symlink);
+        let bytes: &[u8] = c.as_os_str().as_bytes();
+        gix::validate::path::component(bytes.into(), mode, opts).is_ok()
+    })
 }
 
 /// A worktree-relative path as git spells it (`/`-separated bytes).

@@ -162,6 +162,11 @@ impl Git {
             "core.ignoreCase=false",
             "core.precomposeUnicode=false",
             "core.attributesFile=/dev/null",
+            // Stat checks at full strength, whatever the agent configured: a weaker check
+            // (trustctime off, checkStat=minimal, ignoreStat) would miss same-size edits.
+            "core.trustctime=true",
+            "core.checkStat=default",
+            "core.ignoreStat=false",
             "core.splitIndex=false",
             "index.sparse=false",
             "core.sparseCheckout=false",
