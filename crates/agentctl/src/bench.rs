@@ -2,9 +2,10 @@
 //! comes with the cost of the work it cannot avoid. `launch` times `agentctl run --detach` until
 //! the agent process has started against `git worktree add` alone on the same generated repository;
 //! `eventlog` times durable group-commit appends from many threads against one writer doing a
-//! write and an fdatasync per event. This module owns the dispatch, the statistics and the report
-//! (a table for humans, one JSON object with `--json`); the measurements live in `bench/`. It
-//! works only in temporary directories, never in the user's state directory.
+//! write and an fdatasync per event; `checkpoint` times checkpoints, rollback and diff against
+//! the fastest plain git sequence for each. This module owns the dispatch, the statistics and
+//! the report (a table for humans, one JSON object with `--json`); the measurements live in
+//! `bench/`. It works only in temporary directories, never in the user's state directory.
 
 mod checkpoint;
 mod eventlog;

@@ -55,8 +55,15 @@ fn a_working_agent_is_checkpointed_from_the_paths_it_changes() {
     assert_eq!(cps[0]["data"]["n"], 0);
     let watch: Vec<_> = cps.iter().filter(|c| c["data"]["trigger"] == "watch").collect();
     assert!(watch.len() >= 2, "a checkpoint per burst of activity: {cps:?}");
+    // The first burst writes .gitignore: new ignore rules make a path scan unsafe, so that
+    // one checkpoint reads the whole tree and says why; the bursts after it read only paths.
+    assert_eq!(watch[0]["data"]["scan"], "full", "{watch:?}");
+    assert_eq!(
+        watch[0]["data"]["full_scan_reason"],
+        "ignore rules changed (.gitignore)"
+    );
     assert!(
-        watch.iter().all(|c| c["data"]["scan"] == "paths"),
+        watch[1..].iter().all(|c| c["data"]["scan"] == "paths"),
         "the watcher's paths are read, not the whole tree: {watch:?}"
     );
     for (i, c) in cps.iter().enumerate() {

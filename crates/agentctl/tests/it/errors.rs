@@ -112,16 +112,48 @@ fn error_codes_messages_and_exit_codes() {
     check("rm active", &env, &["rm", &active], "RUN_ACTIVE", 75);
     env.run(&["stop", "--grace", "100ms", &active]);
     // A worktree that cannot be saved as a checkpoint (the agent damaged its .git).
-    env.json(&["run", "--id", "dirty", "--", "sh", "-c", "echo x > wip.txt; echo junk > .git"]);
+    env.json(&[
+        "run",
+        "--id",
+        "dirty",
+        "--",
+        "sh",
+        "-c",
+        "echo x > wip.txt; echo junk > .git",
+    ]);
     check("rm unsaveable worktree", &env, &["rm", "dirty"], "WORKTREE_DIRTY", 75);
     // Checkpoints that do not exist, a worktree that is gone, paths outside the worktree.
     env.json(&["run", "--id", "cps", "--", "sh", "-c", "echo x > a.txt"]);
-    check("rollback to a missing checkpoint", &env, &["rollback", "cps", "42"], "CHECKPOINT_NOT_FOUND", 66);
-    check("diff from a missing checkpoint", &env, &["diff", "cps", "--from", "42"], "CHECKPOINT_NOT_FOUND", 66);
-    check("rollback outside the worktree", &env, &["rollback", "cps", "0", "--", "../x"], "INVALID_ARGUMENT", 64);
+    check(
+        "rollback to a missing checkpoint",
+        &env,
+        &["rollback", "cps", "42"],
+        "CHECKPOINT_NOT_FOUND",
+        66,
+    );
+    check(
+        "diff from a missing checkpoint",
+        &env,
+        &["diff", "cps", "--from", "42"],
+        "CHECKPOINT_NOT_FOUND",
+        66,
+    );
+    check(
+        "rollback outside the worktree",
+        &env,
+        &["rollback", "cps", "0", "--", "../x"],
+        "INVALID_ARGUMENT",
+        64,
+    );
     env.json(&["gc", "--older-than", "0s"]);
     check("checkpoint after gc", &env, &["checkpoint", "cps"], "WORKTREE_GONE", 66);
-    check("live diff after gc", &env, &["diff", "cps", "--live"], "WORKTREE_GONE", 66);
+    check(
+        "live diff after gc",
+        &env,
+        &["diff", "cps", "--live"],
+        "WORKTREE_GONE",
+        66,
+    );
     // Bad repo config.
     std::fs::create_dir_all(env.repo.join(".agentctl")).unwrap();
     std::fs::write(

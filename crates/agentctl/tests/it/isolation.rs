@@ -146,7 +146,10 @@ fn rm_and_gc_save_uncaptured_work_as_checkpoints_until_refs_are_pruned() {
     assert_eq!(cp["trigger"], "rm", "{rm}");
     let dirty_ref = cp["git_ref"].as_str().unwrap().to_owned();
     assert!(!dirty_wt.exists());
-    assert_eq!(git(&env.repo, &["show", &format!("{dirty_ref}:after.txt")]), "edited later\n");
+    assert_eq!(
+        git(&env.repo, &["show", &format!("{dirty_ref}:after.txt")]),
+        "edited later\n"
+    );
     assert_eq!(git(&env.repo, &["show", &format!("{dirty_ref}:wip.txt")]), "wip\n");
     // gc too.
     let (gc, _) = env.json(&["gc", "--older-than", "0s"]);
@@ -172,7 +175,12 @@ fn rm_and_gc_save_uncaptured_work_as_checkpoints_until_refs_are_pruned() {
     assert!(git(&env.repo, &["branch", "--list", "agentctl/committed"]).contains("agentctl/committed"));
     assert_eq!(env.json(&["show", "committed"]).0["error"]["code"], "RUN_NOT_FOUND");
     // The refs stay until asked for: a dry run lists, --prune-refs deletes.
-    let refs = || git(&env.repo, &["for-each-ref", "--format=%(refname)", "refs/agentctl/runs/"]);
+    let refs = || {
+        git(
+            &env.repo,
+            &["for-each-ref", "--format=%(refname)", "refs/agentctl/runs/"],
+        )
+    };
     assert!(refs().contains("/dirty/") && refs().contains("/later/"), "{}", refs());
     let (dry, _) = env.json(&["gc", "--prune-refs", "--dry-run"]);
     let pruned: Vec<&str> = dry["pruned_refs"]
@@ -277,10 +285,21 @@ fn filters_and_hooks_planted_by_an_agent_never_run_in_agentctls_git_calls() {
     assert_eq!(v["state"], "succeeded", "{v}");
     // Checkpoints read content with every filter off: the final one holds README's bytes.
     let (cps, _) = env.json(&["checkpoints", "planter"]);
-    let last = cps["checkpoints"].as_array().unwrap().last().unwrap()["git_ref"].as_str().unwrap().to_owned();
+    let last = cps["checkpoints"].as_array().unwrap().last().unwrap()["git_ref"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(git(&env.repo, &["show", &format!("{last}:README.md")]).ends_with("changed\n"));
     // A run based on the planted branch checks it out: no smudge filter, no hook.
-    let (v, _) = env.json(&["run", "--base", "agentctl/planter", "--", "sh", "-c", "echo more >> README.md"]);
+    let (v, _) = env.json(&[
+        "run",
+        "--base",
+        "agentctl/planter",
+        "--",
+        "sh",
+        "-c",
+        "echo more >> README.md",
+    ]);
     assert_eq!(v["state"], "succeeded", "{v}");
     let other = v["id"].as_str().unwrap().to_owned();
     env.json(&["checkpoint", &other, "-m", "by hand"]);

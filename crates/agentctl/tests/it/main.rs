@@ -3,6 +3,8 @@
 
 mod harness;
 
+mod bench_checkpoint;
+mod checkpoints;
 mod cli;
 mod demo;
 mod errors;

@@ -1,34 +1,54 @@
 //! Full scans, path scans and restores agree with each other and with git.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use checkpoint::{PathScan, restore};
 
-use crate::support::{Repo, git};
-
-fn paths(list: &[&str]) -> Vec<PathBuf> {
-    list.iter().map(PathBuf::from).collect()
-}
+use crate::support::{Repo, git, git_path, paths};
 
 #[test]
 fn path_scan_equals_full_scan() {
     let r = Repo::new();
     let s = r.snapshotter();
     let t0 = s.scan_full().unwrap();
-    assert_eq!(t0, s.tree_of(r.base).unwrap(), "a fresh worktree snapshots to its base tree");
+    assert_eq!(
+        t0,
+        s.tree_of(r.base).unwrap(),
+        "a fresh worktree snapshots to its base tree"
+    );
     r.write("src/lib.rs", b"fn b() {}\n");
     r.write("new dir/with space/é.txt", b"unicode\n");
     r.write("debug.log", b"ignored\n");
     r.write("build/out.bin", b"\0\x01\x02");
     std::fs::remove_file(r.worktree.join("src/deep/x.txt")).unwrap();
     std::os::unix::fs::symlink("README.md", r.worktree.join("link")).unwrap();
-    let changed = paths(&["src/lib.rs", "new dir", "debug.log", "build/out.bin", "src/deep/x.txt", "src/deep", "link"]);
+    let changed = paths(&[
+        "src/lib.rs",
+        "new dir",
+        "debug.log",
+        "build/out.bin",
+        "src/deep/x.txt",
+        "src/deep",
+        "link",
+    ]);
     let scan = s.scan_paths(t0, changed.iter().map(PathBuf::as_path)).unwrap();
     let full = s.scan_full().unwrap();
-    assert_eq!(scan, PathScan::Tree { tree: full, paths_read: 3 });
+    assert_eq!(
+        scan,
+        PathScan::Tree {
+            tree: full,
+            paths_read: 3
+        }
+    );
     let listing = git(&r.worktree, &["ls-tree", "-r", "--name-only", &full.to_string()]);
-    assert!(!listing.contains("debug.log") && !listing.contains("build/"), "{listing}");
-    assert!(listing.contains("new dir/with space/é.txt") || listing.contains("\\303\\251"), "{listing}");
+    assert!(
+        !listing.contains("debug.log") && !listing.contains("build/"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("new dir/with space/é.txt") || listing.contains("\\303\\251"),
+        "{listing}"
+    );
 }
 
 #[test]
@@ -39,7 +59,11 @@ fn restore_round_trip_and_agent_index_untouched() {
     let head_before = git(&r.worktree, &["rev-parse", "HEAD"]);
     let t0 = s.scan_full().unwrap();
     r.write("a.sh", b"#!/bin/sh\n");
-    std::fs::set_permissions(r.worktree.join("a.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        r.worktree.join("a.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     std::fs::remove_dir_all(r.worktree.join("src")).unwrap();
     r.write("src", b"now a file\n");
     let t1 = s.scan_full().unwrap();
@@ -53,9 +77,4 @@ fn restore_round_trip_and_agent_index_untouched() {
     let rep = restore::restore(&s, t0, t1, &paths(&["a.sh"])).unwrap();
     assert_eq!((rep.written, rep.removed), (1, 0));
     assert!(r.worktree.join("src/lib.rs").exists());
-}
-
-fn git_path(wt: &Path, what: &str) -> PathBuf {
-    let p = PathBuf::from(git(wt, &["rev-parse", "--git-path", what]));
-    if p.is_absolute() { p } else { wt.join(p) }
 }
