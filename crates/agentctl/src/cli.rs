@@ -169,7 +169,7 @@ pub struct RunArgs {
     /// Do not watch the worktree: only the baseline, final and requested checkpoints.
     #[arg(long, help_heading = "Checkpoints")]
     pub no_watch: bool,
-    /// Pause the agent (SIGSTOP/SIGCONT) around each automatic snapshot for a consistent cut.
+    /// Pause the agent (SIGSTOP/SIGCONT) around each automatic or requested snapshot for a consistent cut.
     #[arg(long, help_heading = "Checkpoints")]
     pub consistent_checkpoints: bool,
 }

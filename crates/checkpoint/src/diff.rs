@@ -202,9 +202,10 @@ pub fn render(
     let to = to.to_string();
     let specs = pathspec_args(paths);
     let color = if color { "--color=always" } else { "--color=never" };
-    let mut args = vec!["diff", "--no-ext-diff", "--no-textconv", color, "--binary"];
+    let mut args = vec!["diff", "--no-ext-diff", "--no-textconv", color];
     match format {
-        DiffFormat::Patch => {}
+        // A patch that `git apply` can replay, binary files included.
+        DiffFormat::Patch => args.push("--binary"),
         DiffFormat::Stat => args.push("--stat"),
         DiffFormat::NameOnly => args.push("--name-only"),
     }

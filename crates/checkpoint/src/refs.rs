@@ -1,10 +1,10 @@
 //! The hidden refs checkpoints live on: `refs/agentctl/runs/<run>/<n>`. Outside `refs/heads`
-//! and `refs/tags`, so branches, `git log --all`-style tools that skip unknown namespaces and
-//! pushes leave them alone, while they keep every checkpoint reachable (safe from `git gc`).
+//! and `refs/tags`, so branch listings, `git push` and clones leave them alone, while they keep
+//! every checkpoint reachable (safe from `git gc`). `git log --all` does show them.
 
 use std::collections::BTreeMap;
 
-use vcs::ExactGit;
+use vcs::Git;
 
 use crate::{ObjectId, Result, parse_id};
 
@@ -17,14 +17,10 @@ pub fn ref_name(run: &str, n: u32) -> String {
 }
 
 /// Every checkpoint ref in the repository, by run id, then checkpoint number.
-pub fn list_all(git: &ExactGit) -> Result<BTreeMap<String, BTreeMap<u32, ObjectId>>> {
-    let out = git.run(
-        &["for-each-ref", "--format=%(objectname) %(refname)", NAMESPACE],
-        None,
-        None,
-    )?;
+pub fn list_all(git: &Git) -> Result<BTreeMap<String, BTreeMap<u32, ObjectId>>> {
+    let out = git.run(["for-each-ref", "--format=%(objectname) %(refname)", NAMESPACE])?;
     let mut all: BTreeMap<String, BTreeMap<u32, ObjectId>> = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out).lines() {
+    for line in out.lines() {
         let Some((id, name)) = line.split_once(' ') else {
             continue;
         };
@@ -42,13 +38,13 @@ pub fn list_all(git: &ExactGit) -> Result<BTreeMap<String, BTreeMap<u32, ObjectI
 }
 
 /// Deletes every checkpoint ref of `run`; returns how many there were.
-pub fn delete_run(git: &ExactGit, run: &str) -> Result<usize> {
+pub fn delete_run(git: &Git, run: &str) -> Result<usize> {
     let all = list_all(git)?;
     let Some(refs) = all.get(run) else { return Ok(0) };
     let mut input = String::new();
     for (n, id) in refs {
         input.push_str(&format!("delete {} {id}\n", ref_name(run, *n)));
     }
-    git.run(&["update-ref", "--stdin"], None, Some(input.as_bytes()))?;
+    git.run_with_stdin(&["update-ref", "--stdin"], input.as_bytes())?;
     Ok(refs.len())
 }

@@ -147,10 +147,20 @@ fn prune_empty_parents(root: &Path, rel: &Path) {
     }
 }
 
+/// Marks the temp files a restore writes (and renames away at once).
+const TEMP_MARK: &str = ".agentctl-restore.";
+
+/// Whether `path` names a restore's temp file: a change log leaves these out.
+pub fn is_restore_temp(path: &Path) -> bool {
+    path.file_name()
+        .map(|n| n.to_string_lossy())
+        .is_some_and(|n| n.starts_with('.') && n.contains(TEMP_MARK))
+}
+
 fn temp_sibling(abs: &Path) -> PathBuf {
     let name = abs
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    abs.with_file_name(format!(".{name}.agentctl-restore.{}", std::process::id()))
+    abs.with_file_name(format!(".{name}{TEMP_MARK}{}", std::process::id()))
 }

@@ -145,6 +145,7 @@ impl Snapshotter {
             editor: &mut editor,
             root: &ws,
             read: 0,
+            good_dirs: Default::default(),
         };
         let mut sorted: BTreeSet<PathBuf> = BTreeSet::new();
         for p in paths {
@@ -267,6 +268,18 @@ impl Snapshotter {
         }
     }
 
+    /// Points `name` at `commit` whatever it pointed at before; returns the previous target
+    /// when there was a different one. For a checkpoint number the run's log does not know yet:
+    /// a ref found there was left by a write that crashed before it was recorded.
+    pub fn replace_ref(&self, name: &str, commit: ObjectId) -> Result<Option<ObjectId>> {
+        use gix::refs::transaction::PreviousValue;
+        let previous = self.resolve(name)?.filter(|p| *p != commit);
+        self.repo
+            .reference(name, commit, PreviousValue::Any, "agentctl checkpoint")
+            .map_err(|e| CheckpointError::git("write checkpoint ref", e))?;
+        Ok(previous)
+    }
+
     /// Resolves a ref or revision to an object id; `None` when it does not exist.
     pub fn resolve(&self, name: &str) -> Result<Option<ObjectId>> {
         match self.repo.try_find_reference(name) {
@@ -292,6 +305,15 @@ impl Snapshotter {
     }
 }
 
+/// What the parent directories of a reported path are.
+enum Parents {
+    Dirs,
+    /// One is a file, a symlink, or missing.
+    NotDirs,
+    /// One is the top of a nested repository.
+    NestedRepo(PathBuf),
+}
+
 /// The outcome of visiting one reported path.
 enum Visit {
     Done,
@@ -307,17 +329,26 @@ struct PathScanState<'a, 'r> {
     editor: &'a mut gix::object::tree::Editor<'r>,
     root: &'a Path,
     read: usize,
+    /// Parent directories already found to be real directories outside nested repositories.
+    good_dirs: std::collections::HashSet<PathBuf>,
 }
 
 impl PathScanState<'_, '_> {
     fn visit(&mut self, rel: &Path) -> Result<Visit> {
         let abs = self.root.join(rel);
         let key = path_key(rel);
-        if !self.parents_are_dirs(rel) {
-            // A parent became a file or a symlink: nothing below it exists any more (reading
-            // through a symlinked parent would record another directory's files).
-            self.remove(&key)?;
-            return Ok(Visit::Done);
+        match self.parents(rel) {
+            Parents::Dirs => {}
+            Parents::NotDirs => {
+                // A parent became a file or a symlink: nothing below it exists any more
+                // (reading through a symlinked parent would record another directory's files).
+                self.remove(&key)?;
+                return Ok(Visit::Done);
+            }
+            // Git records a nested repository as a whole (or not at all), never its files.
+            Parents::NestedRepo(at) => {
+                return Ok(Visit::NeedsFull(format!("nested repository at {}", at.display())));
+            }
         }
         let meta = match std::fs::symlink_metadata(&abs) {
             Ok(m) => m,
@@ -380,18 +411,29 @@ impl PathScanState<'_, '_> {
         Ok(None)
     }
 
-    /// Whether every parent of `rel` is a real directory (not a symlink, not a file).
-    fn parents_are_dirs(&self, rel: &Path) -> bool {
-        let mut dir = self.root.to_path_buf();
-        let Some(parent) = rel.parent() else { return true };
+    /// What the parents of `rel` are: all real directories (not symlinks, not files) outside
+    /// any nested repository, or not. Parents found good are remembered for the scan.
+    fn parents(&mut self, rel: &Path) -> Parents {
+        let Some(parent) = rel.parent() else {
+            return Parents::Dirs;
+        };
+        let mut dir = PathBuf::new();
         for c in parent.components() {
             dir.push(c);
-            match std::fs::symlink_metadata(&dir) {
-                Ok(m) if m.is_dir() => {}
-                _ => return false,
+            if self.good_dirs.contains(&dir) {
+                continue;
             }
+            let abs = self.root.join(&dir);
+            match std::fs::symlink_metadata(&abs) {
+                Ok(m) if m.is_dir() => {}
+                _ => return Parents::NotDirs,
+            }
+            if abs.join(".git").symlink_metadata().is_ok() {
+                return Parents::NestedRepo(dir);
+            }
+            self.good_dirs.insert(dir.clone());
         }
-        true
+        Parents::Dirs
     }
 
     /// Records a non-directory at `rel` (a file, a symlink; anything else is not recordable).

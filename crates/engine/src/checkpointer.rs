@@ -3,8 +3,8 @@
 //! requested, final); when no supervisor is alive, the command that asks (`checkpoint`,
 //! `rollback`, `rm`, `gc`) holds one itself, under the run's single-writer lock. Either way the
 //! order is: write objects, write the ref, then append the event — a crash in between leaves at
-//! worst an unreferenced commit or a ref the log does not know yet (re-used on the next write,
-//! since ref writes accept an identical target).
+//! worst an unreferenced commit or a ref the log does not know yet (replaced by the next
+//! checkpoint with that number: the log, not the ref, is the record).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -197,7 +197,11 @@ impl Checkpointer {
         };
         let commit = self.snap.commit(tree, parent, &text).map_err(cp_err)?;
         let git_ref = checkpoint::refs::ref_name(self.id.as_str(), n);
-        self.snap.set_ref(&git_ref, commit).map_err(cp_err)?;
+        // The log is the record: a ref at a number it does not know was left by a write that
+        // crashed before its event, and is replaced rather than blocking every later checkpoint.
+        if let Some(stale) = self.snap.replace_ref(&git_ref, commit).map_err(cp_err)? {
+            tracing::warn!(git_ref, stale = %stale, "replaced a checkpoint ref the log did not record");
+        }
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let ev = w.append(EventData::Checkpointed {
             n,

@@ -332,7 +332,7 @@ impl Engine {
             if !repo.is_dir() {
                 continue;
             }
-            let git = Git::new(&repo).exact()?;
+            let git = Git::new(&repo);
             let all = checkpoint::refs::list_all(&git).map_err(cp_err)?;
             for (run, refs) in all {
                 let keep = match RunId::parse(&run) {
@@ -356,22 +356,25 @@ impl Engine {
     }
 }
 
-/// Handles a checkpoint or rollback request inside the run's supervisor; returns the answer.
-/// `pause` stops the agent's processes for the duration of a rollback (and of every snapshot
-/// when the run asked for consistent checkpoints) and returns a guard that continues them.
+/// Handles a checkpoint or rollback request inside the run's supervisor; returns the answer
+/// and whether a snapshot of the whole worktree was recorded. `pause` stops the agent's
+/// processes and returns a guard that continues them: held for the whole of a rollback, and
+/// around a requested checkpoint only when the run asked for `consistent` checkpoints.
 pub(crate) fn answer_request(
     cp: &mut Checkpointer,
     w: &mut RunWriter<'_>,
     req: &ControlRequest,
+    consistent: bool,
     pause: &dyn Fn() -> Option<crate::supervisor::PauseGuard>,
-) -> String {
+) -> (String, bool) {
     match req {
         ControlRequest::Checkpoint { message, .. } => {
-            let guard = pause();
+            let guard = if consistent { pause() } else { None };
             let paused = guard.is_some();
             let r = cp.take(w, CheckpointTrigger::Manual, message.clone(), None, paused);
             drop(guard);
-            Answer::of(r)
+            let done = r.is_ok();
+            (Answer::of(r), done)
         }
         ControlRequest::Rollback { to, paths, .. } => {
             let guard = pause();
@@ -379,9 +382,12 @@ pub(crate) fn answer_request(
             let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
             let r = cp.rollback(w, *to, &paths, paused);
             drop(guard);
-            Answer::of(r)
+            // The rollback's pre-rollback checkpoint read everything; the files it restored
+            // come back through the watcher.
+            let done = r.is_ok();
+            (Answer::of(r), done)
         }
-        ControlRequest::Stop { .. } => String::new(),
+        ControlRequest::Stop { .. } => (String::new(), true),
     }
 }
 

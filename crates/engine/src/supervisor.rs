@@ -315,6 +315,7 @@ fn supervise_run(
         pending: BTreeSet::new(),
         pending_since: None,
         overflowed: false,
+        retry_at: None,
         degraded: false,
         pgid: None,
     };
@@ -409,15 +410,16 @@ fn record_checkpoint(
     trigger: CheckpointTrigger,
     changed: Option<&[PathBuf]>,
     paused: bool,
-) -> Result<(), store::StoreError> {
+) -> Result<bool, store::StoreError> {
     if let Err(e) = cp.take(w, trigger, None, changed, paused) {
         tracing::warn!(error = %e, trigger = trigger.as_str(), "checkpoint failed");
         w.append(EventData::CheckpointFailed {
             trigger,
             reason: e.message,
         })?;
+        return Ok(false);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Stops the agent's processes (SIGSTOP to its group and every descendant of the supervisor)
@@ -465,6 +467,8 @@ struct EngineSink<'w, 's> {
     overflowed: bool,
     /// The watcher can no longer see every change (e.g. the inotify watch limit).
     degraded: bool,
+    /// After a failed checkpoint: no automatic one before this.
+    retry_at: Option<Instant>,
     pgid: Option<u32>,
 }
 
@@ -479,6 +483,9 @@ impl EngineSink<'_, '_> {
     /// Records what the watcher saw, and checkpoints when enough changed or long enough passed.
     fn watch_tick(&mut self) {
         if !self.record_changes() {
+            return;
+        }
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
             return;
         }
         let due = (self.overflowed && !self.degraded)
@@ -522,7 +529,11 @@ impl EngineSink<'_, '_> {
             self.pending_since.get_or_insert_with(Instant::now);
         }
         if !batch.paths.is_empty() {
-            let paths: Vec<PathBuf> = batch.paths.into_iter().collect();
+            let paths: Vec<PathBuf> = batch
+                .paths
+                .into_iter()
+                .filter(|p| !checkpoint::restore::is_restore_temp(p))
+                .collect();
             let relevant = match &self.checkpointer {
                 Some(cp) => cp.relevant(&paths),
                 None => paths,
@@ -550,9 +561,22 @@ impl EngineSink<'_, '_> {
             _ => None,
         };
         let paths = (!full).then_some(changed.as_slice());
-        if let Err(e) = record_checkpoint(cp, self.writer, trigger, paths, guard.is_some()) {
-            self.error.get_or_insert(e);
+        match record_checkpoint(cp, self.writer, trigger, paths, guard.is_some()) {
+            Ok(true) => self.retry_at = None,
+            Ok(false) => self.checkpoint_failed(),
+            Err(e) => {
+                self.checkpoint_failed();
+                self.error.get_or_insert(e);
+            }
         }
+    }
+
+    /// After a failed checkpoint the paths it would have read are not tracked any more: the
+    /// next one reads the whole worktree, no sooner than one interval from now.
+    fn checkpoint_failed(&mut self) {
+        self.overflowed = true;
+        self.pending_since.get_or_insert_with(Instant::now);
+        self.retry_at = Some(Instant::now() + Duration::from_millis(self.policy.every_ms.max(1000)));
     }
 }
 
@@ -592,13 +616,20 @@ impl Sink for EngineSink<'_, '_> {
         };
         let answer = match &mut self.checkpointer {
             Some(cp) => {
-                // What changed so far is in the snapshot the request takes.
-                self.pending.clear();
-                self.pending_since = None;
-                self.overflowed = false;
                 let pgid = self.pgid;
                 let pause = move || pgid.map(PauseGuard::pause);
-                crate::checkpoints::answer_request(cp, self.writer, &req, &pause)
+                let (answer, done) =
+                    crate::checkpoints::answer_request(cp, self.writer, &req, self.policy.consistent, &pause);
+                if done {
+                    // What changed so far is in the (full) snapshot the request took.
+                    self.pending.clear();
+                    self.pending_since = None;
+                    self.overflowed = false;
+                    self.retry_at = None;
+                } else {
+                    self.checkpoint_failed();
+                }
+                answer
             }
             None => crate::checkpoints::Answer::<()>::of(Err(crate::EngineError::new(
                 model::ErrorCode::CheckpointFailed,

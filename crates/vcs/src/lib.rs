@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
+mod exact;
+
+pub use exact::{EMPTY_TREE, ExactGit};
+
 /// Git failures.
 #[derive(Debug, thiserror::Error)]
 pub enum VcsError {
@@ -71,7 +75,7 @@ impl Git {
         &self.dir
     }
 
-    fn command<I, S>(&self, args: I) -> Command
+    pub(crate) fn command<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -126,59 +130,15 @@ impl Git {
         self.run(&all)
     }
 
-    /// `-c` overrides that disable every content filter from any config scope (global ones
-    /// included), for byte-exact snapshots.
-    fn all_filter_overrides(&self) -> Result<Vec<String>, VcsError> {
-        let out = self.output(["config", "--name-only", "--get-regexp", r"^filter\."])?;
-        let mut names = std::collections::BTreeSet::new();
-        for key in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some(name) = key
-                .strip_prefix("filter.")
-                .and_then(|k| k.rsplit_once('.'))
-                .map(|(n, _)| n)
-            {
-                names.insert(name.to_owned());
-            }
+    /// Runs git with `stdin` fed to it; returns stdout, or an error carrying stderr.
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Result<String, VcsError> {
+        let mut cmd = self.command(args);
+        let out = exact::output_with_stdin(&mut cmd, Some(stdin))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(failed(args, &out))
         }
-        let mut args = Vec::new();
-        for name in names {
-            for (key, value) in [("clean", ""), ("smudge", ""), ("process", ""), ("required", "false")] {
-                args.push("-c".to_owned());
-                args.push(format!("filter.{name}.{key}={value}"));
-            }
-        }
-        Ok(args)
-    }
-
-    /// A runner for byte-exact snapshot calls (see [`ExactGit`]). Reads the config once.
-    pub fn exact(&self) -> Result<ExactGit, VcsError> {
-        let mut prefix = self.all_filter_overrides()?;
-        for kv in [
-            "core.autocrlf=false",
-            "core.safecrlf=false",
-            "core.eol=lf",
-            "core.fileMode=true",
-            "core.symlinks=true",
-            "core.ignoreCase=false",
-            "core.precomposeUnicode=false",
-            "core.attributesFile=/dev/null",
-            // Stat checks at full strength, whatever the agent configured: a weaker check
-            // (trustctime off, checkStat=minimal, ignoreStat) would miss same-size edits.
-            "core.trustctime=true",
-            "core.checkStat=default",
-            "core.ignoreStat=false",
-            "core.splitIndex=false",
-            "index.sparse=false",
-            "core.sparseCheckout=false",
-        ] {
-            prefix.push("-c".to_owned());
-            prefix.push(kv.to_owned());
-        }
-        prefix.push(format!("--attr-source={EMPTY_TREE}"));
-        Ok(ExactGit {
-            git: self.clone(),
-            prefix,
-        })
     }
 
     /// Runs git and returns stdout, or an error carrying stderr.
@@ -328,67 +288,7 @@ impl Git {
     }
 }
 
-/// The id of git's empty tree (SHA-1 repositories).
-pub const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
-
-/// Runs git for byte-exact snapshots: no content filter from any config scope, no line-ending
-/// conversion, attributes read from the empty tree (so a planted `.gitattributes` changes
-/// nothing), exec bits and symlinks recorded as they are — on top of [`Git`]'s safe defaults.
-#[derive(Clone, Debug)]
-pub struct ExactGit {
-    git: Git,
-    prefix: Vec<String>,
-}
-
-impl ExactGit {
-    /// Runs `args`, on `index_file` instead of the worktree's own index when given, feeding
-    /// `stdin` when given. Returns stdout.
-    pub fn run(&self, args: &[&str], index_file: Option<&Path>, stdin: Option<&[u8]>) -> Result<Vec<u8>, VcsError> {
-        use std::io::Write;
-        let started = Instant::now();
-        let all: Vec<&str> = self
-            .prefix
-            .iter()
-            .map(String::as_str)
-            .chain(args.iter().copied())
-            .collect();
-        let mut cmd = self.git.command(&all);
-        if let Some(index) = index_file {
-            cmd.env("GIT_INDEX_FILE", index);
-        }
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        if stdin.is_some() {
-            cmd.stdin(Stdio::piped());
-        }
-        let mut child = cmd.spawn().map_err(VcsError::Spawn)?;
-        let writer = stdin.map(|bytes| {
-            let mut pipe = child.stdin.take().expect("stdin is piped");
-            let bytes = bytes.to_vec();
-            // A writer thread: git may fill stdout before it has read all of stdin.
-            std::thread::spawn(move || pipe.write_all(&bytes))
-        });
-        let out = child.wait_with_output().map_err(VcsError::Spawn)?;
-        if let Some(w) = writer {
-            let _ = w.join();
-        }
-        finish_exact(args, out, started)
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.git.dir()
-    }
-}
-
-fn finish_exact(args: &[&str], out: Output, started: Instant) -> Result<Vec<u8>, VcsError> {
-    tracing::trace!(elapsed_ms = started.elapsed().as_millis() as u64, "git (exact)");
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(failed(args, &out))
-    }
-}
-
-fn failed<I, S>(args: I, out: &Output) -> VcsError
+pub(crate) fn failed<I, S>(args: I, out: &Output) -> VcsError
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,

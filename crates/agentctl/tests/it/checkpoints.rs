@@ -110,6 +110,15 @@ fn a_working_agent_is_checkpointed_from_the_paths_it_changes() {
     );
     let text = String::from_utf8(env.run(&["diff", "busy", "--stat", "--", "d"]).stdout).unwrap();
     assert!(text.contains("d/e/f") && !text.contains("a.txt"), "{text}");
+    assert!(
+        text.contains("1 file changed") && !text.contains("diff --git"),
+        "a stat, no patch: {text}"
+    );
+    let patch = String::from_utf8(env.run(&["diff", "busy", "--", "d"]).stdout).unwrap();
+    assert!(
+        patch.contains("diff --git a/d/e/f b/d/e/f") && patch.contains("+deep"),
+        "{patch}"
+    );
     let names = String::from_utf8(env.run(&["diff", "busy", "--from", "1", "--name-only"]).stdout).unwrap();
     assert!(!names.contains(".gitignore") && names.contains("d/e/f"), "{names}");
 }
@@ -178,6 +187,16 @@ fn checkpoint_and_rollback_while_the_agent_runs_pause_it_and_can_be_undone() {
         ),
         "v1\n"
     );
+    let manual = env.events(&id);
+    let manual = of_kind(&manual, "checkpointed")
+        .into_iter()
+        .find(|c| c["data"]["trigger"] == "manual")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        manual["data"]["paused"], false,
+        "without --consistent-checkpoints a requested checkpoint does not stop the agent"
+    );
     // Someone changes things; roll back the whole worktree.
     std::fs::write(wt.join("f.txt"), "v2\n").unwrap();
     std::fs::write(wt.join("junk.txt"), "junk\n").unwrap();
@@ -235,6 +254,32 @@ fn an_unchanged_worktree_is_not_recorded_twice() {
         text.contains("by hand") && text.contains("baseline") && text.contains("final"),
         "{text}"
     );
+}
+
+#[test]
+fn a_ref_left_by_a_crashed_checkpoint_does_not_block_the_next_one() {
+    let env = Env::new();
+    env.json(&["run", "--id", "crashy", "--", "sh", "-c", "echo x > x.txt"]);
+    let (list, _) = env.json(&["checkpoints", "crashy"]);
+    let next = list["checkpoints"].as_array().unwrap().len();
+    // A checkpoint whose ref was written but whose event never was (the process died between
+    // the two): the ref points at something the log does not know.
+    let stale = format!("refs/agentctl/runs/crashy/{next}");
+    git(&env.repo, &["update-ref", &stale, "HEAD"]);
+    std::fs::write(env.state.join("worktrees/crashy/y.txt"), "y\n").unwrap();
+    let (cp, out) = env.json(&["checkpoint", "crashy"]);
+    assert!(out.status.success(), "{cp}");
+    assert_eq!(cp["n"].as_u64(), Some(next as u64), "{cp}");
+    assert_eq!(
+        git(&env.repo, &["rev-parse", &stale]).trim(),
+        cp["commit"].as_str().unwrap()
+    );
+    assert_eq!(git(&env.repo, &["show", &format!("{stale}:y.txt")]), "y\n");
+    // And the chain goes on from there.
+    std::fs::write(env.state.join("worktrees/crashy/z.txt"), "z\n").unwrap();
+    let (after, out) = env.json(&["checkpoint", "crashy"]);
+    assert!(out.status.success(), "{after}");
+    assert_eq!(after["parent"], cp["commit"]);
 }
 
 #[test]

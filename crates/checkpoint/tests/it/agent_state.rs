@@ -117,7 +117,7 @@ fn checkpoints_leave_index_head_branch_and_status_alone() {
     assert!(!r.worktree.join("work").exists());
     restore::restore(&s, first, last, &paths(&[])).unwrap();
     assert_eq!(s.scan_full().unwrap(), last);
-    refs::delete_run(s.git(), "state").unwrap();
+    refs::delete_run(&vcs::Git::new(s.worktree()), "state").unwrap();
     // The checkpoints' files are the agent's own business now; remove them to compare status.
     std::fs::remove_dir_all(r.worktree.join("work")).unwrap();
 

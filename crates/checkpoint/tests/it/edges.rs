@@ -265,3 +265,26 @@ fn restore_never_writes_through_a_symlink_out_of_the_worktree() {
         std::os::unix::fs::symlink(&outside, r.worktree.join("out")).unwrap();
     }
 }
+
+#[test]
+fn a_file_reported_inside_a_nested_repository_asks_for_a_full_scan() {
+    // The agent clones or inits a repository inside its worktree; the watcher reports only a
+    // file deep inside it. Git records a nested repository as a gitlink (or not at all), never
+    // its files: a path scan must not record `vendor/lib/src/x.rs` as an ordinary file.
+    let r = Repo::new();
+    let s = r.snapshotter();
+    let t0 = s.scan_full().unwrap();
+    let nested = r.worktree.join("vendor/lib");
+    std::fs::create_dir_all(nested.join("src")).unwrap();
+    git(&nested, &["init", "-q"]);
+    r.write("vendor/lib/src/x.rs", b"fn x() {}\n");
+    let scan = s
+        .scan_paths(t0, paths(&["vendor/lib/src/x.rs"]).iter().map(PathBuf::as_path))
+        .unwrap();
+    assert_eq!(
+        scan,
+        PathScan::NeedsFullScan("nested repository at vendor/lib".to_owned())
+    );
+    let full = assert_path_scan_agrees(&s, t0, &paths(&["vendor/lib/src/x.rs"]));
+    assert!(!ls(&s, full).contains("x.rs"), "{}", ls(&s, full));
+}

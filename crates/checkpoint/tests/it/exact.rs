@@ -89,8 +89,6 @@ fn attributes_planted_in_the_worktree_change_nothing() {
 }
 
 #[test]
-#[ignore = "bug: ExactGit reads $GIT_DIR/info/attributes (--attr-source only replaces .gitattributes files), \
-            so a full scan converts line endings; see report"]
 fn attributes_in_the_repository_info_dir_change_nothing() {
     // `$GIT_DIR/info/attributes` is shared by every worktree; `--attr-source` does not replace it.
     let r = Repo::new();

@@ -343,7 +343,7 @@ fn run_case(batches: &[Vec<Op>], order_keys: &[u32]) {
         commits.push(commit);
     }
     // Every checkpoint is on its ref, with the previous one as parent.
-    let all = refs::list_all(s.git()).unwrap();
+    let all = refs::list_all(&vcs::Git::new(s.worktree())).unwrap();
     let listed: Vec<_> = all
         .get("prop")
         .map(|m| m.values().copied().collect())

@@ -52,7 +52,7 @@ fn list_all_and_delete_run_round_trip_and_are_visible_from_main() {
         &r.main,
         &["update-ref", "refs/agentctl/runs/r1/latest", &r.base.to_string()],
     );
-    assert_eq!(refs::list_all(s.git()).unwrap(), expected);
+    assert_eq!(refs::list_all(&vcs::Git::new(s.worktree())).unwrap(), expected);
 
     // The main repository (not only the worktree) sees them.
     let from_main = git(
@@ -72,11 +72,11 @@ fn list_all_and_delete_run_round_trip_and_are_visible_from_main() {
     assert_eq!(git(&r.main, &["branch", "--list"]).lines().count(), 2);
     assert_eq!(git(&r.main, &["tag", "--list"]), "");
 
-    assert_eq!(refs::delete_run(s.git(), "r1").unwrap(), 4);
+    assert_eq!(refs::delete_run(&vcs::Git::new(s.worktree()), "r1").unwrap(), 4);
     expected.remove("r1");
-    assert_eq!(refs::list_all(s.git()).unwrap(), expected);
-    assert_eq!(refs::delete_run(s.git(), "r1").unwrap(), 0);
-    assert_eq!(refs::delete_run(s.git(), "nope").unwrap(), 0);
+    assert_eq!(refs::list_all(&vcs::Git::new(s.worktree())).unwrap(), expected);
+    assert_eq!(refs::delete_run(&vcs::Git::new(s.worktree()), "r1").unwrap(), 0);
+    assert_eq!(refs::delete_run(&vcs::Git::new(s.worktree()), "nope").unwrap(), 0);
     let from_main = git(&r.main, &["for-each-ref", "--format=%(refname)", "refs/agentctl"]);
     assert_eq!(
         from_main.lines().collect::<Vec<_>>(),
@@ -86,9 +86,9 @@ fn list_all_and_delete_run_round_trip_and_are_visible_from_main() {
             "refs/agentctl/runs/team/x/3"
         ]
     );
-    assert_eq!(refs::delete_run(s.git(), "team/x").unwrap(), 1);
-    assert_eq!(refs::delete_run(s.git(), "r10").unwrap(), 1);
-    assert!(refs::list_all(s.git()).unwrap().is_empty());
+    assert_eq!(refs::delete_run(&vcs::Git::new(s.worktree()), "team/x").unwrap(), 1);
+    assert_eq!(refs::delete_run(&vcs::Git::new(s.worktree()), "r10").unwrap(), 1);
+    assert!(refs::list_all(&vcs::Git::new(s.worktree())).unwrap().is_empty());
 }
 
 #[test]
