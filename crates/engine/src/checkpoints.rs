@@ -253,9 +253,8 @@ impl Engine {
             if rec.worktree_removed || !rec.worktree.is_dir() {
                 return Err(worktree_gone(&rec));
             }
-            let snap =
-                checkpoint::Snapshotter::open(&rec.worktree, &crate::checkpointer::index_path(self.store.layout(), id))
-                    .map_err(cp_err)?;
+            let index = live_index(self.store.layout(), id)?;
+            let snap = checkpoint::Snapshotter::open(&rec.worktree, &index).map_err(cp_err)?;
             DiffSide {
                 name: "live".to_owned(),
                 commit: None,
@@ -301,60 +300,86 @@ impl Engine {
             w.events(),
         )?;
         let info = cp.take(&mut w, trigger, None, None, false)?;
-        self.remember_repo(&rec.repo);
         Ok(Some(info))
     }
 
-    /// Notes a repository that holds checkpoint refs, so `gc --prune-refs` finds it even after
-    /// all its runs' records are gone.
-    fn remember_repo(&self, repo: &Path) {
+    /// Notes that the record of run `id` (whose checkpoints are in `repo`) is being deleted
+    /// while its checkpoint refs stay, so `gc --prune-refs` knows they are this state dir's.
+    pub(crate) fn note_removed_run(&self, id: &RunId, repo: &Path) -> Result<(), EngineError> {
         use std::io::Write;
-        let path = self.store.layout().root().join("checkpoint-repos");
-        let known = std::fs::read_to_string(&path).unwrap_or_default();
-        let line = repo.to_string_lossy();
-        if known.lines().any(|l| l == line) {
-            return;
-        }
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
-            let _ = writeln!(f, "{line}");
-        }
+        let path = self.store.layout().root().join(REMOVED_RUNS);
+        let line = format!("{id}\t{}\n", repo.to_string_lossy());
+        let io = |e: std::io::Error| EngineError::new(ErrorCode::Io, format!("{}: {e}", path.display()));
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        f.write_all(line.as_bytes()).map_err(io)?;
+        f.sync_data().map_err(io)
     }
 
-    /// Deletes the checkpoint refs of runs whose worktree was removed (or whose records are
-    /// gone), in every repository agentctl knows.
-    pub fn prune_refs(&self, dry_run: bool) -> Result<Vec<PrunedRefs>, EngineError> {
+    /// Deletes the checkpoint refs of this state dir's runs whose worktrees are gone: runs
+    /// removed with `rm`, and runs whose worktree `gc` removed — except those in `spare` (the
+    /// ones the same `gc` just removed, whose last state was just saved). Refs of runs this
+    /// state dir never had (another state dir's, or still live) are never touched.
+    pub fn prune_refs(&self, dry_run: bool, spare: &[RunId]) -> Result<Vec<PrunedRefs>, EngineError> {
         let runs = self.store.list(&store::RunFilter::default())?;
-        let mut repos: BTreeSet<PathBuf> = runs.iter().map(|r| r.repo.clone()).collect();
-        let known = std::fs::read_to_string(self.store.layout().root().join("checkpoint-repos")).unwrap_or_default();
-        repos.extend(known.lines().filter(|l| !l.is_empty()).map(PathBuf::from));
+        let tombstones_path = self.store.layout().root().join(REMOVED_RUNS);
+        let tombstones = std::fs::read_to_string(&tombstones_path).unwrap_or_default();
+        // (repo, run) pairs whose refs may go.
+        let mut candidates: BTreeSet<(PathBuf, String)> = runs
+            .iter()
+            .filter(|r| r.worktree_removed && !spare.contains(&r.id))
+            .map(|r| (r.repo.clone(), r.id.to_string()))
+            .collect();
+        let mut kept_tombstones = Vec::new();
+        for line in tombstones.lines().filter(|l| !l.is_empty()) {
+            let Some((run, repo)) = line.split_once('\t') else {
+                continue;
+            };
+            // A run recreated under the same id is judged by its record.
+            if runs.iter().any(|r| r.id.as_str() == run) {
+                kept_tombstones.push(line);
+                continue;
+            }
+            candidates.insert((PathBuf::from(repo), run.to_owned()));
+        }
         let mut out = Vec::new();
-        for repo in repos {
+        for (repo, run) in candidates {
             if !repo.is_dir() {
                 continue;
             }
             let git = Git::new(&repo);
-            let all = checkpoint::refs::list_all(&git).map_err(cp_err)?;
-            for (run, refs) in all {
-                let keep = match RunId::parse(&run) {
-                    Ok(rid) => runs.iter().any(|r| r.id == rid && !r.worktree_removed),
-                    Err(_) => true,
-                };
-                if keep {
-                    continue;
-                }
-                if !dry_run {
-                    checkpoint::refs::delete_run(&git, &run).map_err(cp_err)?;
-                }
-                out.push(PrunedRefs {
-                    repo: repo.clone(),
-                    run,
-                    refs: refs.len(),
-                });
+            let refs = checkpoint::refs::list_all(&git)
+                .map_err(cp_err)?
+                .get(&run)
+                .map_or(0, |r| r.len());
+            if refs == 0 {
+                continue;
             }
+            if !dry_run {
+                checkpoint::refs::delete_run(&git, &run).map_err(cp_err)?;
+            }
+            out.push(PrunedRefs { repo, run, refs });
+        }
+        if !dry_run && kept_tombstones.len() != tombstones.lines().filter(|l| !l.is_empty()).count() {
+            let mut text = kept_tombstones.join("\n");
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            let tmp = tombstones_path.with_extension("tmp");
+            std::fs::write(&tmp, text)
+                .and_then(|()| std::fs::rename(&tmp, &tombstones_path))
+                .map_err(|e| EngineError::new(ErrorCode::Io, format!("{}: {e}", tombstones_path.display())))?;
         }
         Ok(out)
     }
 }
+
+/// The file in the state dir listing removed runs whose checkpoint refs are kept:
+/// `<run id>\t<repository>` per line.
+const REMOVED_RUNS: &str = "removed-runs";
 
 /// Handles a checkpoint or rollback request inside the run's supervisor; returns the answer
 /// and whether a snapshot of the whole worktree was recorded. `pause` stops the agent's
@@ -428,6 +453,30 @@ fn repo_git(rec: &RunRecord) -> Result<ExactGit, EngineError> {
         ));
     }
     Ok(Git::new(&rec.repo).exact()?)
+}
+
+/// A private copy of the run's checkpoint index for one live diff (removed when dropped): its
+/// stat data spares re-hashing unchanged files, and the supervisor's scans never wait on our
+/// lock nor we on theirs. The copy keeps the original's mtime, which git's racy-clean checks
+/// are relative to. Without an index to copy, the path is left free: the scan seeds one.
+fn live_index(layout: &store::StateLayout, id: &RunId) -> Result<tempfile::TempPath, EngineError> {
+    let io = |e: std::io::Error| EngineError::new(ErrorCode::Io, format!("live diff index: {e}"));
+    let dir = layout.run_dir(id);
+    let copy = tempfile::Builder::new()
+        .prefix("live-diff-")
+        .suffix(".index")
+        .tempfile_in(&dir)
+        .map_err(io)?
+        .into_temp_path();
+    let original = crate::checkpointer::index_path(layout, id);
+    let copied = std::fs::copy(&original, &copy).and_then(|_| {
+        let mtime = std::fs::metadata(&original)?.modified()?;
+        std::fs::File::options().write(true).open(&copy)?.set_modified(mtime)
+    });
+    if copied.is_err() {
+        std::fs::remove_file(&copy).map_err(io)?;
+    }
+    Ok(copy)
 }
 
 fn worktree_gone(rec: &RunRecord) -> EngineError {

@@ -141,6 +141,19 @@ impl Engine {
             )
             .hint("choose another --id, or delete the branch if it is no longer needed"));
         }
+        // A removed run's checkpoints are kept until `gc --prune-refs`; a new run with its id
+        // would write over them.
+        let refs = format!("{}{id}/", checkpoint::refs::NAMESPACE);
+        if req.id.is_some() && !self.store.layout().run_dir(&id).exists() && git.has_refs_under(&refs)? {
+            return Err(EngineError::new(
+                ErrorCode::RunIdConflict,
+                format!(
+                    "checkpoints of an earlier run {id} are kept in {} ({refs}*)",
+                    repo.display()
+                ),
+            )
+            .hint("choose another --id, or delete them with `agentctl gc --prune-refs`"));
+        }
         match self.store.create_run(&id, spec.clone(), plan)? {
             CreateOutcome::Exists(events) => {
                 let same =

@@ -243,6 +243,8 @@ impl Engine {
         if let Err(e) = self.provider.destroy(id) {
             tracing::warn!(error = %e, "provider cleanup failed");
         }
+        // The record goes, the checkpoint refs stay: note whose they are for `gc --prune-refs`.
+        self.note_removed_run(id, &rec.repo)?;
         self.store.delete_run(id)?;
         Ok(RmReport {
             id: id.clone(),

@@ -277,6 +277,12 @@ impl Git {
         Ok(out.status.success())
     }
 
+    /// Whether any ref starts with `prefix` (e.g. `refs/agentctl/runs/ID/`).
+    pub fn has_refs_under(&self, prefix: &str) -> Result<bool, VcsError> {
+        let out = self.run(["for-each-ref", "--count=1", "--format=%(refname)", prefix])?;
+        Ok(!out.trim().is_empty())
+    }
+
     /// Deletes a local branch.
     pub fn delete_branch(&self, branch: &str) -> Result<(), VcsError> {
         self.run(["branch", "-D", "--", branch]).map(drop)

@@ -241,7 +241,14 @@ pub fn gc(g: &GlobalArgs, args: &GcArgs) -> Result<i32, CliError> {
         force: args.force,
     })?;
     let pruned = if args.prune_refs {
-        engine.prune_refs(args.dry_run)?
+        // Runs removed just now keep their refs (their last state was just saved) until the
+        // next `gc --prune-refs`.
+        let spare: Vec<_> = items
+            .iter()
+            .filter(|i| i.action == "removed" || i.action == "would_remove")
+            .map(|i| i.id.clone())
+            .collect();
+        engine.prune_refs(args.dry_run, &spare)?
     } else {
         Vec::new()
     };

@@ -191,9 +191,47 @@ fn rm_and_gc_save_uncaptured_work_as_checkpoints_until_refs_are_pruned() {
         .collect();
     assert!(pruned.contains(&"dirty") && pruned.contains(&"later"), "{dry}");
     assert!(refs().contains("/dirty/"));
-    let (_, out) = env.json(&["gc", "--prune-refs"]);
-    assert!(out.status.success());
-    assert_eq!(refs().trim(), "", "every run's worktree is gone, so are its refs");
+    // A removed run's id cannot be reused while its checkpoints are kept.
+    let (again, _) = env.json(&["run", "--id", "dirty", "--", "true"]);
+    assert_eq!(again["error"]["code"], "RUN_ID_CONFLICT", "{again}");
+    assert!(
+        again["error"]["hint"].as_str().unwrap().contains("gc --prune-refs"),
+        "{again}"
+    );
+    // Refs of a run this state dir never had (another state dir's) are not ours to prune.
+    git(&env.repo, &["update-ref", "refs/agentctl/runs/foreign/0", "HEAD"]);
+    // A run the same gc removes keeps its refs (its last state was just saved) until the next.
+    let (fresh, _) = env.json(&["run", "--id", "fresh", "--", "sh", "-c", "echo f > f.txt"]);
+    assert!(Path::new(fresh["worktree"].as_str().unwrap()).exists());
+    let (gc, out) = env.json(&["gc", "--older-than", "0s", "--prune-refs"]);
+    assert!(out.status.success(), "{gc}");
+    assert_eq!(gc["runs"][0]["id"], "fresh", "{gc}");
+    let pruned: Vec<&str> = gc["pruned_refs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["run"].as_str().unwrap())
+        .collect();
+    assert_eq!(pruned, ["clean", "committed", "dirty", "later"], "{gc}");
+    let left: Vec<String> = refs()
+        .lines()
+        .map(|r| r.rsplit_once('/').unwrap().0.to_owned())
+        .collect();
+    assert!(
+        left.iter().all(|r| r.ends_with("/fresh") || r.ends_with("/foreign")),
+        "{left:?}"
+    );
+    assert!(left.iter().any(|r| r.ends_with("/fresh")), "{left:?}");
+    let (gc, _) = env.json(&["gc", "--prune-refs"]);
+    assert_eq!(gc["pruned_refs"][0]["run"], "fresh", "{gc}");
+    assert_eq!(
+        refs().trim(),
+        "refs/agentctl/runs/foreign/0",
+        "every run of ours has its worktree gone, so are its refs"
+    );
+    // With its checkpoints gone, the id is free again.
+    let (again, out) = env.json(&["run", "--id", "dirty", "--", "true"]);
+    assert!(out.status.success(), "{again}");
 }
 
 #[test]
