@@ -289,11 +289,14 @@ fn supervise_run(
     };
     // Checkpoints: the watcher first, so no change after the baseline goes unseen.
     let policy = spec.checkpoints;
+    let mut unwatched = None;
     let watcher = if policy.watch {
         match watch::ChangeWatcher::start(&plan.worktree) {
             Ok(w) => Some(w),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the worktree; checkpoints only at start, end and on request");
+                // Recorded (as a watcher overflow) by the first tick; timed full scans stand in.
+                tracing::warn!(error = %e, "cannot watch the worktree");
+                unwatched = Some(format!("cannot watch the worktree: {e}"));
                 None
             }
         }
@@ -317,6 +320,7 @@ fn supervise_run(
         overflowed: false,
         retry_at: None,
         degraded: false,
+        unwatched,
         pgid: None,
     };
     let end = {
@@ -467,6 +471,8 @@ struct EngineSink<'w, 's> {
     overflowed: bool,
     /// The watcher can no longer see every change (e.g. the inotify watch limit).
     degraded: bool,
+    /// Why the watcher could not start, when watching was asked for.
+    unwatched: Option<String>,
     /// After a failed checkpoint: no automatic one before this.
     retry_at: Option<Instant>,
     pgid: Option<u32>,
@@ -500,11 +506,22 @@ impl EngineSink<'_, '_> {
 
     /// Drains the watcher into the change log and the pending set. False when not watching.
     fn record_changes(&mut self) -> bool {
-        let (Some(watcher), Some(_)) = (&self.watcher, &self.checkpointer) else {
+        if self.checkpointer.is_none() {
             return false;
+        }
+        let (batch, degraded) = match (&self.watcher, &self.unwatched) {
+            (Some(watcher), _) => (watcher.drain(), watcher.degraded()),
+            // No watcher at all: as degraded as can be.
+            (None, Some(why)) => (
+                watch::ChangeBatch {
+                    overflow: true,
+                    overflow_reason: Some(why.clone()),
+                    ..Default::default()
+                },
+                Some(why.clone()),
+            ),
+            (None, None) => return false,
         };
-        let batch = watcher.drain();
-        let degraded = watcher.degraded();
         if batch.overflow {
             let reason = batch
                 .overflow_reason

@@ -59,7 +59,7 @@ pub enum ScanKind {
 
 /// When a running agent's worktree is checkpointed automatically. Recorded in the run's spec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct CheckpointPolicy {
     /// Watch the worktree and checkpoint while the agent works (baseline and final are always taken).
     pub watch: bool,

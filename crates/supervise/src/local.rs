@@ -145,13 +145,19 @@ impl RunFiles {
         if let Some(stop) = self.take_stop() {
             return Some(stop);
         }
-        let mut names: Vec<String> = fs::read_dir(self.control_dir())
+        // Oldest request first (ids start with the sender's pid, so their order says nothing).
+        let mut found: Vec<(std::time::SystemTime, String)> = fs::read_dir(self.control_dir())
             .ok()?
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.starts_with("req-") && n.ends_with(".json"))
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let name = e.file_name().into_string().ok()?;
+                let age = e.metadata().and_then(|m| m.modified()).ok()?;
+                Some((age, name))
+            })
+            .filter(|(_, n)| n.starts_with("req-") && n.ends_with(".json"))
             .collect();
-        names.sort();
-        for name in names {
+        found.sort();
+        for (_, name) in found {
             let id = &name["req-".len()..name.len() - ".json".len()];
             let work = self.control_dir().join(format!("work-{id}.json"));
             if fs::rename(self.control_dir().join(&name), &work).is_err() {
