@@ -88,6 +88,11 @@ pub enum Command {
     Demo(DemoArgs),
     /// Measure launch overhead and event-log throughput against baselines.
     Bench(BenchArgs),
+    /// Serve the /v1 HTTP API for this state directory (optional: runs never depend on it).
+    Serve(ServeArgs),
+    /// Create, list and revoke the API's bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Maintenance commands.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -380,6 +385,37 @@ pub enum BenchWhich {
         /// Measurements per case.
         #[arg(long, default_value_t = 10)]
         iterations: usize,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TCP address to serve on (port 0 picks a free one; see <state>/daemon/endpoint.json).
+    /// The API is also served on the unix socket <state>/daemon/api.sock.
+    #[arg(long, value_name = "ADDR", default_value = api::server::DEFAULT_LISTEN)]
+    pub listen: std::net::SocketAddr,
+    /// Allow a non-loopback --listen address (every route but health needs a bearer token).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Longest a request may take before it is answered REQUEST_TIMEOUT.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "180s")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (once: only its hash is stored).
+    Create {
+        /// A name to recognise it by in `token list`.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List tokens (ids, names, creation times; never their values).
+    List,
+    /// Revoke a token by id; the daemon refuses it from the next request on.
+    Revoke {
+        /// The token's id, from `token list`.
+        id: String,
     },
 }
 

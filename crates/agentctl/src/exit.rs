@@ -23,6 +23,14 @@ impl From<store::StoreError> for CliError {
     }
 }
 
+impl From<api::ApiError> for CliError {
+    fn from(e: api::ApiError) -> Self {
+        let mut err = EngineError::new(e.code, e.message);
+        err.hint = e.hint;
+        CliError(err)
+    }
+}
+
 impl CliError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         CliError(EngineError::new(code, message))

@@ -49,15 +49,7 @@ impl Printer {
         match self.mode {
             Print::Nothing => {}
             Print::Json => {
-                use base64::Engine as _;
-                let body = match std::str::from_utf8(&c.data) {
-                    Ok(text) => serde_json::json!({"ts": c.ts, "stream": c.stream, "data": text}),
-                    Err(_) => serde_json::json!({
-                        "ts": c.ts,
-                        "stream": c.stream,
-                        "b64": base64::engine::general_purpose::STANDARD.encode(&c.data),
-                    }),
-                };
+                let body = engine::view::chunk_json(c);
                 let mut stdout = std::io::stdout().lock();
                 let _ = writeln!(stdout, "{body}");
                 let _ = stdout.flush();

@@ -68,6 +68,19 @@ fn init_tracing(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    if let Command::Serve(_) = cli.command {
+        // The daemon logs structured JSON, info and up, whatever --log-format says.
+        let level = if cli.global.verbose == 0 { "info" } else { default };
+        let filter = EnvFilter::try_from_env("AGENTCTL_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
+        return;
+    }
     if cli.global.log_format == LogFormat::Json {
         builder.json().flatten_event(true).with_current_span(true).init();
     } else {
@@ -94,6 +107,8 @@ fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Agents(args) => commands::agents(g, &args),
         Command::Demo(args) => demo::demo(g, &args),
         Command::Bench(args) => bench::bench(g, args),
+        Command::Serve(args) => commands::daemon::serve(g, &args),
+        Command::Token(cmd) => commands::daemon::token(g, cmd),
         Command::Admin(cmd) => commands::admin(g, cmd),
         Command::Completions(args) => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -1,73 +1,12 @@
 //! How runs look to users: the JSON view (a stable contract, separate from the database row)
 //! and the human renderings, coloured only on a terminal and never with NO_COLOR.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
 use anstyle::{AnsiColor, Style};
-use model::{RunId, RunState};
+use model::RunState;
 use serde::Serialize;
 use store::RunRecord;
 
-/// The JSON shape of a run in every command's `--json` output.
-#[derive(Debug, Serialize)]
-pub struct RunView {
-    pub id: RunId,
-    pub state: RunState,
-    pub agent: String,
-    pub prompt: Option<String>,
-    pub exit_code: Option<i32>,
-    pub signal: Option<String>,
-    pub reason: Option<String>,
-    pub repo: PathBuf,
-    pub worktree: PathBuf,
-    pub worktree_removed: bool,
-    pub branch: String,
-    pub base: String,
-    pub base_commit: String,
-    pub labels: BTreeMap<String, String>,
-    pub keep: bool,
-    pub pid: Option<u32>,
-    pub supervisor_pid: Option<u32>,
-    pub created_at: jiff::Timestamp,
-    pub started_at: Option<jiff::Timestamp>,
-    pub finished_at: Option<jiff::Timestamp>,
-    pub duration_ms: Option<u64>,
-}
-
-impl From<&RunRecord> for RunView {
-    fn from(r: &RunRecord) -> Self {
-        RunView {
-            id: r.id.clone(),
-            state: r.state,
-            agent: r.agent.clone(),
-            prompt: r.prompt.clone(),
-            exit_code: r.exit_code,
-            signal: r.signal.clone(),
-            reason: r.reason.clone(),
-            repo: r.repo.clone(),
-            worktree: r.worktree.clone(),
-            worktree_removed: r.worktree_removed,
-            branch: r.branch.clone(),
-            base: r.base.clone(),
-            base_commit: r.base_commit.clone(),
-            labels: r.labels.clone(),
-            keep: r.keep,
-            pid: r.pid,
-            supervisor_pid: r.supervisor_pid,
-            created_at: r.created_at,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            duration_ms: duration_ms(r),
-        }
-    }
-}
-
-fn duration_ms(r: &RunRecord) -> Option<u64> {
-    let start = r.started_at?;
-    let end = r.finished_at.unwrap_or_else(jiff::Timestamp::now);
-    Some(end.duration_since(start).as_millis().max(0) as u64)
-}
+pub use engine::view::RunView;
 
 /// Prints a value as one line of JSON.
 pub fn print_json(value: &impl Serialize) {
@@ -183,7 +122,7 @@ pub fn show_text(r: &RunRecord) -> String {
     if let Some(t) = r.finished_at {
         line("finished", t.to_string());
     }
-    if let Some(ms) = duration_ms(r) {
+    if let Some(ms) = engine::view::duration_ms(r) {
         line("duration", human_duration(ms));
     }
     if let Some(pid) = r.pid {

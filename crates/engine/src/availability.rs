@@ -94,3 +94,58 @@ fn version_of(program: &Path, args: &[String]) -> Option<String> {
         .find(|l| !l.is_empty())
         .map(str::to_owned)
 }
+
+/// One agent as `agentctl agents` and `GET /v1/agents` show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentRow {
+    pub name: String,
+    pub available: bool,
+    pub path: Option<PathBuf>,
+    pub version: Option<String>,
+    pub tags: Vec<String>,
+    pub description: String,
+    pub origin: String,
+    pub prompt_via: model::PromptVia,
+    pub tty: bool,
+    pub install_hint: String,
+}
+
+/// Every agent known from the presets, `user_file` and `repo`'s definitions, with its
+/// availability; versions are probed when `versions`. A repository's own definitions are its
+/// code: listing agents in a fresh clone must not run them, so their version commands are
+/// never probed (presets and the user's are).
+pub fn agent_rows(
+    user_file: Option<&Path>,
+    repo: Option<&Path>,
+    versions: bool,
+) -> Result<Vec<AgentRow>, crate::EngineError> {
+    let registry = agents::load_registry(user_file, repo)?;
+    let repo_file = repo.map(|r| r.join(".agentctl").join("agents.toml"));
+    Ok(registry
+        .iter()
+        .map(|(name, def, origin)| {
+            let command = name == agents::presets::COMMAND;
+            let from_repo = matches!((origin, &repo_file), (agents::Origin::File(p), Some(r)) if p == r);
+            let avail = if command {
+                Availability {
+                    path: None,
+                    version: None,
+                }
+            } else {
+                probe(def, repo, versions && !from_repo)
+            };
+            AgentRow {
+                name: name.to_owned(),
+                available: command || avail.available(),
+                path: avail.path,
+                version: avail.version,
+                tags: def.tags.clone(),
+                description: def.description.clone(),
+                origin: origin.describe(),
+                prompt_via: def.prompt_via,
+                tty: def.tty,
+                install_hint: def.install_hint.clone(),
+            }
+        })
+        .collect())
+}

@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod lifecycle;
 pub mod repo_lock;
 pub mod supervisor;
+pub mod view;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,4 +87,9 @@ impl Engine {
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }
+}
+
+/// The top level of the git repository containing `dir` (`NOT_A_GIT_REPO` when there is none).
+pub fn repo_toplevel(dir: &std::path::Path) -> Result<PathBuf, EngineError> {
+    Ok(vcs::Git::toplevel(dir)?)
 }

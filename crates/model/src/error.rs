@@ -28,10 +28,16 @@ pub enum ErrorCode {
     #[serde(rename = "IO_ERROR")]
     Io,
     Internal,
+    Unauthorized,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    DaemonRunning,
+    TokenNotFound,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidConfig,
         ErrorCode::RunNotFound,
@@ -52,6 +58,12 @@ impl ErrorCode {
         ErrorCode::CheckpointFailed,
         ErrorCode::Io,
         ErrorCode::Internal,
+        ErrorCode::Unauthorized,
+        ErrorCode::NotFound,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::RequestTimeout,
+        ErrorCode::DaemonRunning,
+        ErrorCode::TokenNotFound,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +88,12 @@ impl ErrorCode {
             ErrorCode::CheckpointFailed => "CHECKPOINT_FAILED",
             ErrorCode::Io => "IO_ERROR",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
+            ErrorCode::DaemonRunning => "DAEMON_RUNNING",
+            ErrorCode::TokenNotFound => "TOKEN_NOT_FOUND",
         }
     }
 
@@ -83,7 +101,11 @@ impl ErrorCode {
     /// small codes agents use and `run` passes through).
     pub fn exit_code(self) -> i32 {
         match self {
-            ErrorCode::InvalidArgument => 64,
+            ErrorCode::InvalidArgument | ErrorCode::PayloadTooLarge => 64,
+            ErrorCode::NotFound | ErrorCode::TokenNotFound => 66,
+            ErrorCode::Unauthorized => 77,
+            ErrorCode::RequestTimeout => 75,
+            ErrorCode::DaemonRunning => 75,
             ErrorCode::RunNotFound
             | ErrorCode::AgentNotFound
             | ErrorCode::BaseNotFound

@@ -88,31 +88,7 @@ pub fn diff(g: &GlobalArgs, args: &DiffArgs) -> Result<i32, CliError> {
     let render = (!g.json).then_some((format, color));
     let result = engine.diff(&id, args.from, to, &args.paths, render)?;
     if g.json {
-        let files: Vec<_> = result
-            .stats
-            .files
-            .iter()
-            .map(|f| {
-                serde_json::json!({
-                    "path": f.path,
-                    "status": f.status.as_str(),
-                    "insertions": f.insertions,
-                    "deletions": f.deletions,
-                    "binary": f.insertions.is_none(),
-                    "old_mode": f.old_mode,
-                    "new_mode": f.new_mode,
-                })
-            })
-            .collect();
-        view::print_json(&serde_json::json!({
-            "run": id,
-            "from": result.from,
-            "to": result.to,
-            "files_changed": files.len(),
-            "insertions": result.stats.insertions,
-            "deletions": result.stats.deletions,
-            "files": files,
-        }));
+        view::print_json(&engine::view::diff_json(&id, &result));
         return Ok(0);
     }
     let text = result.text.unwrap_or_default();

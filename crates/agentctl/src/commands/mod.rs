@@ -2,6 +2,7 @@
 //! result (human text, or JSON with `--json`).
 
 pub mod checkpoints;
+pub mod daemon;
 pub mod run;
 pub mod runs;
 
@@ -98,56 +99,12 @@ pub fn init(g: &GlobalArgs, args: &InitArgs) -> Result<i32, CliError> {
     Ok(0)
 }
 
-#[derive(Serialize)]
-struct AgentRow {
-    name: String,
-    available: bool,
-    path: Option<std::path::PathBuf>,
-    version: Option<String>,
-    tags: Vec<String>,
-    description: String,
-    origin: String,
-    prompt_via: model::PromptVia,
-    tty: bool,
-    install_hint: String,
-}
-
 /// `agents`: every known agent with its availability.
 pub fn agents(g: &GlobalArgs, args: &AgentsArgs) -> Result<i32, CliError> {
     let dir = context::repo_dir(None)?;
     let repo = vcs::Git::toplevel(&dir).ok();
     let user = context::config_dir().map(|d| d.join("agents.toml"));
-    let registry = agents::load_registry(user.as_deref(), repo.as_deref()).map_err(engine::EngineError::from)?;
-    // A repository's own definitions are its code: listing agents in a fresh clone must not
-    // run them, so their version commands are not probed (presets and your user config are).
-    let repo_file = repo.as_ref().map(|r| r.join(".agentctl").join("agents.toml"));
-    let rows: Vec<AgentRow> = registry
-        .iter()
-        .map(|(name, def, origin)| {
-            let command = name == agents::presets::COMMAND;
-            let from_repo = matches!((origin, &repo_file), (agents::Origin::File(p), Some(r)) if p == r);
-            let avail = if command {
-                engine::availability::Availability {
-                    path: None,
-                    version: None,
-                }
-            } else {
-                engine::availability::probe(def, repo.as_deref(), !args.no_version && !from_repo)
-            };
-            AgentRow {
-                name: name.to_owned(),
-                available: command || avail.available(),
-                path: avail.path,
-                version: avail.version,
-                tags: def.tags.clone(),
-                description: def.description.clone(),
-                origin: origin.describe(),
-                prompt_via: def.prompt_via,
-                tty: def.tty,
-                install_hint: def.install_hint.clone(),
-            }
-        })
-        .collect();
+    let rows = engine::availability::agent_rows(user.as_deref(), repo.as_deref(), !args.no_version)?;
     if g.json {
         view::print_json(&serde_json::json!({ "agents": rows }));
         return Ok(0);
@@ -176,7 +133,7 @@ pub fn agents(g: &GlobalArgs, args: &AgentsArgs) -> Result<i32, CliError> {
             view::truncate(&r.description, 60)
         );
     }
-    let missing: Vec<&AgentRow> = rows
+    let missing: Vec<&engine::availability::AgentRow> = rows
         .iter()
         .filter(|r| !r.available && !r.install_hint.is_empty())
         .collect();

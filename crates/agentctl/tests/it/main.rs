@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod api;
 mod bench_checkpoint;
 mod checkpoints;
 mod cli;

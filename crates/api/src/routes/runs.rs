@@ -1,0 +1,263 @@
+//! `/v1/runs`: create (idempotent), list (filters, cursor pages), get, stop, delete, and a
+//! run's events and captured output.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use engine::RunRequest;
+use engine::view::RunView;
+use model::{RunId, RunState};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::params::{Body, Query};
+use crate::{ApiError, AppState, blocking};
+
+/// Runs per page when `limit` is not given, and the most one page holds.
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+/// The body of `POST /v1/runs`: what `agentctl run` takes, as JSON.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRun {
+    /// A caller-chosen id (the same id and body again returns the same run).
+    pub id: Option<String>,
+    pub agent: Option<String>,
+    pub prompt: Option<String>,
+    /// The program and its arguments for `command`; extra arguments for other agents.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// An absolute path inside the repository to run in.
+    pub repo: PathBuf,
+    pub base: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub grace_ms: Option<u64>,
+    #[serde(default)]
+    pub keep: bool,
+    #[serde(default)]
+    pub checkpoints: model::CheckpointPolicy,
+}
+
+/// `POST /v1/runs`: 201 with the new run, or 200 with the existing one when the id (or the
+/// `Idempotency-Key`) was used before with the same body; 409 `RUN_ID_CONFLICT` with another.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body<CreateRun>,
+) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::invalid("Idempotency-Key must be visible ASCII"))
+        })
+        .transpose()?;
+    let id = match (&body.id, key) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "give either an `id` or an Idempotency-Key header, not both",
+            ));
+        }
+        (Some(id), None) => Some(RunId::parse(id).map_err(|e| ApiError::invalid(e.to_string()))?),
+        (None, Some(key)) if key.is_empty() || key.len() > 255 => {
+            return Err(ApiError::invalid("Idempotency-Key must be 1 to 255 characters"));
+        }
+        (None, Some(key)) => Some(id_for_key(key)),
+        (None, None) => None,
+    };
+    if !body.repo.is_absolute() {
+        return Err(ApiError::invalid(format!(
+            "repo must be an absolute path, not {}",
+            body.repo.display()
+        )));
+    }
+    let req = RunRequest {
+        id,
+        agent: body.agent,
+        prompt: body.prompt,
+        args: body.command,
+        repo_dir: body.repo,
+        base: Some(body.base.unwrap_or_else(|| "HEAD".to_owned())),
+        env: body.env,
+        labels: body.labels,
+        timeout: body.timeout_ms.map(Duration::from_millis),
+        idle_timeout: body.idle_timeout_ms.map(Duration::from_millis),
+        grace: Some(body.grace_ms.map_or(engine::DEFAULT_GRACE, Duration::from_millis)),
+        keep: body.keep,
+        checkpoints: body.checkpoints,
+    };
+    let created = blocking(&state, move |engine| Ok(engine.create_run(req)?)).await?;
+    let status = if created.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(RunView::from(&created.run))))
+}
+
+/// The run id an `Idempotency-Key` stands for: the same key is the same run.
+fn id_for_key(key: &str) -> RunId {
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest[..10].iter().map(|b| format!("{b:02x}")).collect();
+    RunId::parse(&format!("key-{hex}")).expect("hex ids are valid")
+}
+
+/// `GET /v1/runs?state=S[,S…]&agent=A&label=K=V&limit=N&cursor=C`: newest first. `state` and
+/// `label` may repeat (states are ORed, labels ANDed). `next_cursor` continues the listing.
+pub async fn list(State(state): State<AppState>, q: Query) -> Result<Json<Value>, ApiError> {
+    let mut states = Vec::new();
+    for s in q.all("state").into_iter().flat_map(|v| v.split(',')) {
+        states.push(s.parse::<RunState>().map_err(|e| {
+            ApiError::invalid(e.to_string()).hint(format!("states: {}", RunState::ALL.map(|s| s.as_str()).join(", ")))
+        })?);
+    }
+    let mut labels = Vec::new();
+    for l in q.all("label") {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| ApiError::invalid(format!("label {l:?} is not KEY=VALUE")))?;
+        labels.push((k.to_owned(), v.to_owned()));
+    }
+    let limit = q.parse::<usize>("limit")?.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::invalid(format!("limit must be 1 to {MAX_PAGE}")));
+    }
+    let after = q.get("cursor").map(Cursor::parse).transpose()?;
+    let filter = store::RunFilter {
+        states,
+        agent: q.get("agent").map(str::to_owned),
+        labels,
+        limit: None,
+    };
+    let mut runs = blocking(&state, move |engine| Ok(engine.list(&filter)?)).await?;
+    runs.sort_by(|a, b| Cursor::of(b).cmp(&Cursor::of(a)));
+    let page: Vec<_> = runs
+        .iter()
+        .filter(|r| after.as_ref().is_none_or(|c| Cursor::of(r) < *c))
+        .take(limit + 1)
+        .collect();
+    let next = (page.len() > limit).then(|| Cursor::of(page[limit - 1]).to_string());
+    let views: Vec<RunView> = page.iter().take(limit).map(|r| RunView::from(*r)).collect();
+    Ok(Json(json!({ "runs": views, "next_cursor": next })))
+}
+
+/// A position in the newest-first listing: creation time, then id.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Cursor {
+    created_ns: i128,
+    id: String,
+}
+
+impl Cursor {
+    fn of(r: &store::RunRecord) -> Cursor {
+        Cursor {
+            created_ns: r.created_at.as_nanosecond(),
+            id: r.id.as_str().to_owned(),
+        }
+    }
+
+    fn parse(text: &str) -> Result<Cursor, ApiError> {
+        let bad = || ApiError::invalid(format!("cursor {text:?} is not one this API gave"));
+        let (ns, id) = text.split_once('~').ok_or_else(bad)?;
+        Ok(Cursor {
+            created_ns: ns.parse().map_err(|_| bad())?,
+            id: id.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}~{}", self.created_ns, self.id)
+    }
+}
+
+/// `GET /v1/runs/{id}` (an id or a unique prefix): the run, its state checked against its
+/// supervisor first, as `agentctl show --json`.
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<RunView>, ApiError> {
+    let rec = blocking(&state, move |engine| {
+        let id = engine.resolve(&id)?;
+        Ok(engine.refresh(&id, "api")?)
+    })
+    .await?;
+    Ok(Json(RunView::from(&rec)))
+}
+
+/// `POST /v1/runs/{id}/stop[?grace_ms=N]`: starts the stop (202) and answers at once; the run
+/// reaches a terminal state within about three graces.
+pub async fn stop(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    q: Query,
+) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    let grace = q
+        .parse::<u64>("grace_ms")?
+        .map_or(engine::DEFAULT_GRACE, Duration::from_millis);
+    let rec = blocking(&state, move |engine| {
+        let id = engine.resolve(&id)?;
+        Ok(engine.stop(&id, grace)?)
+    })
+    .await?;
+    let status = if rec.state.is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(RunView::from(&rec))))
+}
+
+/// `DELETE /v1/runs/{id}[?force=true]`: as `agentctl rm` (the worktree is saved as a checkpoint
+/// first); an active run is refused with `RUN_ACTIVE` unless `force`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    q: Query,
+) -> Result<Json<engine::RmReport>, ApiError> {
+    let force = q.flag("force")?;
+    let report = blocking(&state, move |engine| {
+        let id = engine.resolve(&id)?;
+        Ok(engine.rm(&id, force)?)
+    })
+    .await?;
+    Ok(Json(report))
+}
+
+/// `GET /v1/runs/{id}/events[?after=SEQ]`: the run's event log (after `SEQ` when given).
+pub async fn events(State(state): State<AppState>, Path(id): Path<String>, q: Query) -> Result<Json<Value>, ApiError> {
+    let after = q.parse::<u64>("after")?.unwrap_or(0);
+    let (id, events) = blocking(&state, move |engine| {
+        let id = engine.resolve(&id)?;
+        let events = engine.store().events(&id).map_err(engine::EngineError::from)?;
+        Ok((id, events))
+    })
+    .await?;
+    let events: Vec<_> = events.into_iter().filter(|e| e.seq > after).collect();
+    Ok(Json(json!({ "run": id, "events": events })))
+}
+
+/// `GET /v1/runs/{id}/logs[?offset=N]`: captured output from byte offset `N` of the output
+/// log, as `agentctl logs --json` chunks, and the offset to continue from.
+pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, q: Query) -> Result<Json<Value>, ApiError> {
+    let offset = q.parse::<u64>("offset")?.unwrap_or(0);
+    let (id, batch) = blocking(&state, move |engine| {
+        let id = engine.resolve(&id)?;
+        let batch = engine.logs(&id, offset)?;
+        Ok((id, batch))
+    })
+    .await?;
+    let chunks: Vec<Value> = batch.chunks.iter().map(engine::view::chunk_json).collect();
+    Ok(Json(
+        json!({ "run": id, "chunks": chunks, "next_offset": batch.next_offset }),
+    ))
+}

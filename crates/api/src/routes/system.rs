@@ -1,0 +1,64 @@
+//! Health, readiness and the agent registry.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::params::Query;
+use crate::{ApiError, AppState, blocking};
+
+/// `GET /v1/healthz`: the daemon answers. No token needed.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// `GET /v1/readyz`: the daemon can read its state (the database answers). No token needed.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let probe = blocking(&state, |engine| {
+        engine
+            .list(&store::RunFilter {
+                limit: Some(1),
+                ..Default::default()
+            })
+            .map(drop)
+            .map_err(ApiError::from)
+    })
+    .await;
+    match probe {
+        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not_ready", "reason": e.message })),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /v1/agents[?repo=DIR][&versions=true]`: every agent with its availability, as
+/// `agentctl agents --json` lists them (from `repo`'s definitions too, when given).
+pub async fn agents(State(state): State<AppState>, q: Query) -> Result<Json<Value>, ApiError> {
+    let repo = q.get("repo").map(std::path::PathBuf::from);
+    let versions = q.flag("versions")?;
+    let rows = blocking(&state, move |engine| {
+        let repo = match repo {
+            Some(dir) => Some(vcs_toplevel(&dir)?),
+            None => None,
+        };
+        engine::availability::agent_rows(engine.config().user_agents_file.as_deref(), repo.as_deref(), versions)
+            .map_err(ApiError::from)
+    })
+    .await?;
+    Ok(Json(json!({ "agents": rows })))
+}
+
+fn vcs_toplevel(dir: &std::path::Path) -> Result<std::path::PathBuf, ApiError> {
+    if !dir.is_absolute() {
+        return Err(ApiError::invalid(format!(
+            "repo must be an absolute path, not {}",
+            dir.display()
+        )));
+    }
+    engine::repo_toplevel(dir).map_err(ApiError::from)
+}

@@ -1,0 +1,169 @@
+//! The daemon: one per state directory (an exclusive lock on `<state>/daemon/lock`), serving the
+//! API on a TCP address (loopback by default) and on a unix socket, `<state>/daemon/api.sock`
+//! (0600). It makes the default token on first start and writes `<state>/daemon/endpoint.json`
+//! (`{"pid", "listen", "socket", "started_at", "version"}`) once both listeners are bound, so
+//! clients — and tests, with `--listen 127.0.0.1:0` — find it. On SIGTERM or SIGINT it stops
+//! accepting, lets requests in flight finish, removes the endpoint file and the socket, and
+//! exits; runs keep going, since they belong to their supervisors.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::Engine;
+use model::ErrorCode;
+use serde::{Deserialize, Serialize};
+
+use crate::{ApiError, AppState, TokenStore};
+
+/// The default address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+
+/// How the daemon is asked to run.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    /// Allow a non-loopback `listen` (every route but health still needs a token).
+    pub allow_remote: bool,
+    pub request_timeout: Duration,
+}
+
+/// What `<state>/daemon/endpoint.json` says about a running daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub pid: u32,
+    pub listen: SocketAddr,
+    pub socket: PathBuf,
+    pub started_at: jiff::Timestamp,
+    pub version: String,
+}
+
+/// The daemon's directory in a state directory.
+pub fn daemon_dir(state_root: &Path) -> PathBuf {
+    state_root.join("daemon")
+}
+
+/// The running daemon's endpoint, if its file is there.
+pub fn read_endpoint(state_root: &Path) -> Option<Endpoint> {
+    let text = std::fs::read_to_string(daemon_dir(state_root).join("endpoint.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Serves the API for `engine`'s state directory until SIGTERM or SIGINT.
+pub fn serve(engine: Engine, opts: ServeOptions) -> Result<(), ApiError> {
+    if !opts.listen.ip().is_loopback() && !opts.allow_remote {
+        return Err(ApiError::invalid(format!(
+            "{} is not a loopback address: the API would be reachable from other machines",
+            opts.listen
+        ))
+        .hint("pass --allow-remote to serve it anyway (every route but health needs a bearer token)"));
+    }
+    let root = engine.store().layout().root().to_owned();
+    let dir = daemon_dir(&root);
+    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+    let _lock = lock_daemon(&dir)?;
+    let tokens = Arc::new(TokenStore::new(&dir));
+    tokens.ensure_default()?;
+    let state = AppState {
+        engine: Arc::new(engine),
+        tokens,
+        request_timeout: opts.request_timeout,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(run(state, &dir, opts.listen))
+}
+
+async fn run(state: AppState, dir: &Path, listen: SocketAddr) -> Result<(), ApiError> {
+    let tcp = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Io, format!("cannot listen on {listen}: {e}")))?;
+    let bound = tcp.local_addr().map_err(|e| io_err(dir, e))?;
+    let socket = dir.join("api.sock");
+    // We hold the lock: a socket file left here is a dead daemon's.
+    let _ = std::fs::remove_file(&socket);
+    let unix = tokio::net::UnixListener::bind(&socket).map_err(|e| io_err(&socket, e))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(|e| io_err(&socket, e))?;
+    let endpoint = Endpoint {
+        pid: std::process::id(),
+        listen: bound,
+        socket: socket.clone(),
+        started_at: jiff::Timestamp::now(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let endpoint_path = dir.join("endpoint.json");
+    write_atomic(
+        &endpoint_path,
+        &serde_json::to_vec(&endpoint).expect("endpoint serializes"),
+    )?;
+    tracing::info!(listen = %bound, socket = %socket.display(), "serving the API");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = crate::routes::router(state);
+    let shutdown = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let tcp_server = axum::serve(tcp, app.clone()).with_graceful_shutdown(shutdown(stop_rx.clone()));
+    let unix_server = axum::serve(unix, app).with_graceful_shutdown(shutdown(stop_rx));
+    let signals = async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(
+            signal = which,
+            "shutting down: no new connections; finishing requests in flight"
+        );
+        let _ = stop_tx.send(true);
+    };
+    let (tcp_result, unix_result, ()) = tokio::join!(async { tcp_server.await }, async { unix_server.await }, signals);
+    let _ = std::fs::remove_file(&endpoint_path);
+    let _ = std::fs::remove_file(&socket);
+    tcp_result
+        .and(unix_result)
+        .map_err(|e| ApiError::new(ErrorCode::Io, format!("the server failed: {e}")))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Takes the one-daemon-per-state-dir lock, or says which daemon holds it.
+fn lock_daemon(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, ApiError> {
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_err(&path, e))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        let who = dir
+            .parent()
+            .and_then(read_endpoint)
+            .map(|e| format!(" (pid {}, listening on {})", e.pid, e.listen))
+            .unwrap_or_default();
+        ApiError::new(
+            ErrorCode::DaemonRunning,
+            format!("a daemon already serves this state directory{who}"),
+        )
+        .hint("stop it first (SIGTERM), or use another --state-dir")
+    })
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ApiError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| io_err(path, e))
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> ApiError {
+    ApiError::new(ErrorCode::Io, format!("{}: {e}", path.display()))
+}
