@@ -9,6 +9,7 @@ pub mod error;
 pub mod params;
 pub mod routes;
 pub mod server;
+pub mod stream;
 pub mod tokens;
 
 use std::sync::Arc;

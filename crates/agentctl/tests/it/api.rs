@@ -30,14 +30,20 @@ impl Daemon {
             .expect("agentctl serve starts");
         let endpoint = env.state.join("daemon/endpoint.json");
         let started = Instant::now();
-        while !endpoint.exists() {
+        // This daemon's endpoint (a killed one's file may still be there).
+        let ep = loop {
+            let ep: Option<Value> = std::fs::read_to_string(&endpoint)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+            if let Some(ep) = ep.filter(|e| e["pid"] == child.id()) {
+                break ep;
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "the daemon never wrote {endpoint:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
-        }
-        let ep: Value = serde_json::from_str(&std::fs::read_to_string(&endpoint).unwrap()).unwrap();
+        };
         let token = std::fs::read_to_string(env.state.join("daemon/token")).unwrap();
         Daemon {
             child: Some(child),
@@ -478,4 +484,138 @@ fn one_daemon_per_state_dir_and_sigterm_leaves_runs_running() {
         (v["error"]["code"].as_str(), out.status.code()),
         (Some("INVALID_ARGUMENT"), Some(64))
     );
+}
+
+/// Opens an SSE request and returns the events it delivers (`id`, parsed `data`), stopping
+/// after `limit` events (then dropping the connection) or when the server ends the stream.
+fn sse(d: &Daemon, path: &str, headers: &[(&str, &str)], limit: Option<usize>) -> Vec<(u64, Value)> {
+    use std::io::BufRead;
+    let mut stream = std::net::TcpStream::connect(&d.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n",
+        d.token
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut r = std::io::BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let mut chunked = false;
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        chunked |= line.to_lowercase().starts_with("transfer-encoding: chunked");
+    }
+    assert!(chunked, "a stream is sent chunked");
+    let (mut text, mut out) = (String::new(), Vec::new());
+    let (mut id, mut data) = (None, None);
+    loop {
+        // One chunk: its size in hex, the bytes, CRLF; size 0 ends the body.
+        line.clear();
+        if r.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        let size = usize::from_str_radix(line.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        let mut buf = vec![0; size + 2];
+        r.read_exact(&mut buf).unwrap();
+        text.push_str(std::str::from_utf8(&buf[..size]).unwrap());
+        while let Some(end) = text.find('\n') {
+            let l: String = text.drain(..=end).collect();
+            let l = l.trim_end_matches('\n');
+            if let Some(v) = l.strip_prefix("id: ") {
+                id = Some(v.parse::<u64>().unwrap());
+            } else if let Some(v) = l.strip_prefix("data: ") {
+                data = Some(serde_json::from_str::<Value>(v).unwrap());
+            } else if l.is_empty() {
+                if let (Some(i), Some(d)) = (id.take(), data.take()) {
+                    out.push((i, d));
+                    if limit.is_some_and(|n| out.len() >= n) {
+                        return out;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn event_streams_resume_after_a_disconnect_without_gap_or_duplicate() {
+    let env = Env::new();
+    let d = Daemon::start(&env);
+    let script = "for i in 1 2 3 4 5 6; do echo $i > f$i.txt; sleep 0.3; done";
+    let mut body = create_body(&env, script);
+    body["checkpoints"] = json!({"every_ms": 100});
+    let (_, run) = d.call("POST", "/v1/runs", Some(&body));
+    let id = run["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/runs/{id}/events?follow=true");
+    // Read a few events live, hang up, and come back with the last id seen.
+    let first = sse(&d, &path, &[], Some(4));
+    assert_eq!(first.len(), 4);
+    let last = first.last().unwrap().0.to_string();
+    let rest = sse(&d, &path, &[("Last-Event-ID", &last)], None);
+    let got: Vec<u64> = first.iter().chain(&rest).map(|(i, _)| *i).collect();
+    // The stream ended with the run: the concatenation is the log, every event once, in order.
+    let (_, log) = d.call("GET", &format!("/v1/runs/{id}/events"), None);
+    let log: Vec<Value> = log["events"].as_array().unwrap().clone();
+    let want: Vec<u64> = log.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(&got[..], &want[..got.len()], "no gap, no duplicate");
+    assert!(
+        rest.iter().any(|(_, e)| e["data"]["type"] == "finished"),
+        "the followed stream runs to the end of the run"
+    );
+    for (i, e) in first.iter().chain(&rest) {
+        assert_eq!(e["seq"].as_u64(), Some(*i), "the SSE id is the event's seq");
+        assert_eq!(Some(e), log.iter().find(|l| l["seq"].as_u64() == Some(*i)));
+    }
+    // Without follow, a stream sends what is there and ends; a bad Last-Event-ID is refused.
+    let all = sse(&d, &format!("/v1/runs/{id}/events"), &[], None);
+    assert_eq!(all.len(), log.len());
+    let (status, _, v) = d.raw("GET", &path, Some(&d.token), &[("Last-Event-ID", "x")], None);
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("INVALID_ARGUMENT")));
+}
+
+#[test]
+fn a_daemon_killed_with_sigkill_is_restarted_and_finds_its_runs_as_they_are() {
+    let env = Env::new();
+    let mut d = Daemon::start(&env);
+    let (_, run) = d.call(
+        "POST",
+        "/v1/runs",
+        Some(&create_body(&env, "echo one; sleep 1.5; echo two")),
+    );
+    let id = run["id"].as_str().unwrap().to_owned();
+    let before = wait_state(&d, &id, |s| s == "running");
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap(); // SIGKILL: no cleanup at all
+    child.wait().unwrap();
+    assert!(
+        env.state.join("daemon/endpoint.json").exists(),
+        "left behind by the killed daemon"
+    );
+    let d = Daemon::start(&env);
+    let again = wait_state(&d, &id, |_| true);
+    assert_eq!(again["state"], "running", "{again}");
+    assert_eq!(again["pid"], before["pid"], "the same agent, never restarted");
+    let end = wait_state(&d, &id, |s| s != "running");
+    assert_eq!(end["state"], "succeeded", "{end}");
+    let (_, logs) = d.call("GET", &format!("/v1/runs/{id}/logs"), None);
+    let out: String = logs["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(out, "one\ntwo\n", "output continuous across the daemon's death");
 }

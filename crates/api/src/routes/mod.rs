@@ -68,6 +68,10 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
 }
 
 async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // Streams last as long as the client wants them.
+    if crate::stream::is_stream_request(&req) {
+        return next.run(req).await;
+    }
     match tokio::time::timeout(state.request_timeout, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::new(

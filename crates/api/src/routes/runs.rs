@@ -233,17 +233,29 @@ pub async fn delete(
     Ok(Json(report))
 }
 
-/// `GET /v1/runs/{id}/events[?after=SEQ]`: the run's event log (after `SEQ` when given).
-pub async fn events(State(state): State<AppState>, Path(id): Path<String>, q: Query) -> Result<Json<Value>, ApiError> {
-    let after = q.parse::<u64>("after")?.unwrap_or(0);
-    let (id, events) = blocking(&state, move |engine| {
-        let id = engine.resolve(&id)?;
-        let events = engine.store().events(&id).map_err(engine::EngineError::from)?;
-        Ok((id, events))
+/// `GET /v1/runs/{id}/events[?after=SEQ][&follow=true]`: the run's event log after `SEQ`. As
+/// JSON (`{"run", "events"}`), or as server-sent events when the client accepts
+/// `text/event-stream` or asks to `follow` (see [`crate::stream`]).
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    q: Query,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let follow = q.flag("follow")?;
+    let after = crate::stream::resume_point(&headers, &q)?;
+    let id = blocking(&state, move |engine| Ok(engine.resolve(&id)?)).await?;
+    if follow || crate::stream::wants_stream(&headers) {
+        return Ok(crate::stream::run_events(state, id, after, follow).into_response());
+    }
+    let rid = id.clone();
+    let events = blocking(&state, move |engine| {
+        Ok(engine.store().events(&rid).map_err(engine::EngineError::from)?)
     })
     .await?;
     let events: Vec<_> = events.into_iter().filter(|e| e.seq > after).collect();
-    Ok(Json(json!({ "run": id, "events": events })))
+    Ok(Json(json!({ "run": id, "events": events })).into_response())
 }
 
 /// `GET /v1/runs/{id}/logs[?offset=N]`: captured output from byte offset `N` of the output
