@@ -6,10 +6,12 @@
 //! their supervisors, so it can stop, crash or restart without touching them.
 
 pub mod error;
+pub mod metrics;
 pub mod params;
 pub mod routes;
 pub mod server;
 pub mod stream;
+pub mod tail;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -26,6 +28,7 @@ pub use tokens::{TokenEntry, TokenStore};
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub tokens: Arc<TokenStore>,
+    pub metrics: Arc<metrics::Metrics>,
     /// Longest a request may take before it is answered `REQUEST_TIMEOUT`.
     pub request_timeout: Duration,
 }

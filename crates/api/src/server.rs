@@ -69,6 +69,7 @@ pub fn serve(engine: Engine, opts: ServeOptions) -> Result<(), ApiError> {
     let state = AppState {
         engine: Arc::new(engine),
         tokens,
+        metrics: Arc::default(),
         request_timeout: opts.request_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -104,6 +105,7 @@ async fn run(state: AppState, dir: &Path, listen: SocketAddr) -> Result<(), ApiE
     tracing::info!(listen = %bound, socket = %socket.display(), "serving the API");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(follow_events(state.clone()));
     let app = crate::routes::router(state);
     let shutdown = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -132,6 +134,29 @@ async fn run(state: AppState, dir: &Path, listen: SocketAddr) -> Result<(), ApiE
         .map_err(|e| ApiError::new(ErrorCode::Io, format!("the server failed: {e}")))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often the daemon looks for new events in the runs' logs.
+const TAIL_EVERY: Duration = Duration::from_millis(200);
+
+/// Feeds every event appended to any run's log to the metrics, for as long as the daemon runs.
+async fn follow_events(state: AppState) {
+    let layout = state.engine.store().layout().clone();
+    let tail = tokio::task::spawn_blocking(move || crate::tail::EventTail::at_end(layout)).await;
+    let Ok(mut tail) = tail else { return };
+    loop {
+        tokio::time::sleep(TAIL_EVERY).await;
+        let polled = tokio::task::spawn_blocking(move || {
+            let events = tail.poll();
+            (tail, events)
+        })
+        .await;
+        let Ok((t, events)) = polled else { return };
+        tail = t;
+        for (id, e) in &events {
+            state.metrics.observe(id, e);
+        }
+    }
 }
 
 /// Takes the one-daemon-per-state-dir lock, or says which daemon holds it.

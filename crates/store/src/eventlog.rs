@@ -201,6 +201,25 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>, EventLogError> {
     Ok(parse(&mut file, path)?.0)
 }
 
+/// Reads the complete events that start at byte `offset` of a log; returns them and the offset
+/// just past the last complete one (where the next read starts). For following a log that
+/// another process appends to: a line still being written is left for the next read.
+pub fn read_events_from(path: &Path, offset: u64) -> Result<(Vec<Event>, u64), EventLogError> {
+    use std::io::Seek;
+    let io = |source| EventLogError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
+        Err(source) => return Err(io(source)),
+    };
+    file.seek(io::SeekFrom::Start(offset)).map_err(io)?;
+    let (events, valid) = parse(&mut file, path)?;
+    Ok((events, offset + valid))
+}
+
 /// Parses complete lines; returns the events and the byte length of the valid prefix.
 fn parse(reader: &mut dyn Read, path: &Path) -> Result<(Vec<Event>, u64), EventLogError> {
     let mut reader = BufReader::new(reader);

@@ -619,3 +619,54 @@ fn a_daemon_killed_with_sigkill_is_restarted_and_finds_its_runs_as_they_are() {
         .collect();
     assert_eq!(out, "one\ntwo\n", "output continuous across the daemon's death");
 }
+
+#[test]
+fn metrics_count_runs_starts_checkpoints_and_event_lag() {
+    let env = Env::new();
+    let d = Daemon::start(&env);
+    let (_, run) = d.call("POST", "/v1/runs", Some(&create_body(&env, "echo x > x.txt")));
+    let id = run["id"].as_str().unwrap().to_owned();
+    wait_state(&d, &id, |s| s == "succeeded");
+    let (status, _, _) = d.raw("GET", "/metrics", None, &[], None);
+    assert_eq!(status, 401, "metrics need a token too");
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    };
+    // The daemon sees events within a few hundred ms of their append.
+    let started = Instant::now();
+    let text = loop {
+        let mut stream = std::net::TcpStream::connect(&d.addr).unwrap();
+        let req = format!(
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\r\n",
+            d.token
+        );
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut resp = String::new();
+        stream.read_to_string(&mut resp).unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        let body = resp.split_once("\r\n\r\n").unwrap().1.to_owned();
+        if metric(&body, "agentctl_run_duration_seconds_count") >= 1.0 || started.elapsed() > Duration::from_secs(10) {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(metric(&text, "agentctl_runs{state=\"succeeded\"}"), 1.0, "{text}");
+    assert_eq!(metric(&text, "agentctl_runs{state=\"running\"}"), 0.0);
+    assert_eq!(metric(&text, "agentctl_run_starts_total"), 1.0);
+    assert_eq!(metric(&text, "agentctl_run_duration_seconds_count"), 1.0);
+    assert!(
+        metric(&text, "agentctl_checkpoint_duration_seconds_count") >= 2.0,
+        "baseline and final"
+    );
+    assert!(metric(&text, "agentctl_event_log_lag_seconds_count") >= 5.0);
+    assert!(
+        metric(&text, "agentctl_event_log_lag_seconds_bucket{le=\"1\"}") >= 5.0,
+        "{text}"
+    );
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (_, value) = line.rsplit_once(' ').unwrap();
+        value.parse::<f64>().unwrap_or_else(|_| panic!("not a sample: {line}"));
+    }
+}

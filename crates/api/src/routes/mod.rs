@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/diff", get(checkpoints::diff))
         .route("/v1/runs/{id}/rollback", post(checkpoints::rollback))
         .route("/v1/agents", get(system::agents))
+        .route("/metrics", get(system::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/healthz", get(system::healthz))

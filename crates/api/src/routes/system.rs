@@ -62,3 +62,14 @@ fn vcs_toplevel(dir: &std::path::Path) -> Result<std::path::PathBuf, ApiError> {
     }
     engine::repo_toplevel(dir).map_err(ApiError::from)
 }
+
+/// `GET /metrics`: Prometheus text (see [`crate::metrics`]). Needs a token, like `/v1`.
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let runs = blocking(&state, |engine| Ok(engine.list(&store::RunFilter::default())?)).await?;
+    let mut by_state = std::collections::HashMap::new();
+    for r in &runs {
+        *by_state.entry(r.state).or_insert(0u64) += 1;
+    }
+    let body = state.metrics.render(&by_state);
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
+}
