@@ -62,8 +62,13 @@ pub fn engine(g: &GlobalArgs) -> Result<Engine, CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(ErrorCode::Internal, format!("cannot find the agentctl binary: {e}")))?;
     let provider = LocalProvider::new(exe, root, layout.runs_dir());
+    let settings = match config_dir() {
+        Some(d) => crate::settings::Settings::load(&d.join("config.toml"))?,
+        None => crate::settings::Settings::default(),
+    };
     let config = EngineConfig {
         user_agents_file: config_dir().map(|d| d.join("agents.toml")),
+        max_concurrent_runs: settings.max_concurrent_runs,
         ..EngineConfig::default()
     };
     Ok(Engine::new(store, Arc::new(provider), config))

@@ -9,6 +9,7 @@ mod context;
 mod demo;
 mod exit;
 mod follow;
+mod settings;
 mod view;
 
 use clap::Parser;

@@ -130,6 +130,7 @@ impl Engine {
             branch: id.branch(),
             provider: self.provider.name().to_owned(),
             grace_ms: req.grace.unwrap_or(crate::DEFAULT_GRACE).as_millis() as u64,
+            max_concurrent: self.config.max_concurrent_runs,
         };
         // A caller-chosen id may name a branch left by an earlier run (minted ids are new). Branch
         // first, then the run dir: a concurrent create of the same id makes the run dir before

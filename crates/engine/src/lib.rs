@@ -10,6 +10,7 @@ pub mod create;
 pub mod error;
 pub mod hooks;
 pub mod lifecycle;
+pub mod queue;
 pub mod repo_lock;
 pub mod supervisor;
 pub mod view;
@@ -32,6 +33,8 @@ pub use lifecycle::{GcItem, GcOptions, RmReport};
 pub struct EngineConfig {
     /// The user's agent definitions file, if any.
     pub user_agents_file: Option<PathBuf>,
+    /// At most this many runs active at once (see [`queue`]); `None`: no cap.
+    pub max_concurrent_runs: Option<u32>,
     /// How often waiting loops look at the log.
     pub poll_interval: Duration,
     /// How long a run may stay `pending` without any supervisor before it counts as lost.
@@ -42,6 +45,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             user_agents_file: None,
+            max_concurrent_runs: None,
             poll_interval: Duration::from_millis(50),
             pending_start_limit: Duration::from_secs(30),
         }

@@ -184,6 +184,29 @@ fn supervise_run(
     rx: &Receiver<LoopEvent>,
 ) -> Result<(), store::StoreError> {
     let id = w.id().clone();
+    // A slot first, when active runs are capped: the run waits `pending` until one is free.
+    let _slot = match plan.max_concurrent {
+        Some(limit) => {
+            let created = w.events().first().map(|e| e.ts).unwrap_or_else(jiff::Timestamp::now);
+            let mut stop = None;
+            let got = crate::queue::acquire(layout, w, created, limit, &mut || {
+                stop = early_stop(files, rx);
+                stop.is_some()
+            });
+            match got {
+                Ok(slot) => Some(slot),
+                Err(crate::queue::Waited::Stopped) => {
+                    let reason = stop.unwrap_or(StopReason::User);
+                    return finish(w, RunState::Cancelled, stopped_before_start(reason, "while queued"));
+                }
+                Err(crate::queue::Waited::Store(e)) => return Err(e),
+                Err(crate::queue::Waited::Io(e)) => {
+                    return finish(w, RunState::Failed, format!("cannot wait for a run slot: {e}"));
+                }
+            }
+        }
+        None => None,
+    };
     let me = std::process::id();
     let start_time = supervise::proctree::stat(me).map(|s| s.start_time).unwrap_or(0);
     w.append(EventData::Preparing {

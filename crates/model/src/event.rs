@@ -91,8 +91,11 @@ pub enum EventData {
     },
     /// The supervisor disappeared without an outcome; recorded by whoever noticed.
     Lost { reason: String, detected_by: String },
-    /// The worktree was removed (`rm`, `gc`).
+    /// The worktree was removed (`gc`).
     WorktreeRemoved { path: PathBuf, forced: bool },
+    /// The run waits for a slot: `max_concurrent_runs` (`limit`) runs are active, and `ahead`
+    /// older runs wait too. Recorded once, while the run is `pending`.
+    Queued { limit: u32, ahead: u32 },
     /// A checkpoint of the worktree was recorded: commit `commit` on `refs/agentctl/runs/<run>/<n>`.
     Checkpointed {
         /// Checkpoint number: 0 is the baseline, then 1, 2, … without gaps.
@@ -171,6 +174,7 @@ impl EventData {
             EventData::Finished { .. } => "finished",
             EventData::Lost { .. } => "lost",
             EventData::WorktreeRemoved { .. } => "worktree_removed",
+            EventData::Queued { .. } => "queued",
             EventData::Checkpointed { .. } => "checkpointed",
             EventData::CheckpointFailed { .. } => "checkpoint_failed",
             EventData::FilesChanged { .. } => "files_changed",

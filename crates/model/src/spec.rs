@@ -84,4 +84,8 @@ pub struct LaunchPlan {
     pub provider: String,
     /// Grace between stop signals, in milliseconds.
     pub grace_ms: u64,
+    /// At most this many runs of the state directory may be active at once (the creator's
+    /// `max_concurrent_runs`); this one waits `pending` for a slot. `None`: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
 }

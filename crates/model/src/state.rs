@@ -137,6 +137,7 @@ pub fn transition(from: Option<RunState>, event: &EventData) -> Result<RunState,
     let active = matches!(state, Running | Paused | NeedsInput | Stopping);
     let next = match event {
         EventData::Created { .. } => return Err(err()),
+        EventData::Queued { .. } if state == Pending => Pending,
         EventData::Preparing { .. } if state == Pending => Preparing,
         EventData::WorktreeReady { .. } if state == Preparing => Preparing,
         EventData::HookFinished { .. } if state != Pending => state,

@@ -12,5 +12,6 @@ mod errors;
 mod isolation;
 mod lifecycle;
 mod presets;
+mod queue;
 mod records;
 mod stop;

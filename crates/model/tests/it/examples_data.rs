@@ -30,6 +30,7 @@ pub fn created() -> EventData {
         branch: "agentctl/r1".into(),
         provider: "local".into(),
         grace_ms: 5000,
+        max_concurrent: None,
     };
     EventData::Created {
         spec: Box::new(spec),

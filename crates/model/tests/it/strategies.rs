@@ -112,6 +112,7 @@ pub fn plan() -> impl Strategy<Value = LaunchPlan> {
                     branch,
                     provider,
                     grace_ms,
+                    max_concurrent: None,
                 }
             },
         )
@@ -192,6 +193,7 @@ pub fn event_data() -> BoxedStrategy<EventData> {
         ),
         (text(), text()).prop_map(|(reason, detected_by)| EventData::Lost { reason, detected_by }),
         (path(), any::<bool>()).prop_map(|(path, forced)| EventData::WorktreeRemoved { path, forced }),
+        (any::<u32>(), any::<u32>()).prop_map(|(limit, ahead)| EventData::Queued { limit, ahead }),
     ]
     .boxed()
 }

@@ -47,6 +47,7 @@ pub fn plan(layout: &StateLayout, id: &RunId) -> LaunchPlan {
         branch: id.branch(),
         provider: "local".into(),
         grace_ms: 2000,
+        max_concurrent: None,
     }
 }
 
