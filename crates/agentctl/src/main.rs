@@ -46,43 +46,33 @@ fn main() {
 
 /// The supervisor's stderr is its log file (`runs/<id>/supervisor.log`): JSON, info and up.
 fn init_supervisor_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("AGENTCTL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .init();
+    init_tracing_with("info", LogFormat::Json);
 }
 
 fn init_tracing(cli: &Cli) {
-    use tracing_subscriber::EnvFilter;
-    let default = match cli.global.verbose {
+    let level = match cli.global.verbose {
+        // The daemon logs info and up by default, as structured JSON whatever --log-format says.
+        0 if matches!(cli.command, Command::Serve(_)) => "info",
         0 => "warn",
         1 => "info",
         2 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("AGENTCTL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let format = match cli.command {
+        Command::Serve(_) => LogFormat::Json,
+        _ => cli.global.log_format,
+    };
+    init_tracing_with(level, format);
+}
+
+/// Logs to stderr at `level` (unless `AGENTCTL_LOG` says otherwise) in `format`.
+fn init_tracing_with(level: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("AGENTCTL_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if let Command::Serve(_) = cli.command {
-        // The daemon logs structured JSON, info and up, whatever --log-format says.
-        let level = if cli.global.verbose == 0 { "info" } else { default };
-        let filter = EnvFilter::try_from_env("AGENTCTL_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init();
-        return;
-    }
-    if cli.global.log_format == LogFormat::Json {
+    if format == LogFormat::Json {
         builder.json().flatten_event(true).with_current_span(true).init();
     } else {
         builder.with_target(false).init();

@@ -4,6 +4,11 @@
 //!
 //! ```toml
 //! max_concurrent_runs = 4   # more runs wait `pending`, first created first started
+//!
+//! [[webhooks]]              # `agentctl serve` POSTs run events here, signed
+//! url = "http://127.0.0.1:9000/agentctl"
+//! secret_env = "AGENTCTL_WEBHOOK_SECRET"
+//! events = ["finished"]     # all event types when absent
 //! ```
 
 use std::path::Path;
@@ -19,6 +24,51 @@ use crate::exit::CliError;
 pub struct Settings {
     /// At most this many runs of a state directory active at once.
     pub max_concurrent_runs: Option<u32>,
+    /// Where `agentctl serve` POSTs run events.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSetting>,
+}
+
+/// One `[[webhooks]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSetting {
+    pub url: String,
+    /// The signing secret, inline…
+    pub secret: Option<String>,
+    /// …or the name of the environment variable holding it (read when `serve` starts).
+    pub secret_env: Option<String>,
+    /// Event types to send (all when absent).
+    pub events: Option<Vec<String>>,
+}
+
+impl Settings {
+    /// The webhooks, with their secrets resolved.
+    pub fn webhooks(&self, file: &Path) -> Result<Vec<api::webhooks::Webhook>, CliError> {
+        let bad = |msg: String| CliError::new(ErrorCode::InvalidConfig, format!("{}: {msg}", file.display()));
+        self.webhooks
+            .iter()
+            .map(|w| {
+                let secret = match (&w.secret, &w.secret_env) {
+                    (Some(s), None) => s.clone(),
+                    (None, Some(var)) => {
+                        std::env::var(var).map_err(|_| bad(format!("webhook {}: ${var} is not set", w.url)))?
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "webhook {}: give exactly one of secret, secret_env",
+                            w.url
+                        )));
+                    }
+                };
+                Ok(api::webhooks::Webhook {
+                    url: w.url.clone(),
+                    secret,
+                    events: w.events.clone(),
+                })
+            })
+            .collect()
+    }
 }
 
 impl Settings {

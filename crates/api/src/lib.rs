@@ -7,12 +7,14 @@
 
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod params;
 pub mod routes;
 pub mod server;
 pub mod stream;
 pub mod tail;
 pub mod tokens;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -28,6 +28,8 @@ pub struct ServeOptions {
     /// Allow a non-loopback `listen` (every route but health still needs a token).
     pub allow_remote: bool,
     pub request_timeout: Duration,
+    /// Where run events are POSTed.
+    pub webhooks: Vec<crate::webhooks::Webhook>,
 }
 
 /// What `<state>/daemon/endpoint.json` says about a running daemon.
@@ -60,6 +62,7 @@ pub fn serve(engine: Engine, opts: ServeOptions) -> Result<(), ApiError> {
         ))
         .hint("pass --allow-remote to serve it anyway (every route but health needs a bearer token)"));
     }
+    crate::webhooks::validate(&opts.webhooks)?;
     let root = engine.store().layout().root().to_owned();
     let dir = daemon_dir(&root);
     std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
@@ -77,10 +80,15 @@ pub fn serve(engine: Engine, opts: ServeOptions) -> Result<(), ApiError> {
         .enable_all()
         .build()
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(run(state, &dir, opts.listen))
+    runtime.block_on(run(state, &dir, opts.listen, opts.webhooks))
 }
 
-async fn run(state: AppState, dir: &Path, listen: SocketAddr) -> Result<(), ApiError> {
+async fn run(
+    state: AppState,
+    dir: &Path,
+    listen: SocketAddr,
+    webhooks: Vec<crate::webhooks::Webhook>,
+) -> Result<(), ApiError> {
     let tcp = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| ApiError::new(ErrorCode::Io, format!("cannot listen on {listen}: {e}")))?;
@@ -105,7 +113,8 @@ async fn run(state: AppState, dir: &Path, listen: SocketAddr) -> Result<(), ApiE
     tracing::info!(listen = %bound, socket = %socket.display(), "serving the API");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(follow_events(state.clone()));
+    let dispatcher = crate::webhooks::Dispatcher::start(webhooks)?;
+    tokio::spawn(follow_events(state.clone(), dispatcher));
     let app = crate::routes::router(state);
     let shutdown = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -139,8 +148,9 @@ async fn run(state: AppState, dir: &Path, listen: SocketAddr) -> Result<(), ApiE
 /// How often the daemon looks for new events in the runs' logs.
 const TAIL_EVERY: Duration = Duration::from_millis(200);
 
-/// Feeds every event appended to any run's log to the metrics, for as long as the daemon runs.
-async fn follow_events(state: AppState) {
+/// Feeds every event appended to any run's log to the metrics and the webhooks, for as long as
+/// the daemon runs.
+async fn follow_events(state: AppState, webhooks: crate::webhooks::Dispatcher) {
     let layout = state.engine.store().layout().clone();
     let tail = tokio::task::spawn_blocking(move || crate::tail::EventTail::at_end(layout)).await;
     let Ok(mut tail) = tail else { return };
@@ -155,6 +165,7 @@ async fn follow_events(state: AppState) {
         tail = t;
         for (id, e) in &events {
             state.metrics.observe(id, e);
+            webhooks.send(e);
         }
     }
 }

@@ -17,7 +17,7 @@ use store::{RunWriter, StateLayout};
 use crate::EngineError;
 
 /// One recorded checkpoint, as listed and answered.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CheckpointInfo {
     pub n: u32,
     pub trigger: CheckpointTrigger,
@@ -35,7 +35,7 @@ pub struct CheckpointInfo {
 }
 
 /// A recorded rollback.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RollbackInfo {
     pub to: u32,
     pub commit: String,

@@ -23,7 +23,7 @@ use crate::{Engine, EngineError};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A checkpoint with its change summary against its parent.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct CheckpointEntry {
     #[serde(flatten)]
     pub info: CheckpointInfo,
@@ -33,7 +33,7 @@ pub struct CheckpointEntry {
 }
 
 /// One side of a diff.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct DiffSide {
     /// `base`, a checkpoint number, or `live`.
     pub name: String,

@@ -15,7 +15,7 @@ use crate::checkpointer::CheckpointInfo;
 use crate::{Engine, EngineError};
 
 /// What `rm` did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct RmReport {
     pub id: RunId,
     pub worktree_removed: bool,

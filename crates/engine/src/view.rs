@@ -9,7 +9,7 @@ use serde::Serialize;
 use store::RunRecord;
 
 /// The JSON shape of a run in every command's `--json` output.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct RunView {
     pub id: RunId,
     pub state: RunState,

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// Why a checkpoint was taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckpointTrigger {
     /// Just before the agent starts (checkpoint 0).
@@ -48,7 +48,7 @@ impl fmt::Display for CheckpointTrigger {
 }
 
 /// How the worktree was read for a checkpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ScanKind {
     /// Every file was checked (git, on a private index that reuses stat data).
@@ -58,7 +58,7 @@ pub enum ScanKind {
 }
 
 /// When a running agent's worktree is checkpointed automatically. Recorded in the run's spec.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct CheckpointPolicy {
     /// Watch the worktree and checkpoint while the agent works (baseline and final are always taken).

@@ -17,7 +17,7 @@ use crate::state::RunState;
 pub const EVENT_SCHEMA_VERSION: u32 = 1;
 
 /// One record of a run's event log (one JSON line).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Event {
     /// Schema version.
     pub v: u32,
@@ -30,7 +30,7 @@ pub struct Event {
 }
 
 /// What happened. Serialized with a `type` tag.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventData {
     /// The run was recorded: the request and its resolution.

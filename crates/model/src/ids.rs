@@ -8,8 +8,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// The id of a run: a UUIDv7 when minted, or a caller-chosen name of `[A-Za-z0-9][A-Za-z0-9._-]*`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String", into = "String")]
+#[schemars(extend("pattern" = "^[A-Za-z0-9][A-Za-z0-9._-]*$", "minLength" = 1, "maxLength" = 64))]
 pub struct RunId(String);
 
 /// Why a string is not a valid [`RunId`].

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::state::RunState;
 
 /// Why a stop was started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// `agentctl stop` (or Ctrl-C in a following `agentctl run`).

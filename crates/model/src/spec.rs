@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::CheckpointPolicy;
 
 /// The request that created a run. Two creates with the same id and an equal spec are the same run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunSpec {
     /// Agent name (a preset, a user/repo definition, or `command`).
     pub agent: String,
@@ -38,7 +38,7 @@ pub struct RunSpec {
 }
 
 /// How the prompt reaches the agent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PromptVia {
     /// Substituted into the argv (`{prompt}`), or appended as the last argument.
@@ -61,7 +61,7 @@ impl PromptVia {
 }
 
 /// The resolved invocation, fixed at creation so the supervisor only executes it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LaunchPlan {
     /// The program and arguments, templates already rendered.
     pub argv: Vec<String>,

@@ -251,21 +251,29 @@ impl Provider for LocalProvider {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2));
-        // SAFETY: setsid is async-signal-safe; it detaches the supervisor from our session so
-        // a terminal hangup or Ctrl-C aimed at the caller does not reach it.
+        // SAFETY: fork, _exit and setsid are async-signal-safe. The supervisor is detached
+        // twice over: forked once more, so its parent is not us (a long-lived caller such as
+        // the daemon would otherwise collect zombies, and the supervisor must not depend on us
+        // for anything), and in a session of its own, so a terminal hangup or Ctrl-C aimed at
+        // the caller does not reach it.
         unsafe {
             cmd.pre_exec(|| {
+                match nix::unistd::fork().map_err(io::Error::from)? {
+                    nix::unistd::ForkResult::Parent { .. } => libc::_exit(0),
+                    nix::unistd::ForkResult::Child => {}
+                }
                 nix::unistd::setsid().map_err(io::Error::from)?;
                 crate::spawn::close_inherited_fds();
                 Ok(())
             });
         }
-        let child = cmd
+        let mut intermediate = cmd
             .spawn()
             .map_err(|e| err(format!("cannot start supervisor {}", self.exe.display()), e))?;
-        tracing::debug!(run.id = %run, supervisor.pid = child.id(), "supervisor started");
-        // Reaped by whoever outlives it (init or our own exit); never waited on here.
-        std::mem::forget(child);
+        // The intermediate process exits at once; the supervisor lives on under init (or the
+        // nearest subreaper), which reaps it.
+        let _ = intermediate.wait();
+        tracing::debug!(run.id = %run, "supervisor started");
         Ok(())
     }
 

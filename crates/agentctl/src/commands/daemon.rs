@@ -9,12 +9,20 @@ use crate::view;
 
 pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<i32, CliError> {
     let engine = context::engine(g)?;
+    let webhooks = match context::config_dir() {
+        Some(dir) => {
+            let file = dir.join("config.toml");
+            crate::settings::Settings::load(&file)?.webhooks(&file)?
+        }
+        None => Vec::new(),
+    };
     api::serve(
         engine,
         ServeOptions {
             listen: args.listen,
             allow_remote: args.allow_remote,
             request_timeout: args.request_timeout,
+            webhooks,
         },
     )?;
     Ok(0)

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::harness::Env;
 
 /// A daemon serving `env`'s state dir; stopped with SIGTERM when dropped.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Option<Child>,
     addr: String,
     socket: PathBuf,
@@ -20,7 +20,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(env: &Env) -> Daemon {
+    pub(crate) fn start(env: &Env) -> Daemon {
         let child = env
             .cmd()
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -54,7 +54,7 @@ impl Daemon {
     }
 
     /// A request with the default token.
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    pub(crate) fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         let (status, _, body) = self.raw(method, path, Some(&self.token), &[], body.map(Value::to_string));
         (status, body)
     }
@@ -537,12 +537,12 @@ fn sse(d: &Daemon, path: &str, headers: &[(&str, &str)], limit: Option<usize>) -
                 id = Some(v.parse::<u64>().unwrap());
             } else if let Some(v) = l.strip_prefix("data: ") {
                 data = Some(serde_json::from_str::<Value>(v).unwrap());
-            } else if l.is_empty() {
-                if let (Some(i), Some(d)) = (id.take(), data.take()) {
-                    out.push((i, d));
-                    if limit.is_some_and(|n| out.len() >= n) {
-                        return out;
-                    }
+            } else if l.is_empty()
+                && let (Some(i), Some(d)) = (id.take(), data.take())
+            {
+                out.push((i, d));
+                if limit.is_some_and(|n| out.len() >= n) {
+                    return out;
                 }
             }
         }
@@ -669,4 +669,22 @@ fn metrics_count_runs_starts_checkpoints_and_event_lag() {
         let (_, value) = line.rsplit_once(' ').unwrap();
         value.parse::<f64>().unwrap_or_else(|_| panic!("not a sample: {line}"));
     }
+}
+
+#[test]
+fn the_daemon_is_not_the_parent_of_the_supervisors_it_starts() {
+    let env = Env::new();
+    let d = Daemon::start(&env);
+    for _ in 0..3 {
+        let (_, run) = d.call("POST", "/v1/runs", Some(&create_body(&env, "true")));
+        wait_state(&d, run["id"].as_str().unwrap(), |s| s == "succeeded");
+    }
+    // No child processes left behind (zombies included): supervisors belong to no caller.
+    let pid = d.child.as_ref().unwrap().id();
+    let mut children = String::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path().join("children");
+        children.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+    }
+    assert_eq!(children.trim(), "", "children of the daemon");
 }

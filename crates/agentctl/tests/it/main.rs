@@ -12,6 +12,7 @@ mod errors;
 mod isolation;
 mod lifecycle;
 mod presets;
+mod webhooks;
 mod queue;
 mod records;
 mod stop;

@@ -9,27 +9,24 @@ use axum::http::StatusCode;
 use checkpoint::diff::DiffFormat;
 use engine::{CheckpointInfo, DiffTo, RollbackInfo};
 use model::CheckpointRef;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::openapi::{CheckpointList, CreateCheckpoint, Rollback};
 use crate::params::{Body, Query};
 use crate::{ApiError, AppState, blocking};
 
 /// `GET /v1/runs/{id}/checkpoints`: id, time, trigger, files changed, +/- of each.
-pub async fn list(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<CheckpointList>, ApiError> {
     let (id, list) = blocking(&state, move |engine| {
         let id = engine.resolve(&id)?;
         let list = engine.checkpoints(&id)?;
         Ok((id, list))
     })
     .await?;
-    Ok(Json(json!({ "run": id, "checkpoints": list })))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateCheckpoint {
-    message: Option<String>,
+    Ok(Json(CheckpointList {
+        checkpoints: list,
+        run: id,
+    }))
 }
 
 /// `POST /v1/runs/{id}/checkpoints` with `{"message": …}` (optional body): 201 with the new
@@ -37,8 +34,15 @@ struct CreateCheckpoint {
 pub async fn create(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<CheckpointInfo>), ApiError> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(model::ErrorCode::PayloadTooLarge, "the request body is too large")
+        } else {
+            ApiError::invalid(r.body_text())
+        }
+    })?;
     // The body is optional: none means no message.
     let message = if body.iter().all(u8::is_ascii_whitespace) {
         None
@@ -69,7 +73,11 @@ pub async fn diff(State(state): State<AppState>, Path(id): Path<String>, q: Quer
         Some("live") => DiffTo::Live,
         Some(_) => DiffTo::Checkpoint(q.parse::<CheckpointRef>("to")?.expect("present")),
     };
-    let paths: Vec<PathBuf> = q.all("path").into_iter().map(PathBuf::from).collect();
+    let paths = q.all("path");
+    for p in &paths {
+        super::runs::no_nul("path", p)?;
+    }
+    let paths: Vec<PathBuf> = paths.into_iter().map(PathBuf::from).collect();
     let format = match q.get("format") {
         None => None,
         Some("patch") => Some(DiffFormat::Patch),
@@ -94,16 +102,6 @@ pub async fn diff(State(state): State<AppState>, Path(id): Path<String>, q: Quer
     Ok(Json(body))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rollback {
-    /// A checkpoint number, or `"last"`.
-    pub to: Value,
-    /// Only these paths (relative to the worktree); all of it when empty.
-    #[serde(default)]
-    pub paths: Vec<PathBuf>,
-}
-
 /// `POST /v1/runs/{id}/rollback` with `{"to": N|"last", "paths": [...]}`: as `agentctl
 /// rollback` (a pre-rollback checkpoint first; a running agent is paused meanwhile).
 pub async fn rollback(
@@ -112,7 +110,13 @@ pub async fn rollback(
     Body(body): Body<Rollback>,
 ) -> Result<Json<RollbackInfo>, ApiError> {
     let to_text = match &body.to {
-        Value::Number(n) => n.to_string(),
+        // JSON does not tell 3 from 3.0.
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.as_u64().is_none() && f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) => {
+                (f as u32).to_string()
+            }
+            _ => n.to_string(),
+        },
         Value::String(s) => s.clone(),
         other => {
             return Err(ApiError::invalid(format!(
@@ -121,6 +125,9 @@ pub async fn rollback(
         }
     };
     let to: CheckpointRef = to_text.parse().map_err(|e| ApiError::invalid(format!("`to`: {e}")))?;
+    for p in &body.paths {
+        super::runs::no_nul("paths", &p.to_string_lossy())?;
+    }
     let info = blocking(&state, move |engine| {
         let id = engine.resolve(&id)?;
         Ok(engine.rollback(&id, to, &body.paths)?)

@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/healthz", get(system::healthz))
         .route("/v1/readyz", get(system::readyz))
+        .route("/v1/openapi.json", get(crate::openapi::serve))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

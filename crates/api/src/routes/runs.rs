@@ -1,8 +1,6 @@
 //! `/v1/runs`: create (idempotent), list (filters, cursor pages), get, stop, delete, and a
 //! run's events and captured output.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::Json;
@@ -11,43 +9,16 @@ use axum::http::{HeaderMap, StatusCode};
 use engine::RunRequest;
 use engine::view::RunView;
 use model::{RunId, RunState};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::openapi::{CreateRun, MAX_LOG_OFFSET, RunEvents, RunLogs, RunPage};
 use crate::params::{Body, Query};
 use crate::{ApiError, AppState, blocking};
 
 /// Runs per page when `limit` is not given, and the most one page holds.
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
-
-/// The body of `POST /v1/runs`: what `agentctl run` takes, as JSON.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRun {
-    /// A caller-chosen id (the same id and body again returns the same run).
-    pub id: Option<String>,
-    pub agent: Option<String>,
-    pub prompt: Option<String>,
-    /// The program and its arguments for `command`; extra arguments for other agents.
-    #[serde(default)]
-    pub command: Vec<String>,
-    /// An absolute path inside the repository to run in.
-    pub repo: PathBuf,
-    pub base: Option<String>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    pub timeout_ms: Option<u64>,
-    pub idle_timeout_ms: Option<u64>,
-    pub grace_ms: Option<u64>,
-    #[serde(default)]
-    pub keep: bool,
-    #[serde(default)]
-    pub checkpoints: model::CheckpointPolicy,
-}
 
 /// `POST /v1/runs`: 201 with the new run, or 200 with the existing one when the id (or the
 /// `Idempotency-Key`) was used before with the same body; 409 `RUN_ID_CONFLICT` with another.
@@ -82,6 +53,18 @@ pub async fn create(
             body.repo.display()
         )));
     }
+    // Strings that become paths, arguments or environment cannot hold NUL.
+    no_nul("repo", &body.repo.to_string_lossy())?;
+    for (what, text) in [("agent", &body.agent), ("prompt", &body.prompt), ("base", &body.base)] {
+        no_nul(what, text.as_deref().unwrap_or(""))?;
+    }
+    for arg in &body.command {
+        no_nul("command", arg)?;
+    }
+    for (k, v) in body.env.iter().chain(&body.labels) {
+        no_nul("env and labels", k)?;
+        no_nul("env and labels", v)?;
+    }
     let req = RunRequest {
         id,
         agent: body.agent,
@@ -97,13 +80,38 @@ pub async fn create(
         keep: body.keep,
         checkpoints: body.checkpoints,
     };
-    let created = blocking(&state, move |engine| Ok(engine.create_run(req)?)).await?;
+    let created = blocking(&state, move |engine| {
+        require_dir(&req.repo_dir)?;
+        Ok(engine.create_run(req)?)
+    })
+    .await?;
     let status = if created.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok((status, Json(RunView::from(&created.run))))
+}
+
+/// `INVALID_ARGUMENT` when `text` (part of `what`) holds a NUL character: no path, argument
+/// or environment variable can.
+pub(crate) fn no_nul(what: &str, text: &str) -> Result<(), ApiError> {
+    if text.contains('\0') {
+        return Err(ApiError::invalid(format!("{what} must not contain NUL characters")));
+    }
+    Ok(())
+}
+
+/// `NOT_A_GIT_REPO` for a `repo` that is not a directory (git could not even start there).
+pub(crate) fn require_dir(dir: &std::path::Path) -> Result<(), ApiError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        model::ErrorCode::NotAGitRepo,
+        format!("{} is not a directory", dir.display()),
+    )
+    .hint("pass an absolute path inside a git repository"))
 }
 
 /// The run id an `Idempotency-Key` stands for: the same key is the same run.
@@ -115,7 +123,7 @@ fn id_for_key(key: &str) -> RunId {
 
 /// `GET /v1/runs?state=S[,S…]&agent=A&label=K=V&limit=N&cursor=C`: newest first. `state` and
 /// `label` may repeat (states are ORed, labels ANDed). `next_cursor` continues the listing.
-pub async fn list(State(state): State<AppState>, q: Query) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<AppState>, q: Query) -> Result<Json<RunPage>, ApiError> {
     let mut states = Vec::new();
     for s in q.all("state").into_iter().flat_map(|v| v.split(',')) {
         states.push(s.parse::<RunState>().map_err(|e| {
@@ -149,7 +157,10 @@ pub async fn list(State(state): State<AppState>, q: Query) -> Result<Json<Value>
         .collect();
     let next = (page.len() > limit).then(|| Cursor::of(page[limit - 1]).to_string());
     let views: Vec<RunView> = page.iter().take(limit).map(|r| RunView::from(*r)).collect();
-    Ok(Json(json!({ "runs": views, "next_cursor": next })))
+    Ok(Json(RunPage {
+        next_cursor: next,
+        runs: views,
+    }))
 }
 
 /// A position in the newest-first listing: creation time, then id.
@@ -255,13 +266,16 @@ pub async fn events(
     })
     .await?;
     let events: Vec<_> = events.into_iter().filter(|e| e.seq > after).collect();
-    Ok(Json(json!({ "run": id, "events": events })).into_response())
+    Ok(Json(RunEvents { events, run: id }).into_response())
 }
 
 /// `GET /v1/runs/{id}/logs[?offset=N]`: captured output from byte offset `N` of the output
 /// log, as `agentctl logs --json` chunks, and the offset to continue from.
-pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, q: Query) -> Result<Json<Value>, ApiError> {
+pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, q: Query) -> Result<Json<RunLogs>, ApiError> {
     let offset = q.parse::<u64>("offset")?.unwrap_or(0);
+    if offset > MAX_LOG_OFFSET {
+        return Err(ApiError::invalid(format!("offset must be at most {MAX_LOG_OFFSET}")));
+    }
     let (id, batch) = blocking(&state, move |engine| {
         let id = engine.resolve(&id)?;
         let batch = engine.logs(&id, offset)?;
@@ -269,7 +283,9 @@ pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, q: Quer
     })
     .await?;
     let chunks: Vec<Value> = batch.chunks.iter().map(engine::view::chunk_json).collect();
-    Ok(Json(
-        json!({ "run": id, "chunks": chunks, "next_offset": batch.next_offset }),
-    ))
+    Ok(Json(RunLogs {
+        chunks,
+        next_offset: batch.next_offset,
+        run: id,
+    }))
 }

@@ -1,17 +1,19 @@
 //! Health, readiness and the agent registry.
 
+use crate::openapi::{AgentList, Health, NotReady, Ready};
+use crate::params::Query;
+use crate::{ApiError, AppState, blocking};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
-
-use crate::params::Query;
-use crate::{ApiError, AppState, blocking};
 
 /// `GET /v1/healthz`: the daemon answers. No token needed.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
 }
 
 /// `GET /v1/readyz`: the daemon can read its state (the database answers). No token needed.
@@ -27,10 +29,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     })
     .await;
     match probe {
-        Ok(()) => Json(json!({ "status": "ready" })).into_response(),
+        Ok(()) => Json(Ready { status: "ready" }).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "reason": e.message })),
+            Json(NotReady {
+                reason: e.message,
+                status: "not_ready",
+            }),
         )
             .into_response(),
     }
@@ -38,8 +43,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /v1/agents[?repo=DIR][&versions=true]`: every agent with its availability, as
 /// `agentctl agents --json` lists them (from `repo`'s definitions too, when given).
-pub async fn agents(State(state): State<AppState>, q: Query) -> Result<Json<Value>, ApiError> {
+pub async fn agents(State(state): State<AppState>, q: Query) -> Result<Json<AgentList>, ApiError> {
     let repo = q.get("repo").map(std::path::PathBuf::from);
+    if let Some(r) = &repo {
+        super::runs::no_nul("repo", &r.to_string_lossy())?;
+    }
     let versions = q.flag("versions")?;
     let rows = blocking(&state, move |engine| {
         let repo = match repo {
@@ -50,7 +58,7 @@ pub async fn agents(State(state): State<AppState>, q: Query) -> Result<Json<Valu
             .map_err(ApiError::from)
     })
     .await?;
-    Ok(Json(json!({ "agents": rows })))
+    Ok(Json(AgentList { agents: rows }))
 }
 
 fn vcs_toplevel(dir: &std::path::Path) -> Result<std::path::PathBuf, ApiError> {
@@ -60,6 +68,7 @@ fn vcs_toplevel(dir: &std::path::Path) -> Result<std::path::PathBuf, ApiError> {
             dir.display()
         )));
     }
+    super::runs::require_dir(dir)?;
     engine::repo_toplevel(dir).map_err(ApiError::from)
 }
 
