@@ -88,6 +88,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Measure launch overhead and event-log throughput against baselines.
     Bench(BenchArgs),
+    /// Compare runs with supervisors, processes and worktrees; fix what is safe.
+    Reconcile(ReconcileArgs),
     /// Serve the /v1 HTTP API for this state directory (optional: runs never depend on it).
     Serve(ServeArgs),
     /// Create, list and revoke the API's bearer tokens.
@@ -386,6 +388,13 @@ pub enum BenchWhich {
         #[arg(long, default_value_t = 10)]
         iterations: usize,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Report only; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -98,6 +98,7 @@ fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Agents(args) => commands::agents(g, &args),
         Command::Demo(args) => demo::demo(g, &args),
         Command::Bench(args) => bench::bench(g, args),
+        Command::Reconcile(args) => commands::daemon::reconcile(g, &args),
         Command::Serve(args) => commands::daemon::serve(g, &args),
         Command::Token(cmd) => commands::daemon::token(g, cmd),
         Command::Admin(cmd) => commands::admin(g, cmd),

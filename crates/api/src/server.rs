@@ -67,6 +67,15 @@ pub fn serve(engine: Engine, opts: ServeOptions) -> Result<(), ApiError> {
     let dir = daemon_dir(&root);
     std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
     let _lock = lock_daemon(&dir)?;
+    // The state as the daemon takes over: what is safe to fix is fixed, the rest reported.
+    match engine.reconcile(false) {
+        Ok(findings) => {
+            for f in findings {
+                tracing::info!(kind = f.kind, run = ?f.run, action = f.action, detail = %f.detail, "reconcile");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+    }
     let tokens = Arc::new(TokenStore::new(&dir));
     tokens.ensure_default()?;
     let state = AppState {
@@ -89,6 +98,12 @@ async fn run(
     listen: SocketAddr,
     webhooks: Vec<crate::webhooks::Webhook>,
 ) -> Result<(), ApiError> {
+    // Where the logs end now, before anyone can reach us: no event of a run created through
+    // this daemon is missed.
+    let layout = state.engine.store().layout().clone();
+    let tail = tokio::task::spawn_blocking(move || crate::tail::EventTail::at_end(layout))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot start following events: {e}")))?;
     let tcp = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| ApiError::new(ErrorCode::Io, format!("cannot listen on {listen}: {e}")))?;
@@ -114,7 +129,7 @@ async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let dispatcher = crate::webhooks::Dispatcher::start(webhooks)?;
-    tokio::spawn(follow_events(state.clone(), dispatcher));
+    tokio::spawn(follow_events(state.clone(), tail, dispatcher));
     let app = crate::routes::router(state);
     let shutdown = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -150,10 +165,7 @@ const TAIL_EVERY: Duration = Duration::from_millis(200);
 
 /// Feeds every event appended to any run's log to the metrics and the webhooks, for as long as
 /// the daemon runs.
-async fn follow_events(state: AppState, webhooks: crate::webhooks::Dispatcher) {
-    let layout = state.engine.store().layout().clone();
-    let tail = tokio::task::spawn_blocking(move || crate::tail::EventTail::at_end(layout)).await;
-    let Ok(mut tail) = tail else { return };
+async fn follow_events(state: AppState, mut tail: crate::tail::EventTail, webhooks: crate::webhooks::Dispatcher) {
     loop {
         tokio::time::sleep(TAIL_EVERY).await;
         let polled = tokio::task::spawn_blocking(move || {

@@ -1,14 +1,17 @@
 //! Taking snapshots: the [`Snapshotter`] turns the current state of a worktree into a git tree
 //! (full scan or path scan) and records trees as checkpoint commits on hidden refs.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use gix::ObjectId;
-use gix::bstr::BString;
+use gix::bstr::{BStr, BString};
+use gix::objs::Write as _;
 use gix::objs::tree::EntryKind;
 use vcs::{ExactGit, Git};
 
@@ -27,12 +30,16 @@ pub enum PathScan {
     NeedsFullScan(String),
 }
 
-/// Snapshots one worktree. Holds an open repository and the private index used by full scans.
+/// Snapshots one worktree. Holds an open repository, the private index used by full scans and
+/// the trees path scans worked on lately.
 pub struct Snapshotter {
     worktree: PathBuf,
     index_file: PathBuf,
     git: ExactGit,
     repo: gix::Repository,
+    /// Which names count as `.git` in disguise here, as gix reads the settings.
+    protect: gix::validate::path::component::Options,
+    trees: RefCell<TreeCache>,
 }
 
 impl std::fmt::Debug for Snapshotter {
@@ -49,18 +56,33 @@ impl Snapshotter {
     /// private index for full scans: created from the worktree's own index when missing, kept
     /// between scans so unchanged files are never re-read.
     pub fn open(worktree: &Path, index_file: &Path) -> Result<Self> {
-        let repo = gix::open(worktree).map_err(|e| CheckpointError::git("open repository", e))?;
+        // Room for the indexes of the packs path scans add while the run lasts (see
+        // `MAX_PACKS`); gix's default is the count found at opening, plus 10%, or 32.
+        let slots = gix::odb::store::init::Slots::AsNeededByDiskState {
+            multiplier: 1.1,
+            minimum: 256,
+        };
+        let repo = gix::open_opts(worktree, gix::open::Options::default().object_store_slots(slots))
+            .map_err(|e| CheckpointError::git("open repository", e))?;
         if repo.workdir().is_none() {
             return Err(CheckpointError::Invalid(format!(
                 "{} has no worktree to snapshot",
                 worktree.display()
             )));
         }
+        let config = repo.config_snapshot();
+        let protect = gix::validate::path::component::Options {
+            protect_windows: config.boolean("gitoxide.core.protectWindows").unwrap_or(false),
+            protect_hfs: config.boolean("core.protectHFS").unwrap_or(cfg!(target_os = "macos")),
+            protect_ntfs: config.boolean("core.protectNTFS").unwrap_or(true),
+        };
         Ok(Snapshotter {
             worktree: worktree.to_owned(),
             index_file: index_file.to_owned(),
             git: Git::new(worktree).exact()?,
             repo,
+            protect,
+            trees: RefCell::default(),
         })
     }
 
@@ -122,14 +144,37 @@ impl Snapshotter {
     /// The tree of the worktree, computed from `base` (the previous snapshot's tree) and the
     /// paths (relative to the worktree) that changed since it was taken. Only those paths are
     /// read; a reported directory is read whole. Exact as long as `paths` is complete.
+    ///
+    /// The new blobs and trees are collected in memory and stored when the scan ends
+    /// ([`NewObjects`]): as one pack when there are many, since creating a file per object is
+    /// most of what a scan costs otherwise.
     pub fn scan_paths<'p>(&self, base: ObjectId, paths: impl IntoIterator<Item = &'p Path>) -> Result<PathScan> {
         let ws = self.worktree.clone();
-        let base_tree = self
-            .repo
-            .find_tree(base)
-            .map_err(|e| CheckpointError::git("read previous tree", e))?;
-        let mut editor = base_tree.edit().map_err(|e| CheckpointError::git("edit tree", e))?;
-        let empty = gix::index::State::new(self.repo.object_hash());
+        let hash = self.repo.object_hash();
+        let trees = CachedTrees {
+            repo: &self.repo,
+            cache: &self.trees,
+        };
+        let missing = || CheckpointError::Invalid(format!("the previous tree {base} is not in the repository"));
+        // The cache may still know a tree the repository lost (pruned once nothing referred to
+        // it): the new tree would refer to what is gone.
+        if !self.repo.has_object(base) {
+            return Err(missing());
+        }
+        let mut buf = Vec::new();
+        let base_data = match gix::objs::Find::try_find(&trees, &base, &mut buf) {
+            Ok(Some(data)) if data.kind == gix::objs::Kind::Tree => data.data.to_vec(),
+            Ok(_) => return Err(missing()),
+            Err(e) => return Err(CheckpointError::git("read previous tree", e)),
+        };
+        let root: gix::objs::Tree = gix::objs::TreeRef::from_bytes(&base_data, hash)
+            .map_err(|e| CheckpointError::git("read previous tree", e))?
+            .into();
+        // The plain editor, not `gix::Tree::edit`: that one checks that every entry of every
+        // tree it writes exists in the object store, thousands of lookups per scan, for blobs
+        // this scan just hashed and entries copied from trees already stored.
+        let mut editor = gix::objs::tree::Editor::new(root, &trees, hash);
+        let empty = gix::index::State::new(hash);
         let mut excludes = self
             .repo
             .excludes(
@@ -139,10 +184,11 @@ impl Snapshotter {
             )
             .map_err(|e| CheckpointError::git("read ignore rules", e))?;
         let mut scan = PathScanState {
-            repo: &self.repo,
-            base: &base_tree,
+            base: &base_data,
+            trees: &trees,
             excludes: &mut excludes,
             editor: &mut editor,
+            objects: NewObjects::new(&self.repo),
             root: &ws,
             read: 0,
             good_dirs: Default::default(),
@@ -178,16 +224,44 @@ impl Snapshotter {
                 Visit::NeedsFull(why) => return Ok(PathScan::NeedsFullScan(why)),
             }
         }
-        let read = scan.read;
-        let tree = match editor.write() {
-            Ok(t) => t,
-            // Something git would judge differently (e.g. a name it refuses): let git decide.
-            Err(e) => return Ok(PathScan::NeedsFullScan(format!("cannot write the tree: {e}"))),
-        };
-        Ok(PathScan::Tree {
-            tree: tree.detach(),
-            paths_read: read,
-        })
+        let PathScanState { read, mut objects, .. } = scan;
+        // Every entry points to a blob this scan stored or to an object of a stored tree, so
+        // unlike `gix::object::tree::Editor::write` nothing is looked up.
+        let mut written = Vec::new();
+        let mut refused = None;
+        let tree = editor.write(|tree| {
+            if let Some(e) = tree.entries.iter().find(|e| !self.accepts(e)) {
+                let why = format!("git may refuse the name {:?}", e.filename);
+                refused = Some(why.clone());
+                return Err(CheckpointError::Invalid(why));
+            }
+            let mut buf = Vec::with_capacity(usize::try_from(gix::objs::WriteTo::size(tree)).unwrap_or(0));
+            gix::objs::WriteTo::write_to(tree, &mut buf).map_err(|e| CheckpointError::git("write tree", e))?;
+            let id = objects.add(gix::objs::Kind::Tree, buf.clone())?;
+            written.push((id, buf));
+            Ok(id)
+        });
+        if let Some(why) = refused {
+            // A name `valid_name` let through but these settings forbid: let git decide.
+            return Ok(PathScan::NeedsFullScan(why));
+        }
+        let tree = tree?;
+        objects.flush()?;
+        // The next scan starts from this tree: it finds the trees it edits here.
+        let mut cache = self.trees.borrow_mut();
+        for (id, data) in written {
+            cache.insert(id, data);
+        }
+        Ok(PathScan::Tree { tree, paths_read: read })
+    }
+
+    /// Whether a tree entry's name passes the checks gix makes before writing a tree.
+    fn accepts(&self, entry: &gix::objs::tree::Entry) -> bool {
+        let mode = entry
+            .mode
+            .is_link()
+            .then_some(gix::validate::path::component::Mode::Symlink);
+        gix::validate::path::component(entry.filename.as_ref(), mode, self.protect).is_ok()
     }
 
     /// Keeps the paths a snapshot would record: not ignored, or already in `tree`. Paths inside
@@ -323,10 +397,13 @@ enum Visit {
 }
 
 struct PathScanState<'a, 'r> {
-    repo: &'r gix::Repository,
-    base: &'a gix::Tree<'r>,
+    /// The previous snapshot's root tree, encoded.
+    base: &'a [u8],
+    trees: &'a CachedTrees<'r>,
     excludes: &'a mut gix::AttributeStack<'r>,
-    editor: &'a mut gix::object::tree::Editor<'r>,
+    editor: &'a mut gix::objs::tree::Editor<'r>,
+    /// The blobs read so far that the object store does not have yet.
+    objects: NewObjects<'r>,
     root: &'a Path,
     read: usize,
     /// Parent directories already found to be real directories outside nested repositories.
@@ -473,28 +550,25 @@ impl PathScanState<'_, '_> {
             }
         };
         self.read += 1;
-        let id = self
-            .repo
-            .write_blob(&bytes)
-            .map_err(|e| CheckpointError::git("write blob", e))?
-            .detach();
+        let id = self.objects.add(gix::objs::Kind::Blob, bytes)?;
         self.editor
-            .upsert(key, kind, id)
+            .upsert(components(key.as_ref()), kind, id)
             .map_err(|e| CheckpointError::git("edit tree", e))?;
         Ok(())
     }
 
     fn remove(&mut self, key: &BString) -> Result<()> {
         self.editor
-            .remove(key)
+            .remove(components(key.as_ref()))
             .map_err(|e| CheckpointError::git("edit tree", e))?;
         Ok(())
     }
 
     /// Whether the previous snapshot has something at `rel` (a file, or a directory with files).
     fn tracked(&self, rel: &Path) -> Result<bool> {
-        self.base
-            .lookup_entry_by_path(rel)
+        let mut buf = Vec::new();
+        gix::objs::TreeRefIter::from_bytes(self.base, self.trees.repo.object_hash())
+            .lookup_entry_by_path(self.trees, &mut buf, rel)
             .map(|e| e.is_some())
             .map_err(|e| CheckpointError::git("look up path", e))
     }
@@ -541,6 +615,11 @@ fn path_key(rel: &Path) -> BString {
     out
 }
 
+/// The components of a path as git spells it, for the tree editor.
+fn components(key: &BStr) -> impl Iterator<Item = &BStr> {
+    key.split(|b| *b == b'/').map(BStr::new)
+}
+
 /// Keeps only plain relative paths (no `..`, no root); strips `./`.
 fn normalize(p: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
@@ -552,6 +631,318 @@ fn normalize(p: &Path) -> Option<PathBuf> {
         }
     }
     (!out.as_os_str().is_empty()).then_some(out)
+}
+
+/// Bytes of encoded trees a [`TreeCache`] generation holds.
+const TREE_CACHE_BYTES: usize = 4 << 20;
+
+/// Trees path scans read or wrote lately, encoded, by id (so never stale). A scan edits the tree
+/// the previous one wrote: its root, the trees along changed paths and those read before come
+/// from here rather than from the object store (a lookup in every pack index, or a file, and
+/// inflating). Two generations: when the recent one is full it becomes the older one, and a tree
+/// found in the older one moves back to the recent one.
+#[derive(Default)]
+struct TreeCache {
+    recent: gix::hashtable::HashMap<ObjectId, Vec<u8>>,
+    recent_bytes: usize,
+    older: gix::hashtable::HashMap<ObjectId, Vec<u8>>,
+}
+
+impl TreeCache {
+    fn get(&mut self, id: &gix::hash::oid) -> Option<&[u8]> {
+        if let Some(data) = self.older.remove(id) {
+            self.insert(id.to_owned(), data);
+        }
+        self.recent.get(id).map(Vec::as_slice)
+    }
+
+    fn insert(&mut self, id: ObjectId, data: Vec<u8>) {
+        if self.recent_bytes + data.len() > TREE_CACHE_BYTES {
+            self.older = std::mem::take(&mut self.recent);
+            self.recent_bytes = 0;
+        }
+        self.recent_bytes += data.len();
+        self.recent.insert(id, data);
+    }
+}
+
+/// The repository's objects, with trees through a [`TreeCache`].
+struct CachedTrees<'r> {
+    repo: &'r gix::Repository,
+    cache: &'r RefCell<TreeCache>,
+}
+
+impl gix::objs::Find for CachedTrees<'_> {
+    fn try_find<'a>(
+        &self,
+        id: &gix::hash::oid,
+        buffer: &'a mut Vec<u8>,
+    ) -> std::result::Result<Option<gix::objs::Data<'a>>, gix::error::Error> {
+        let hash = self.repo.object_hash();
+        if let Some(data) = self.cache.borrow_mut().get(id) {
+            buffer.clear();
+            buffer.extend_from_slice(data);
+            return Ok(Some(gix::objs::Data::new(buffer, gix::objs::Kind::Tree, hash)));
+        }
+        match self.repo.objects.try_find(id, buffer)? {
+            Some(data) if data.kind == gix::objs::Kind::Tree => {
+                self.cache.borrow_mut().insert(id.to_owned(), data.data.to_vec());
+                Ok(Some(data))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+/// Below this many new objects a path scan stores them loose, a file each; from it on, as one
+/// pack. It is git's own line for keeping fetched objects as a pack (`fetch.unpackLimit`): a pack
+/// costs two file creations whatever its size where each loose object costs one, but every pack
+/// is one more index that lookups search until `git gc` consolidates them (`gc.autoPackLimit`).
+const PACK_MIN_OBJECTS: usize = 100;
+
+/// With this many packs in the object store, path scans store loose objects only: it is when
+/// `git gc --auto` consolidates packs (`gc.autoPackLimit`), and each more pack is one more index
+/// for every lookup of a missing object to search until then.
+const MAX_PACKS: usize = 50;
+
+/// Objects at least this large are stored loose at once rather than held in memory for a pack.
+const LOOSE_OBJECT_BYTES: usize = 1 << 20;
+
+/// At most this many bytes of new objects are held in memory; reaching it stores them.
+const HELD_BYTES: usize = 32 << 20;
+
+/// The objects a path scan creates. Creating a file per object (temporary file, rename) is most
+/// of what a scan would cost otherwise, so they are held until the scan ends and then stored in
+/// one go ([`NewObjects::flush`]): as one pack and its index when there are many, loose
+/// otherwise. Either way they are in the object store, where git reads them, before the scan
+/// returns the tree that names them.
+struct NewObjects<'r> {
+    repo: &'r gix::Repository,
+    held: Vec<(ObjectId, gix::objs::Kind, Vec<u8>)>,
+    held_bytes: usize,
+    /// Every object this scan has stored, holds or found stored, so none is looked up twice.
+    seen: gix::hashtable::HashSet<ObjectId>,
+}
+
+impl<'r> NewObjects<'r> {
+    fn new(repo: &'r gix::Repository) -> Self {
+        NewObjects {
+            repo,
+            held: Vec::new(),
+            held_bytes: 0,
+            seen: Default::default(),
+        }
+    }
+
+    /// The id of the object of `kind` made of `data`, which is stored (now or on
+    /// [`NewObjects::flush`]) unless the object store has it already.
+    fn add(&mut self, kind: gix::objs::Kind, data: Vec<u8>) -> Result<ObjectId> {
+        let id = gix::objs::compute_hash(self.repo.object_hash(), kind, &data)
+            .map_err(|e| CheckpointError::git("hash object", e))?;
+        // Without a refresh of the store's view: an object in a pack someone else wrote since is
+        // stored once more, which is harmless.
+        if !self.seen.insert(id) || self.repo.objects.exists_without_refresh(&id) {
+            return Ok(id);
+        }
+        if data.len() >= LOOSE_OBJECT_BYTES {
+            self.write_loose(kind, &data, id)?;
+            return Ok(id);
+        }
+        self.held_bytes += data.len();
+        self.held.push((id, kind, data));
+        if self.held_bytes >= HELD_BYTES {
+            self.flush()?;
+        }
+        Ok(id)
+    }
+
+    fn write_loose(&self, kind: gix::objs::Kind, data: &[u8], id: ObjectId) -> Result<()> {
+        self.repo
+            .objects
+            .write_buf_with_known_id(kind, data, id)
+            .map(drop)
+            .map_err(|e| CheckpointError::git("write object", e))
+    }
+
+    /// Stores the objects held: as one pack when there are [`PACK_MIN_OBJECTS`] or more and the
+    /// object store has fewer than [`MAX_PACKS`] packs, loose otherwise.
+    fn flush(&mut self) -> Result<()> {
+        let held = std::mem::take(&mut self.held);
+        self.held_bytes = 0;
+        if held.len() < PACK_MIN_OBJECTS || self.repo.objects.store_ref().metrics().known_packs >= MAX_PACKS {
+            for (id, kind, data) in &held {
+                self.write_loose(*kind, data, *id)?;
+            }
+            return Ok(());
+        }
+        let dir = self.repo.objects.store_ref().path().join("pack");
+        write_pack(&dir, self.repo.object_hash(), &held).map_err(|e| CheckpointError::io(&dir, e))?;
+        // A lookup that may refresh the store's view makes this handle load the new index, so
+        // the next scans find these objects rather than store them again.
+        if !self.repo.has_object(held[0].0) {
+            return Err(CheckpointError::Invalid(format!(
+                "the pack just written to {} cannot be read",
+                dir.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Writes `objects` (distinct, stored whole: no deltas) into `dir` (`objects/pack`) as a pack
+/// and its version 2 index, named after the pack's checksum as git names its own. Both are built
+/// in memory, then each written to a temporary file and renamed into place, the pack first:
+/// readers find packs through their index, so none sees a pack before it is complete.
+fn write_pack(
+    dir: &Path,
+    hash: gix::hash::Kind,
+    objects: &[(ObjectId, gix::objs::Kind, Vec<u8>)],
+) -> std::io::Result<()> {
+    use gix::zlib::{Compression, stream::deflate::Compress};
+    let count = u32::try_from(objects.len()).map_err(|_| std::io::Error::other("too many objects for one pack"))?;
+    let mut pack = Vec::with_capacity(12 + objects.iter().map(|o| o.2.len() / 2 + 16).sum::<usize>() + 64);
+    pack.extend_from_slice(b"PACK");
+    pack.extend_from_slice(&2u32.to_be_bytes());
+    pack.extend_from_slice(&count.to_be_bytes());
+    // Id, CRC-32 of the whole entry as stored, offset in the pack.
+    let mut entries: Vec<(ObjectId, u32, u64)> = Vec::with_capacity(objects.len());
+    // One compressor for all entries: setting one up costs more than compressing a small object.
+    let mut zlib = Compress::new(Compression::BEST_SPEED);
+    let mut scratch = vec![0; 64 * 1024];
+    for (id, kind, data) in objects {
+        let offset = pack.len();
+        push_entry_header(&mut pack, *kind, data.len() as u64);
+        deflate(&mut zlib, data, &mut pack, &mut scratch)?;
+        entries.push((*id, crc32fast::hash(&pack[offset..]), offset as u64));
+    }
+    let checksum = digest(hash, &pack)?;
+    pack.extend_from_slice(checksum.as_bytes());
+
+    entries.sort_unstable_by_key(|e| e.0);
+    let id_len = hash.len_in_bytes();
+    let mut idx = Vec::with_capacity(8 + 256 * 4 + entries.len() * (id_len + 8) + 2 * id_len);
+    idx.extend_from_slice(b"\xfftOc");
+    idx.extend_from_slice(&2u32.to_be_bytes());
+    let mut fanout = [0u32; 256];
+    for (id, _, _) in &entries {
+        fanout[usize::from(id.as_bytes()[0])] += 1;
+    }
+    let mut total = 0;
+    for n in fanout {
+        total += n;
+        idx.extend_from_slice(&total.to_be_bytes());
+    }
+    for (id, _, _) in &entries {
+        idx.extend_from_slice(id.as_bytes());
+    }
+    for (_, crc, _) in &entries {
+        idx.extend_from_slice(&crc.to_be_bytes());
+    }
+    // Offsets from 2^31 on go to a table of 64-bit ones, referred to with the high bit set.
+    let mut large: Vec<u64> = Vec::new();
+    for &(_, _, offset) in &entries {
+        let small = match u32::try_from(offset) {
+            Ok(o) if o < 0x8000_0000 => o,
+            _ => {
+                large.push(offset);
+                0x8000_0000 | (large.len() - 1) as u32
+            }
+        };
+        idx.extend_from_slice(&small.to_be_bytes());
+    }
+    for offset in large {
+        idx.extend_from_slice(&offset.to_be_bytes());
+    }
+    idx.extend_from_slice(checksum.as_bytes());
+    let idx_checksum = digest(hash, &idx)?;
+    idx.extend_from_slice(idx_checksum.as_bytes());
+
+    std::fs::create_dir_all(dir)?;
+    let name = format!("pack-{}", checksum.to_hex());
+    write_new_file(dir, "tmp_pack_", &pack, &dir.join(format!("{name}.pack")))?;
+    write_new_file(dir, "tmp_idx_", &idx, &dir.join(format!("{name}.idx")))
+}
+
+/// A pack entry's header: the object's type, then its size, 4 bits and then 7 bits a byte.
+fn push_entry_header(out: &mut Vec<u8>, kind: gix::objs::Kind, mut size: u64) {
+    let kind: u8 = match kind {
+        gix::objs::Kind::Commit => 1,
+        gix::objs::Kind::Tree => 2,
+        gix::objs::Kind::Blob => 3,
+        gix::objs::Kind::Tag => 4,
+    };
+    let mut byte = (kind << 4) | (size & 0x0f) as u8;
+    size >>= 4;
+    while size != 0 {
+        out.push(byte | 0x80);
+        byte = (size & 0x7f) as u8;
+        size >>= 7;
+    }
+    out.push(byte);
+}
+
+/// Appends `data` as one complete zlib stream to `out`.
+fn deflate(
+    zlib: &mut gix::zlib::stream::deflate::Compress,
+    mut data: &[u8],
+    out: &mut Vec<u8>,
+    scratch: &mut [u8],
+) -> std::io::Result<()> {
+    use gix::zlib::{Status, stream::deflate::FlushCompress};
+    zlib.reset();
+    loop {
+        let (consumed, produced) = (zlib.total_in(), zlib.total_out());
+        let status = zlib
+            .compress(data, scratch, FlushCompress::Finish)
+            .map_err(std::io::Error::other)?;
+        let consumed = (zlib.total_in() - consumed) as usize;
+        let produced = (zlib.total_out() - produced) as usize;
+        out.extend_from_slice(&scratch[..produced]);
+        data = &data[consumed..];
+        match status {
+            Status::StreamEnd => return Ok(()),
+            _ if consumed == 0 && produced == 0 => return Err(std::io::Error::other("zlib made no progress")),
+            _ => {}
+        }
+    }
+}
+
+fn digest(hash: gix::hash::Kind, bytes: &[u8]) -> std::io::Result<ObjectId> {
+    let mut hasher = gix::hash::hasher(hash);
+    hasher.update(bytes);
+    hasher.try_finalize().map_err(std::io::Error::other)
+}
+
+/// Writes `bytes` to a new file in `dir` named with `prefix` (git removes stale `tmp_` files in
+/// `objects/pack`), read-only as git's packs are, syncs it (as git syncs its packs: the event
+/// that records a checkpoint must never outlive its objects in a power loss), then renames it
+/// to `to`.
+fn write_new_file(dir: &Path, prefix: &str, bytes: &[u8], to: &Path) -> std::io::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let (tmp, mut file) = loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!("{prefix}agentctl_{}_{n}", std::process::id()));
+        match std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&tmp)
+        {
+            Ok(file) => break (tmp, file),
+            // Left by an earlier process with the same id.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_data())
+        .and_then(|()| std::fs::rename(&tmp, to));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// How long something took, for events.
@@ -569,5 +960,160 @@ impl Timer {
     }
     pub fn ms(&self) -> u64 {
         millis(self.0.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_INDEX_FILE")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A worktree with one commit, a snapshotter on it and its first (full scan) tree.
+    fn repo() -> (tempfile::TempDir, PathBuf, Snapshotter, ObjectId) {
+        let dir = tempfile::tempdir().unwrap();
+        let wt = dir.path().join("wt");
+        std::fs::create_dir(&wt).unwrap();
+        git(&wt, &["init", "-q", "-b", "main"]);
+        std::fs::write(wt.join("base.txt"), "base\n").unwrap();
+        git(&wt, &["add", "-A"]);
+        git(&wt, &["commit", "-qm", "base"]);
+        let snap = Snapshotter::open(&wt, &dir.path().join("private.index")).unwrap();
+        let tree = snap.scan_full().unwrap();
+        (dir, wt, snap, tree)
+    }
+
+    fn objects_dir(snap: &Snapshotter) -> PathBuf {
+        snap.repo().objects.store_ref().path().to_owned()
+    }
+
+    fn packs(snap: &Snapshotter) -> Vec<PathBuf> {
+        let Ok(dir) = std::fs::read_dir(objects_dir(snap).join("pack")) else {
+            return Vec::new();
+        };
+        let mut packs: Vec<PathBuf> = dir
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+            .collect();
+        packs.sort();
+        packs
+    }
+
+    fn loose_objects(snap: &Snapshotter) -> usize {
+        std::fs::read_dir(objects_dir(snap))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().len() == 2)
+            .map(|e| std::fs::read_dir(e.path()).unwrap().count())
+            .sum()
+    }
+
+    /// Writes `count` files (`round` makes their content new), each `size(n)` bytes long, in a
+    /// few directories; returns their paths.
+    fn write_files(wt: &Path, count: usize, round: usize, size: impl Fn(usize) -> usize) -> Vec<PathBuf> {
+        (0..count)
+            .map(|n| {
+                let rel = PathBuf::from(format!("d{}/s{}/f{n}.txt", n % 3, n % 5));
+                let abs = wt.join(&rel);
+                std::fs::create_dir_all(abs.parent().unwrap()).unwrap();
+                let line = format!("file {n} round {round}\n");
+                let body: Vec<u8> = line.bytes().cycle().take(size(n)).collect();
+                std::fs::write(abs, body).unwrap();
+                rel
+            })
+            .collect()
+    }
+
+    fn path_scan(snap: &Snapshotter, base: ObjectId, paths: &[PathBuf]) -> ObjectId {
+        match snap.scan_paths(base, paths.iter().map(PathBuf::as_path)).unwrap() {
+            PathScan::Tree { tree, .. } => tree,
+            PathScan::NeedsFullScan(why) => panic!("asked for a full scan: {why}"),
+        }
+    }
+
+    #[test]
+    fn many_new_objects_go_to_one_pack_that_git_reads() {
+        let (_dir, wt, snap, base) = repo();
+        // Sizes around the limits of the entry header's size bytes, empty files (one blob for
+        // all) and objects too large to hold.
+        let sizes = [0, 1, 15, 16, 17, 2047, 2048, 4096, 100_000, LOOSE_OBJECT_BYTES + 1];
+        let paths = write_files(&wt, 150, 1, |n| sizes[n % sizes.len()]);
+        let large = (0..150)
+            .filter(|n| sizes[n % sizes.len()] >= LOOSE_OBJECT_BYTES)
+            .count();
+        let loose = loose_objects(&snap);
+        let tree = path_scan(&snap, base, &paths);
+        let new_packs = packs(&snap);
+        assert_eq!(new_packs.len(), 1, "one pack for the scan");
+        assert_eq!(loose_objects(&snap), loose + large, "only the large blobs are loose");
+        assert_eq!(tree, snap.scan_full().unwrap(), "the path scan's tree is git's");
+        git(
+            &wt,
+            &["verify-pack", new_packs[0].with_extension("idx").to_str().unwrap()],
+        );
+        git(&wt, &["fsck", "--strict", "--no-dangling"]);
+        for p in &paths[..12] {
+            let spec = format!("{tree}:{}", p.display());
+            let stored = git(&wt, &["cat-file", "-p", &spec]);
+            assert_eq!(stored, std::fs::read_to_string(wt.join(p)).unwrap().trim());
+        }
+
+        // The same content again: everything is stored already, nothing is written.
+        let again = path_scan(&snap, base, &paths);
+        assert_eq!(again, tree);
+        assert_eq!(packs(&snap), new_packs);
+        assert_eq!(loose_objects(&snap), loose + large);
+    }
+
+    #[test]
+    fn few_new_objects_are_stored_loose() {
+        let (_dir, wt, snap, base) = repo();
+        let paths = write_files(&wt, 20, 1, |_| 100);
+        let loose = loose_objects(&snap);
+        let tree = path_scan(&snap, base, &paths);
+        assert!(packs(&snap).is_empty());
+        assert!(loose_objects(&snap) > loose);
+        assert_eq!(tree, snap.scan_full().unwrap());
+        git(&wt, &["fsck", "--strict", "--no-dangling"]);
+    }
+
+    #[test]
+    fn a_name_the_settings_forbid_leaves_the_tree_to_git() {
+        let (dir, wt, _, base) = repo();
+        git(&wt, &["config", "core.protectHFS", "true"]);
+        let snap = Snapshotter::open(&wt, &dir.path().join("private.index")).unwrap();
+        // `.git` with a zero-width non-joiner: what HFS+ would open as `.git`.
+        let name = PathBuf::from(".g\u{200c}it");
+        std::fs::write(wt.join(&name), "x\n").unwrap();
+        let scan = snap.scan_paths(base, [name.as_path()]).unwrap();
+        assert!(matches!(scan, PathScan::NeedsFullScan(_)), "{scan:?}");
+    }
+
+    #[test]
+    fn scans_store_loose_objects_once_the_store_has_many_packs() {
+        let (_dir, wt, snap, mut tree) = repo();
+        for round in 0..MAX_PACKS + 3 {
+            let paths = write_files(&wt, PACK_MIN_OBJECTS, round, |_| 64);
+            tree = path_scan(&snap, tree, &paths);
+        }
+        assert_eq!(packs(&snap).len(), MAX_PACKS);
+        assert_eq!(tree, snap.scan_full().unwrap());
+        git(&wt, &["fsck", "--strict", "--no-dangling"]);
     }
 }

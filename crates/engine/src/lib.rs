@@ -11,6 +11,7 @@ pub mod error;
 pub mod hooks;
 pub mod lifecycle;
 pub mod queue;
+pub mod reconcile;
 pub mod repo_lock;
 pub mod supervisor;
 pub mod view;

@@ -88,7 +88,7 @@ impl Engine {
     }
 
     /// Why an active run has no supervisor and never will, if that is the case.
-    fn orphan_reason(&self, rec: &RunRecord) -> Result<Option<String>, EngineError> {
+    pub(crate) fn orphan_reason(&self, rec: &RunRecord) -> Result<Option<String>, EngineError> {
         let status = self.provider.status(&rec.id)?;
         Ok(match (rec.state, status) {
             (_, SupervisorStatus::Alive { .. }) => None,

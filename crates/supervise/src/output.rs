@@ -138,6 +138,13 @@ pub fn read_from(path: &Path, offset: u64) -> io::Result<LogBatch> {
         }
         Err(e) => return Err(e),
     };
+    // At or past the end there is nothing yet (and seeking far past it can fail).
+    if offset >= file.metadata()?.len() {
+        return Ok(LogBatch {
+            chunks: Vec::new(),
+            next_offset: offset,
+        });
+    }
     file.seek(SeekFrom::Start(offset))?;
     let mut reader = BufReader::new(file);
     let mut chunks = Vec::new();

@@ -169,6 +169,9 @@ impl Git {
 
     /// The top-level directory of the repository containing `dir`.
     pub fn toplevel(dir: &Path) -> Result<PathBuf, VcsError> {
+        if !dir.is_dir() {
+            return Err(VcsError::NotARepo { path: dir.to_owned() });
+        }
         let git = Git::new(dir);
         let out = git.output(["rev-parse", "--show-toplevel"])?;
         if !out.status.success() {
@@ -185,6 +188,9 @@ impl Git {
     /// The top-level directory of the repository containing `dir`, and `rev` resolved to a full
     /// commit id there — in one git call, since it sits on the path of every run's launch.
     pub fn locate(dir: &Path, rev: &str) -> Result<(PathBuf, String), VcsError> {
+        if !dir.is_dir() {
+            return Err(VcsError::NotARepo { path: dir.to_owned() });
+        }
         let spec = format!("{rev}^{{commit}}");
         let out = Git::new(dir).output([
             "rev-parse",

@@ -1,8 +1,8 @@
-//! `serve` (the daemon) and `token` (its bearer tokens).
+//! `serve` (the daemon), `token` (its bearer tokens) and `reconcile`.
 
 use api::{ServeOptions, TokenStore};
 
-use crate::cli::{GlobalArgs, ServeArgs, TokenCommand};
+use crate::cli::{GlobalArgs, ReconcileArgs, ServeArgs, TokenCommand};
 use crate::context;
 use crate::exit::CliError;
 use crate::view;
@@ -25,6 +25,28 @@ pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<i32, CliError> {
             webhooks,
         },
     )?;
+    Ok(0)
+}
+
+pub fn reconcile(g: &GlobalArgs, args: &ReconcileArgs) -> Result<i32, CliError> {
+    let engine = context::engine(g)?;
+    let findings = engine.reconcile(args.dry_run)?;
+    if g.json {
+        view::print_json(&serde_json::json!({ "dry_run": args.dry_run, "findings": findings }));
+        return Ok(0);
+    }
+    if findings.is_empty() {
+        println!("nothing to reconcile: every run, supervisor and worktree agrees");
+    }
+    for f in &findings {
+        let what = f
+            .run
+            .clone()
+            .or_else(|| f.path.as_ref().map(|p| p.display().to_string()))
+            .unwrap_or_default();
+        let pid = f.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+        println!("{:<10} {:<18} {what}{pid}: {}", f.action, f.kind, f.detail);
+    }
     Ok(0)
 }
 

@@ -78,6 +78,14 @@ fn error_codes_messages_and_exit_codes() {
         "NOT_A_GIT_REPO",
         69,
     );
+    let gone = outside.path().join("no-such-dir");
+    check(
+        "repo flag names no directory",
+        &env,
+        &["run", "--repo", gone.to_str().unwrap(), "--", "true"],
+        "NOT_A_GIT_REPO",
+        69,
+    );
     // Preset whose binary is missing (PATH without it).
     let mut missing = env.cmd();
     missing.env("PATH", "/usr/bin:/bin");
