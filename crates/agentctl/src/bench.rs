@@ -3,10 +3,12 @@
 //! the agent process has started against `git worktree add` alone on the same generated repository;
 //! `eventlog` times durable group-commit appends from many threads against one writer doing a
 //! write and an fdatasync per event; `checkpoint` times checkpoints, rollback and diff against
-//! the fastest plain git sequence for each. This module owns the dispatch, the statistics and
+//! the fastest plain git sequence for each; `api` times `GET /v1/runs/{id}` against the daemon's
+//! hello-world route (`/v1/healthz`) on one real daemon. This module owns the dispatch, the statistics and
 //! the report (a table for humans, one JSON object with `--json`); the measurements live in
 //! `bench/`. It works only in temporary directories, never in the user's state directory.
 
+mod api;
 mod checkpoint;
 mod eventlog;
 mod launch;
@@ -39,6 +41,9 @@ pub fn bench(g: &GlobalArgs, args: BenchArgs) -> Result<i32, CliError> {
         ),
         Some(BenchWhich::Launch { files, iterations }) => (Some(launch::Params { files, iterations }), None),
         Some(BenchWhich::Eventlog { events, writers }) => (None, Some(eventlog::Params { events, writers })),
+        Some(BenchWhich::Api { connections, seconds }) => {
+            return api::bench(g, api::Params { connections, seconds });
+        }
         Some(BenchWhich::Checkpoint {
             files,
             changes,

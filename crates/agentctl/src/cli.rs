@@ -375,6 +375,16 @@ pub enum BenchWhich {
         #[arg(long, default_value_t = 32)]
         writers: usize,
     },
+    /// API requests per second: GET /v1/runs/{id} against the hello-world route
+    /// (/v1/healthz) of the same daemon.
+    Api {
+        /// Keep-alive connections sending requests at once.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// How long each route is measured.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
     /// Checkpoint, rollback and diff on generated repositories, against the fastest plain git
     /// sequence (temp index copy, add -A, write-tree, commit-tree, update-ref).
     Checkpoint {

@@ -313,12 +313,10 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 
 /// Reads one row.
 pub fn get(conn: &Connection, id: &RunId) -> rusqlite::Result<Option<RunRecord>> {
-    conn.query_row(
-        &format!("SELECT {COLUMNS} FROM runs WHERE id = ?1"),
-        [id.as_str()],
-        row_to_record,
-    )
-    .optional()
+    // Cached statements: every reader path (show, wait, follow, the API) comes through here.
+    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM runs WHERE id = ?1"))?
+        .query_row([id.as_str()], row_to_record)
+        .optional()
 }
 
 /// Filters for listing runs.
@@ -389,11 +387,10 @@ pub fn log_sizes(conn: &Connection) -> rusqlite::Result<std::collections::HashMa
 
 /// The event-log size (bytes) the projection last saw for one run.
 pub fn log_size(conn: &Connection, id: &RunId) -> rusqlite::Result<Option<u64>> {
-    conn.query_row("SELECT bytes FROM log_sizes WHERE run_id = ?1", [id.as_str()], |r| {
-        r.get::<_, i64>(0)
-    })
-    .optional()
-    .map(|b| b.map(|b| b as u64))
+    conn.prepare_cached("SELECT bytes FROM log_sizes WHERE run_id = ?1")?
+        .query_row([id.as_str()], |r| r.get::<_, i64>(0))
+        .optional()
+        .map(|b| b.map(|b| b as u64))
 }
 
 /// Records that the projection has seen `bytes` of a run's event log.

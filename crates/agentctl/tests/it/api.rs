@@ -688,3 +688,23 @@ fn the_daemon_is_not_the_parent_of_the_supervisors_it_starts() {
     }
     assert_eq!(children.trim(), "", "children of the daemon");
 }
+
+#[test]
+fn bench_api_measures_both_routes_on_a_real_daemon() {
+    let env = Env::new();
+    let (v, out) = env.json(&["bench", "api", "--connections", "2", "--seconds", "0.3"]);
+    assert!(out.status.success(), "{v}");
+    let api = &v["api"];
+    let (run, hello) = (
+        api["run_get_per_s"].as_f64().unwrap(),
+        api["healthz_per_s"].as_f64().unwrap(),
+    );
+    assert!(run > 0.0 && hello > 0.0, "{v}");
+    assert!((api["ratio"].as_f64().unwrap() - run / hello).abs() < 1e-9);
+    assert_eq!(api["goal_ratio"], 0.6);
+    let (v, out) = env.json(&["bench", "api", "--connections", "0"]);
+    assert_eq!(
+        (v["error"]["code"].as_str(), out.status.code()),
+        (Some("INVALID_ARGUMENT"), Some(64))
+    );
+}

@@ -1,0 +1,251 @@
+//! API throughput: requests per second of `GET /v1/runs/{id}` (a real run: resolve, check its
+//! supervisor, read the projection) against `GET /v1/healthz` (answers without touching the
+//! state: the hello-world route) on the same daemon, same run, same clients — keep-alive
+//! HTTP/1.1 connections on loopback, each sending its next request when the last answer is in.
+//! The daemon is a real `agentctl serve` on a temporary state directory and repository.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{invalid, io_error, thousands};
+use crate::cli::GlobalArgs;
+use crate::exit::CliError;
+
+/// What we aim for: the run route at least this share of the hello-world route's rate.
+const GOAL_RATIO: f64 = 0.6;
+
+pub struct Params {
+    pub connections: usize,
+    pub seconds: f64,
+}
+
+pub fn bench(g: &GlobalArgs, p: Params) -> Result<i32, CliError> {
+    if p.connections == 0 || p.seconds.is_nan() || p.seconds <= 0.0 {
+        return Err(invalid("--connections and --seconds must be positive"));
+    }
+    let dir = tempfile::tempdir().map_err(|e| io_error("temp dir", e))?;
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).map_err(|e| io_error("repo", e))?;
+    std::fs::write(repo.join("README.md"), "bench\n").map_err(|e| io_error("repo", e))?;
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"],
+        &[
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@localhost",
+            "commit",
+            "-qm",
+            "bench",
+        ],
+    ] {
+        let ok = Command::new("git").args(args).current_dir(&repo).output();
+        if !ok.is_ok_and(|o| o.status.success()) {
+            return Err(io_error("git", format!("git {args:?} failed")));
+        }
+    }
+    let state = dir.path().join("state");
+    let exe = std::env::current_exe().map_err(|e| io_error("agentctl binary", e))?;
+    let mut daemon = Daemon::start(&exe, &state, dir.path())?;
+    let result = measure(g, &daemon, &repo, &p);
+    daemon.stop();
+    result
+}
+
+fn measure(g: &GlobalArgs, d: &Daemon, repo: &Path, p: &Params) -> Result<i32, CliError> {
+    let body = json!({"command": ["true"], "repo": repo}).to_string();
+    let (status, run) = d.request("POST", "/v1/runs", Some(&body))?;
+    if status != 201 {
+        return Err(io_error("create a run", run));
+    }
+    let id = run["id"].as_str().unwrap_or_default().to_owned();
+    let started = Instant::now();
+    loop {
+        let (_, r) = d.request("GET", &format!("/v1/runs/{id}"), None)?;
+        if r["state"] == "succeeded" {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err(io_error("the bench run", format!("did not finish: {r}")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let progress = |what: &str| {
+        if !g.json {
+            eprintln!("bench: {what}: {} connections for {}s", p.connections, p.seconds);
+        }
+    };
+    progress("GET /v1/healthz");
+    let hello = rate(d, "/v1/healthz", p)?;
+    progress(&format!("GET /v1/runs/{id}"));
+    let run_rate = rate(d, &format!("/v1/runs/{id}"), p)?;
+    let ratio = run_rate / hello;
+    let met = ratio >= GOAL_RATIO;
+    if g.json {
+        crate::view::print_json(&json!({
+            "api": {
+                "connections": p.connections,
+                "seconds": p.seconds,
+                "run_get_per_s": run_rate,
+                "healthz_per_s": hello,
+                "ratio": ratio,
+                "goal_ratio": GOAL_RATIO,
+                "goal_met": met,
+            }
+        }));
+    } else {
+        println!(
+            "API requests per second on loopback ({} keep-alive connections, {}s each)",
+            p.connections, p.seconds
+        );
+        println!(
+            "{:>22}  {:>18}  {:>7}  goal",
+            "GET /v1/runs/{id}", "GET /v1/healthz", "ratio"
+        );
+        println!(
+            "{:>22}  {:>18}  {:>6.2}x  >= {GOAL_RATIO}x: {}",
+            thousands(run_rate),
+            thousands(hello),
+            ratio,
+            if met { "met" } else { "NOT met" }
+        );
+    }
+    Ok(0)
+}
+
+/// Requests per second on `path` from `p.connections` clients at once.
+fn rate(d: &Daemon, path: &str, p: &Params) -> Result<f64, CliError> {
+    let until = Instant::now() + Duration::from_secs_f64(p.seconds);
+    let counts = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..p.connections).map(|_| s.spawn(|| d.hammer(path, until))).collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("client thread"))
+            .collect::<Vec<_>>()
+    });
+    let mut total = 0;
+    for c in counts {
+        total += c?;
+    }
+    Ok(total as f64 / p.seconds)
+}
+
+/// A daemon on a temporary state dir, stopped when asked.
+struct Daemon {
+    child: Child,
+    addr: String,
+    token: String,
+}
+
+impl Daemon {
+    fn start(exe: &Path, state: &Path, config: &Path) -> Result<Daemon, CliError> {
+        let child = Command::new(exe)
+            .args(["--state-dir"])
+            .arg(state)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("AGENTCTL_CONFIG_DIR", config.join("config"))
+            .env("AGENTCTL_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| io_error("agentctl serve", e))?;
+        let endpoint = state.join("daemon/endpoint.json");
+        let started = Instant::now();
+        let ep: Value = loop {
+            let ep = std::fs::read_to_string(&endpoint)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+            if let Some(ep) = ep.filter(|e| e["pid"] == child.id()) {
+                break ep;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                return Err(io_error("agentctl serve", "it never wrote its endpoint"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let token = std::fs::read_to_string(state.join("daemon/token")).map_err(|e| io_error("token", e))?;
+        Ok(Daemon {
+            child,
+            addr: ep["listen"].as_str().unwrap_or_default().to_owned(),
+            token: token.trim().to_owned(),
+        })
+    }
+
+    fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+
+    /// One request on a fresh connection.
+    fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Value), CliError> {
+        let mut conn = Conn::open(&self.addr)?;
+        conn.send(method, path, &self.token, body)
+    }
+
+    /// Requests `path` over one keep-alive connection until `until`; returns how many got 200.
+    fn hammer(&self, path: &str, until: Instant) -> Result<u64, CliError> {
+        let mut conn = Conn::open(&self.addr)?;
+        let mut n = 0;
+        while Instant::now() < until {
+            let (status, v) = conn.send("GET", path, &self.token, None)?;
+            if status != 200 {
+                return Err(io_error(path, format!("answered {status}: {v}")));
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Conn {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    fn open(addr: &str) -> Result<Conn, CliError> {
+        let s = TcpStream::connect(addr).map_err(|e| io_error(addr, e))?;
+        s.set_nodelay(true).map_err(|e| io_error(addr, e))?;
+        let reader = BufReader::new(s.try_clone().map_err(|e| io_error(addr, e))?);
+        Ok(Conn { writer: s, reader })
+    }
+
+    fn send(&mut self, method: &str, path: &str, token: &str, body: Option<&str>) -> Result<(u16, Value), CliError> {
+        let body = body.unwrap_or("");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let io = |e: std::io::Error| io_error("HTTP", e);
+        self.writer.write_all(req.as_bytes()).map_err(io)?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line).map_err(io)?;
+        let status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).map_err(io)?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut buf = vec![0; len];
+        self.reader.read_exact(&mut buf).map_err(io)?;
+        Ok((status, serde_json::from_slice(&buf).unwrap_or(Value::Null)))
+    }
+}
