@@ -7,13 +7,16 @@ use axum::response::{IntoResponse, Response};
 use engine::EngineError;
 use model::ErrorCode;
 
+use crate::wire::{ErrorBody, ErrorDetail};
+
 /// An error answer.
 #[derive(Debug)]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub hint: Option<String>,
-    pub details: serde_json::Value,
+    /// More about it, per code (empty for every code so far).
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -22,17 +25,12 @@ impl ApiError {
             code,
             message: message.into(),
             hint: None,
-            details: serde_json::Value::Object(Default::default()),
+            details: Default::default(),
         }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
-        self
-    }
-
-    pub fn details(mut self, details: serde_json::Value) -> Self {
-        self.details = details;
         self
     }
 
@@ -82,7 +80,7 @@ impl From<EngineError> for ApiError {
             code: e.code,
             message: e.message,
             hint: e.hint,
-            details: serde_json::Value::Object(Default::default()),
+            details: Default::default(),
         }
     }
 }
@@ -93,15 +91,15 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(code = %self.code, message = %self.message, "request failed");
         }
-        let mut error = serde_json::json!({
-            "code": self.code,
-            "message": self.message,
-            "details": self.details,
-        });
-        if let Some(h) = self.hint {
-            error["hint"] = h.into();
-        }
-        let mut resp = (status, Json(serde_json::json!({ "error": error }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                details: self.details,
+                hint: self.hint,
+                message: self.message,
+            },
+        };
+        let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));

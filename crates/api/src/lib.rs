@@ -15,6 +15,7 @@ pub mod stream;
 pub mod tail;
 pub mod tokens;
 pub mod webhooks;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

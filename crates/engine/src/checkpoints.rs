@@ -310,6 +310,7 @@ impl Engine {
         let path = self.store.layout().root().join(REMOVED_RUNS);
         let line = format!("{id}\t{}\n", repo.to_string_lossy());
         let io = |e: std::io::Error| EngineError::new(ErrorCode::Io, format!("{}: {e}", path.display()));
+        let _lock = self.lock_removed_runs()?;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -319,12 +320,29 @@ impl Engine {
         f.sync_data().map_err(io)
     }
 
+    /// The lock that orders appends to, and rewrites of, the removed-runs list.
+    fn lock_removed_runs(&self) -> Result<nix::fcntl::Flock<std::fs::File>, EngineError> {
+        let path = self.store.layout().locks_dir().join("removed-runs.lock");
+        let io = |e: std::io::Error| EngineError::new(ErrorCode::Io, format!("{}: {e}", path.display()));
+        std::fs::create_dir_all(self.store.layout().locks_dir()).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io(e.into()))
+    }
+
     /// Deletes the checkpoint refs of this state dir's runs whose worktrees are gone: runs
     /// removed with `rm`, and runs whose worktree `gc` removed — except those in `spare` (the
     /// ones the same `gc` just removed, whose last state was just saved). Refs of runs this
     /// state dir never had (another state dir's, or still live) are never touched.
     pub fn prune_refs(&self, dry_run: bool, spare: &[RunId]) -> Result<Vec<PrunedRefs>, EngineError> {
         let runs = self.store.list(&store::RunFilter::default())?;
+        // Held until the list is rewritten: an `rm` meanwhile would append to a file about to
+        // be replaced, and its run's refs would never be pruned.
+        let _lock = if dry_run { None } else { Some(self.lock_removed_runs()?) };
         let tombstones_path = self.store.layout().root().join(REMOVED_RUNS);
         let tombstones = std::fs::read_to_string(&tombstones_path).unwrap_or_default();
         // (repo, run) pairs whose refs may go.

@@ -11,8 +11,8 @@ use engine::{CheckpointInfo, DiffTo, RollbackInfo};
 use model::CheckpointRef;
 use serde_json::Value;
 
-use crate::openapi::{CheckpointList, CreateCheckpoint, Rollback};
 use crate::params::{Body, Query};
+use crate::wire::{CheckpointList, CreateCheckpoint, Rollback};
 use crate::{ApiError, AppState, blocking};
 
 /// `GET /v1/runs/{id}/checkpoints`: id, time, trigger, files changed, +/- of each.

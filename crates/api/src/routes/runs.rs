@@ -12,8 +12,8 @@ use model::{RunId, RunState};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::openapi::{CreateRun, MAX_LOG_OFFSET, RunEvents, RunLogs, RunPage};
 use crate::params::{Body, Query};
+use crate::wire::{CreateRun, RunEvents, RunLogs, RunPage};
 use crate::{ApiError, AppState, blocking};
 
 /// Runs per page when `limit` is not given, and the most one page holds.
@@ -80,11 +80,7 @@ pub async fn create(
         keep: body.keep,
         checkpoints: body.checkpoints,
     };
-    let created = blocking(&state, move |engine| {
-        require_dir(&req.repo_dir)?;
-        Ok(engine.create_run(req)?)
-    })
-    .await?;
+    let created = blocking(&state, move |engine| Ok(engine.create_run(req)?)).await?;
     let status = if created.created {
         StatusCode::CREATED
     } else {
@@ -100,18 +96,6 @@ pub(crate) fn no_nul(what: &str, text: &str) -> Result<(), ApiError> {
         return Err(ApiError::invalid(format!("{what} must not contain NUL characters")));
     }
     Ok(())
-}
-
-/// `NOT_A_GIT_REPO` for a `repo` that is not a directory (git could not even start there).
-pub(crate) fn require_dir(dir: &std::path::Path) -> Result<(), ApiError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    Err(ApiError::new(
-        model::ErrorCode::NotAGitRepo,
-        format!("{} is not a directory", dir.display()),
-    )
-    .hint("pass an absolute path inside a git repository"))
 }
 
 /// The run id an `Idempotency-Key` stands for: the same key is the same run.
@@ -273,9 +257,6 @@ pub async fn events(
 /// log, as `agentctl logs --json` chunks, and the offset to continue from.
 pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, q: Query) -> Result<Json<RunLogs>, ApiError> {
     let offset = q.parse::<u64>("offset")?.unwrap_or(0);
-    if offset > MAX_LOG_OFFSET {
-        return Err(ApiError::invalid(format!("offset must be at most {MAX_LOG_OFFSET}")));
-    }
     let (id, batch) = blocking(&state, move |engine| {
         let id = engine.resolve(&id)?;
         let batch = engine.logs(&id, offset)?;

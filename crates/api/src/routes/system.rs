@@ -1,7 +1,7 @@
 //! Health, readiness and the agent registry.
 
-use crate::openapi::{AgentList, Health, NotReady, Ready};
 use crate::params::Query;
+use crate::wire::{AgentList, Health, NotReady, Ready};
 use crate::{ApiError, AppState, blocking};
 use axum::Json;
 use axum::extract::State;
@@ -68,7 +68,6 @@ fn vcs_toplevel(dir: &std::path::Path) -> Result<std::path::PathBuf, ApiError> {
             dir.display()
         )));
     }
-    super::runs::require_dir(dir)?;
     engine::repo_toplevel(dir).map_err(ApiError::from)
 }
 
