@@ -32,7 +32,8 @@ impl EventTail {
         let mut out = Vec::new();
         let Ok(ids) = self.layout.run_ids() else { return out };
         // Runs removed since (`rm`) are forgotten.
-        self.offsets.retain(|id, _| ids.contains(id));
+        let present: std::collections::HashSet<&RunId> = ids.iter().collect();
+        self.offsets.retain(|id, _| present.contains(id));
         for id in ids {
             let path = self.layout.events_path(&id);
             let from = self.offsets.get(&id).copied().unwrap_or(0);

@@ -62,9 +62,12 @@ pub fn acquire(
             return Ok(slot);
         }
         if ticket.is_none() {
+            // Locked before it is visible: a ticket seen unlocked is always a dead waiter's.
             let path = queue.join(&name);
-            let f = File::create(&path).map_err(io)?;
+            let hidden = queue.join(format!(".{name}"));
+            let f = File::create(&hidden).map_err(io)?;
             let lock = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| io(e.into()))?;
+            fs::rename(&hidden, &path).map_err(io)?;
             ticket = Some((path, lock));
             tracing::info!(limit, ahead, "queued: waiting for a slot");
             w.append(EventData::Queued {
@@ -94,7 +97,8 @@ fn live_tickets_before(queue: &Path, mine: &str) -> usize {
     let mut live = 0;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.as_str() >= mine {
+        // Hidden names are tickets being made (see `acquire`).
+        if name.starts_with('.') || name.as_str() >= mine {
             continue;
         }
         let Ok(f) = File::open(e.path()) else { continue };
