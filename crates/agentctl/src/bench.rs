@@ -4,14 +4,20 @@
 //! `eventlog` times durable group-commit appends from many threads against one writer doing a
 //! write and an fdatasync per event; `checkpoint` times checkpoints, rollback and diff against
 //! the fastest plain git sequence for each; `api` times `GET /v1/runs/{id}` against the daemon's
-//! hello-world route (`/v1/healthz`) on one real daemon. This module owns the dispatch, the statistics and
-//! the report (a table for humans, one JSON object with `--json`); the measurements live in
-//! `bench/`. It works only in temporary directories, never in the user's state directory.
+//! hello-world route (`/v1/healthz`) on one real daemon; `idle` measures what idle runs cost (each
+//! supervisor's memory, the daemon's and the supervisors' CPU) against fixed goals; `sse` times an
+//! agent's line to a client of the daemon's output stream against the line reaching the log. This module
+//! owns the dispatch, the statistics and the report (a table for humans, one JSON object with
+//! `--json`); the measurements live in `bench/`. It works only in temporary directories, never in
+//! the user's state directory.
 
 mod api;
 mod checkpoint;
+mod daemon;
 mod eventlog;
+mod idle;
 mod launch;
+mod sse;
 
 use std::time::Duration;
 
@@ -43,6 +49,12 @@ pub fn bench(g: &GlobalArgs, args: BenchArgs) -> Result<i32, CliError> {
         Some(BenchWhich::Eventlog { events, writers }) => (None, Some(eventlog::Params { events, writers })),
         Some(BenchWhich::Api { connections, seconds }) => {
             return api::bench(g, api::Params { connections, seconds });
+        }
+        Some(BenchWhich::Sse { lines, interval }) => {
+            return sse::bench(g, sse::Params { lines, interval });
+        }
+        Some(BenchWhich::Idle { runs, window }) => {
+            return idle::bench(g, idle::Params { runs, window });
         }
         Some(BenchWhich::Checkpoint {
             files,

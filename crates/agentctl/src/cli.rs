@@ -45,6 +45,10 @@ pub struct GlobalArgs {
     /// Format of diagnostics.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Work on the state directory directly, even when a daemon serves it (by default commands
+    /// go through the daemon's API when one answers).
+    #[arg(long, global = true, env = "AGENTCTL_DIRECT", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub direct: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -384,6 +388,26 @@ pub enum BenchWhich {
         /// How long each route is measured.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+    },
+    /// Agent stdout line to a client of the daemon's output stream, against the line reaching
+    /// the run's output log.
+    Sse {
+        /// Lines the agent writes.
+        #[arg(long, default_value_t = 200)]
+        lines: usize,
+        /// Time between two lines.
+        #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "20ms")]
+        interval: Duration,
+    },
+    /// Memory of each idle run's supervisor and idle CPU of the daemon and the supervisors,
+    /// with N runs of an agent that only sleeps.
+    Idle {
+        /// Idle runs to start.
+        #[arg(long, default_value_t = 200)]
+        runs: usize,
+        /// How long idle CPU is measured.
+        #[arg(long, value_name = "DUR", value_parser = parse_duration, default_value = "10s")]
+        window: Duration,
     },
     /// Checkpoint, rollback and diff on generated repositories, against the fastest plain git
     /// sequence (temp index copy, add -A, write-tree, commit-tree, update-ref).

@@ -14,7 +14,6 @@ use std::time::Duration;
 use engine::RunRequest;
 use model::{ErrorCode, RunState};
 use serde::Serialize;
-use store::RunRecord;
 use vcs::Git;
 
 use crate::cli::{DemoArgs, GlobalArgs};
@@ -163,6 +162,8 @@ pub fn demo(g: &GlobalArgs, args: &DemoArgs) -> Result<i32, CliError> {
     if human {
         heading(&format!("the agent at work (run {id}, output as it writes it)"));
     }
+    // The demo's state dir is its own: no daemon serves it.
+    let engine = crate::backend::Backend::Direct(Box::new(engine));
     let (rec, detached) = follow::follow(
         &engine,
         &id,
@@ -185,7 +186,7 @@ pub fn demo(g: &GlobalArgs, args: &DemoArgs) -> Result<i32, CliError> {
     let checkpoints = engine.checkpoints(&id).unwrap_or_default();
     if g.json {
         view::print_json(&DemoView {
-            run: RunView::from(&rec),
+            run: rec.clone(),
             repo: rec.repo.clone(),
             script,
             commits,
@@ -283,7 +284,7 @@ fn write_script(path: &Path) -> Result<(), CliError> {
 }
 
 /// The run's commits, newest first (none when the run never made its branch).
-fn branch_commits(git: &Git, rec: &RunRecord) -> Vec<CommitView> {
+fn branch_commits(git: &Git, rec: &RunView) -> Vec<CommitView> {
     let range = format!("{}..{}", rec.base_commit, rec.branch);
     let out = git
         .run(["log", "--no-decorate", "--format=%H %s", &range])
@@ -301,7 +302,7 @@ fn branch_commits(git: &Git, rec: &RunRecord) -> Vec<CommitView> {
 /// the state of the user's checkout, and what to try next.
 fn report(
     g: &GlobalArgs,
-    rec: &RunRecord,
+    rec: &RunView,
     git: &Git,
     commits: &[CommitView],
     diff_stat: &str,
@@ -312,7 +313,7 @@ fn report(
     if let Some(reason) = &rec.reason {
         outcome.push_str(&format!(": {reason}"));
     }
-    if let Some(ms) = RunView::from(rec).duration_ms {
+    if let Some(ms) = rec.duration_ms {
         outcome.push_str(&format!(" ({})", view::human_duration(ms)));
     }
     heading(&outcome);

@@ -4,8 +4,8 @@
 use std::io::Write;
 
 use engine::EngineError;
+use engine::view::RunView;
 use model::{ErrorCode, RunState};
-use store::RunRecord;
 
 /// A failure of one command.
 #[derive(Debug)]
@@ -72,7 +72,7 @@ pub const EXIT_CANCELLED: i32 = 130;
 
 /// Maps a finished run to an exit status: 0 succeeded; the agent's own code (or 128+signal)
 /// when it failed; 124 timed out; 130 cancelled; 125 lost.
-pub fn outcome_code(rec: &RunRecord) -> i32 {
+pub fn outcome_code(rec: &RunView) -> i32 {
     match rec.state {
         RunState::Succeeded => 0,
         RunState::Failed => match (rec.exit_code, &rec.signal) {

@@ -1,5 +1,7 @@
 //! Following a run: printing its output as it is captured (stdout to stdout, stderr to
-//! stderr, exactly as written) until the run ends. Used by `run` and `logs -f`.
+//! stderr, exactly as written) until the run ends. Used by `run` and `logs -f`. Directly, it
+//! reads the output log as it grows; through the daemon, it reads the run's output stream
+//! (server-sent events), which ends with the run.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -7,10 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use engine::Engine;
+use engine::view::RunView;
 use model::provider::{OutputChunk, Stream};
 use model::{RunId, RunState};
-use store::RunRecord;
 
+use crate::backend::{self, Backend};
+use crate::client::{Daemon, Flow, StreamItem};
 use crate::exit::CliError;
 
 /// Where output goes.
@@ -106,7 +110,87 @@ pub struct FollowOptions {
 
 /// Prints the run's output until it ends (or at once with `once`). Returns the run as it is
 /// at the end, and whether the user detached.
-pub fn follow(engine: &Engine, id: &RunId, opts: FollowOptions) -> Result<(RunRecord, bool), CliError> {
+pub fn follow(backend: &Backend, id: &RunId, opts: FollowOptions) -> Result<(RunView, bool), CliError> {
+    match backend {
+        Backend::Direct(engine) => follow_direct(engine, id, opts),
+        Backend::Daemon(_) if opts.once => {
+            let mut printer = Printer::new(opts.print);
+            let mut offset = 0;
+            loop {
+                let batch = backend.output(id, offset)?;
+                for c in &batch.chunks {
+                    printer.chunk(c);
+                }
+                if batch.chunks.is_empty() || batch.next_offset == offset {
+                    break;
+                }
+                offset = batch.next_offset;
+            }
+            Ok((backend.run(id.as_str())?, false))
+        }
+        Backend::Daemon(d) => follow_stream(backend, d, id, opts),
+    }
+}
+
+/// Follows the run's output stream from the daemon until its `end` message.
+fn follow_stream(backend: &Backend, d: &Daemon, id: &RunId, opts: FollowOptions) -> Result<(RunView, bool), CliError> {
+    let mut printer = Printer::new(opts.print);
+    let mut last_id: Option<String> = None;
+    let mut end: Option<RunView> = None;
+    let mut stop_sent = false;
+    let mut detached = false;
+    let path = format!("/v1/runs/{}/logs?follow=true", crate::client::enc(id.as_str()));
+    // A dropped connection (the daemon restarting) is resumed once from the last chunk seen.
+    for attempt in 0..2 {
+        let resume = last_id.clone();
+        let result = d.stream(&path, resume.as_deref(), Duration::from_millis(50), |item| {
+            match item {
+                StreamItem::Message(m) if m.event == "output" => {
+                    let v: serde_json::Value = serde_json::from_str(&m.data).unwrap_or_default();
+                    if let Some(c) = backend::chunk_of(&v, 0) {
+                        printer.chunk(&c);
+                    }
+                    last_id = m.id;
+                }
+                StreamItem::Message(m) if m.event == "end" => {
+                    end = serde_json::from_str(&m.data).ok();
+                    return Ok(Flow::Stop);
+                }
+                _ => {}
+            }
+            if let Some(n) = &opts.interrupts {
+                let presses = n.load(Ordering::SeqCst);
+                if presses >= 2 {
+                    detached = true;
+                    return Ok(Flow::Stop);
+                }
+                if presses == 1 && !stop_sent {
+                    stop_sent = true;
+                    eprintln!("\nagentctl: stopping run {id} (Ctrl-C again to detach and leave it running)");
+                    backend.stop(id, opts.grace)?;
+                }
+            }
+            Ok(Flow::Continue)
+        });
+        match result {
+            Ok(_) => break,
+            Err(e) if attempt == 0 && e.0.code == model::ErrorCode::Io => {
+                tracing::debug!(error = %e.0.message, "output stream dropped; resuming");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if detached {
+        return Ok((backend.run(id.as_str())?, true));
+    }
+    match end {
+        Some(view) => Ok((view, false)),
+        None => Ok((backend.run(id.as_str())?, false)),
+    }
+}
+
+fn follow_direct(engine: &Engine, id: &RunId, opts: FollowOptions) -> Result<(RunView, bool), CliError> {
     let mut printer = Printer::new(opts.print);
     let mut offset = 0;
     let started = Instant::now();
@@ -124,7 +208,7 @@ pub fn follow(engine: &Engine, id: &RunId, opts: FollowOptions) -> Result<(RunRe
         }
         let rec = engine.refresh(id, "follow")?;
         if opts.once {
-            return Ok((rec, false));
+            return Ok((RunView::from(&rec), false));
         }
         if rec.state.is_terminal() {
             // The supervisor syncs the output before recording the outcome: one last read.
@@ -135,7 +219,7 @@ pub fn follow(engine: &Engine, id: &RunId, opts: FollowOptions) -> Result<(RunRe
             if let Some(s) = spinner.take() {
                 s.finish_and_clear();
             }
-            return Ok((rec, false));
+            return Ok((RunView::from(&rec), false));
         }
         if opts.spinner
             && spinner.is_none()
@@ -161,7 +245,7 @@ pub fn follow(engine: &Engine, id: &RunId, opts: FollowOptions) -> Result<(RunRe
                 if let Some(s) = spinner.take() {
                     s.finish_and_clear();
                 }
-                return Ok((rec, true));
+                return Ok((RunView::from(&rec), true));
             }
             if presses == 1 && !stop_sent {
                 stop_sent = true;

@@ -2,8 +2,10 @@
 //! store and the local provider, dispatches to one command module, and turns errors into a
 //! stable code, a message, a hint and a documented exit code. No domain logic lives here.
 
+mod backend;
 mod bench;
 mod cli;
+mod client;
 mod commands;
 mod context;
 mod demo;

@@ -6,12 +6,13 @@
 //! max_concurrent_runs = 4   # more runs wait `pending`, first created first started
 //!
 //! [[webhooks]]              # `agentctl serve` POSTs run events here, signed
-//! url = "http://127.0.0.1:9000/agentctl"
+//! url = "https://hooks.example.com/agentctl"   # http:// or https://
 //! secret_env = "AGENTCTL_WEBHOOK_SECRET"
 //! events = ["finished"]     # all event types when absent
+//! ca_file = "private-ca.pem" # more trusted roots for https (relative: to this file's dir)
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use model::ErrorCode;
 use serde::Deserialize;
@@ -40,10 +41,14 @@ pub struct WebhookSetting {
     pub secret_env: Option<String>,
     /// Event types to send (all when absent).
     pub events: Option<Vec<String>>,
+    /// A PEM file of root certificates to trust for an `https://` URL besides the system's;
+    /// relative to the settings file's directory.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Settings {
-    /// The webhooks, with their secrets resolved.
+    /// The webhooks, with their secrets and `ca_file`s resolved, each checked (URL scheme and
+    /// form, secret, trusted roots) so a bad one is reported with the file it is in.
     pub fn webhooks(&self, file: &Path) -> Result<Vec<api::webhooks::Webhook>, CliError> {
         let bad = |msg: String| CliError::new(ErrorCode::InvalidConfig, format!("{}: {msg}", file.display()));
         self.webhooks
@@ -61,11 +66,23 @@ impl Settings {
                         )));
                     }
                 };
-                Ok(api::webhooks::Webhook {
+                let hook = api::webhooks::Webhook {
                     url: w.url.clone(),
                     secret,
                     events: w.events.clone(),
-                })
+                    ca_file: w
+                        .ca_file
+                        .as_ref()
+                        .map(|f| file.parent().unwrap_or(Path::new("")).join(f)),
+                };
+                api::webhooks::validate(std::slice::from_ref(&hook)).map_err(|e| {
+                    let mut err = bad(e.message);
+                    if let Some(h) = e.hint {
+                        err = err.hint(h);
+                    }
+                    err
+                })?;
+                Ok(hook)
             })
             .collect()
     }

@@ -4,7 +4,6 @@
 use anstyle::{AnsiColor, Style};
 use model::RunState;
 use serde::Serialize;
-use store::RunRecord;
 
 pub use engine::view::RunView;
 
@@ -55,7 +54,7 @@ pub fn ago(ts: jiff::Timestamp) -> String {
 }
 
 /// One line summarising what a run runs.
-pub fn what(r: &RunRecord) -> String {
+pub fn what(r: &RunView) -> String {
     let text = r.prompt.clone().unwrap_or_default();
     let text = text.lines().next().unwrap_or("").to_owned();
     truncate(&text, 48)
@@ -72,7 +71,7 @@ pub fn truncate(s: &str, max: usize) -> String {
 }
 
 /// The human detail view of one run.
-pub fn show_text(r: &RunRecord) -> String {
+pub fn show_text(r: &RunView) -> String {
     let mut out = String::new();
     let bold = Style::new().bold();
     let mut line = |k: &str, v: String| out.push_str(&format!("{bold}{k:<13}{bold:#}{v}\n"));
@@ -122,7 +121,7 @@ pub fn show_text(r: &RunRecord) -> String {
     if let Some(t) = r.finished_at {
         line("finished", t.to_string());
     }
-    if let Some(ms) = engine::view::duration_ms(r) {
+    if let Some(ms) = r.duration_ms {
         line("duration", human_duration(ms));
     }
     if let Some(pid) = r.pid {

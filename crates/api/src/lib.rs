@@ -6,6 +6,7 @@
 //! their supervisors, so it can stop, crash or restart without touching them.
 
 pub mod error;
+pub mod journal;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
@@ -14,6 +15,7 @@ pub mod server;
 pub mod stream;
 pub mod tail;
 pub mod tokens;
+pub mod wakeup;
 pub mod webhooks;
 pub mod wire;
 
@@ -32,6 +34,10 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub tokens: Arc<TokenStore>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Tells live streams when a run's logs grow.
+    pub wakeups: wakeup::Wakeups,
+    /// Every run's events in the order the daemon saw them (`GET /v1/events`).
+    pub journal: Arc<journal::Journal>,
     /// Longest a request may take before it is answered `REQUEST_TIMEOUT`.
     pub request_timeout: Duration,
 }
@@ -52,4 +58,22 @@ where
     tokio::task::spawn_blocking(move || f(&engine))
         .await
         .map_err(|e| ApiError::new(model::ErrorCode::Internal, format!("request handler failed: {e}")))?
+}
+
+/// Answers with `quick` right here when it can (it returns `Some`), else runs `f` as
+/// [`blocking`] does; both get `input`. Handing a request to a blocking thread and back costs
+/// two thread wakeups, more than a read of the projection itself, so reads that can tell at once
+/// (no waiting for a lock, no write, a `stat` or two and at most one indexed query) answer on
+/// the async thread: `quick` must never wait — see [`Engine::refresh_if_current`].
+pub(crate) async fn quick_or_blocking<I, T, Q, F>(state: &AppState, input: I, quick: Q, f: F) -> Result<T, ApiError>
+where
+    I: Send + 'static,
+    T: Send + 'static,
+    Q: FnOnce(&Engine, &I) -> Option<T>,
+    F: FnOnce(&Engine, I) -> Result<T, ApiError> + Send + 'static,
+{
+    if let Some(v) = quick(&state.engine, &input) {
+        return Ok(v);
+    }
+    blocking(state, move |engine| f(engine, input)).await
 }

@@ -23,8 +23,8 @@ use serde_json::{Map, Value, json};
 
 use crate::error::status_of;
 use crate::wire::{
-    AgentList, CheckpointList, CreateCheckpoint, CreateRun, DiffBody, ErrorBody, Health, NotReady, Ready, Rollback,
-    RunEvents, RunLogs, RunPage,
+    AgentList, CheckpointList, CreateCheckpoint, CreateRun, DiffBody, ErrorBody, GcReport, GcRequest, GlobalEvents,
+    Health, NotReady, Ready, ReconcileReport, Rollback, RunEvents, RunLogs, RunPage,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -478,8 +478,11 @@ pub static ROUTES: &[Route] = &[
         operation_id: "getRunLogs",
         tag: "runs",
         summary: "A run's output",
-        description: "Captured output from byte `offset` of the run's output log; poll with `next_offset` to \
-                      follow.",
+        description: "Captured output from byte `offset` of the run's output log, as JSON (continue from \
+                      `next_offset`), or as a server-sent event stream when the request accepts \
+                      `text/event-stream` or asks to `follow`: one `output` message per chunk (`data` the chunk, \
+                      `id` the byte offset just after it), and, once the run has ended and all its output is \
+                      sent, an `end` message whose `data` is the run.",
         public: false,
         engine: true,
         params: &[
@@ -491,12 +494,26 @@ pub static ROUTES: &[Route] = &[
                 description: "Byte offset in the output log.",
                 schema: || json!({"type": "integer", "format": "int64", "minimum": 0}),
             },
+            Param {
+                name: "follow",
+                location: In::Query,
+                required: false,
+                description: "Stream, and keep the stream open until the run has ended and its last output is sent.",
+                schema: flag_schema,
+            },
+            Param {
+                name: "Last-Event-ID",
+                location: In::Header,
+                required: false,
+                description: "A reconnecting stream's last message id (as `offset`).",
+                schema: || json!({"type": "string", "pattern": "^[0-9]{1,19}$"}),
+            },
         ],
         body: None,
         answers: &[Answer {
             status: 200,
             description: "Output chunks.",
-            content: Content::Json(schema::<RunLogs>),
+            content: Content::JsonOrEvents(schema::<RunLogs>),
         }],
         errors: &[],
     },
@@ -593,6 +610,13 @@ pub static ROUTES: &[Route] = &[
                 description: "Add git's text of the diff as `text`.",
                 schema: || json!({"type": "string", "enum": ["patch", "stat", "name-only"]}),
             },
+            Param {
+                name: "color",
+                location: In::Query,
+                required: false,
+                description: "Colour the `text` with ANSI escapes, as git does on a terminal.",
+                schema: flag_schema,
+            },
         ],
         body: None,
         answers: &[Answer {
@@ -639,6 +663,111 @@ pub static ROUTES: &[Route] = &[
             E::GitFailed,
             E::SpawnFailed,
         ],
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/events",
+        operation_id: "listEvents",
+        tag: "runs",
+        summary: "Every run's events",
+        description: "Every run's events in the order the daemon saw them, each numbered `g` (1, 2, 3, … without \
+                      gaps, kept across daemon restarts; the journal starts when a daemon first serves the state \
+                      directory). As a JSON page, or as a server-sent event stream (`id` the event's `g`, `event` \
+                      its type, `data` the event with `g`) when the request accepts `text/event-stream` or asks \
+                      to `follow`; a followed stream stays open.",
+        public: false,
+        engine: true,
+        params: &[
+            Param {
+                name: "after",
+                location: In::Query,
+                required: false,
+                description: "Only events after this `g`.",
+                schema: u64_schema,
+            },
+            Param {
+                name: "limit",
+                location: In::Query,
+                required: false,
+                description: "Most events in a JSON page (1 to 10000; 1000 when not given).",
+                schema: || json!({"type": "integer", "format": "int64", "minimum": 1, "maximum": 10000}),
+            },
+            Param {
+                name: "follow",
+                location: In::Query,
+                required: false,
+                description: "Stream, and keep the stream open for new events.",
+                schema: flag_schema,
+            },
+            Param {
+                name: "Last-Event-ID",
+                location: In::Header,
+                required: false,
+                description: "A reconnecting stream's last `g` (as `after`).",
+                schema: || json!({"type": "string", "pattern": "^[0-9]{1,19}$"}),
+            },
+        ],
+        body: None,
+        answers: &[Answer {
+            status: 200,
+            description: "The events.",
+            content: Content::JsonOrEvents(schema::<GlobalEvents>),
+        }],
+        errors: &[],
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/gc",
+        operation_id: "collectGarbage",
+        tag: "maintenance",
+        summary: "Remove worktrees past their retention",
+        description: "As `agentctl gc`: removes the worktrees of finished runs older than `older_than_ms` (each \
+                      saved as a checkpoint first; unsaveable ones only with `force`), and with `prune_refs` the \
+                      checkpoint refs of runs removed earlier. `dry_run` says what would happen. Send `{}` for the \
+                      defaults.",
+        public: false,
+        engine: true,
+        params: &[],
+        body: Some(RequestBody {
+            required: true,
+            schema: schema::<GcRequest>,
+        }),
+        answers: &[Answer {
+            status: 200,
+            description: "Each run looked at, and the refs pruned.",
+            content: Content::Json(schema::<GcReport>),
+        }],
+        errors: &[
+            E::GitFailed,
+            E::CheckpointFailed,
+            E::InvalidStateTransition,
+            E::SpawnFailed,
+        ],
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/reconcile",
+        operation_id: "reconcile",
+        tag: "maintenance",
+        summary: "Reconcile runs with supervisors, processes and worktrees",
+        description: "As `agentctl reconcile`: every discrepancy between the store, supervisors, processes, \
+                      worktrees and refs, each fixed when that is safe (never with `dry_run`) or reported.",
+        public: false,
+        engine: true,
+        params: &[Param {
+            name: "dry_run",
+            location: In::Query,
+            required: false,
+            description: "Report only; fix nothing.",
+            schema: flag_schema,
+        }],
+        body: None,
+        answers: &[Answer {
+            status: 200,
+            description: "What was found and done.",
+            content: Content::Json(schema::<ReconcileReport>),
+        }],
+        errors: &[E::GitFailed, E::SpawnFailed],
     },
     Route {
         method: Method::Get,
@@ -898,6 +1027,7 @@ fn build() -> Value {
         "tags": [
             {"name": "health", "description": "Liveness and readiness."},
             {"name": "runs", "description": "Create, list, show, stop and remove runs; their events and output."},
+            {"name": "maintenance", "description": "Upkeep of the state directory: gc and reconcile."},
             {"name": "checkpoints", "description": "A run's checkpoints: take, list, diff, roll back."},
             {"name": "agents", "description": "The agent registry."},
             {"name": "metrics", "description": "Prometheus metrics."},

@@ -78,10 +78,16 @@ pub fn serve(engine: Engine, opts: ServeOptions) -> Result<(), ApiError> {
     }
     let tokens = Arc::new(TokenStore::new(&dir));
     tokens.ensure_default()?;
+    let wakeups = crate::wakeup::Wakeups::start(&engine.store().layout().runs_dir());
+    // Where the logs end now (or where the last daemon stopped reading), before anyone can reach
+    // us: no event of a run created through this daemon is missed.
+    let (journal, tail) = crate::journal::Journal::open(&dir, engine.store().layout().clone())?;
     let state = AppState {
         engine: Arc::new(engine),
         tokens,
         metrics: Arc::default(),
+        wakeups,
+        journal: Arc::new(journal),
         request_timeout: opts.request_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -89,21 +95,18 @@ pub fn serve(engine: Engine, opts: ServeOptions) -> Result<(), ApiError> {
         .enable_all()
         .build()
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(run(state, &dir, opts.listen, opts.webhooks))
+    runtime.block_on(run(state, tail, &dir, opts.listen, opts.webhooks))
 }
 
 async fn run(
     state: AppState,
+    tail: crate::tail::EventTail,
     dir: &Path,
     listen: SocketAddr,
     webhooks: Vec<crate::webhooks::Webhook>,
 ) -> Result<(), ApiError> {
     // Where the logs end now, before anyone can reach us: no event of a run created through
     // this daemon is missed.
-    let layout = state.engine.store().layout().clone();
-    let tail = tokio::task::spawn_blocking(move || crate::tail::EventTail::at_end(layout))
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot start following events: {e}")))?;
     let tcp = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| ApiError::new(ErrorCode::Io, format!("cannot listen on {listen}: {e}")))?;
@@ -160,48 +163,99 @@ async fn run(
     Ok(())
 }
 
-/// How often the daemon looks for new events in the runs' logs.
-const TAIL_EVERY: Duration = Duration::from_millis(200);
+/// Longest the daemon goes without looking for new events in the runs' logs (it looks at once
+/// when told a log changed).
+const TAIL_EVERY: Duration = Duration::from_millis(1000);
+/// Shortest time between two looks, so a busy run cannot keep the daemon spinning.
+const TAIL_MIN_GAP: Duration = Duration::from_millis(5);
 
-/// Feeds every event appended to any run's log to the metrics and the webhooks, for as long as
-/// the daemon runs.
+/// Journals every event appended to any run's log, then feeds it to the metrics and the
+/// webhooks, for as long as the daemon runs.
 async fn follow_events(state: AppState, mut tail: crate::tail::EventTail, webhooks: crate::webhooks::Dispatcher) {
     loop {
-        tokio::time::sleep(TAIL_EVERY).await;
+        let notified = state.wakeups.any().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let journal = state.journal.clone();
         let polled = tokio::task::spawn_blocking(move || {
             let events = tail.poll();
-            (tail, events)
+            let added = journal.append(events, &tail);
+            (tail, added)
         })
         .await;
-        let Ok((t, events)) = polled else { return };
+        let Ok((t, added)) = polled else { return };
         tail = t;
-        for (id, e) in &events {
-            state.metrics.observe(id, e);
-            webhooks.send(e);
+        match added {
+            Ok(events) => {
+                for e in &events {
+                    state.metrics.observe(&e.event.run_id, &e.event);
+                    webhooks.send(&e.event);
+                }
+            }
+            Err(e) => tracing::error!(error = %e.message, "cannot journal events"),
         }
+        let _ = tokio::time::timeout(TAIL_EVERY, notified).await;
+        tokio::time::sleep(TAIL_MIN_GAP).await;
     }
 }
 
-/// Takes the one-daemon-per-state-dir lock, or says which daemon holds it.
+/// How long a new daemon waits for a lock that no live daemon holds. A daemon killed while it
+/// was starting a supervisor leaves its lock open for a few milliseconds more in the
+/// half-started process (forked, not yet exec'd: the exec closes it); a daemon killed before
+/// writing its endpoint leaves no sign of life to check.
+const STALE_LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Takes the one-daemon-per-state-dir lock, or says which daemon holds it. The lock of a live
+/// daemon (its endpoint names a live process) is refused at once; any other holder is waited
+/// for, a little.
 fn lock_daemon(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, ApiError> {
     let path = dir.join("lock");
-    let file = std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
         .map_err(|e| io_err(&path, e))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
-        let who = dir
-            .parent()
-            .and_then(read_endpoint)
-            .map(|e| format!(" (pid {}, listening on {})", e.pid, e.listen))
-            .unwrap_or_default();
-        ApiError::new(
+    let started = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        let busy = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) => f,
+            Err((_, e)) => return Err(io_err(&path, std::io::Error::from(e))),
+        };
+        let holder = dir.parent().and_then(read_endpoint);
+        let live = holder.as_ref().is_some_and(|e| process_alive(e.pid));
+        if !live && started.elapsed() < STALE_LOCK_WAIT {
+            if !said {
+                tracing::info!("the daemon lock is held, though no live daemon is known; waiting for it");
+                said = true;
+            }
+            file = busy;
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let who = match &holder {
+            Some(e) if live => format!(" (pid {}, listening on {})", e.pid, e.listen),
+            Some(e) => format!(" (its lock is held, though the last daemon, pid {}, is gone)", e.pid),
+            None => " (it has not written its endpoint yet)".to_owned(),
+        };
+        return Err(ApiError::new(
             ErrorCode::DaemonRunning,
             format!("a daemon already serves this state directory{who}"),
         )
-        .hint("stop it first (SIGTERM), or use another --state-dir")
+        .hint("stop it first (SIGTERM), or use another --state-dir"));
+    }
+}
+
+/// Whether `pid` is a running process (a zombie has ended).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.trim_start().chars().next());
+        !matches!(state, Some('Z' | 'X') | None)
     })
 }
 

@@ -27,6 +27,17 @@ impl EventTail {
         EventTail { layout, offsets }
     }
 
+    /// A tail that continues from `offsets` (bytes read of each run's log); runs not in it
+    /// appeared since and are read from their start.
+    pub fn resume(layout: StateLayout, offsets: HashMap<RunId, u64>) -> EventTail {
+        EventTail { layout, offsets }
+    }
+
+    /// How far each run's log has been read.
+    pub fn offsets(&self) -> &HashMap<RunId, u64> {
+        &self.offsets
+    }
+
     /// The events appended since the last poll, run by run, each run's in order.
     pub fn poll(&mut self) -> Vec<(RunId, Event)> {
         let mut out = Vec::new();

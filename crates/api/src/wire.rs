@@ -158,6 +158,24 @@ pub struct NotReady {
     pub status: &'static str,
 }
 
+/// An event of any run as the daemon's journal numbers it (`GET /v1/events`): the run's event
+/// with `g`, its position across all runs (1, 2, 3, … without gaps).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct GlobalEvent {
+    /// The position in the daemon's journal; the SSE message id.
+    pub g: u64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// A page of the daemon's journal (`GET /v1/events` as JSON).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct GlobalEvents {
+    pub events: Vec<GlobalEvent>,
+    /// Pass as `after` for the next page (the last `g` here, or `after` when there is none).
+    pub next_after: u64,
+}
+
 /// One page of runs, newest first.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct RunPage {
@@ -259,4 +277,111 @@ pub enum FileStatus {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct AgentList {
     pub agents: Vec<AgentRow>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Maintenance: gc and reconcile
+
+/// The body of `POST /v1/gc`: what `agentctl gc` takes.
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GcRequest {
+    /// Only runs finished at least this long ago (milliseconds; 7 days when not given).
+    pub older_than_ms: Option<u64>,
+    /// Say what would be removed; remove nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Remove worktrees whose state cannot be saved as a checkpoint too.
+    #[serde(default)]
+    pub force: bool,
+    /// Also delete the checkpoint refs of runs removed earlier.
+    #[serde(default)]
+    pub prune_refs: bool,
+}
+
+/// What `gc` did (as `agentctl gc --json`).
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct GcReport {
+    pub runs: Vec<GcRun>,
+    pub pruned_refs: Vec<PrunedRefsView>,
+}
+
+/// One run `gc` looked at.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct GcRun {
+    pub id: RunId,
+    pub worktree: PathBuf,
+    /// `removed`, `would_remove`, `skipped_unsaved` (its state could not be checkpointed) or
+    /// `failed`.
+    pub action: String,
+    pub detail: Option<String>,
+    /// The ref of the checkpoint holding the removed worktree's last state.
+    pub checkpoint: Option<String>,
+}
+
+impl From<&engine::GcItem> for GcRun {
+    fn from(i: &engine::GcItem) -> Self {
+        GcRun {
+            id: i.id.clone(),
+            worktree: i.worktree.clone(),
+            action: i.action.to_owned(),
+            detail: i.detail.clone(),
+            checkpoint: i.checkpoint.clone(),
+        }
+    }
+}
+
+/// Checkpoint refs of one removed run deleted (or, in a dry run, to be deleted).
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct PrunedRefsView {
+    pub repo: PathBuf,
+    pub run: String,
+    pub refs: u64,
+}
+
+impl From<&engine::PrunedRefs> for PrunedRefsView {
+    fn from(p: &engine::PrunedRefs) -> Self {
+        PrunedRefsView {
+            repo: p.repo.clone(),
+            run: p.run.clone(),
+            refs: p.refs as u64,
+        }
+    }
+}
+
+/// What `reconcile` found and did (as `agentctl reconcile --json`).
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ReconcileReport {
+    pub dry_run: bool,
+    pub findings: Vec<FindingView>,
+}
+
+/// One discrepancy between the store, supervisors, processes and worktrees.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct FindingView {
+    /// `lost_supervisor`, `unstarted_run`, `worktree_missing`, `orphan_worktree` or
+    /// `orphan_supervisor`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub detail: String,
+    /// `fixed`, `would_fix` (dry run) or `reported` (not safe to fix).
+    pub action: String,
+}
+
+impl From<&engine::reconcile::Finding> for FindingView {
+    fn from(f: &engine::reconcile::Finding) -> Self {
+        FindingView {
+            kind: f.kind.to_owned(),
+            run: f.run.clone(),
+            path: f.path.clone(),
+            pid: f.pid,
+            detail: f.detail.clone(),
+            action: f.action.to_owned(),
+        }
+    }
 }

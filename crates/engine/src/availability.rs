@@ -96,7 +96,7 @@ fn version_of(program: &Path, args: &[String]) -> Option<String> {
 }
 
 /// One agent as `agentctl agents` and `GET /v1/agents` show it.
-#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct AgentRow {
     pub name: String,
     pub available: bool,

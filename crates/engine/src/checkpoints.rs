@@ -23,7 +23,7 @@ use crate::{Engine, EngineError};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A checkpoint with its change summary against its parent.
-#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct CheckpointEntry {
     #[serde(flatten)]
     pub info: CheckpointInfo,

@@ -6,6 +6,7 @@
 pub mod availability;
 pub mod checkpointer;
 pub mod checkpoints;
+pub mod collect;
 pub mod create;
 pub mod error;
 pub mod hooks;

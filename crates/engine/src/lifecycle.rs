@@ -15,7 +15,7 @@ use crate::checkpointer::CheckpointInfo;
 use crate::{Engine, EngineError};
 
 /// What `rm` did.
-#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct RmReport {
     pub id: RunId,
     pub worktree_removed: bool,
@@ -85,6 +85,25 @@ impl Engine {
         }
         drop(writer);
         Ok(self.store.get(id)?.unwrap_or(rec))
+    }
+
+    /// What [`Engine::refresh`] would answer for the run `text` names (a full id), when it can
+    /// be told at once by reading alone: the projection has seen all of the run's log (checked
+    /// against the log's size) and the run is terminal, or its supervisor is alive (or not due
+    /// yet). Waits for nothing (no lock, no busy connection) and writes nothing, so async
+    /// threads can call it. `None` whenever refreshing has more to do — a prefix to resolve, a
+    /// log to project, a lost supervisor to record — or would have to wait: call
+    /// [`Engine::resolve`] and [`Engine::refresh`] then.
+    pub fn refresh_if_current(&self, text: &str) -> Option<RunRecord> {
+        let id = RunId::parse(text).ok()?;
+        let rec = self.store.get_if_current(&id).ok()??;
+        if rec.state.is_terminal() {
+            return Some(rec);
+        }
+        match self.orphan_reason(&rec) {
+            Ok(None) => Some(rec),
+            _ => None,
+        }
     }
 
     /// Why an active run has no supervisor and never will, if that is the case.

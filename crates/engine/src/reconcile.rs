@@ -1,15 +1,18 @@
 //! `reconcile`: compares what the store says with what is there — supervisors and processes,
 //! worktrees, checkpoint refs — in both directions, reports every discrepancy, and fixes what is
-//! safe: a run whose supervisor is gone is marked `lost`; a finished run whose worktree vanished
-//! is recorded as such; a worktree no run owns is removed only when git shows nothing in it
-//! that is not committed. A worktree with uncaptured changes is never deleted, and a process is
-//! never signalled: one that claims to supervise a run we do not have is only reported.
+//! safe: a run whose supervisor is gone is marked `lost`; a run recorded but never taken by a
+//! supervisor (its creator died before starting one) gets one; a finished run whose worktree
+//! vanished is recorded as such; a worktree no run owns is removed only when git shows nothing
+//! in it that is not committed. A worktree with uncaptured changes is never deleted, and a
+//! process is never signalled: one that claims to supervise a run we do not have is only
+//! reported.
 
 use std::path::{Path, PathBuf};
 
-use model::EventData;
+use model::provider::SupervisorStatus;
+use model::{EventData, RunState};
 use serde::Serialize;
-use store::{LockMode, RunFilter};
+use store::{LockMode, RunFilter, RunRecord};
 use vcs::Git;
 
 use crate::{Engine, EngineError};
@@ -17,7 +20,8 @@ use crate::{Engine, EngineError};
 /// One discrepancy, and what was done about it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {
-    /// `lost_supervisor`, `worktree_missing`, `orphan_worktree`, `orphan_supervisor`.
+    /// `lost_supervisor`, `unstarted_run`, `worktree_missing`, `orphan_worktree`,
+    /// `orphan_supervisor`.
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
@@ -38,11 +42,14 @@ impl Engine {
         let fix = if dry_run { "would_fix" } else { "fixed" };
         let mut out = Vec::new();
         let runs = self.store.list(&RunFilter::default())?;
-        // Store -> supervisors: active runs whose supervisor is gone.
+        // Store -> supervisors: active runs whose supervisor is gone, and runs no supervisor
+        // was ever started for.
         for rec in runs.iter().filter(|r| !r.state.is_terminal()) {
             if let Some(reason) = self.orphan_reason(rec)? {
-                if !dry_run {
-                    self.refresh(&rec.id, "reconcile")?;
+                // Refreshing looks again under the log's lock: a run that ended (or was taken)
+                // since the listing is not lost, and there is nothing to report.
+                if !dry_run && self.refresh(&rec.id, "reconcile")?.state != RunState::Lost {
+                    continue;
                 }
                 out.push(Finding {
                     kind: "lost_supervisor",
@@ -52,6 +59,10 @@ impl Engine {
                     detail: reason,
                     action: fix,
                 });
+            } else if rec.state == RunState::Pending
+                && matches!(self.provider.status(&rec.id)?, SupervisorStatus::NotStarted)
+            {
+                out.push(self.start_unstarted(rec, dry_run));
             }
         }
         // Store -> worktrees: a finished run's worktree removed by someone else.
@@ -106,6 +117,42 @@ impl Engine {
             });
         }
         Ok(out)
+    }
+
+    /// A run recorded (`pending`) that no supervisor has taken, young enough not to be lost
+    /// yet: the process that created it may have died between recording it and starting its
+    /// supervisor (a daemon killed mid-request), and then nobody ever will. Its supervisor is
+    /// started. Should its creator still be alive and start one too, the supervisor lock lets
+    /// exactly one of them take the run; the other finds it taken (or no longer `pending`)
+    /// and ends without running it.
+    fn start_unstarted(&self, rec: &RunRecord, dry_run: bool) -> Finding {
+        let mut f = Finding {
+            kind: "unstarted_run",
+            run: Some(rec.id.to_string()),
+            path: None,
+            pid: None,
+            detail: "recorded, but no supervisor has taken it (its creator may have died before starting one)"
+                .to_owned(),
+            action: "would_fix",
+        };
+        if dry_run {
+            return f;
+        }
+        match self
+            .provider
+            .create(&rec.id)
+            .and_then(|()| self.provider.start(&rec.id))
+        {
+            Ok(()) => {
+                f.detail.push_str("; supervisor started");
+                f.action = "fixed";
+            }
+            Err(e) => {
+                f.detail.push_str(&format!("; starting its supervisor failed: {e}"));
+                f.action = "reported";
+            }
+        }
+        f
     }
 
     fn orphan_worktree(&self, path: &Path, name: &str, dry_run: bool) -> Finding {

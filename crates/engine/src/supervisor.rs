@@ -24,9 +24,14 @@ use crate::hooks;
 
 /// Hooks get at most this long when the run has no timeout.
 const HOOK_LIMIT: Duration = Duration::from_secs(600);
+/// After start-up, output, a checkpoint or a request, memory freed is given back once this long
+/// passed without more of the same (so a busy run does not trim all the time).
+const TRIM_AFTER: Duration = Duration::from_secs(2);
 
 /// Runs the supervisor for `id`. Returns the process exit code.
 pub fn run_supervisor(layout: StateLayout, id: &RunId) -> i32 {
+    // Before any thread starts: a supervisor lives long and mostly idle, so it stays small.
+    sup::limit_allocator();
     let span = tracing::info_span!("run.supervise", run.id = %id);
     let _enter = span.enter();
     // Signals first, so a stop aimed at us is never lost; then become the subreaper.
@@ -345,6 +350,8 @@ fn supervise_run(
         degraded: false,
         unwatched,
         pgid: None,
+        control_idle: None,
+        trim_at: None,
     };
     let end = {
         let _span = tracing::info_span!("run.agent", agent.name = %spec.agent).entered();
@@ -499,6 +506,10 @@ struct EngineSink<'w, 's> {
     /// After a failed checkpoint: no automatic one before this.
     retry_at: Option<Instant>,
     pgid: Option<u32>,
+    /// The control directory as last found empty (polled by one `stat` while it stays so).
+    control_idle: Option<supervise::local::ControlStamp>,
+    /// When to give freed memory back to the system (after start-up and bursts of work).
+    trim_at: Option<Instant>,
 }
 
 impl EngineSink<'_, '_> {
@@ -601,6 +612,7 @@ impl EngineSink<'_, '_> {
             _ => None,
         };
         let paths = (!full).then_some(changed.as_slice());
+        self.trim_at = Some(Instant::now() + TRIM_AFTER);
         match record_checkpoint(cp, self.writer, trigger, paths, guard.is_some()) {
             Ok(true) => self.retry_at = None,
             Ok(false) => self.checkpoint_failed(),
@@ -622,6 +634,7 @@ impl EngineSink<'_, '_> {
 
 impl Sink for EngineSink<'_, '_> {
     fn output(&mut self, stream: Stream, data: &[u8]) {
+        self.trim_at = Some(Instant::now() + TRIM_AFTER);
         if let Err(e) = self.output.write(jiff::Timestamp::now(), stream, data) {
             tracing::warn!(error = %e, "cannot write output log");
         }
@@ -646,14 +659,16 @@ impl Sink for EngineSink<'_, '_> {
         if started {
             // The agent runs: now the projection may catch up.
             self.writer.set_deferred(false);
+            self.trim_at = Some(Instant::now() + TRIM_AFTER);
         }
     }
 
     fn poll_control(&mut self) -> Option<ControlRequest> {
-        let req = self.files.take_control()?;
+        let req = self.files.poll_control(&mut self.control_idle)?;
         let Some(request_id) = req.request_id().map(str::to_owned) else {
             return Some(req);
         };
+        self.trim_at = Some(Instant::now() + TRIM_AFTER);
         let answer = match &mut self.checkpointer {
             Some(cp) => {
                 let pgid = self.pgid;
@@ -687,5 +702,9 @@ impl Sink for EngineSink<'_, '_> {
             tracing::warn!(error = %e, "cannot sync output log");
         }
         self.watch_tick();
+        if self.trim_at.is_some_and(|t| Instant::now() >= t) {
+            self.trim_at = None;
+            sup::release_free_memory();
+        }
     }
 }

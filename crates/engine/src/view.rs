@@ -9,7 +9,7 @@ use serde::Serialize;
 use store::RunRecord;
 
 /// The JSON shape of a run in every command's `--json` output.
-#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct RunView {
     pub id: RunId,
     pub state: RunState,
@@ -58,6 +58,36 @@ impl From<&RunRecord> for RunView {
             started_at: r.started_at,
             finished_at: r.finished_at,
             duration_ms: duration_ms(r),
+        }
+    }
+}
+
+impl From<RunRecord> for RunView {
+    /// As `From<&RunRecord>`, moving the fields instead of copying them.
+    fn from(r: RunRecord) -> Self {
+        let duration_ms = duration_ms(&r);
+        RunView {
+            id: r.id,
+            state: r.state,
+            agent: r.agent,
+            prompt: r.prompt,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            reason: r.reason,
+            repo: r.repo,
+            worktree: r.worktree,
+            worktree_removed: r.worktree_removed,
+            branch: r.branch,
+            base: r.base,
+            base_commit: r.base_commit,
+            labels: r.labels,
+            keep: r.keep,
+            pid: r.pid,
+            supervisor_pid: r.supervisor_pid,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            duration_ms,
         }
     }
 }

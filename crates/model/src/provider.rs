@@ -74,6 +74,9 @@ pub struct OutputChunk {
     pub ts: jiff::Timestamp,
     pub stream: Stream,
     pub data: Vec<u8>,
+    /// The byte offset in the output log just after this chunk: reading from here continues
+    /// with the next chunk (a resume cursor, e.g. an SSE event id).
+    pub end: u64,
 }
 
 /// Output records read from a cursor, and the cursor to continue from.

@@ -92,7 +92,7 @@ impl EventLog {
             Err((_, e)) => return Err(io_err(io::Error::from(e))),
         };
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-        let (events, valid_len) = parse(&mut *file, path)?;
+        let (events, valid_len) = parse(&mut *file, path, true)?;
         let len = file.metadata().map_err(io_err)?.len();
         if valid_len < len {
             // A crash left a partial line: drop it before appending.
@@ -198,7 +198,7 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>, EventLogError> {
             });
         }
     };
-    Ok(parse(&mut file, path)?.0)
+    Ok(parse(&mut file, path, true)?.0)
 }
 
 /// Reads the complete events that start at byte `offset` of a log; returns them and the offset
@@ -216,12 +216,12 @@ pub fn read_events_from(path: &Path, offset: u64) -> Result<(Vec<Event>, u64), E
         Err(source) => return Err(io(source)),
     };
     file.seek(io::SeekFrom::Start(offset)).map_err(io)?;
-    let (events, valid) = parse(&mut file, path)?;
+    let (events, valid) = parse(&mut file, path, offset == 0)?;
     Ok((events, offset + valid))
 }
 
 /// Parses complete lines; returns the events and the byte length of the valid prefix.
-fn parse(reader: &mut dyn Read, path: &Path) -> Result<(Vec<Event>, u64), EventLogError> {
+fn parse(reader: &mut dyn Read, path: &Path, from_start: bool) -> Result<(Vec<Event>, u64), EventLogError> {
     let mut reader = BufReader::new(reader);
     let mut events = Vec::new();
     let mut valid = 0u64;
@@ -258,7 +258,10 @@ fn parse(reader: &mut dyn Read, path: &Path) -> Result<(Vec<Event>, u64), EventL
                 message,
             }
         })?;
-        let expected = events.last().map(|e: &Event| e.seq + 1).unwrap_or(1);
+        // Read from the start, a log begins at 1; read from an offset, wherever it is — then
+        // without gaps either way.
+        let first = if from_start { 1 } else { event.seq };
+        let expected = events.last().map(|e: &Event| e.seq + 1).unwrap_or(first);
         if event.seq != expected {
             return Err(EventLogError::Corrupt {
                 path: path.to_owned(),

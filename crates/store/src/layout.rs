@@ -94,10 +94,22 @@ impl StateLayout {
         self.root.join("worktrees")
     }
     pub fn run_dir(&self, id: &RunId) -> PathBuf {
-        self.runs_dir().join(id.as_str())
+        self.run_file(id, "")
     }
     pub fn events_path(&self, id: &RunId) -> PathBuf {
-        self.run_dir(id).join("events.jsonl")
+        self.run_file(id, "events.jsonl")
+    }
+    /// `runs/<id>/<name>` (the run's directory when `name` is empty), built in one allocation:
+    /// every read of a run starts here.
+    fn run_file(&self, id: &RunId, name: &str) -> PathBuf {
+        let mut path = PathBuf::with_capacity(self.root.as_os_str().len() + id.as_str().len() + name.len() + 8);
+        path.push(&self.root);
+        path.push("runs");
+        path.push(id.as_str());
+        if !name.is_empty() {
+            path.push(name);
+        }
+        path
     }
     pub fn output_path(&self, id: &RunId) -> PathBuf {
         self.run_dir(id).join("output.jsonl")

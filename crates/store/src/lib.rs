@@ -5,7 +5,14 @@
 //! before it is appended, makes it durable, then projects it. Readers call [`Store::sync_run`] /
 //! [`Store::sync_all`] to catch the projection up with logs written by processes that died
 //! before projecting.
+//!
+//! SQLite is used through one writer connection (every write, and the reads inside a write
+//! transaction) and a few read-only connections for queries: in WAL mode a reader works on a
+//! snapshot and waits neither for the writer nor for other readers. Rows read while the
+//! projection was current with their logs are remembered (see `cache`), so asking again about a
+//! run whose log has not changed costs one `stat`.
 
+mod cache;
 pub mod eventlog;
 pub mod layout;
 pub mod projection;
@@ -14,6 +21,7 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use model::{Event, EventData, LaunchPlan, RunId, RunSpec, RunState, TransitionError};
 use rusqlite::Connection;
@@ -58,11 +66,23 @@ pub enum CreateOutcome {
     Exists(Vec<Event>),
 }
 
+/// Read-only connections a store opens at most (each when first needed).
+const READERS: usize = 4;
+
 /// A state directory opened for use.
 pub struct Store {
     layout: StateLayout,
-    /// Opened at once by [`Store::open`], at first use by [`Store::open_deferred`].
+    /// The writer connection. Opened at once by [`Store::open`], at first use by
+    /// [`Store::open_deferred`]; opening it sets the database up (WAL, migrations).
     conn: Mutex<Option<Connection>>,
+    /// Set once the writer connection has set the database up: readers open only after that.
+    ready: AtomicBool,
+    /// Read-only connections for queries, each opened when first needed.
+    readers: [Mutex<Option<Connection>>; READERS],
+    /// Where the next reader looks for a free connection (spreads readers over the slots).
+    next_reader: AtomicUsize,
+    /// Rows of runs whose logs have not changed since they were read.
+    rows: cache::RowCache,
 }
 
 impl std::fmt::Debug for Store {
@@ -86,6 +106,10 @@ impl Store {
         Ok(Store {
             layout,
             conn: Mutex::new(None),
+            ready: AtomicBool::new(false),
+            readers: Default::default(),
+            next_reader: AtomicUsize::new(0),
+            rows: Default::default(),
         })
     }
 
@@ -93,16 +117,70 @@ impl Store {
         &self.layout
     }
 
+    fn db_error(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Db {
+            path: self.layout.db_path(),
+            source,
+        }
+    }
+
+    /// Runs `f` on the writer connection.
     fn db<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let result = match &mut *guard {
             Some(conn) => f(conn),
-            None => projection::open(&self.layout.db_path()).and_then(|conn| f(guard.insert(conn))),
+            None => projection::open(&self.layout.db_path()).and_then(|conn| {
+                self.ready.store(true, Ordering::Release);
+                f(guard.insert(conn))
+            }),
         };
-        result.map_err(|source| StoreError::Db {
-            path: self.layout.db_path(),
-            source,
-        })
+        result.map_err(|e| self.db_error(e))
+    }
+
+    /// Runs the query `f` on a reader connection (one statement is one snapshot).
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        Ok(self.read_with(true, f)?.expect("a waiting read always runs"))
+    }
+
+    /// Runs the query `f` on a reader connection. Unless `wait`, gives up (`Ok(None)`) rather
+    /// than wait: for a connection (all in use), for the writer to set the database up, or for
+    /// a lock inside SQLite (readers in WAL mode need one only in rare moments, such as
+    /// recovering after a crash).
+    fn read_with<T>(
+        &self,
+        wait: bool,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>, StoreError> {
+        if !self.ready.load(Ordering::Acquire) {
+            if !wait {
+                return Ok(None);
+            }
+            self.db(|_| Ok(()))?;
+        }
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let free = (0..READERS).find_map(|i| self.readers[(start + i) % READERS].try_lock().ok());
+        let mut guard = match free {
+            Some(g) => g,
+            None if wait => self.readers[start % READERS].lock().unwrap_or_else(|p| p.into_inner()),
+            None => return Ok(None),
+        };
+        let conn = match &mut *guard {
+            Some(conn) => conn,
+            None => guard.insert(projection::open_reader(&self.layout.db_path()).map_err(|e| self.db_error(e))?),
+        };
+        if wait {
+            return f(conn).map(Some).map_err(|e| self.db_error(e));
+        }
+        conn.busy_timeout(std::time::Duration::ZERO)
+            .map_err(|e| self.db_error(e))?;
+        let result = f(conn);
+        conn.busy_timeout(projection::BUSY_TIMEOUT)
+            .map_err(|e| self.db_error(e))?;
+        match result {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if projection::is_busy(&e) => Ok(None),
+            Err(e) => Err(self.db_error(e)),
+        }
     }
 
     /// Records a new run atomically: its directory appears with the `created` event already
@@ -176,25 +254,67 @@ impl Store {
 
     /// Brings the projection of one run up to date with its log.
     pub fn sync_run(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
-        // Size first: if the log grows while we read it, the recorded size is behind the
-        // content and the next sync looks again.
-        let bytes = self.log_size(id);
-        // Followers and waiters call this every few milliseconds: when the log has not grown
-        // since it was projected, a read is enough (no log parse, no write transaction).
-        if !self.layout.run_dir(id).is_dir() {
-            return Err(StoreError::NotFound(id.to_string()));
+        // Followers, waiters and API clients call this all the time: when the log has not
+        // changed since its row was last read, a `stat` is enough.
+        let path = self.layout.events_path(id);
+        if let Some(now) = cache::stamp(&path)
+            && let Some(row) = self.rows.get(id, &now)
+        {
+            return Ok(Some(row));
         }
-        if self.db(|c| projection::log_size(c, id))? == Some(bytes) {
-            return self.get(id);
+        // Size first: if the log grows while we read it, the recorded size is behind the
+        // content and the next sync looks again. The log is held from here on, so the row read
+        // for it can be remembered. A log that is there proves its directory is.
+        let pinned = cache::Pinned::open(&path);
+        let bytes = match &pinned {
+            Some(p) => p.stamp().len(),
+            None if self.layout.run_dir(id).is_dir() => 0,
+            None => return Err(StoreError::NotFound(id.to_string())),
+        };
+        // When the log has not grown since it was projected, one query is enough (no log
+        // parse, no write transaction, no wait for the writer connection).
+        if let Some((Some(seen), row)) = self.read(|c| projection::get_with_log_size(c, id))?
+            && seen == bytes
+        {
+            if let Some(p) = pinned {
+                self.rows.put(id, p, &row);
+            }
+            return Ok(Some(row));
         }
         let events = self.events(id)?;
         self.db(|c| projection::apply(c, id, &events, bytes))
     }
 
+    /// What [`Store::sync_run`] would answer when it has nothing to do but read — the
+    /// projection has already seen all of the run's log — without waiting for anything (a
+    /// connection, a lock) and without writing: for callers on threads that must not block.
+    /// `Ok(None)` when that cannot be told at once, or the projection is behind the log (or the
+    /// run is unknown): [`Store::sync_run`] then does what is needed.
+    pub fn get_if_current(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
+        let path = self.layout.events_path(id);
+        let Some(now) = cache::stamp(&path) else {
+            return Ok(None);
+        };
+        if let Some(row) = self.rows.get(id, &now) {
+            return Ok(Some(row));
+        }
+        let Some(pinned) = cache::Pinned::open(&path) else {
+            return Ok(None);
+        };
+        let read = self.read_with(false, |c| projection::get_with_log_size(c, id))?;
+        Ok(match read {
+            Some(Some((Some(seen), row))) if seen == pinned.stamp().len() => {
+                self.rows.put(id, pinned, &row);
+                Some(row)
+            }
+            _ => None,
+        })
+    }
+
     /// Brings the projection up to date for every run whose log changed since it was last
     /// projected (one `stat` per run), including run directories it has never seen.
     pub fn sync_all(&self) -> Result<(), StoreError> {
-        let seen = self.db(|c| projection::log_sizes(c))?;
+        let seen = self.read(projection::log_sizes)?;
         let on_disk = self.layout.run_ids().map_err(|source| StoreError::Io {
             path: self.layout.runs_dir(),
             source,
@@ -212,11 +332,11 @@ impl Store {
     }
 
     pub fn get(&self, id: &RunId) -> Result<Option<RunRecord>, StoreError> {
-        self.db(|c| projection::get(c, id))
+        self.read(|c| projection::get(c, id))
     }
 
     pub fn list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        self.db(|c| projection::list(c, filter))
+        self.read(|c| projection::list(c, filter))
     }
 
     /// Resolves a full id or a unique prefix.
@@ -226,7 +346,7 @@ impl Store {
         {
             return Ok(id);
         }
-        let matches = self.db(|c| projection::ids_with_prefix(c, text))?;
+        let matches = self.read(|c| projection::ids_with_prefix(c, text))?;
         match matches.len() {
             0 => Err(StoreError::NotFound(text.to_owned())),
             1 => Ok(matches.into_iter().next().expect("one match")),
@@ -249,6 +369,9 @@ impl Store {
             let events = eventlog::read_events(&self.layout.events_path(&id))?;
             logs.push((id, events, bytes));
         }
+        // Rebuilt rows equal the old ones (the projection is a pure fold of the logs); forgetting
+        // what was read before costs nothing that matters.
+        self.rows.clear();
         self.db(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM run_labels", [])?;
@@ -273,7 +396,7 @@ impl Store {
 
     /// A canonical dump of the projection (for comparing with a rebuilt one).
     pub fn dump(&self) -> Result<String, StoreError> {
-        self.db(|c| projection::dump(c))
+        self.read(projection::dump)
     }
 
     /// Deletes a run's records (its directory and its row). The caller has already made sure
@@ -284,6 +407,7 @@ impl Store {
         // rediscovers from its log (and `rm` can remove again) — never a row without a log,
         // which nothing could remove.
         self.db(|c| projection::delete(c, id))?;
+        self.rows.forget(id);
         // Then out of sight in one rename, so a half-deleted directory never looks like a run.
         let trash = self.layout.runs_dir().join(format!(".del-{}-{}", id, RunId::mint()));
         match fs::rename(&dir, &trash) {
@@ -365,4 +489,98 @@ impl RunWriter<'_> {
 
 fn fsync_dir(path: &std::path::Path) -> io::Result<()> {
     fs::File::open(path)?.sync_all()
+}
+
+#[cfg(test)]
+macro_rules! columns_probe {
+    () => {
+        "id, state, agent, prompt, repo, base, base_commit, branch, worktree, worktree_removed, keep,
+    provider, labels, created_at, started_at, finished_at, updated_at, exit_code, signal, reason, pid,
+    supervisor_pid, last_seq"
+    };
+}
+
+#[cfg(test)]
+mod probe {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore]
+    fn probe_costs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StateLayout::new(dir.path())).unwrap();
+        let id = RunId::parse("probe-1").unwrap();
+        let spec: RunSpec = serde_json::from_value(serde_json::json!({
+            "agent": "command", "prompt": null, "command": ["true"], "repo": "/tmp/r", "base": "HEAD",
+            "env": {}, "labels": {"a": "b"}, "timeout_ms": null, "idle_timeout_ms": null, "keep": false
+        }))
+        .unwrap();
+        let plan: LaunchPlan = serde_json::from_value(serde_json::json!({
+            "argv": ["true"], "prompt_via": "arg", "prompt_file": null, "env": {}, "secret_env": [],
+            "tty": false, "base_commit": "abc", "worktree": "/tmp/w", "branch": "agentctl/probe-1",
+            "provider": "local", "grace_ms": 5000
+        }))
+        .unwrap();
+        store.create_run(&id, spec, plan).unwrap();
+        let n = 20000;
+        let time = |what: &str, f: &dyn Fn()| {
+            for _ in 0..1000 {
+                f();
+            }
+            let t = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            println!("{what:>28}: {:>7.2} us", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        };
+        time("stat log", &|| {
+            fs::metadata(store.layout.events_path(&id)).unwrap();
+        });
+        time("is_dir", &|| {
+            assert!(store.layout.run_dir(&id).is_dir());
+        });
+        time("writer get", &|| {
+            store.db(|c| projection::get(c, &id)).unwrap().unwrap();
+        });
+        time("reader get", &|| {
+            store.get(&id).unwrap().unwrap();
+        });
+        time("reader get+size", &|| {
+            store.read(|c| projection::get_with_log_size(c, &id)).unwrap().unwrap();
+        });
+        time("reader nowait get+size", &|| {
+            store
+                .read_with(false, |c| projection::get_with_log_size(c, &id))
+                .unwrap()
+                .unwrap();
+        });
+        time("reader select 1", &|| {
+            store
+                .read(|c| c.prepare_cached("SELECT 1")?.query_row([], |r| r.get::<_, i64>(0)))
+                .unwrap();
+        });
+        time("reader select id", &|| {
+            store
+                .read(|c| {
+                    c.prepare_cached("SELECT id FROM runs WHERE id = ?1")?
+                        .query_row([id.as_str()], |r| r.get::<_, String>(0))
+                })
+                .unwrap();
+        });
+        time("reader select cols raw", &|| {
+            store
+                .read(|c| {
+                    c.prepare_cached(concat!("SELECT ", columns_probe!(), " FROM runs WHERE id = ?1"))?
+                        .query_row([id.as_str()], |r| r.get::<_, String>(0))
+                })
+                .unwrap();
+        });
+        time("get_if_current", &|| {
+            store.get_if_current(&id).unwrap().unwrap();
+        });
+        time("sync_run", &|| {
+            store.sync_run(&id).unwrap().unwrap();
+        });
+    }
 }

@@ -164,7 +164,7 @@ pub fn fold(row: Option<RunRecord>, event: &Event) -> Option<RunRecord> {
 /// Opens the database, switching to WAL and applying pending migrations.
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     // WAL is a property of the file: set it once. Switching needs a moment alone with the
     // database, which the first commands on a new state dir may race for: retry briefly.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -206,7 +206,23 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-fn is_busy(e: &rusqlite::Error) -> bool {
+/// Opens a read-only connection to a database that [`open`] has already set up (WAL, current
+/// schema): for queries, which in WAL mode neither wait for the writer nor make it wait.
+pub fn open_reader(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+/// How long a connection waits for a lock another connection holds.
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether `e` says the database was locked by another connection.
+pub fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
@@ -273,9 +289,17 @@ pub fn put(tx: &Transaction<'_>, r: &RunRecord) -> rusqlite::Result<()> {
     Ok(())
 }
 
-const COLUMNS: &str = "id, state, agent, prompt, repo, base, base_commit, branch, worktree, worktree_removed, keep,
+/// The columns of `runs` in the order [`row_to_record`] reads them (a macro, so statements are
+/// built with `concat!` at compile time: cached statements are looked up by their text).
+macro_rules! columns {
+    () => {
+        "id, state, agent, prompt, repo, base, base_commit, branch, worktree, worktree_removed, keep,
     provider, labels, created_at, started_at, finished_at, updated_at, exit_code, signal, reason, pid,
-    supervisor_pid, last_seq";
+    supervisor_pid, last_seq"
+    };
+}
+
+const COLUMNS: &str = columns!();
 
 fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     let conv = |i: usize, e: Box<dyn std::error::Error + Send + Sync>| {
@@ -314,9 +338,26 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
 /// Reads one row.
 pub fn get(conn: &Connection, id: &RunId) -> rusqlite::Result<Option<RunRecord>> {
     // Cached statements: every reader path (show, wait, follow, the API) comes through here.
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM runs WHERE id = ?1"))?
+    conn.prepare_cached(concat!("SELECT ", columns!(), " FROM runs WHERE id = ?1"))?
         .query_row([id.as_str()], row_to_record)
         .optional()
+}
+
+/// One run's row and the event-log size (bytes) the projection last saw for it (`None` if it
+/// never recorded one), read in one statement, so from one snapshot.
+pub fn get_with_log_size(conn: &Connection, id: &RunId) -> rusqlite::Result<Option<(Option<u64>, RunRecord)>> {
+    // The size comes from a correlated subquery rather than a join on the parameter: with
+    // STAT4, a plan that depends on a bound value is prepared again at every bind.
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        columns!(),
+        ", (SELECT bytes FROM log_sizes WHERE log_sizes.run_id = runs.id) FROM runs WHERE id = ?1"
+    ))?
+    .query_row([id.as_str()], |row| {
+        let bytes = row.get::<_, Option<i64>>(23)?.map(|b| b as u64);
+        Ok((bytes, row_to_record(row)?))
+    })
+    .optional()
 }
 
 /// Filters for listing runs.

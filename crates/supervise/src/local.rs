@@ -179,6 +179,27 @@ impl RunFiles {
         None
     }
 
+    /// [`Self::take_control`], for a caller that polls: the control directory is listed only when
+    /// it changed since the last look that found it empty, which one `stat` tells (every request
+    /// is created by a rename into it, which sets its modification time), so an idle run's poll
+    /// neither opens nor lists anything. `idle` is the caller's memory of that look.
+    ///
+    /// A modification time is trusted only once it is two seconds old: a change made within
+    /// the filesystem's timestamp granularity of the one before it (a clock tick; two seconds on
+    /// FAT) can carry the same time, but not a change made later.
+    pub fn poll_control(&self, idle: &mut Option<ControlStamp>) -> Option<ControlRequest> {
+        let stamp = ControlStamp::of(&self.control_dir());
+        if stamp.is_some() && stamp == *idle {
+            return None;
+        }
+        let found = self.take_control();
+        *idle = match (&found, stamp) {
+            (None, Some(s)) if s.settled() => Some(s),
+            _ => None,
+        };
+        found
+    }
+
     /// Answers a claimed request.
     pub fn answer(&self, request_id: &str, body: &str) -> io::Result<()> {
         write_atomic(
@@ -187,6 +208,40 @@ impl RunFiles {
         )?;
         let _ = fs::remove_file(self.control_dir().join(format!("work-{request_id}.json")));
         Ok(())
+    }
+}
+
+/// What one `stat` of the control directory says: which directory it is and when its entries
+/// last changed. See [`RunFiles::poll_control`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlStamp {
+    dev: u64,
+    ino: u64,
+    mtime: (i64, i64),
+}
+
+impl ControlStamp {
+    /// How old a modification time must be before an unchanged one proves nothing was added.
+    const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
+
+    fn of(dir: &Path) -> Option<ControlStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(dir).ok()?;
+        Some(ControlStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        })
+    }
+
+    fn settled(&self) -> bool {
+        let (secs, nanos) = self.mtime;
+        let then = std::time::UNIX_EPOCH.checked_add(std::time::Duration::new(
+            secs.max(0) as u64,
+            nanos.clamp(0, 999_999_999) as u32,
+        ));
+        then.and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age >= Self::SETTLED)
     }
 }
 
@@ -424,5 +479,51 @@ impl Provider for LocalProvider {
             let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sets `dir`'s modification time to `t` seconds after the epoch.
+    fn set_mtime(dir: &Path, t: i64) {
+        let ts = nix::sys::time::TimeSpec::new(t, 0);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            dir,
+            &ts,
+            &ts,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn an_unchanged_control_dir_is_not_listed_and_a_new_request_is_seen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = RunFiles::new(tmp.path());
+        let control = files.control_dir();
+        fs::create_dir_all(&control).unwrap();
+        let mut idle = None;
+        // A directory that changed just now is listed every time: its time proves nothing yet.
+        assert!(files.poll_control(&mut idle).is_none());
+        assert!(idle.is_none());
+        let old = jiff::Timestamp::now().as_second() - 60;
+        set_mtime(&control, old);
+        assert!(files.poll_control(&mut idle).is_none());
+        assert!(idle.is_some(), "a settled, empty directory is remembered");
+        // The stamp decides, not a listing: a request slipped in with the time put back is not
+        // seen (no writer can do that by accident: a rename sets the time to now).
+        let stop = ControlRequest::Stop { grace_ms: 250 };
+        let body = serde_json::to_vec(&stop).unwrap();
+        write_atomic(&files.stop_request_path(), &body).unwrap();
+        set_mtime(&control, old);
+        assert!(files.poll_control(&mut idle).is_none(), "skipped without listing");
+        fs::remove_file(files.stop_request_path()).unwrap();
+        // A request arrives by a rename, which sets the directory's time: it is taken.
+        write_atomic(&files.stop_request_path(), &body).unwrap();
+        assert_eq!(files.poll_control(&mut idle), Some(stop));
+        assert!(idle.is_none());
     }
 }

@@ -171,6 +171,7 @@ pub fn read_from(path: &Path, offset: u64) -> io::Result<LogBatch> {
             ts: line.ts,
             stream: line.stream,
             data,
+            end: next,
         });
     }
     Ok(LogBatch {

@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -12,6 +12,7 @@ use std::sync::mpsc::SyncSender;
 use std::thread;
 
 use model::provider::Stream;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::supervisor::LoopEvent;
 
@@ -130,16 +131,141 @@ fn spawn_pty(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -
         });
     }
     let mut child = cmd.spawn()?;
-    drop(slave);
     let pid = child.id();
+    // Watched from now on: the agent is our child and nothing reaps it before the supervision
+    // loop starts, so the pid is still the agent's.
+    let agent = ExitWatch::new(pid);
     if let (Some(mut stdin), Some(bytes)) = (child.stdin.take(), spec.stdin.clone()) {
         thread::spawn(move || {
             let _ = stdin.write_all(&bytes);
         });
     }
     std::mem::forget(child);
-    forward(File::from(master), Stream::Pty, tx.clone());
+    // Our copy of the slave is not dropped here but held until the agent has exited: see
+    // `forward_pty`.
+    forward_pty(master, slave, agent, tx.clone());
     Ok((Spawned { pid, pgid: pid }, 1))
+}
+
+/// Forwards a terminal's output, closing the master only once the agent has exited.
+///
+/// Closing the master hangs the terminal up, which sends SIGHUP to the session leader — the
+/// agent. Reading the master fails with EIO as soon as the last descriptor of the slave is
+/// closed, and an agent closes its stdio *before* it exits (every coreutils program does, in
+/// `close_stdout` at exit). If the master were closed on that EIO, the agent would be killed by
+/// the hangup in the moment between closing its stdout and exiting. So we hold a copy of the
+/// slave while the agent lives (the master cannot report EIO then), waiting for output and for
+/// the agent's exit together; after it has exited, our copy goes and the master is read until
+/// every process left on the terminal has let go of it.
+fn forward_pty(master: OwnedFd, slave: OwnedFd, agent: ExitWatch, tx: SyncSender<LoopEvent>) {
+    thread::spawn(move || {
+        let mut master = File::from(master);
+        let mut held = Some(slave);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if held.is_some() {
+                let (readable, exited) = agent.poll_with(&master);
+                if exited {
+                    held = None;
+                }
+                if !readable {
+                    continue;
+                }
+            }
+            match master.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    if tx.send(LoopEvent::Output(Stream::Pty, buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                _ => {
+                    // EIO: the slave was closed by the last process holding it. With our copy
+                    // still open it can only be a hangup (the agent called vhangup): even then
+                    // the master is not closed under a live agent.
+                    if held.take().is_some() {
+                        agent.wait();
+                    }
+                    break;
+                }
+            }
+        }
+        let _ = tx.send(LoopEvent::Eof(Stream::Pty));
+    });
+}
+
+/// Tells when the agent, a child not yet reaped, has exited: a pidfd (readable once the process
+/// has exited, zombie or not), or on kernels before 5.3 its `/proc` entry, checked every
+/// `EXIT_POLL`.
+struct ExitWatch {
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+    start_time: Option<u64>,
+}
+
+const EXIT_POLL: u16 = 100;
+
+impl ExitWatch {
+    fn new(pid: u32) -> Self {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor (always
+        // close-on-exec) or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0 as libc::c_uint) };
+        // SAFETY: a descriptor pidfd_open just returned, owned by nothing else.
+        let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        let start_time = match pidfd {
+            Some(_) => None,
+            None => crate::proctree::stat(pid).map(|s| s.start_time),
+        };
+        ExitWatch { pid, pidfd, start_time }
+    }
+
+    /// Waits until `fd` is readable (or hung up) or the agent exits; returns which happened.
+    fn poll_with(&self, fd: &impl AsFd) -> (bool, bool) {
+        let wanted = PollFlags::POLLIN;
+        let mut fds = vec![PollFd::new(fd.as_fd(), wanted)];
+        if let Some(pidfd) = &self.pidfd {
+            fds.push(PollFd::new(pidfd.as_fd(), wanted));
+        }
+        let timeout = if self.pidfd.is_some() {
+            PollTimeout::NONE
+        } else {
+            PollTimeout::from(EXIT_POLL)
+        };
+        if poll(&mut fds, timeout).is_err() {
+            // EINTR: the caller polls again.
+            return (false, false);
+        }
+        let ready = |p: &PollFd| p.revents().is_some_and(|r| !r.is_empty());
+        let readable = ready(&fds[0]);
+        let exited = match fds.get(1) {
+            Some(pidfd) => ready(pidfd),
+            None => !readable && !self.alive_in_proc(),
+        };
+        (readable, exited)
+    }
+
+    /// Blocks until the agent has exited.
+    fn wait(&self) {
+        loop {
+            match &self.pidfd {
+                Some(pidfd) => {
+                    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+                    if poll(&mut fds, PollTimeout::NONE).is_ok() {
+                        return;
+                    }
+                }
+                None if !self.alive_in_proc() => return,
+                None => thread::sleep(std::time::Duration::from_millis(EXIT_POLL.into())),
+            }
+        }
+    }
+
+    /// Without a pidfd: the agent's `/proc` entry is still its own (same start time) and it is
+    /// not a zombie.
+    fn alive_in_proc(&self) -> bool {
+        crate::proctree::stat(self.pid)
+            .is_some_and(|s| Some(s.start_time) == self.start_time && !matches!(s.state, 'Z' | 'X'))
+    }
 }
 
 /// Marks every descriptor above stderr close-on-exec, so a child gets only its stdio: nothing
@@ -164,6 +290,7 @@ pub fn close_inherited_fds() {
     }
 }
 
+/// Forwards a pipe's output until its end.
 fn forward(mut reader: impl Read + Send + 'static, stream: Stream, tx: SyncSender<LoopEvent>) {
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
@@ -176,7 +303,6 @@ fn forward(mut reader: impl Read + Send + 'static, stream: Stream, tx: SyncSende
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // EIO: the pty slave was closed by the last process holding it.
                 Err(_) => break,
             }
         }

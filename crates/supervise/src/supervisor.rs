@@ -85,6 +85,27 @@ pub fn is_stop_signal(sig: i32) -> bool {
     sig == signal_hook::consts::SIGTERM || sig == signal_hook::consts::SIGINT
 }
 
+/// Keeps a long-lived, mostly idle supervisor small: every thread allocates from one malloc
+/// arena (glibc otherwise gives each thread that allocates an arena of its own, which keeps its
+/// free memory). Call once, first thing, before any thread starts.
+pub fn limit_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; no thread is allocating yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// Gives the memory freed since the last call (start-up's, a checkpoint's) back to the system,
+/// so an idle supervisor holds only what it uses.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim is thread-safe and only returns free pages.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Makes this process a child subreaper so orphaned descendants stay in its tree.
 pub fn become_subreaper() -> nix::Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
@@ -101,6 +122,9 @@ struct Escalation {
 
 const TICK: Duration = Duration::from_millis(100);
 const STOP_TICK: Duration = Duration::from_millis(25);
+/// How often to check that the agent still exists when no exit status came (it is reaped as
+/// soon as SIGCHLD says it ended: this is only a safety net).
+const VANISHED_CHECK: Duration = Duration::from_secs(1);
 /// How long to keep killing processes that survive SIGKILL (stuck in the kernel) before giving
 /// up on them and recording the outcome anyway.
 const UNKILLABLE_LIMIT: Duration = Duration::from_secs(10);
@@ -134,6 +158,7 @@ pub fn supervise(
     let mut escalation: Option<Escalation> = None;
     let mut exited_at: Option<Instant> = None;
     let mut exit_elapsed = Duration::ZERO;
+    let mut vanished_checked = Instant::now();
 
     loop {
         let tick = if escalation.is_some() || exit.is_some() {
@@ -172,7 +197,11 @@ pub fn supervise(
             exited_at = Some(Instant::now());
             exit_elapsed = started.elapsed();
         }
-        if exit.is_none() && proctree::stat(agent.pid).is_none() {
+        let check_alive = exit.is_none() && vanished_checked.elapsed() >= VANISHED_CHECK;
+        if check_alive {
+            vanished_checked = Instant::now();
+        }
+        if check_alive && proctree::stat(agent.pid).is_none() {
             // Neither alive nor a zombie of ours: its status went elsewhere. Never wait forever.
             tracing::warn!(agent.pid = agent.pid, "agent vanished without an exit status");
             exit = Some(ExitInfo {

@@ -1,13 +1,17 @@
 //! API throughput: requests per second of `GET /v1/runs/{id}` (a real run: resolve, check its
 //! supervisor, read the projection) against `GET /v1/healthz` (answers without touching the
 //! state: the hello-world route) on the same daemon, same run, same clients — keep-alive
-//! HTTP/1.1 connections on loopback, each sending its next request when the last answer is in.
-//! The daemon is a real `agentctl serve` on a temporary state directory and repository.
+//! HTTP/1.1 connections on loopback, opened before the clock starts, each sending its next
+//! request when the last answer is in (answers are read in full but not parsed, so the client's
+//! work does not depend on the route). The two routes are measured in alternating slices, so
+//! a change in the machine's load during the bench weighs on both alike. The daemon is a real
+//! `agentctl serve` on a temporary state directory and repository.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -18,6 +22,9 @@ use crate::exit::CliError;
 
 /// What we aim for: the run route at least this share of the hello-world route's rate.
 const GOAL_RATIO: f64 = 0.6;
+
+/// Each route's measuring time is cut into this many slices, taken alternately.
+const SLICES: usize = 6;
 
 pub struct Params {
     pub connections: usize,
@@ -76,15 +83,20 @@ fn measure(g: &GlobalArgs, d: &Daemon, repo: &Path, p: &Params) -> Result<i32, C
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let progress = |what: &str| {
-        if !g.json {
-            eprintln!("bench: {what}: {} connections for {}s", p.connections, p.seconds);
-        }
+    if !g.json {
+        eprintln!(
+            "bench: GET /v1/healthz and GET /v1/runs/{id}, alternately: {} connections for {}s each",
+            p.connections, p.seconds
+        );
+    }
+    let run_path = format!("/v1/runs/{id}");
+    let probe = std::env::var("PROBE_ONLY").ok();
+    let paths = match probe.as_deref() {
+        Some("run") => [run_path.as_str(); 2],
+        Some(_) => ["/v1/healthz"; 2],
+        None => ["/v1/healthz", run_path.as_str()],
     };
-    progress("GET /v1/healthz");
-    let hello = rate(d, "/v1/healthz", p)?;
-    progress(&format!("GET /v1/runs/{id}"));
-    let run_rate = rate(d, &format!("/v1/runs/{id}"), p)?;
+    let [hello, run_rate] = rates(d, paths, p)?;
     let ratio = run_rate / hello;
     let met = ratio >= GOAL_RATIO;
     if g.json {
@@ -119,21 +131,68 @@ fn measure(g: &GlobalArgs, d: &Daemon, repo: &Path, p: &Params) -> Result<i32, C
     Ok(0)
 }
 
-/// Requests per second on `path` from `p.connections` clients at once.
-fn rate(d: &Daemon, path: &str, p: &Params) -> Result<f64, CliError> {
-    let until = Instant::now() + Duration::from_secs_f64(p.seconds);
-    let counts = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..p.connections).map(|_| s.spawn(|| d.hammer(path, until))).collect();
-        workers
+/// Requests per second on each of `paths` from `p.connections` clients at once, each client on
+/// one keep-alive connection for the whole measurement: `p.seconds` per path, in [`SLICES`]
+/// slices taken alternately (after a short warm-up on each path, not counted).
+fn rates(d: &Daemon, paths: [&str; 2], p: &Params) -> Result<[f64; 2], CliError> {
+    let slice = Duration::from_secs_f64(p.seconds / SLICES as f64);
+    let warmup = slice.min(Duration::from_millis(200));
+    let barrier = Barrier::new(p.connections);
+    let client = || -> Result<[u64; 2], CliError> {
+        let mut conn = Conn::open(&d.addr);
+        let mut counts = [0; 2];
+        let mut failed = None;
+        let rounds = (0..2)
+            .map(|i| (i, warmup, false))
+            .chain((0..2 * SLICES).map(|i| (i % 2, slice, true)));
+        for (which, length, counted) in rounds {
+            // Every client takes part in every round, even after a failure, so none waits
+            // at the barrier for ever.
+            if barrier.wait().is_leader() {
+                let cpu = probe_cpu(d.child.id());
+                let me = probe_cpu(std::process::id());
+                let mut last = PROBE.lock().unwrap();
+                if let Some((w, c, m)) = last.take()
+                    && counted_prev(w)
+                {
+                    eprintln!(
+                        "probe: slice route {w} daemon cpu {:.1} ms client cpu {:.1} ms",
+                        (cpu - c) as f64 / 1e6,
+                        (me - m) as f64 / 1e6
+                    );
+                }
+                *last = Some((which + if counted { 2 } else { 0 }, cpu, me));
+            }
+            barrier.wait();
+            let until = Instant::now() + length;
+            if let Ok(c) = &mut conn
+                && failed.is_none()
+            {
+                match d.hammer(c, paths[which], until) {
+                    Ok(n) if counted => counts[which] += n,
+                    Ok(_) => {}
+                    Err(e) => failed = Some(e),
+                }
+            }
+        }
+        conn?;
+        failed.map_or(Ok(counts), Err)
+    };
+    let results = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..p.connections).map(|_| s.spawn(&client)).collect();
+        clients
             .into_iter()
-            .map(|w| w.join().expect("client thread"))
+            .map(|c| c.join().expect("client thread"))
             .collect::<Vec<_>>()
     });
-    let mut total = 0;
-    for c in counts {
-        total += c?;
+    let mut total = [0; 2];
+    for r in results {
+        let [a, b] = r?;
+        total[0] += a;
+        total[1] += b;
     }
-    Ok(total as f64 / p.seconds)
+    let measured = slice.as_secs_f64() * SLICES as f64;
+    Ok(total.map(|n| n as f64 / measured))
 }
 
 /// A daemon on a temporary state dir, stopped when asked.
@@ -190,14 +249,16 @@ impl Daemon {
         conn.send(method, path, &self.token, body)
     }
 
-    /// Requests `path` over one keep-alive connection until `until`; returns how many got 200.
-    fn hammer(&self, path: &str, until: Instant) -> Result<u64, CliError> {
-        let mut conn = Conn::open(&self.addr)?;
+    /// Requests `path` over `conn` until `until`; returns how many got 200.
+    fn hammer(&self, conn: &mut Conn, path: &str, until: Instant) -> Result<u64, CliError> {
         let mut n = 0;
         while Instant::now() < until {
-            let (status, v) = conn.send("GET", path, &self.token, None)?;
+            let (status, body) = conn.send_raw("GET", path, &self.token, None)?;
             if status != 200 {
-                return Err(io_error(path, format!("answered {status}: {v}")));
+                return Err(io_error(
+                    path,
+                    format!("answered {status}: {}", String::from_utf8_lossy(&body)),
+                ));
             }
             n += 1;
         }
@@ -220,6 +281,18 @@ impl Conn {
     }
 
     fn send(&mut self, method: &str, path: &str, token: &str, body: Option<&str>) -> Result<(u16, Value), CliError> {
+        let (status, body) = self.send_raw(method, path, token, body)?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+
+    /// One request; the answer's status and body, unparsed.
+    fn send_raw(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, Vec<u8>), CliError> {
         let body = body.unwrap_or("");
         let req = format!(
             "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\
@@ -246,6 +319,19 @@ impl Conn {
         }
         let mut buf = vec![0; len];
         self.reader.read_exact(&mut buf).map_err(io)?;
-        Ok((status, serde_json::from_slice(&buf).unwrap_or(Value::Null)))
+        Ok((status, buf))
     }
+}
+
+static PROBE: std::sync::Mutex<Option<(usize, u64, u64)>> = std::sync::Mutex::new(None);
+fn counted_prev(w: usize) -> bool {
+    w >= 2
+}
+fn probe_cpu(pid: u32) -> u64 {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        total += s.split(' ').next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    total
 }

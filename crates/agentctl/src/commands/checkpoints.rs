@@ -1,5 +1,6 @@
 //! `checkpoint`, `checkpoints`, `diff` and `rollback`: a run's worktree history on the command
-//! line. Text for humans (a diff coloured on a terminal), JSON with `--json`.
+//! line. Text for humans (a diff coloured on a terminal), JSON with `--json`. Through the daemon
+//! when one runs (see [`crate::backend`]).
 
 use std::io::{IsTerminal, Write};
 
@@ -7,15 +8,15 @@ use checkpoint::diff::DiffFormat;
 use engine::DiffTo;
 use model::ErrorCode;
 
+use crate::backend::Backend;
 use crate::cli::{CheckpointArgs, CheckpointsArgs, DiffArgs, GlobalArgs, RollbackArgs};
-use crate::context;
 use crate::exit::CliError;
 use crate::view;
 
 pub fn checkpoint(g: &GlobalArgs, args: &CheckpointArgs) -> Result<i32, CliError> {
-    let engine = context::engine(g)?;
-    let id = engine.resolve(&args.run)?;
-    let info = engine.checkpoint(&id, args.message.clone())?;
+    let backend = Backend::open(g)?;
+    let id = backend.resolve(&args.run)?;
+    let info = backend.checkpoint(&id, args.message.clone())?;
     if g.json {
         view::print_json(&info);
     } else if info.created {
@@ -33,9 +34,9 @@ pub fn checkpoint(g: &GlobalArgs, args: &CheckpointArgs) -> Result<i32, CliError
 }
 
 pub fn checkpoints(g: &GlobalArgs, args: &CheckpointsArgs) -> Result<i32, CliError> {
-    let engine = context::engine(g)?;
-    let id = engine.resolve(&args.run)?;
-    let list = engine.checkpoints(&id)?;
+    let backend = Backend::open(g)?;
+    let id = backend.resolve(&args.run)?;
+    let list = backend.checkpoints(&id)?;
     if g.json {
         view::print_json(&serde_json::json!({ "run": id, "checkpoints": list }));
         return Ok(0);
@@ -70,8 +71,8 @@ pub fn checkpoints(g: &GlobalArgs, args: &CheckpointsArgs) -> Result<i32, CliErr
 }
 
 pub fn diff(g: &GlobalArgs, args: &DiffArgs) -> Result<i32, CliError> {
-    let engine = context::engine(g)?;
-    let id = engine.resolve(&args.run)?;
+    let backend = Backend::open(g)?;
+    let id = backend.resolve(&args.run)?;
     let to = match (args.live, args.to) {
         (true, _) => DiffTo::Live,
         (false, Some(r)) => DiffTo::Checkpoint(r),
@@ -86,9 +87,9 @@ pub fn diff(g: &GlobalArgs, args: &DiffArgs) -> Result<i32, CliError> {
     };
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let render = (!g.json).then_some((format, color));
-    let result = engine.diff(&id, args.from, to, &args.paths, render)?;
+    let result = backend.diff(&id, args.from, to, &args.paths, render)?;
     if g.json {
-        view::print_json(&engine::view::diff_json(&id, &result));
+        view::print_json(&result.json);
         return Ok(0);
     }
     let text = result.text.unwrap_or_default();
@@ -102,9 +103,9 @@ pub fn diff(g: &GlobalArgs, args: &DiffArgs) -> Result<i32, CliError> {
 }
 
 pub fn rollback(g: &GlobalArgs, args: &RollbackArgs) -> Result<i32, CliError> {
-    let engine = context::engine(g)?;
-    let id = engine.resolve(&args.run)?;
-    let info = engine.rollback(&id, args.checkpoint, &args.paths)?;
+    let backend = Backend::open(g)?;
+    let id = backend.resolve(&args.run)?;
+    let info = backend.rollback(&id, args.checkpoint, &args.paths)?;
     if g.json {
         view::print_json(&info);
         return Ok(0);

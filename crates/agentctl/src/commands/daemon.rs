@@ -29,16 +29,16 @@ pub fn serve(g: &GlobalArgs, args: &ServeArgs) -> Result<i32, CliError> {
 }
 
 pub fn reconcile(g: &GlobalArgs, args: &ReconcileArgs) -> Result<i32, CliError> {
-    let engine = context::engine(g)?;
-    let findings = engine.reconcile(args.dry_run)?;
+    let report = crate::backend::Backend::open(g)?.reconcile(args.dry_run)?;
+    let findings = &report.findings;
     if g.json {
-        view::print_json(&serde_json::json!({ "dry_run": args.dry_run, "findings": findings }));
+        view::print_json(&report);
         return Ok(0);
     }
     if findings.is_empty() {
         println!("nothing to reconcile: every run, supervisor and worktree agrees");
     }
-    for f in &findings {
+    for f in findings {
         let what = f
             .run
             .clone()

@@ -103,8 +103,7 @@ pub fn init(g: &GlobalArgs, args: &InitArgs) -> Result<i32, CliError> {
 pub fn agents(g: &GlobalArgs, args: &AgentsArgs) -> Result<i32, CliError> {
     let dir = context::repo_dir(None)?;
     let repo = vcs::Git::toplevel(&dir).ok();
-    let user = context::config_dir().map(|d| d.join("agents.toml"));
-    let rows = engine::availability::agent_rows(user.as_deref(), repo.as_deref(), !args.no_version)?;
+    let rows = crate::backend::Backend::open(g)?.agents(repo.as_deref(), !args.no_version)?;
     if g.json {
         view::print_json(&serde_json::json!({ "agents": rows }));
         return Ok(0);

@@ -1,8 +1,12 @@
-//! `agentctl run`: create a run and follow it (or return at once with `--detach`).
+//! `agentctl run`: create a run and follow it (or return at once with `--detach`). The run is
+//! always created here, even when a daemon runs: its supervisor — and so the agent — must get
+//! this shell's environment (PATH, the agent's API keys), not the daemon's. Following it, and a
+//! Ctrl-C stop, go through the daemon when one runs, as every other command does.
 
 use engine::RunRequest;
 use model::{ErrorCode, RunId};
 
+use crate::backend::Backend;
 use crate::cli::{GlobalArgs, RunArgs};
 use crate::context;
 use crate::exit::{self, CliError};
@@ -54,6 +58,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
         }
         return Ok(0);
     }
+    let backend = Backend::open_with(g, engine)?;
     // Following: Ctrl-C once stops the run, twice detaches.
     let presses = follow::count_interrupts();
     if !g.json {
@@ -63,7 +68,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
         );
     }
     let (rec, detached) = follow::follow(
-        &engine,
+        &backend,
         &id,
         FollowOptions {
             print: if g.json { Print::Nothing } else { Print::Raw },
@@ -77,12 +82,12 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
         if !g.json {
             eprintln!("agentctl: detached; run {id} is {} (agentctl logs -f {id})", rec.state);
         } else {
-            view::print_json(&RunView::from(&rec));
+            view::print_json(&rec);
         }
         return Ok(exit::EXIT_CANCELLED);
     }
     if g.json {
-        view::print_json(&RunView::from(&rec));
+        view::print_json(&rec);
     } else {
         let mut line = format!("agentctl: run {id} {}", view::state_text(rec.state));
         if let Some(reason) = &rec.reason {

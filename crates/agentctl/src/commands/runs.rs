@@ -1,4 +1,5 @@
-//! Commands on existing runs: `ls`, `show`, `logs`, `wait`, `stop`, `rm`, `gc`.
+//! Commands on existing runs: `ls`, `show`, `logs`, `wait`, `stop`, `rm`, `gc` — through the
+//! daemon when one runs (see [`crate::backend`]).
 
 use std::io::Write;
 
@@ -6,14 +7,14 @@ use engine::GcOptions;
 use model::{ErrorCode, RunState};
 use store::RunFilter;
 
+use crate::backend::Backend;
 use crate::cli::{GcArgs, GlobalArgs, LogsArgs, LsArgs, RmArgs, ShowArgs, StopArgs, WaitArgs};
-use crate::context;
 use crate::exit::{self, CliError};
 use crate::follow::{self, FollowOptions, Print};
 use crate::view::{self, RunView};
 
 pub fn ls(g: &GlobalArgs, args: &LsArgs) -> Result<i32, CliError> {
-    let engine = context::engine(g)?;
+    let backend = Backend::open(g)?;
     let mut states = Vec::new();
     for s in &args.state {
         states.push(s.parse::<RunState>().map_err(|e| {
@@ -27,10 +28,9 @@ pub fn ls(g: &GlobalArgs, args: &LsArgs) -> Result<i32, CliError> {
         labels: args.label.clone(),
         limit: args.limit,
     };
-    let runs = engine.list(&filter)?;
+    let runs = backend.list(&filter)?;
     if g.json {
-        let views: Vec<RunView> = runs.iter().map(RunView::from).collect();
-        view::print_json(&serde_json::json!({ "runs": views }));
+        view::print_json(&serde_json::json!({ "runs": runs }));
         return Ok(0);
     }
     let mut out = anstream::stdout();
@@ -46,7 +46,6 @@ pub fn ls(g: &GlobalArgs, args: &LsArgs) -> Result<i32, CliError> {
         "ID", "AGENT", "STATE", "CREATED", "DURATION", "EXIT"
     );
     for r in &runs {
-        let v = RunView::from(r);
         let state = format!("{:<10}", r.state.as_str());
         let st = view::state_style(r.state);
         let _ = writeln!(
@@ -55,7 +54,7 @@ pub fn ls(g: &GlobalArgs, args: &LsArgs) -> Result<i32, CliError> {
             r.id.as_str(),
             view::truncate(&r.agent, 12),
             view::ago(r.created_at),
-            v.duration_ms.map(view::human_duration).unwrap_or_else(|| "-".into()),
+            r.duration_ms.map(view::human_duration).unwrap_or_else(|| "-".into()),
             r.exit_code
                 .map(|c| c.to_string())
                 .or(r.signal.clone())
@@ -66,22 +65,21 @@ pub fn ls(g: &GlobalArgs, args: &LsArgs) -> Result<i32, CliError> {
     Ok(0)
 }
 
-fn what_of(r: &store::RunRecord) -> String {
+fn what_of(r: &RunView) -> String {
     let w = view::what(r);
     if w.is_empty() { "-".to_owned() } else { w }
 }
 
 pub fn show(g: &GlobalArgs, args: &ShowArgs) -> Result<i32, CliError> {
-    let engine = context::engine(g)?;
-    let id = engine.resolve(&args.run)?;
-    let rec = engine.refresh(&id, "show")?;
+    let backend = Backend::open(g)?;
+    let rec = backend.run(&args.run)?;
     let events = if args.events {
-        Some(engine.store().events(&id)?)
+        Some(backend.events(&rec.id)?)
     } else {
         None
     };
     if g.json {
-        let mut v = serde_json::to_value(RunView::from(&rec)).expect("view serializes");
+        let mut v = serde_json::to_value(&rec).expect("view serializes");
         if let Some(evs) = &events {
             v["events"] = serde_json::to_value(evs).expect("events serialize");
         }
@@ -114,15 +112,15 @@ pub fn show(g: &GlobalArgs, args: &ShowArgs) -> Result<i32, CliError> {
 }
 
 pub fn logs(g: &GlobalArgs, args: &LogsArgs) -> Result<i32, CliError> {
-    let engine = context::engine(g)?;
-    let id = engine.resolve(&args.run)?;
+    let backend = Backend::open(g)?;
+    let id = backend.run(&args.run)?.id;
     let print = match (g.json, args.timestamps) {
         (true, _) => Print::Json,
         (false, true) => Print::Timestamps,
         (false, false) => Print::Raw,
     };
     let (rec, _) = follow::follow(
-        &engine,
+        &backend,
         &id,
         FollowOptions {
             print,
@@ -141,11 +139,11 @@ pub fn logs(g: &GlobalArgs, args: &LogsArgs) -> Result<i32, CliError> {
 }
 
 pub fn wait(g: &GlobalArgs, args: &WaitArgs) -> Result<i32, CliError> {
-    let engine = context::engine(g)?;
-    let id = engine.resolve(&args.run)?;
-    let rec = engine.wait(&id, args.timeout)?;
+    let backend = Backend::open(g)?;
+    let id = backend.run(&args.run)?.id;
+    let rec = backend.wait(&id, args.timeout)?;
     if g.json {
-        view::print_json(&RunView::from(&rec));
+        view::print_json(&rec);
     } else {
         let reason = rec.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
         anstream::println!("{} {}{reason}", rec.id, view::state_text(rec.state));
@@ -154,9 +152,9 @@ pub fn wait(g: &GlobalArgs, args: &WaitArgs) -> Result<i32, CliError> {
 }
 
 pub fn stop(g: &GlobalArgs, args: &StopArgs) -> Result<i32, CliError> {
-    let engine = context::engine(g)?;
-    let id = engine.resolve(&args.run)?;
-    let before = engine.stop(&id, args.grace)?;
+    let backend = Backend::open(g)?;
+    let id = backend.run(&args.run)?.id;
+    let before = backend.stop(&id, args.grace)?;
     let rec = if args.no_wait || before.state.is_terminal() {
         before
     } else {
@@ -168,14 +166,14 @@ pub fn stop(g: &GlobalArgs, args: &StopArgs) -> Result<i32, CliError> {
         });
         // SIGINT, SIGTERM and SIGKILL are `grace` apart; allow for all three and the cleanup.
         let limit = args.grace * 3 + std::time::Duration::from_secs(10);
-        let rec = engine.wait(&id, Some(limit))?;
+        let rec = backend.wait(&id, Some(limit))?;
         if let Some(s) = spinner {
             s.finish_and_clear();
         }
         rec
     };
     if g.json {
-        view::print_json(&RunView::from(&rec));
+        view::print_json(&rec);
     } else {
         anstream::println!("{} {}", rec.id, view::state_text(rec.state));
     }
@@ -188,21 +186,20 @@ pub fn stop(g: &GlobalArgs, args: &StopArgs) -> Result<i32, CliError> {
 }
 
 pub fn rm(g: &GlobalArgs, args: &RmArgs) -> Result<i32, CliError> {
-    let engine = context::engine(g)?;
+    let backend = Backend::open(g)?;
     let mut reports = Vec::new();
     for text in &args.runs {
-        let report = match engine.resolve(text).and_then(|id| engine.rm(&id, args.force)) {
+        let report = match backend.rm(text, args.force) {
             Ok(r) => r,
             // With --json, one object tells both what was removed and what failed.
-            Err(e) if g.json => {
-                let err = CliError(e);
+            Err(err) if g.json => {
                 view::print_json(&serde_json::json!({
                     "removed": reports,
                     "error": {"code": err.0.code.as_str(), "message": err.0.message, "hint": err.0.hint, "details": {"run": text}},
                 }));
                 return Ok(err.exit_code());
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         if !g.json {
             let branch = if report.branch_deleted {
@@ -234,36 +231,25 @@ pub fn rm(g: &GlobalArgs, args: &RmArgs) -> Result<i32, CliError> {
 }
 
 pub fn gc(g: &GlobalArgs, args: &GcArgs) -> Result<i32, CliError> {
-    let engine = context::engine(g)?;
-    let items = engine.gc(&GcOptions {
+    let opts = GcOptions {
         older_than: args.older_than,
         dry_run: args.dry_run,
         force: args.force,
-    })?;
-    let pruned = if args.prune_refs {
-        // Runs removed just now keep their refs (their last state was just saved) until the
-        // next `gc --prune-refs`.
-        let spare: Vec<_> = items
-            .iter()
-            .filter(|i| i.action == "removed" || i.action == "would_remove")
-            .map(|i| i.id.clone())
-            .collect();
-        engine.prune_refs(args.dry_run, &spare)?
-    } else {
-        Vec::new()
     };
+    let report = Backend::open(g)?.gc(&opts, args.prune_refs)?;
+    let (items, pruned) = (&report.runs, &report.pruned_refs);
     if g.json {
-        view::print_json(&serde_json::json!({ "runs": items, "pruned_refs": pruned }));
+        view::print_json(&report);
         return Ok(0);
     }
     if items.is_empty() && pruned.is_empty() {
         println!("nothing to collect");
     }
-    for i in &items {
+    for i in items {
         let detail = i.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
         println!("{:<14} {} {}{detail}", i.action, i.id, i.worktree.display());
     }
-    for p in &pruned {
+    for p in pruned {
         let verb = if args.dry_run { "would_prune" } else { "pruned_refs" };
         println!(
             "{verb:<14} {} {} checkpoint ref(s) in {}",

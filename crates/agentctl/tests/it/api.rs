@@ -13,19 +13,28 @@ use crate::harness::Env;
 
 /// A daemon serving `env`'s state dir; stopped with SIGTERM when dropped.
 pub(crate) struct Daemon {
-    child: Option<Child>,
-    addr: String,
-    socket: PathBuf,
-    token: String,
+    pub(crate) child: Option<Child>,
+    pub(crate) addr: String,
+    pub(crate) socket: PathBuf,
+    pub(crate) token: String,
+    /// The daemon's stderr.
+    log: PathBuf,
 }
 
 impl Daemon {
+    /// Starts a daemon; panics with what it logged if it exits or does not come up in time.
     pub(crate) fn start(env: &Env) -> Daemon {
-        let child = env
+        // The log goes to a file: a pipe nobody reads would block a chatty daemon.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let log = env.state.parent().unwrap().join(format!("daemon-{nanos}.log"));
+        let mut child = env
             .cmd()
             .args(["serve", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("agentctl serve starts");
         let endpoint = env.state.join("daemon/endpoint.json");
@@ -38,11 +47,17 @@ impl Daemon {
             if let Some(ep) = ep.filter(|e| e["pid"] == child.id()) {
                 break ep;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the daemon never wrote {endpoint:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            let exited = child.try_wait().unwrap();
+            if exited.is_some() || started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let status = child.wait().unwrap();
+                panic!(
+                    "the daemon did not come up in {:?} ({status}): {}",
+                    started.elapsed(),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
         };
         let token = std::fs::read_to_string(env.state.join("daemon/token")).unwrap();
         Daemon {
@@ -50,7 +65,16 @@ impl Daemon {
             addr: ep["listen"].as_str().unwrap().to_owned(),
             socket: PathBuf::from(ep["socket"].as_str().unwrap()),
             token: token.trim().to_owned(),
+            log,
         }
+    }
+
+    /// SIGKILLs the daemon (no cleanup of any kind); returns what it logged.
+    pub(crate) fn kill9(mut self) -> String {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::fs::read_to_string(&self.log).unwrap()
     }
 
     /// A request with the default token.
@@ -59,7 +83,7 @@ impl Daemon {
         (status, body)
     }
 
-    fn raw(
+    pub(crate) fn raw(
         &self,
         method: &str,
         path: &str,
@@ -72,7 +96,7 @@ impl Daemon {
     }
 
     /// Stops the daemon with SIGTERM; returns its exit status and its log.
-    fn terminate(&mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn terminate(&mut self) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().expect("running");
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
@@ -80,8 +104,7 @@ impl Daemon {
         )
         .unwrap();
         let status = child.wait().unwrap();
-        let mut log = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+        let log = std::fs::read_to_string(&self.log).unwrap();
         (status, log)
     }
 }
@@ -125,7 +148,7 @@ fn exchange<S: Read + Write>(
     (status, head.to_owned(), json)
 }
 
-fn wait_state(d: &Daemon, id: &str, done: impl Fn(&str) -> bool) -> Value {
+pub(crate) fn wait_state(d: &Daemon, id: &str, done: impl Fn(&str) -> bool) -> Value {
     let started = Instant::now();
     loop {
         let (status, run) = d.call("GET", &format!("/v1/runs/{id}"), None);
@@ -142,7 +165,7 @@ fn wait_state(d: &Daemon, id: &str, done: impl Fn(&str) -> bool) -> Value {
     }
 }
 
-fn create_body(env: &Env, script: &str) -> Value {
+pub(crate) fn create_body(env: &Env, script: &str) -> Value {
     json!({ "command": ["sh", "-c", script], "repo": env.repo })
 }
 
@@ -488,66 +511,11 @@ fn one_daemon_per_state_dir_and_sigterm_leaves_runs_running() {
 
 /// Opens an SSE request and returns the events it delivers (`id`, parsed `data`), stopping
 /// after `limit` events (then dropping the connection) or when the server ends the stream.
-fn sse(d: &Daemon, path: &str, headers: &[(&str, &str)], limit: Option<usize>) -> Vec<(u64, Value)> {
-    use std::io::BufRead;
-    let mut stream = std::net::TcpStream::connect(&d.addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n",
-        d.token
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).unwrap();
-    let mut r = std::io::BufReader::new(stream);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-    let mut chunked = false;
-    loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        if line == "\r\n" {
-            break;
-        }
-        chunked |= line.to_lowercase().starts_with("transfer-encoding: chunked");
-    }
-    assert!(chunked, "a stream is sent chunked");
-    let (mut text, mut out) = (String::new(), Vec::new());
-    let (mut id, mut data) = (None, None);
-    loop {
-        // One chunk: its size in hex, the bytes, CRLF; size 0 ends the body.
-        line.clear();
-        if r.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        let size = usize::from_str_radix(line.trim(), 16).unwrap();
-        if size == 0 {
-            break;
-        }
-        let mut buf = vec![0; size + 2];
-        r.read_exact(&mut buf).unwrap();
-        text.push_str(std::str::from_utf8(&buf[..size]).unwrap());
-        while let Some(end) = text.find('\n') {
-            let l: String = text.drain(..=end).collect();
-            let l = l.trim_end_matches('\n');
-            if let Some(v) = l.strip_prefix("id: ") {
-                id = Some(v.parse::<u64>().unwrap());
-            } else if let Some(v) = l.strip_prefix("data: ") {
-                data = Some(serde_json::from_str::<Value>(v).unwrap());
-            } else if l.is_empty()
-                && let (Some(i), Some(d)) = (id.take(), data.take())
-            {
-                out.push((i, d));
-                if limit.is_some_and(|n| out.len() >= n) {
-                    return out;
-                }
-            }
-        }
-    }
-    out
+pub(crate) fn sse(d: &Daemon, path: &str, headers: &[(&str, &str)], limit: Option<usize>) -> Vec<(u64, Value)> {
+    crate::streams::read_stream(d, path, headers, |m| limit.is_some_and(|n| m.len() >= n))
+        .into_iter()
+        .map(|(id, _, data)| (id.parse().unwrap(), data))
+        .collect()
 }
 
 #[test]

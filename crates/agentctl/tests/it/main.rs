@@ -5,6 +5,7 @@ mod harness;
 
 mod api;
 mod bench_checkpoint;
+mod bench_idle;
 mod checkpoints;
 mod cli;
 mod demo;
@@ -13,7 +14,10 @@ mod isolation;
 mod lifecycle;
 mod presets;
 mod queue;
+mod readopt;
 mod reconcile;
 mod records;
 mod stop;
+mod streams;
+mod via_daemon;
 mod webhooks;

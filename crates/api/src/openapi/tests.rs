@@ -372,6 +372,7 @@ fn answers_match_their_schemas() {
             ts: ts(),
             stream: model::provider::Stream::Stderr,
             data,
+            end: 10,
         };
         let v = engine::view::chunk_json(&chunk);
         serde_json::from_value::<LogChunk>(v.clone()).unwrap();
@@ -594,10 +595,15 @@ fn the_router_serves_every_documented_operation_and_no_other_method() {
     std::fs::create_dir_all(&daemon_dir).unwrap();
     let tokens = Arc::new(crate::TokenStore::new(&daemon_dir));
     let token = tokens.ensure_default().unwrap();
+    let wakeups = crate::wakeup::Wakeups::polling(dir.path());
+    let (journal, _tail) =
+        crate::journal::Journal::open(&daemon_dir, store::StateLayout::new(dir.path().join("state"))).unwrap();
     let state = crate::AppState {
         engine: Arc::new(engine),
         tokens,
         metrics: Arc::default(),
+        wakeups,
+        journal: Arc::new(journal),
         request_timeout: std::time::Duration::from_secs(30),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -89,9 +89,10 @@ pub async fn diff(State(state): State<AppState>, Path(id): Path<String>, q: Quer
             )));
         }
     };
+    let color = q.flag("color")?;
     let (id, result) = blocking(&state, move |engine| {
         let id = engine.resolve(&id)?;
-        let result = engine.diff(&id, from, to, &paths, format.map(|f| (f, false)))?;
+        let result = engine.diff(&id, from, to, &paths, format.map(|f| (f, color)))?;
         Ok((id, result))
     })
     .await?;

@@ -3,6 +3,8 @@
 //! error bodies for unknown routes and methods.
 
 mod checkpoints;
+mod events;
+mod maintenance;
 mod runs;
 mod system;
 
@@ -33,6 +35,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/runs/{id}/diff", get(checkpoints::diff))
         .route("/v1/runs/{id}/rollback", post(checkpoints::rollback))
+        .route("/v1/events", get(events::list))
+        .route("/v1/gc", post(maintenance::gc))
+        .route("/v1/reconcile", post(maintenance::reconcile))
         .route("/v1/agents", get(system::agents))
         .route("/metrics", get(system::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::params::{Body, Query};
 use crate::wire::{CreateRun, RunEvents, RunLogs, RunPage};
-use crate::{ApiError, AppState, blocking};
+use crate::{ApiError, AppState, blocking, quick_or_blocking};
 
 /// Runs per page when `limit` is not given, and the most one page holds.
 const DEFAULT_PAGE: usize = 50;
@@ -179,14 +179,21 @@ impl std::fmt::Display for Cursor {
 }
 
 /// `GET /v1/runs/{id}` (an id or a unique prefix): the run, its state checked against its
-/// supervisor first, as `agentctl show --json`.
+/// supervisor first, as `agentctl show --json`. Most calls only read (the projection is current
+/// and the run finished or its supervisor alive) and are answered at once; the rest — a
+/// prefix, a log to catch up on, a lost supervisor to record — go to a blocking thread.
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<RunView>, ApiError> {
-    let rec = blocking(&state, move |engine| {
-        let id = engine.resolve(&id)?;
-        Ok(engine.refresh(&id, "api")?)
-    })
+    let rec = quick_or_blocking(
+        &state,
+        id,
+        |engine, id| engine.refresh_if_current(id),
+        |engine, id| {
+            let id = engine.resolve(&id)?;
+            Ok(engine.refresh(&id, "api")?)
+        },
+    )
     .await?;
-    Ok(Json(RunView::from(&rec)))
+    Ok(Json(RunView::from(rec)))
 }
 
 /// `POST /v1/runs/{id}/stop[?grace_ms=N]`: starts the stop (202) and answers at once; the run
@@ -239,10 +246,10 @@ pub async fn events(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let follow = q.flag("follow")?;
-    let after = crate::stream::resume_point(&headers, &q)?;
+    let after = crate::stream::resume_point(&headers, &q, "after")?;
     let id = blocking(&state, move |engine| Ok(engine.resolve(&id)?)).await?;
     if follow || crate::stream::wants_stream(&headers) {
-        return Ok(crate::stream::run_events(state, id, after, follow).into_response());
+        return Ok(crate::stream::events::run_events(state, id, after, follow).into_response());
     }
     let rid = id.clone();
     let events = blocking(&state, move |engine| {
@@ -253,10 +260,23 @@ pub async fn events(
     Ok(Json(RunEvents { events, run: id }).into_response())
 }
 
-/// `GET /v1/runs/{id}/logs[?offset=N]`: captured output from byte offset `N` of the output
-/// log, as `agentctl logs --json` chunks, and the offset to continue from.
-pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, q: Query) -> Result<Json<RunLogs>, ApiError> {
-    let offset = q.parse::<u64>("offset")?.unwrap_or(0);
+/// `GET /v1/runs/{id}/logs[?offset=N][&follow=true]`: captured output from byte offset `N` of
+/// the output log, as `agentctl logs --json` chunks, and the offset to continue from. As
+/// server-sent events when the client accepts `text/event-stream` or asks to `follow` (see
+/// [`crate::stream::logs`]); `Last-Event-ID` then resumes after the last chunk seen.
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    q: Query,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let follow = q.flag("follow")?;
+    let offset = crate::stream::resume_point(&headers, &q, "offset")?;
+    if follow || crate::stream::wants_stream(&headers) {
+        let id = blocking(&state, move |engine| Ok(engine.resolve(&id)?)).await?;
+        return Ok(crate::stream::logs::run_output(state, id, offset, follow).into_response());
+    }
     let (id, batch) = blocking(&state, move |engine| {
         let id = engine.resolve(&id)?;
         let batch = engine.logs(&id, offset)?;
@@ -268,5 +288,6 @@ pub async fn logs(State(state): State<AppState>, Path(id): Path<String>, q: Quer
         chunks,
         next_offset: batch.next_offset,
         run: id,
-    }))
+    })
+    .into_response())
 }

@@ -213,3 +213,24 @@ fn waiting_writer_gets_the_lock_when_released() {
         assert_eq!(waiter.join().unwrap(), (2, 3));
     });
 }
+
+#[test]
+fn a_log_is_followed_from_where_the_last_read_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let rid = id("followed");
+    let (log, _) = EventLog::open(&path, &rid, LockMode::NoWait).unwrap();
+    log.append(hook("a", 0)).unwrap();
+    log.append(hook("b", 0)).unwrap();
+    let (first, offset) = store::eventlog::read_events_from(&path, 0).unwrap();
+    assert_eq!(first.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+    log.append(hook("c", 0)).unwrap();
+    log.append(hook("d", 0)).unwrap();
+    // Read from the middle, the log continues where it was left: 3, 4 (not "expected 1").
+    let (rest, end) = store::eventlog::read_events_from(&path, offset).unwrap();
+    assert_eq!(rest.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
+    assert_eq!(end, fs::metadata(&path).unwrap().len());
+    let (none, same) = store::eventlog::read_events_from(&path, end).unwrap();
+    assert!(none.is_empty());
+    assert_eq!(same, end);
+}
