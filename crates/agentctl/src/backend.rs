@@ -52,6 +52,9 @@ impl Backend {
     /// The daemon when one answers for the state directory (and `--direct` is not given), else
     /// the engine.
     pub fn open(g: &GlobalArgs) -> Result<Backend, CliError> {
+        if g.direct {
+            tracing::debug!("--direct: working directly");
+        }
         if !g.direct
             && let Some(d) = Daemon::find(&context::state_dir(g)?)
         {
@@ -60,14 +63,50 @@ impl Backend {
         Ok(Backend::Direct(Box::new(context::engine(g)?)))
     }
 
-    /// The daemon when one answers (and `--direct` is not given), else `engine`.
-    pub fn open_with(g: &GlobalArgs, engine: Engine) -> Result<Backend, CliError> {
-        if !g.direct
-            && let Some(d) = Daemon::find(&context::state_dir(g)?)
-        {
-            return Ok(Backend::Daemon(d));
+    /// Creates a run (or finds the identical one with the same id); the run, and whether this
+    /// call made it. Through the daemon, the supervisor gets this process's environment, as it
+    /// does directly.
+    pub fn create_run(&self, req: engine::RunRequest) -> Result<(RunView, bool), CliError> {
+        match self {
+            Backend::Direct(engine) => {
+                let created = engine.create_run(req)?;
+                Ok((RunView::from(&created.run), created.created))
+            }
+            Backend::Daemon(d) => {
+                // The environment and the repository path travel as JSON strings: with a name or
+                // value that is not UTF-8, create the run here instead (it is the same run).
+                let env: Option<std::collections::BTreeMap<String, String>> = std::env::vars_os()
+                    .map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                    .collect();
+                let (Some(env), Some(repo)) = (env, req.repo_dir.to_str().map(PathBuf::from)) else {
+                    tracing::debug!(
+                        "an environment variable or the repository path is not UTF-8: creating the run directly"
+                    );
+                    let created = context::engine_at(&d.state_dir())?.create_run(req)?;
+                    return Ok((RunView::from(&created.run), created.created));
+                };
+                let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+                let body = api::wire::CreateRun {
+                    id: req.id.map(|i| i.to_string()),
+                    agent: req.agent,
+                    prompt: req.prompt,
+                    command: req.args,
+                    repo,
+                    base: req.base,
+                    env: req.env,
+                    labels: req.labels,
+                    timeout_ms: ms(req.timeout),
+                    idle_timeout_ms: ms(req.idle_timeout),
+                    grace_ms: ms(req.grace),
+                    keep: req.keep,
+                    checkpoints: req.checkpoints,
+                    launch_env: Some(env),
+                };
+                let body = serde_json::to_value(&body).expect("requests serialize");
+                let (status, view) = d.call_status::<RunView>(Method::POST, "/v1/runs", Some(&body))?;
+                Ok((view, status == hyper::StatusCode::CREATED))
+            }
         }
-        Ok(Backend::Direct(Box::new(engine)))
     }
 
     /// One run by id or unique prefix, its state checked against its supervisor first.
@@ -105,6 +144,9 @@ impl Backend {
                     query.push_str(&format!("&label={}", enc(&format!("{k}={v}"))));
                 }
                 let mut out: Vec<RunView> = Vec::new();
+                if filter.limit == Some(0) {
+                    return Ok(out);
+                }
                 let mut cursor: Option<String> = None;
                 loop {
                     let want = filter.limit.map_or(500, |l| (l - out.len()).clamp(1, 500));

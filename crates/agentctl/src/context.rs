@@ -56,7 +56,12 @@ pub fn absolute(p: &Path) -> Result<PathBuf, CliError> {
 
 /// Opens the state dir and builds the engine.
 pub fn engine(g: &GlobalArgs) -> Result<Engine, CliError> {
-    let root = state_dir(g)?;
+    engine_at(&state_dir(g)?)
+}
+
+/// Opens state directory `root` and builds the engine.
+pub fn engine_at(root: &Path) -> Result<Engine, CliError> {
+    let root = root.to_path_buf();
     let layout = StateLayout::new(&root);
     let store = Store::open(layout.clone())?;
     let exe = std::env::current_exe()

@@ -153,6 +153,7 @@ pub fn demo(g: &GlobalArgs, args: &DemoArgs) -> Result<i32, CliError> {
             every_ms: 1000,
             ..Default::default()
         },
+        launch_env: None,
     };
     let created = engine.create_run(req)?;
     let id = created.run.id.clone();

@@ -112,7 +112,10 @@ pub struct FollowOptions {
 /// at the end, and whether the user detached.
 pub fn follow(backend: &Backend, id: &RunId, opts: FollowOptions) -> Result<(RunView, bool), CliError> {
     match backend {
-        Backend::Direct(engine) => follow_direct(engine, id, opts),
+        Backend::Direct(engine) => {
+            let printer = Printer::new(opts.print);
+            follow_direct(engine, id, opts, printer, 0, false)
+        }
         Backend::Daemon(_) if opts.once => {
             let mut printer = Printer::new(opts.print);
             let mut offset = 0;
@@ -136,13 +139,13 @@ pub fn follow(backend: &Backend, id: &RunId, opts: FollowOptions) -> Result<(Run
 fn follow_stream(backend: &Backend, d: &Daemon, id: &RunId, opts: FollowOptions) -> Result<(RunView, bool), CliError> {
     let mut printer = Printer::new(opts.print);
     let mut last_id: Option<String> = None;
-    let mut end: Option<RunView> = None;
     let mut stop_sent = false;
-    let mut detached = false;
     let path = format!("/v1/runs/{}/logs?follow=true", crate::client::enc(id.as_str()));
-    // A dropped connection (the daemon restarting) is resumed once from the last chunk seen.
-    for attempt in 0..2 {
+    loop {
+        let (mut end, mut want_stop, mut detach) = (None, false, false);
         let resume = last_id.clone();
+        // The callback runs inside the client's request: it only notes what to do next (a stop
+        // is a request of its own, sent once the stream is left, then the stream is resumed).
         let result = d.stream(&path, resume.as_deref(), Duration::from_millis(50), |item| {
             match item {
                 StreamItem::Message(m) if m.event == "output" => {
@@ -153,7 +156,7 @@ fn follow_stream(backend: &Backend, d: &Daemon, id: &RunId, opts: FollowOptions)
                     last_id = m.id;
                 }
                 StreamItem::Message(m) if m.event == "end" => {
-                    end = serde_json::from_str(&m.data).ok();
+                    end = serde_json::from_str::<RunView>(&m.data).ok();
                     return Ok(Flow::Stop);
                 }
                 _ => {}
@@ -161,41 +164,56 @@ fn follow_stream(backend: &Backend, d: &Daemon, id: &RunId, opts: FollowOptions)
             if let Some(n) = &opts.interrupts {
                 let presses = n.load(Ordering::SeqCst);
                 if presses >= 2 {
-                    detached = true;
+                    detach = true;
                     return Ok(Flow::Stop);
                 }
                 if presses == 1 && !stop_sent {
-                    stop_sent = true;
-                    eprintln!("\nagentctl: stopping run {id} (Ctrl-C again to detach and leave it running)");
-                    backend.stop(id, opts.grace)?;
+                    want_stop = true;
+                    return Ok(Flow::Stop);
                 }
             }
             Ok(Flow::Continue)
         });
+        if let Some(view) = end {
+            return Ok((view, false));
+        }
+        if detach {
+            return Ok((backend.run(id.as_str())?, true));
+        }
+        if want_stop {
+            stop_sent = true;
+            eprintln!("\nagentctl: stopping run {id} (Ctrl-C again to detach and leave it running)");
+            backend.stop(id, opts.grace)?;
+            continue;
+        }
         match result {
-            Ok(_) => break,
-            Err(e) if attempt == 0 && e.0.code == model::ErrorCode::Io => {
-                tracing::debug!(error = %e.0.message, "output stream dropped; resuming");
-                std::thread::sleep(Duration::from_millis(200));
+            // Ended without its `end`: the daemon is shutting down.
+            Ok(_) => {}
+            Err(e) if e.0.code == model::ErrorCode::Io => {
+                tracing::debug!(error = %e.0.message, "output stream dropped");
             }
             Err(e) => return Err(e),
         }
-    }
-    if detached {
-        return Ok((backend.run(id.as_str())?, true));
-    }
-    match end {
-        Some(view) => Ok((view, false)),
-        None => Ok((backend.run(id.as_str())?, false)),
+        // The daemon went away mid-run: carry on directly from the last chunk seen.
+        tracing::debug!("following the run directly");
+        let engine = crate::context::engine_at(&d.state_dir())?;
+        let offset = last_id.and_then(|i| i.parse().ok()).unwrap_or(0);
+        return follow_direct(&engine, id, opts, printer, offset, stop_sent);
     }
 }
 
-fn follow_direct(engine: &Engine, id: &RunId, opts: FollowOptions) -> Result<(RunView, bool), CliError> {
-    let mut printer = Printer::new(opts.print);
-    let mut offset = 0;
+/// Follows the run by reading its output log from `offset`, printing with `printer`;
+/// `stop_sent` when a Ctrl-C stop was already asked for.
+fn follow_direct(
+    engine: &Engine,
+    id: &RunId,
+    opts: FollowOptions,
+    mut printer: Printer,
+    mut offset: u64,
+    mut stop_sent: bool,
+) -> Result<(RunView, bool), CliError> {
     let started = Instant::now();
     let mut spinner: Option<indicatif::ProgressBar> = None;
-    let mut stop_sent = false;
     loop {
         let batch = engine.logs(id, offset)?;
         offset = batch.next_offset;

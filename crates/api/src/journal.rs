@@ -42,6 +42,8 @@ pub struct Journal {
     tail_state: PathBuf,
     inner: Mutex<Inner>,
     last: tokio::sync::watch::Sender<u64>,
+    /// The tail position last written to `tail.json`.
+    saved: Mutex<Option<HashMap<RunId, u64>>>,
 }
 
 #[derive(Debug)]
@@ -76,10 +78,14 @@ impl Journal {
             file.set_len(len).map_err(|e| io(&path, e))?;
         }
         let tail = match std::fs::read(&tail_state) {
-            Ok(bytes) => {
-                let state: TailState = serde_json::from_slice(&bytes).unwrap_or_default();
-                EventTail::resume(layout, state.offsets)
-            }
+            Ok(bytes) => match serde_json::from_slice::<TailState>(&bytes) {
+                Ok(state) => EventTail::resume(layout, state.offsets),
+                Err(e) => {
+                    // Re-reading every log from the start would journal old history anew.
+                    tracing::warn!(error = %e, "tail.json is unreadable; following the logs from their end");
+                    EventTail::at_end(layout)
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => EventTail::at_end(layout),
             Err(e) => return Err(io(&tail_state, e)),
         };
@@ -94,28 +100,43 @@ impl Journal {
                 index,
             }),
             last: tokio::sync::watch::channel(last_g).0,
+            saved: Mutex::new(None),
         };
         journal.save_tail(&tail)?;
         Ok((journal, tail))
     }
 
     /// Journals the events the tail just read (those not journaled before), syncs the journal,
-    /// then records where the tail stands. Returns what was journaled, in order.
-    pub fn append(&self, events: Vec<(RunId, Event)>, tail: &EventTail) -> Result<Vec<GlobalEvent>, ApiError> {
+    /// then records where the tail stands. Returns what was journaled, in order. On an error
+    /// nothing is journaled (a partial write is cut off) and nothing of the journal's state
+    /// moves: the caller rewinds its tail and offers the same events again.
+    pub fn append(
+        &self,
+        events: Vec<(RunId, Event)>,
+        restarted: &[RunId],
+        tail: &EventTail,
+    ) -> Result<Vec<GlobalEvent>, ApiError> {
         let mut added = Vec::new();
         {
             let mut inner = self.inner.lock().expect("journal lock");
+            // Runs whose log is gone or started over: their old sequence numbers mean nothing.
+            for id in restarted {
+                inner.seen.remove(id);
+            }
             let mut buf = Vec::new();
             let mut offset = inner.len;
+            let mut seen = HashMap::new();
+            let mut index = Vec::new();
+            let mut g = inner.last_g;
             for (id, event) in events {
-                if inner.seen.get(&id).is_some_and(|&s| event.seq <= s) {
+                let last = seen.get(&id).or(inner.seen.get(&id)).copied();
+                if last.is_some_and(|s| event.seq <= s) {
                     continue;
                 }
-                inner.seen.insert(id, event.seq);
-                inner.last_g += 1;
-                let g = inner.last_g;
+                seen.insert(id, event.seq);
+                g += 1;
                 if g % INDEX_EVERY == 1 {
-                    inner.index.push((g, offset));
+                    index.push((g, offset));
                 }
                 let line = GlobalEvent { g, event };
                 let start = buf.len();
@@ -126,12 +147,23 @@ impl Journal {
             }
             if !added.is_empty() {
                 let io = |e: std::io::Error| ApiError::new(ErrorCode::Io, format!("{}: {e}", self.path.display()));
-                inner.file.write_all(&buf).map_err(io)?;
-                inner.file.sync_data().map_err(io)?;
+                let written = inner.file.write_all(&buf).and_then(|()| inner.file.sync_data());
+                if let Err(e) = written {
+                    let len = inner.len;
+                    let _ = inner.file.set_len(len);
+                    return Err(io(e));
+                }
                 inner.len = offset;
+                inner.last_g = g;
+                inner.seen.extend(seen);
+                inner.index.extend(index);
             }
         }
-        self.save_tail(tail)?;
+        // The tail's position is only a shortcut (the journal itself says what was journaled):
+        // failing to save it costs a re-read at the next start, not an event.
+        if let Err(e) = self.save_tail(tail) {
+            tracing::warn!(error = %e.message, "cannot save how far the event logs were read");
+        }
         if let Some(last) = added.last() {
             self.last.send_replace(last.g);
         }
@@ -180,14 +212,30 @@ impl Journal {
         Ok(out)
     }
 
+    /// Writes where the tail stands (when it moved), durably: written, synced, renamed over the
+    /// old one, directory synced.
     fn save_tail(&self, tail: &EventTail) -> Result<(), ApiError> {
+        let mut saved = self.saved.lock().expect("journal lock");
+        if saved.as_ref() == Some(tail.offsets()) {
+            return Ok(());
+        }
         let state = TailState {
             offsets: tail.offsets().clone(),
         };
         let tmp = self.tail_state.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&state).expect("tail state serializes"))
-            .and_then(|()| std::fs::rename(&tmp, &self.tail_state))
-            .map_err(|e| ApiError::new(ErrorCode::Io, format!("{}: {e}", self.tail_state.display())))
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(&state).expect("tail state serializes"))?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &self.tail_state)?;
+            if let Some(dir) = self.tail_state.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| ApiError::new(ErrorCode::Io, format!("{}: {e}", self.tail_state.display())))?;
+        *saved = Some(state.offsets);
+        Ok(())
     }
 }
 
@@ -247,11 +295,15 @@ mod tests {
         std::fs::create_dir_all(&daemon).unwrap();
         let (j, tail) = Journal::open(&daemon, layout.clone()).unwrap();
         let added = j
-            .append(vec![event("a", 1), event("b", 1), event("a", 2)], &tail)
+            .append(vec![event("a", 1), event("b", 1), event("a", 2)], &[], &tail)
             .unwrap();
         assert_eq!(added.iter().map(|e| e.g).collect::<Vec<_>>(), [1, 2, 3]);
         // The same events again (a tail that read them twice) are not journaled twice.
-        assert!(j.append(vec![event("a", 2), event("b", 1)], &tail).unwrap().is_empty());
+        assert!(
+            j.append(vec![event("a", 2), event("b", 1)], &[], &tail)
+                .unwrap()
+                .is_empty()
+        );
         drop(j);
         // A crash mid-append leaves a partial line: cut off at the next start.
         let path = daemon.join("journal.jsonl");
@@ -260,12 +312,20 @@ mod tests {
         drop(f);
         let (j, tail) = Journal::open(&daemon, layout).unwrap();
         assert_eq!(j.last_g(), 3);
-        let added = j.append(vec![event("a", 2), event("a", 3)], &tail).unwrap();
+        let added = j.append(vec![event("a", 2), event("a", 3)], &[], &tail).unwrap();
         assert_eq!(added.iter().map(|e| (e.g, e.event.seq)).collect::<Vec<_>>(), [(4, 3)]);
         let all = j.read_after(0, 100).unwrap();
         assert_eq!(all.iter().map(|e| e.g).collect::<Vec<_>>(), [1, 2, 3, 4]);
         assert_eq!(j.read_after(2, 1).unwrap()[0].g, 3);
         assert!(j.read_after(4, 100).unwrap().is_empty());
+        // A run removed and made again under the same id starts over at 1: journaled anew.
+        let id = RunId::parse("a").unwrap();
+        assert!(j.append(vec![event("a", 1)], &[], &tail).unwrap().is_empty());
+        let again = j.append(vec![event("a", 1), event("a", 2)], &[id], &tail).unwrap();
+        assert_eq!(
+            again.iter().map(|e| (e.g, e.event.seq)).collect::<Vec<_>>(),
+            [(5, 1), (6, 2)]
+        );
     }
 
     #[test]
@@ -275,7 +335,7 @@ mod tests {
         layout.ensure().unwrap();
         let (j, tail) = Journal::open(dir.path(), layout).unwrap();
         let batch: Vec<_> = (1..=1000).map(|s| event("r", s)).collect();
-        j.append(batch, &tail).unwrap();
+        j.append(batch, &[], &tail).unwrap();
         for after in [0, 255, 256, 257, 700, 999] {
             let got = j.read_after(after, 3).unwrap();
             assert_eq!(

@@ -28,6 +28,15 @@ pub use error::ApiError;
 pub use server::{ServeOptions, serve};
 pub use tokens::{TokenEntry, TokenStore};
 
+/// Which listener a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// The unix socket in the state directory (0600: its owner only).
+    Unix,
+    /// The TCP address (loopback unless `--allow-remote`).
+    Tcp,
+}
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -38,6 +47,9 @@ pub struct AppState {
     pub wakeups: wakeup::Wakeups,
     /// Every run's events in the order the daemon saw them (`GET /v1/events`).
     pub journal: Arc<journal::Journal>,
+    /// Becomes true when the daemon shuts down: open streams then end, so the shutdown is not
+    /// held up by a client following a run (it resumes with `Last-Event-ID`).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Longest a request may take before it is answered `REQUEST_TIMEOUT`.
     pub request_timeout: Duration,
 }
@@ -45,6 +57,16 @@ pub struct AppState {
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState").field("engine", &self.engine).finish()
+    }
+}
+
+/// Completes when the daemon starts shutting down (never, if nobody can ask it to).
+pub(crate) fn shutting_down_owned(state: &AppState) -> impl std::future::Future<Output = ()> + Send + use<> {
+    let mut rx = state.shutdown.clone();
+    async move {
+        if rx.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

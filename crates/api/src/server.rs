@@ -79,6 +79,7 @@ pub fn serve(engine: Engine, opts: ServeOptions) -> Result<(), ApiError> {
     let tokens = Arc::new(TokenStore::new(&dir));
     tokens.ensure_default()?;
     let wakeups = crate::wakeup::Wakeups::start(&engine.store().layout().runs_dir());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Where the logs end now (or where the last daemon stopped reading), before anyone can reach
     // us: no event of a run created through this daemon is missed.
     let (journal, tail) = crate::journal::Journal::open(&dir, engine.store().layout().clone())?;
@@ -88,6 +89,7 @@ pub fn serve(engine: Engine, opts: ServeOptions) -> Result<(), ApiError> {
         metrics: Arc::default(),
         wakeups,
         journal: Arc::new(journal),
+        shutdown: stop_rx,
         request_timeout: opts.request_timeout,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -95,11 +97,12 @@ pub fn serve(engine: Engine, opts: ServeOptions) -> Result<(), ApiError> {
         .enable_all()
         .build()
         .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(run(state, tail, &dir, opts.listen, opts.webhooks))
+    runtime.block_on(run(state, stop_tx, tail, &dir, opts.listen, opts.webhooks))
 }
 
 async fn run(
     state: AppState,
+    stop_tx: tokio::sync::watch::Sender<bool>,
     tail: crate::tail::EventTail,
     dir: &Path,
     listen: SocketAddr,
@@ -130,15 +133,18 @@ async fn run(
     )?;
     tracing::info!(listen = %bound, socket = %socket.display(), "serving the API");
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_rx = state.shutdown.clone();
     let dispatcher = crate::webhooks::Dispatcher::start(webhooks)?;
     tokio::spawn(follow_events(state.clone(), tail, dispatcher));
+    tokio::spawn(start_unstarted_runs(state.clone()));
     let app = crate::routes::router(state);
     let shutdown = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let tcp_server = axum::serve(tcp, app.clone()).with_graceful_shutdown(shutdown(stop_rx.clone()));
-    let unix_server = axum::serve(unix, app).with_graceful_shutdown(shutdown(stop_rx));
+    let tcp_app = app.clone().layer(axum::Extension(crate::Transport::Tcp));
+    let unix_app = app.layer(axum::Extension(crate::Transport::Unix));
+    let tcp_server = axum::serve(tcp, tcp_app).with_graceful_shutdown(shutdown(stop_rx.clone()));
+    let unix_server = axum::serve(unix, unix_app).with_graceful_shutdown(shutdown(stop_rx));
     let signals = async move {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -178,8 +184,14 @@ async fn follow_events(state: AppState, mut tail: crate::tail::EventTail, webhoo
         notified.as_mut().enable();
         let journal = state.journal.clone();
         let polled = tokio::task::spawn_blocking(move || {
+            let before = tail.offsets().clone();
             let events = tail.poll();
-            let added = journal.append(events, &tail);
+            let restarted = tail.take_restarted();
+            let added = journal.append(events, &restarted, &tail);
+            if added.is_err() {
+                // Not journaled: read them again next time.
+                tail.rewind(before);
+            }
             (tail, added)
         })
         .await;
@@ -204,6 +216,29 @@ async fn follow_events(state: AppState, mut tail: crate::tail::EventTail, webhoo
 /// half-started process (forked, not yet exec'd: the exec closes it); a daemon killed before
 /// writing its endpoint leaves no sign of life to check.
 const STALE_LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// How often the daemon looks for runs recorded but never started (their creator died).
+const UNSTARTED_EVERY: Duration = Duration::from_secs(2);
+
+/// Starts, for as long as the daemon runs, the supervisors of runs whose creator died between
+/// recording them and starting them (see `Engine::start_unstarted_runs`).
+async fn start_unstarted_runs(state: AppState) {
+    loop {
+        tokio::time::sleep(UNSTARTED_EVERY).await;
+        let engine = state.engine.clone();
+        let Ok(found) = tokio::task::spawn_blocking(move || engine.start_unstarted_runs()).await else {
+            return;
+        };
+        match found {
+            Ok(findings) => {
+                for f in findings {
+                    tracing::info!(kind = f.kind, run = ?f.run, action = f.action, detail = %f.detail, "reconcile");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look for unstarted runs"),
+        }
+    }
+}
 
 /// Takes the one-daemon-per-state-dir lock, or says which daemon holds it. The lock of a live
 /// daemon (its endpoint names a live process) is refused at once; any other holder is waited

@@ -1,8 +1,10 @@
 //! Follows every run's event log from the daemon, so it learns of each event once, soon after
 //! it is appended, whichever process appended it (supervisors write their own logs). Each poll
 //! lists the run directories and reads only the bytes appended since the last poll; a line still
-//! being written waits for the next. Logs that exist when the daemon starts are followed from
-//! their end: what happened before is in the logs and the projection, not news.
+//! being written waits for the next. The journal ([`crate::journal`]) decides where a tail starts:
+//! where the last daemon stopped reading, or — the first time — the logs' current ends. A log
+//! that is gone or shorter than what was read (a run removed, or removed and made again) is
+//! reported by [`EventTail::take_restarted`] and read anew.
 
 use std::collections::HashMap;
 
@@ -14,6 +16,9 @@ use store::StateLayout;
 pub struct EventTail {
     layout: StateLayout,
     offsets: HashMap<RunId, u64>,
+    /// Runs whose log is gone or started over since the last poll (removed; or removed and
+    /// made again under the same id): what was known of their old log no longer applies.
+    restarted: Vec<RunId>,
 }
 
 impl EventTail {
@@ -24,13 +29,32 @@ impl EventTail {
             let len = std::fs::metadata(layout.events_path(&id)).map_or(0, |m| m.len());
             offsets.insert(id, len);
         }
-        EventTail { layout, offsets }
+        EventTail {
+            layout,
+            offsets,
+            restarted: Vec::new(),
+        }
     }
 
     /// A tail that continues from `offsets` (bytes read of each run's log); runs not in it
     /// appeared since and are read from their start.
     pub fn resume(layout: StateLayout, offsets: HashMap<RunId, u64>) -> EventTail {
-        EventTail { layout, offsets }
+        EventTail {
+            layout,
+            offsets,
+            restarted: Vec::new(),
+        }
+    }
+
+    /// Puts the tail back to `offsets` (what [`EventTail::offsets`] said before a poll whose
+    /// events could not be recorded), so the next poll reads them again.
+    pub fn rewind(&mut self, offsets: HashMap<RunId, u64>) {
+        self.offsets = offsets;
+    }
+
+    /// The runs whose log was removed or started over since the last call.
+    pub fn take_restarted(&mut self) -> Vec<RunId> {
+        std::mem::take(&mut self.restarted)
     }
 
     /// How far each run's log has been read.
@@ -44,11 +68,24 @@ impl EventTail {
         let Ok(ids) = self.layout.run_ids() else { return out };
         // Runs removed since (`rm`) are forgotten.
         let present: std::collections::HashSet<&RunId> = ids.iter().collect();
-        self.offsets.retain(|id, _| present.contains(id));
+        let restarted = &mut self.restarted;
+        self.offsets.retain(|id, _| {
+            let keep = present.contains(id);
+            if !keep {
+                restarted.push(id.clone());
+            }
+            keep
+        });
         for id in ids {
             let path = self.layout.events_path(&id);
-            let from = self.offsets.get(&id).copied().unwrap_or(0);
+            let mut from = self.offsets.get(&id).copied().unwrap_or(0);
             let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+            if len < from {
+                // Shorter than what was read: a new log under the same id.
+                self.restarted.push(id.clone());
+                from = 0;
+                self.offsets.insert(id.clone(), 0);
+            }
             if len <= from {
                 continue;
             }

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 /// The body of `POST /v1/runs`: what `agentctl run` takes, as JSON. It needs `repo`, and an
 /// `agent` or a `command` (which then is the agent); no string may contain NUL.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("anyOf" = [
     {"required": ["agent"], "properties": {"agent": {"type": "string"}}},
@@ -64,6 +64,12 @@ pub struct CreateRun {
     /// Automatic checkpoints while the agent works.
     #[serde(default)]
     pub checkpoints: model::CheckpointPolicy,
+    /// The whole environment the run's supervisor — and so the agent — starts with, instead of
+    /// the daemon's; never recorded, and not part of the request compared for idempotency.
+    /// Accepted only on the daemon's unix socket (its owner's); `agentctl run` sends its own
+    /// environment when it goes through a daemon.
+    #[serde(default)]
+    pub launch_env: Option<BTreeMap<String, String>>,
 }
 
 /// The optional body of `POST /v1/runs/{id}/checkpoints`.

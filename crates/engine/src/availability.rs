@@ -24,6 +24,11 @@ impl Availability {
 
 /// Finds `program` the way exec does: as a path if it has a slash, else on `PATH`.
 pub fn find_program(program: &str) -> Option<PathBuf> {
+    find_program_on(program, std::env::var_os("PATH").as_deref())
+}
+
+/// As [`find_program`], on the search path `path` (a `PATH` value) rather than this process's.
+pub fn find_program_on(program: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
     let is_exec = |p: &Path| {
         use std::os::unix::fs::PermissionsExt;
         p.metadata()
@@ -33,8 +38,7 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
         let p = PathBuf::from(program);
         return is_exec(&p).then_some(p);
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    std::env::split_paths(path?)
         .map(|d| d.join(program))
         .find(|p| is_exec(p))
 }
@@ -42,11 +46,16 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
 /// Finds a definition's program: a relative path with a slash names a file of the repository
 /// (the agent runs in a worktree of it), anything else is looked up like exec does.
 pub fn locate(program: &str, repo: Option<&Path>) -> Option<PathBuf> {
+    locate_on(program, repo, std::env::var_os("PATH").as_deref())
+}
+
+/// As [`locate`], on the search path `path` (the `PATH` the agent will get).
+pub fn locate_on(program: &str, repo: Option<&Path>, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
     match repo {
         Some(repo) if program.contains('/') && !program.starts_with('/') => {
-            find_program(&repo.join(program).to_string_lossy())
+            find_program_on(&repo.join(program).to_string_lossy(), path)
         }
-        _ => find_program(program),
+        _ => find_program_on(program, path),
     }
 }
 

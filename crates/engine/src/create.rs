@@ -33,6 +33,9 @@ pub struct RunRequest {
     pub keep: bool,
     /// Automatic checkpoints while the agent works.
     pub checkpoints: model::CheckpointPolicy,
+    /// The environment the run's supervisor — and so the agent — starts with instead of this
+    /// process's; never recorded. A daemon creating a run for a CLI gets the CLI's here.
+    pub launch_env: Option<BTreeMap<String, String>>,
 }
 
 /// The outcome of a create.
@@ -53,6 +56,7 @@ impl Engine {
         );
         let _enter = span.enter();
         let base = req.base.clone().unwrap_or_else(|| "HEAD".to_owned());
+        let launch_env = req.launch_env.clone();
         let (repo, base_commit) = Git::locate(&req.repo_dir, &base)?;
         let registry = agents::load_registry(self.config.user_agents_file.as_deref(), Some(&repo))?;
         let agent = match (&req.agent, req.args.is_empty()) {
@@ -73,7 +77,14 @@ impl Engine {
             ))
         })?;
         if agent != agents::presets::COMMAND {
-            let found = def.program().and_then(|p| availability::locate(p, Some(&repo)));
+            // On the PATH the agent will get: the caller's, when a daemon creates the run for it.
+            let path = match &launch_env {
+                Some(env) => env.get("PATH").map(std::ffi::OsString::from),
+                None => std::env::var_os("PATH"),
+            };
+            let found = def
+                .program()
+                .and_then(|p| availability::locate_on(p, Some(&repo), path.as_deref()));
             if found.is_none() {
                 let mut err = EngineError::new(
                     ErrorCode::AgentUnavailable,
@@ -175,7 +186,11 @@ impl Engine {
             }
             CreateOutcome::Created(_) => {
                 tracing::info!("run recorded");
-                if let Err(e) = self.provider.create(&id).and_then(|()| self.provider.start(&id)) {
+                if let Err(e) = self
+                    .provider
+                    .create(&id)
+                    .and_then(|()| self.provider.start_with_env(&id, launch_env.as_ref()))
+                {
                     self.fail_unstarted(&id, &format!("supervisor could not start: {e}"));
                     return Err(e.into());
                 }

@@ -385,3 +385,102 @@ impl Engine {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use model::provider::{LogBatch, Provider, ProviderError, RequestOutcome};
+    use store::{StateLayout, Store};
+
+    use super::*;
+    use crate::EngineConfig;
+
+    /// A provider whose supervisors are as the test says.
+    struct Stub(Mutex<SupervisorStatus>);
+
+    impl Provider for Stub {
+        fn name(&self) -> &'static str {
+            "stub"
+        }
+        fn create(&self, _: &RunId) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        fn start(&self, _: &RunId) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        fn signal(&self, _: &RunId, _: &ControlRequest) -> Result<(), ProviderError> {
+            Ok(())
+        }
+        fn request(&self, _: &RunId, _: &ControlRequest, _: Duration) -> Result<RequestOutcome, ProviderError> {
+            Ok(RequestOutcome::NotTaken)
+        }
+        fn status(&self, _: &RunId) -> Result<SupervisorStatus, ProviderError> {
+            Ok(*self.0.lock().unwrap())
+        }
+        fn list(&self) -> Result<Vec<RunId>, ProviderError> {
+            Ok(Vec::new())
+        }
+        fn logs(&self, _: &RunId, offset: u64) -> Result<LogBatch, ProviderError> {
+            Ok(LogBatch {
+                chunks: Vec::new(),
+                next_offset: offset,
+            })
+        }
+        fn destroy(&self, _: &RunId) -> Result<(), ProviderError> {
+            Ok(())
+        }
+    }
+
+    fn engine(dir: &std::path::Path, status: SupervisorStatus) -> (Engine, Arc<Stub>) {
+        let stub = Arc::new(Stub(Mutex::new(status)));
+        let store = Store::open(StateLayout::new(dir)).unwrap();
+        (Engine::new(store, stub.clone(), EngineConfig::default()), stub)
+    }
+
+    fn make_run(engine: &Engine, id: &RunId) {
+        let spec = serde_json::from_value(serde_json::json!({
+            "agent": "command", "prompt": null, "command": ["true"], "repo": "/tmp/r", "base": "HEAD",
+            "env": {}, "labels": {}, "timeout_ms": null, "idle_timeout_ms": null, "keep": false
+        }))
+        .unwrap();
+        let plan = serde_json::from_value(serde_json::json!({
+            "argv": ["true"], "prompt_via": "arg", "prompt_file": null, "env": {}, "secret_env": [],
+            "tty": false, "base_commit": "abc", "worktree": "/tmp/w", "branch": id.branch(),
+            "provider": "stub", "grace_ms": 5000
+        }))
+        .unwrap();
+        engine.store().create_run(id, spec, plan).unwrap();
+        let mut w = engine.store().writer(id, LockMode::Wait).unwrap();
+        w.append(EventData::Preparing {
+            supervisor_pid: 4242,
+            supervisor_start_time: 1,
+        })
+        .unwrap();
+    }
+
+    /// The quick answer is the one `refresh` gives whenever refresh would only read, and there
+    /// is none whenever refresh has something to record (here: a supervisor gone).
+    #[test]
+    fn refresh_if_current_answers_only_what_refresh_would_answer_by_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, stub) = engine(dir.path(), SupervisorStatus::Alive { pid: 4242 });
+        let id = RunId::parse("quick-1").unwrap();
+        make_run(&engine, &id);
+        let quick = engine
+            .refresh_if_current(id.as_str())
+            .expect("alive supervisor: a read");
+        assert_eq!(quick.state, RunState::Preparing);
+        assert_eq!(engine.refresh(&id, "test").unwrap(), quick);
+        // A prefix is left to resolve.
+        assert!(engine.refresh_if_current("quick").is_none());
+        assert!(engine.refresh_if_current("no-such-run").is_none());
+
+        *stub.0.lock().unwrap() = SupervisorStatus::Gone;
+        assert!(engine.refresh_if_current(id.as_str()).is_none(), "a lost run to record");
+        assert_eq!(engine.store().get(&id).unwrap().unwrap().state, RunState::Preparing);
+        let lost = engine.refresh(&id, "test").unwrap();
+        assert_eq!(lost.state, RunState::Lost);
+        assert_eq!(engine.refresh_if_current(id.as_str()), Some(lost));
+    }
+}

@@ -17,6 +17,11 @@ use vcs::Git;
 
 use crate::{Engine, EngineError};
 
+/// A pending run no supervisor took is only started by reconcile once it is this old: its
+/// creator starts it within milliseconds (with the creator's environment, which a supervisor
+/// started here would not have), unless it died in between.
+const UNSTARTED_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_secs(5);
+
 /// One discrepancy, and what was done about it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {
@@ -60,6 +65,7 @@ impl Engine {
                     action: fix,
                 });
             } else if rec.state == RunState::Pending
+                && jiff::Timestamp::now().duration_since(rec.created_at) >= UNSTARTED_AFTER
                 && matches!(self.provider.status(&rec.id)?, SupervisorStatus::NotStarted)
             {
                 out.push(self.start_unstarted(rec, dry_run));
@@ -125,6 +131,25 @@ impl Engine {
     /// started. Should its creator still be alive and start one too, the supervisor lock lets
     /// exactly one of them take the run; the other finds it taken (or no longer `pending`)
     /// and ends without running it.
+    /// Starts the supervisor of every `pending` run no supervisor took within
+    /// [`UNSTARTED_AFTER`] (the daemon calls this every few seconds, so a run whose creator died
+    /// before starting it runs anyway).
+    pub fn start_unstarted_runs(&self) -> Result<Vec<Finding>, EngineError> {
+        let pending = self.store.list(&RunFilter {
+            states: vec![RunState::Pending],
+            ..Default::default()
+        })?;
+        let mut out = Vec::new();
+        for rec in &pending {
+            if jiff::Timestamp::now().duration_since(rec.created_at) >= UNSTARTED_AFTER
+                && matches!(self.provider.status(&rec.id)?, SupervisorStatus::NotStarted)
+            {
+                out.push(self.start_unstarted(rec, false));
+            }
+        }
+        Ok(out)
+    }
+
     fn start_unstarted(&self, rec: &RunRecord, dry_run: bool) -> Finding {
         let mut f = Finding {
             kind: "unstarted_run",

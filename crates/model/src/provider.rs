@@ -104,6 +104,23 @@ pub trait Provider: Send + Sync {
     fn create(&self, run: &RunId) -> Result<(), ProviderError>;
     /// Launches the run's supervisor and returns without waiting for the agent.
     fn start(&self, run: &RunId) -> Result<(), ProviderError>;
+    /// As [`Provider::start`], the supervisor (and so the agent) starting with exactly `env`
+    /// instead of the caller's environment — for a daemon starting a run on a client's behalf.
+    /// A provider that cannot place an environment refuses rather than drop it.
+    fn start_with_env(
+        &self,
+        run: &RunId,
+        env: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<(), ProviderError> {
+        match env {
+            None => self.start(run),
+            Some(_) => Err(ProviderError {
+                provider: self.name(),
+                message: "this provider cannot start a run with a given environment".to_owned(),
+                source: None,
+            }),
+        }
+    }
     /// Delivers a control request to the run's supervisor.
     fn signal(&self, run: &RunId, request: &ControlRequest) -> Result<(), ProviderError>;
     /// Delivers a request that expects an answer and waits up to `timeout` for it. When the

@@ -7,8 +7,8 @@
 //! before projecting.
 //!
 //! SQLite is used through one writer connection (every write, and the reads inside a write
-//! transaction) and a few read-only connections for queries: in WAL mode a reader works on a
-//! snapshot and waits neither for the writer nor for other readers. Rows read while the
+//! transaction) and, once queries meet it busy, a few read-only connections for them: in WAL
+//! mode a reader works on a snapshot and waits neither for the writer nor for other readers. Rows read while the
 //! projection was current with their logs are remembered (see `cache`), so asking again about a
 //! run whose log has not changed costs one `stat`.
 
@@ -137,15 +137,17 @@ impl Store {
         result.map_err(|e| self.db_error(e))
     }
 
-    /// Runs the query `f` on a reader connection (one statement is one snapshot).
+    /// Runs the query `f` (one statement is one snapshot) on a connection that is free.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         Ok(self.read_with(true, f)?.expect("a waiting read always runs"))
     }
 
-    /// Runs the query `f` on a reader connection. Unless `wait`, gives up (`Ok(None)`) rather
-    /// than wait: for a connection (all in use), for the writer to set the database up, or for
-    /// a lock inside SQLite (readers in WAL mode need one only in rare moments, such as
-    /// recovering after a crash).
+    /// Runs the query `f` on a reader connection that is free, else on the writer connection if
+    /// it is free (a process that does not read while it writes needs no other connection),
+    /// else on a new reader connection. Unless `wait`, gives up (`Ok(None)`) rather than wait:
+    /// for a connection (all in use), for the writer to set the database up, or for a lock
+    /// inside SQLite (readers in WAL mode need one only in rare moments, such as recovering
+    /// after a crash).
     fn read_with<T>(
         &self,
         wait: bool,
@@ -158,8 +160,23 @@ impl Store {
             self.db(|_| Ok(()))?;
         }
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
-        let free = (0..READERS).find_map(|i| self.readers[(start + i) % READERS].try_lock().ok());
-        let mut guard = match free {
+        let mut unopened = None;
+        for i in 0..READERS {
+            if let Ok(guard) = self.readers[(start + i) % READERS].try_lock() {
+                match &*guard {
+                    Some(conn) => return self.query(conn, wait, f),
+                    None => {
+                        unopened.get_or_insert(guard);
+                    }
+                }
+            }
+        }
+        if let Ok(guard) = self.conn.try_lock()
+            && let Some(conn) = &*guard
+        {
+            return self.query(conn, wait, f);
+        }
+        let mut guard = match unopened {
             Some(g) => g,
             None if wait => self.readers[start % READERS].lock().unwrap_or_else(|p| p.into_inner()),
             None => return Ok(None),
@@ -168,6 +185,16 @@ impl Store {
             Some(conn) => conn,
             None => guard.insert(projection::open_reader(&self.layout.db_path()).map_err(|e| self.db_error(e))?),
         };
+        self.query(conn, wait, f)
+    }
+
+    /// Runs `f` on `conn`; unless `wait`, without waiting for a lock (`Ok(None)` then).
+    fn query<T>(
+        &self,
+        conn: &Connection,
+        wait: bool,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>, StoreError> {
         if wait {
             return f(conn).map(Some).map_err(|e| self.db_error(e));
         }
@@ -273,13 +300,16 @@ impl Store {
         };
         // When the log has not grown since it was projected, one query is enough (no log
         // parse, no write transaction, no wait for the writer connection).
-        if let Some((Some(seen), row)) = self.read(|c| projection::get_with_log_size(c, id))?
-            && seen == bytes
-        {
-            if let Some(p) = pinned {
-                self.rows.put(id, p, &row);
+        match self.read(|c| projection::get_with_log_size(c, id))? {
+            Some((Some(seen), row)) if seen == bytes => {
+                if let Some(p) = pinned {
+                    self.rows.put(id, p, &row);
+                }
+                return Ok(Some(row));
             }
-            return Ok(Some(row));
+            // A log without a `created` event has no row, only its recorded size.
+            None if self.read(|c| projection::log_size(c, id))? == Some(bytes) => return Ok(None),
+            _ => {}
         }
         let events = self.events(id)?;
         self.db(|c| projection::apply(c, id, &events, bytes))
@@ -492,95 +522,108 @@ fn fsync_dir(path: &std::path::Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
-macro_rules! columns_probe {
-    () => {
-        "id, state, agent, prompt, repo, base, base_commit, branch, worktree, worktree_removed, keep,
-    provider, labels, created_at, started_at, finished_at, updated_at, exit_code, signal, reason, pid,
-    supervisor_pid, last_seq"
-    };
-}
-
-#[cfg(test)]
-mod probe {
+mod tests {
     use super::*;
-    use std::time::Instant;
 
-    #[test]
-    #[ignore]
-    fn probe_costs() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StateLayout::new(dir.path())).unwrap();
-        let id = RunId::parse("probe-1").unwrap();
-        let spec: RunSpec = serde_json::from_value(serde_json::json!({
-            "agent": "command", "prompt": null, "command": ["true"], "repo": "/tmp/r", "base": "HEAD",
-            "env": {}, "labels": {"a": "b"}, "timeout_ms": null, "idle_timeout_ms": null, "keep": false
+    fn spec(agent: &str) -> RunSpec {
+        serde_json::from_value(serde_json::json!({
+            "agent": agent, "prompt": "p", "command": [], "repo": "/tmp/r", "base": "HEAD",
+            "env": {}, "labels": {"team": "infra"}, "timeout_ms": null, "idle_timeout_ms": null,
+            "keep": false
         }))
-        .unwrap();
-        let plan: LaunchPlan = serde_json::from_value(serde_json::json!({
+        .unwrap()
+    }
+
+    fn plan(id: &RunId) -> LaunchPlan {
+        serde_json::from_value(serde_json::json!({
             "argv": ["true"], "prompt_via": "arg", "prompt_file": null, "env": {}, "secret_env": [],
-            "tty": false, "base_commit": "abc", "worktree": "/tmp/w", "branch": "agentctl/probe-1",
+            "tty": false, "base_commit": "abc", "worktree": "/tmp/w", "branch": id.branch(),
             "provider": "local", "grace_ms": 5000
         }))
+        .unwrap()
+    }
+
+    fn preparing() -> EventData {
+        EventData::Preparing {
+            supervisor_pid: 4242,
+            supervisor_start_time: 1,
+        }
+    }
+
+    /// Two stores on one state directory stand for two processes (the daemon and a
+    /// supervisor): what one appends, the other's readers see at once, cached rows or not.
+    #[test]
+    fn readers_see_appends_from_another_process_cached_rows_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let reader = Store::open(StateLayout::new(dir.path())).unwrap();
+        let writer = Store::open(StateLayout::new(dir.path())).unwrap();
+        let id = RunId::parse("cache-1").unwrap();
+        writer.create_run(&id, spec("claude"), plan(&id)).unwrap();
+        for _ in 0..3 {
+            assert_eq!(reader.get_if_current(&id).unwrap().unwrap().state, RunState::Pending);
+            assert_eq!(reader.sync_run(&id).unwrap().unwrap().state, RunState::Pending);
+        }
+        let mut w = writer.writer(&id, LockMode::Wait).unwrap();
+        // Projected by the writer: the reader's cached row is stale, the projection current.
+        w.append(preparing()).unwrap();
+        assert_eq!(reader.get_if_current(&id).unwrap().unwrap().state, RunState::Preparing);
+        assert_eq!(reader.sync_run(&id).unwrap().unwrap().state, RunState::Preparing);
+        // Not projected (a writer that died before projecting): the quick read cannot tell,
+        // a sync catches up.
+        w.set_deferred(true);
+        w.append(EventData::Finished {
+            state: RunState::Failed,
+            reason: "x".into(),
+            exit_code: None,
+            signal: None,
+        })
         .unwrap();
-        store.create_run(&id, spec, plan).unwrap();
-        let n = 20000;
-        let time = |what: &str, f: &dyn Fn()| {
-            for _ in 0..1000 {
-                f();
-            }
-            let t = Instant::now();
-            for _ in 0..n {
-                f();
-            }
-            println!("{what:>28}: {:>7.2} us", t.elapsed().as_secs_f64() * 1e6 / n as f64);
-        };
-        time("stat log", &|| {
-            fs::metadata(store.layout.events_path(&id)).unwrap();
-        });
-        time("is_dir", &|| {
-            assert!(store.layout.run_dir(&id).is_dir());
-        });
-        time("writer get", &|| {
-            store.db(|c| projection::get(c, &id)).unwrap().unwrap();
-        });
-        time("reader get", &|| {
-            store.get(&id).unwrap().unwrap();
-        });
-        time("reader get+size", &|| {
-            store.read(|c| projection::get_with_log_size(c, &id)).unwrap().unwrap();
-        });
-        time("reader nowait get+size", &|| {
-            store
-                .read_with(false, |c| projection::get_with_log_size(c, &id))
-                .unwrap()
-                .unwrap();
-        });
-        time("reader select 1", &|| {
-            store
-                .read(|c| c.prepare_cached("SELECT 1")?.query_row([], |r| r.get::<_, i64>(0)))
-                .unwrap();
-        });
-        time("reader select id", &|| {
-            store
-                .read(|c| {
-                    c.prepare_cached("SELECT id FROM runs WHERE id = ?1")?
-                        .query_row([id.as_str()], |r| r.get::<_, String>(0))
-                })
-                .unwrap();
-        });
-        time("reader select cols raw", &|| {
-            store
-                .read(|c| {
-                    c.prepare_cached(concat!("SELECT ", columns_probe!(), " FROM runs WHERE id = ?1"))?
-                        .query_row([id.as_str()], |r| r.get::<_, String>(0))
-                })
-                .unwrap();
-        });
-        time("get_if_current", &|| {
-            store.get_if_current(&id).unwrap().unwrap();
-        });
-        time("sync_run", &|| {
-            store.sync_run(&id).unwrap().unwrap();
-        });
+        assert!(
+            reader.get_if_current(&id).unwrap().is_none(),
+            "the projection is behind the log"
+        );
+        let caught_up = reader.sync_run(&id).unwrap().unwrap();
+        assert_eq!(caught_up.state, RunState::Failed);
+        assert_eq!(reader.get_if_current(&id).unwrap().unwrap(), caught_up);
+        assert_eq!(reader.get(&id).unwrap().unwrap(), caught_up);
+    }
+
+    #[test]
+    fn a_run_removed_and_made_again_by_another_process_is_never_served_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let reader = Store::open(StateLayout::new(dir.path())).unwrap();
+        let other = Store::open(StateLayout::new(dir.path())).unwrap();
+        let id = RunId::parse("cache-2").unwrap();
+        other.create_run(&id, spec("claude"), plan(&id)).unwrap();
+        assert_eq!(reader.sync_run(&id).unwrap().unwrap().agent, "claude");
+        assert_eq!(reader.get_if_current(&id).unwrap().unwrap().agent, "claude");
+        other.delete_run(&id).unwrap();
+        assert!(reader.get_if_current(&id).unwrap().is_none());
+        assert!(matches!(reader.sync_run(&id), Err(StoreError::NotFound(_))));
+        // Same id, a log of the same length (same agent name length) in the same directory.
+        other.create_run(&id, spec("gemini"), plan(&id)).unwrap();
+        assert_eq!(reader.get_if_current(&id).unwrap().unwrap().agent, "gemini");
+        assert_eq!(reader.sync_run(&id).unwrap().unwrap().agent, "gemini");
+    }
+
+    #[test]
+    fn quick_reads_never_wait_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StateLayout::new(dir.path())).unwrap();
+        let other = Store::open(StateLayout::new(dir.path())).unwrap();
+        let id = RunId::parse("cache-3").unwrap();
+        store.create_run(&id, spec("claude"), plan(&id)).unwrap();
+        // Another process in the middle of a write transaction; this one's writer connection
+        // busy too. Reads go on (WAL), the cached row and the query alike.
+        other
+            .db(|c| c.execute_batch("BEGIN IMMEDIATE; DELETE FROM run_labels;"))
+            .unwrap();
+        let guard = store.conn.lock().unwrap();
+        assert_eq!(store.get_if_current(&id).unwrap().unwrap().state, RunState::Pending);
+        store.rows.clear();
+        assert_eq!(store.get_if_current(&id).unwrap().unwrap().state, RunState::Pending);
+        assert_eq!(store.sync_run(&id).unwrap().unwrap().state, RunState::Pending);
+        drop(guard);
+        other.db(|c| c.execute_batch("ROLLBACK")).unwrap();
     }
 }

@@ -290,6 +290,14 @@ impl Provider for LocalProvider {
     }
 
     fn start(&self, run: &RunId) -> Result<(), ProviderError> {
+        self.start_with_env(run, None)
+    }
+
+    fn start_with_env(
+        &self,
+        run: &RunId,
+        env: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<(), ProviderError> {
         let files = self.files(run);
         let log = OpenOptions::new()
             .create(true)
@@ -306,6 +314,9 @@ impl Provider for LocalProvider {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2));
+        if let Some(env) = env {
+            cmd.env_clear().envs(env);
+        }
         // SAFETY: fork, _exit and setsid are async-signal-safe. The supervisor is detached
         // twice over: forked once more, so its parent is not us (a long-lived caller such as
         // the daemon would otherwise collect zombies, and the supervisor must not depend on us

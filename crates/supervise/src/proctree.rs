@@ -71,15 +71,19 @@ pub fn live_descendants(root: u32) -> Vec<ProcStat> {
     out
 }
 
-/// Sends `sig` to a process group and to each listed process; returns the pids signalled.
+/// Sends `sig` to a process group and to each listed process outside it (a process in the group
+/// got it already: a second SIGINT reads as "quit now" to many CLIs); returns the pids reached.
 pub fn signal_all(pgid: Option<u32>, pids: &[u32], sig: Signal) -> Vec<u32> {
-    if let Some(pgid) = pgid {
-        let _ = killpg(Pid::from_raw(pgid as i32), sig);
-    }
+    let group = pgid.filter(|&g| killpg(Pid::from_raw(g as i32), sig).is_ok());
     pids.iter()
         .copied()
-        .filter(|&pid| kill(Pid::from_raw(pid as i32), sig).is_ok())
+        .filter(|&pid| in_group(pid, group) || kill(Pid::from_raw(pid as i32), sig).is_ok())
         .collect()
+}
+
+/// Whether live process `pid` belongs to process group `group`.
+fn in_group(pid: u32, group: Option<u32>) -> bool {
+    group.is_some_and(|g| stat(pid).is_some_and(|s| s.pgid == g))
 }
 
 /// Ends every live descendant of `root`: SIGTERM, up to `grace` for them to exit, then
@@ -137,5 +141,25 @@ mod tests {
         assert_eq!(s.pid, me);
         assert!(is_same_process(me, s.start_time));
         assert!(!is_same_process(me, s.start_time + 1));
+    }
+
+    #[test]
+    fn a_process_in_the_signalled_group_is_not_signalled_again() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let me = std::process::id();
+        assert!(in_group(pid, Some(pid)), "the leader is in its group");
+        assert!(!in_group(me, Some(pid)), "we are not");
+        assert!(!in_group(pid, None));
+        // Reached through its group (counted as hit), and through nothing else.
+        let hit = signal_all(Some(pid), &[pid], Signal::SIGCONT);
+        assert_eq!(hit, [pid]);
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

@@ -89,14 +89,7 @@ fn measure(g: &GlobalArgs, d: &Daemon, repo: &Path, p: &Params) -> Result<i32, C
             p.connections, p.seconds
         );
     }
-    let run_path = format!("/v1/runs/{id}");
-    let probe = std::env::var("PROBE_ONLY").ok();
-    let paths = match probe.as_deref() {
-        Some("run") => [run_path.as_str(); 2],
-        Some(_) => ["/v1/healthz"; 2],
-        None => ["/v1/healthz", run_path.as_str()],
-    };
-    let [hello, run_rate] = rates(d, paths, p)?;
+    let [hello, run_rate] = rates(d, ["/v1/healthz", &format!("/v1/runs/{id}")], p)?;
     let ratio = run_rate / hello;
     let met = ratio >= GOAL_RATIO;
     if g.json {
@@ -148,21 +141,6 @@ fn rates(d: &Daemon, paths: [&str; 2], p: &Params) -> Result<[f64; 2], CliError>
         for (which, length, counted) in rounds {
             // Every client takes part in every round, even after a failure, so none waits
             // at the barrier for ever.
-            if barrier.wait().is_leader() {
-                let cpu = probe_cpu(d.child.id());
-                let me = probe_cpu(std::process::id());
-                let mut last = PROBE.lock().unwrap();
-                if let Some((w, c, m)) = last.take()
-                    && counted_prev(w)
-                {
-                    eprintln!(
-                        "probe: slice route {w} daemon cpu {:.1} ms client cpu {:.1} ms",
-                        (cpu - c) as f64 / 1e6,
-                        (me - m) as f64 / 1e6
-                    );
-                }
-                *last = Some((which + if counted { 2 } else { 0 }, cpu, me));
-            }
             barrier.wait();
             let until = Instant::now() + length;
             if let Ok(c) = &mut conn
@@ -179,7 +157,7 @@ fn rates(d: &Daemon, paths: [&str; 2], p: &Params) -> Result<[f64; 2], CliError>
         failed.map_or(Ok(counts), Err)
     };
     let results = std::thread::scope(|s| {
-        let clients: Vec<_> = (0..p.connections).map(|_| s.spawn(&client)).collect();
+        let clients: Vec<_> = (0..p.connections).map(|_| s.spawn(client)).collect();
         clients
             .into_iter()
             .map(|c| c.join().expect("client thread"))
@@ -321,17 +299,4 @@ impl Conn {
         self.reader.read_exact(&mut buf).map_err(io)?;
         Ok((status, buf))
     }
-}
-
-static PROBE: std::sync::Mutex<Option<(usize, u64, u64)>> = std::sync::Mutex::new(None);
-fn counted_prev(w: usize) -> bool {
-    w >= 2
-}
-fn probe_cpu(pid: u32) -> u64 {
-    let mut total = 0;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
-        let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-        total += s.split(' ').next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    }
-    total
 }

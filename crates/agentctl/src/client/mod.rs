@@ -58,6 +58,20 @@ impl Daemon {
         let dir = state.join("daemon");
         let socket = dir.join("api.sock");
         if !socket.exists() {
+            tracing::debug!(state = %state.display(), "no daemon serves this state directory; working directly");
+            return None;
+        }
+        // A daemon of another version may speak another dialect of the API: work directly.
+        let version = std::fs::read(dir.join("endpoint.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["version"].as_str().map(str::to_owned));
+        if let Some(v) = version.filter(|v| v != env!("CARGO_PKG_VERSION")) {
+            tracing::warn!(
+                daemon = %v,
+                cli = env!("CARGO_PKG_VERSION"),
+                "the daemon is another version of agentctl; working directly"
+            );
             return None;
         }
         let token = std::fs::read_to_string(dir.join("token")).ok()?.trim().to_owned();
@@ -87,6 +101,15 @@ impl Daemon {
         }
     }
 
+    /// The state directory this daemon serves.
+    pub fn state_dir(&self) -> PathBuf {
+        self.socket
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
     /// `method path` with an optional JSON body; the answer parsed as `T`, or the API's error as
     /// the CLI's.
     pub fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&Value>) -> Result<T, CliError> {
@@ -100,8 +123,30 @@ impl Daemon {
         })
     }
 
+    /// As [`Daemon::call`], with the answer's status.
+    pub fn call_status<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, T), CliError> {
+        let (status, bytes) = self.exchange(method, path, body)?;
+        let value = serde_json::from_slice(&bytes).map_err(|e| {
+            CliError::new(
+                ErrorCode::Internal,
+                format!("the daemon's answer to {path} is not what this agentctl expects: {e}"),
+            )
+        })?;
+        Ok((status, value))
+    }
+
     /// As [`Daemon::call`], returning the raw JSON.
     pub fn call_bytes(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Bytes, CliError> {
+        self.exchange(method, path, body).map(|(_, bytes)| bytes)
+    }
+
+    /// One request and its whole answer; an error answer as the CLI's error.
+    fn exchange(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(StatusCode, Bytes), CliError> {
         self.rt.block_on(async {
             let (mut sender, resp) = self.send(method, path, body, None).await?;
             let status = resp.status();
@@ -115,7 +160,7 @@ impl Daemon {
                 *self.idle.borrow_mut() = Some(sender);
             }
             if status.is_success() {
-                Ok(bytes)
+                Ok((status, bytes))
             } else {
                 Err(error_of(status, &bytes))
             }

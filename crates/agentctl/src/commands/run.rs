@@ -1,7 +1,7 @@
-//! `agentctl run`: create a run and follow it (or return at once with `--detach`). The run is
-//! always created here, even when a daemon runs: its supervisor — and so the agent — must get
-//! this shell's environment (PATH, the agent's API keys), not the daemon's. Following it, and a
-//! Ctrl-C stop, go through the daemon when one runs, as every other command does.
+//! `agentctl run`: create a run and follow it (or return at once with `--detach`) — through the
+//! daemon when one runs, as every command does. Either way the supervisor, and so the agent,
+//! starts with this shell's environment (PATH, the agent's API keys): the daemon is sent it for
+//! this run, and records none of it.
 
 use engine::RunRequest;
 use model::{ErrorCode, RunId};
@@ -11,10 +11,9 @@ use crate::cli::{GlobalArgs, RunArgs};
 use crate::context;
 use crate::exit::{self, CliError};
 use crate::follow::{self, FollowOptions, Print};
-use crate::view::{self, RunView};
+use crate::view;
 
 pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
-    let engine = context::engine(g)?;
     let id = match &args.id {
         Some(text) => Some(RunId::parse(text).map_err(|e| {
             CliError::new(ErrorCode::InvalidArgument, e.to_string()).hint("ids use letters, digits, '.', '_' and '-'")
@@ -40,32 +39,30 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
             every_ms: args.checkpoint_interval.as_millis() as u64,
             consistent: args.consistent_checkpoints,
         },
+        launch_env: None,
     };
-    let created = engine.create_run(req)?;
-    let id = created.run.id.clone();
-    if !created.created && !g.json {
+    let backend = Backend::open(g)?;
+    let (run, created) = backend.create_run(req)?;
+    let id = run.id.clone();
+    if !created && !g.json {
         eprintln!("agentctl: run {id} already exists with this request; showing it");
     }
     if args.detach {
         if g.json {
-            view::print_json(&RunView::from(&created.run));
+            view::print_json(&run);
         } else {
             println!("{id}");
             eprintln!(
                 "started run {id} on branch {}\n  follow: agentctl logs -f {id}\n  stop:   agentctl stop {id}",
-                created.run.branch
+                run.branch
             );
         }
         return Ok(0);
     }
-    let backend = Backend::open_with(g, engine)?;
     // Following: Ctrl-C once stops the run, twice detaches.
     let presses = follow::count_interrupts();
     if !g.json {
-        eprintln!(
-            "agentctl: run {id} ({}) on branch {}",
-            created.run.agent, created.run.branch
-        );
+        eprintln!("agentctl: run {id} ({}) on branch {}", run.agent, run.branch);
     }
     let (rec, detached) = follow::follow(
         &backend,

@@ -104,6 +104,23 @@ fn commands_that_change_runs_work_through_the_daemon() {
     let (out, via) = traced(&env, &["run", "--", "sh", "-c", "echo ran; exit 4"]);
     assert!(via, "{}", stderr(&out));
     assert_eq!((stdout(&out).as_str(), out.status.code()), ("ran\n", Some(4)));
+    // The agent gets the caller's environment, not the daemon's, and none of it is recorded.
+    let out = env
+        .cmd()
+        .env("AGENTCTL_LOG", "agentctl=debug")
+        .env("CALLER_ONLY_SECRET", "s3cr3t-value")
+        .args(["run", "--", "sh", "-c", "echo \"[$CALLER_ONLY_SECRET]\""])
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("going through the daemon"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "[s3cr3t-value]\n");
+    let (list, _) = env.json(&["ls"]);
+    let newest = list["runs"][0]["id"].as_str().unwrap().to_owned();
+    let recorded = std::fs::read_to_string(env.state.join("runs").join(&newest).join("events.jsonl")).unwrap();
+    assert!(
+        !recorded.contains("s3cr3t-value"),
+        "the caller's environment is never recorded"
+    );
     // Checkpoint, rollback, stop and rm.
     let id = env.start(&["--", "sh", "-c", "echo a > a.txt; sleep 30"]);
     env.until(&id, std::time::Duration::from_secs(20), |v| v["state"] == "running");
@@ -160,4 +177,109 @@ fn with_no_daemon_answering_commands_work_directly() {
     let (out, via) = traced(&env, &["logs", &id]);
     assert!(!via, "{}", stderr(&out));
     assert_eq!((stdout(&out).as_str(), out.status.code()), ("solo\n", Some(0)));
+}
+
+#[test]
+fn ctrl_c_stops_a_run_followed_through_the_daemon_as_it_does_directly() {
+    let env = Env::new();
+    let _d = Daemon::start(&env);
+    let agent = "echo up; trap 'exit 5' INT; while :; do sleep 0.1; done";
+    let mut codes = Vec::new();
+    for direct in [false, true] {
+        let mut cmd = env.cmd();
+        if direct {
+            cmd.arg("--direct");
+        }
+        let child = cmd
+            .env("AGENTCTL_LOG", "agentctl=debug")
+            .args(["run", "--grace", "1s", "--", "sh", "-c", agent])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait for the agent's first line, then Ctrl-C the CLI.
+        let started = std::time::Instant::now();
+        loop {
+            let (list, _) = env.json(&["--direct", "ls", "--state", "running"]);
+            if list["runs"].as_array().is_some_and(|r| !r.is_empty()) {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "the run never ran"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            stderr(&out).contains("going through the daemon"),
+            !direct,
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(stdout(&out), "up\n");
+        codes.push(out.status.code());
+        let (list, _) = env.json(&["--direct", "ls"]);
+        assert_eq!(list["runs"][0]["state"], "cancelled", "{list}");
+    }
+    assert_eq!(codes[0], codes[1], "the same exit status either way");
+    assert_eq!(codes[0], Some(130));
+}
+
+#[test]
+fn a_daemon_stopping_ends_its_streams_and_a_follower_carries_on_directly() {
+    let env = Env::new();
+    let mut d = Daemon::start(&env);
+    let gate = env.state.parent().unwrap().join("gate");
+    let script = format!(
+        "echo before; while [ ! -e {} ]; do sleep 0.05; done; echo after",
+        gate.display()
+    );
+    let id = env.start(&["--", "sh", "-c", &script]);
+    let follower = env
+        .cmd()
+        .env("AGENTCTL_LOG", "agentctl=debug")
+        .args(["logs", "-f", &id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    // SIGTERM: the open stream does not hold the daemon up.
+    let asked = std::time::Instant::now();
+    let (status, _) = d.terminate();
+    assert!(status.success());
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(3),
+        "the daemon took {:?} to stop",
+        asked.elapsed()
+    );
+    // The follower goes on without it, from where the stream left off.
+    std::fs::write(&gate, b"").unwrap();
+    let out = follower.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("going through the daemon"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "before\nafter\n", "nothing lost, nothing twice");
+}
+
+#[test]
+fn a_launch_environment_is_refused_over_tcp() {
+    let env = Env::new();
+    let d = Daemon::start(&env);
+    let mut body = crate::api::create_body(&env, "true");
+    body["launch_env"] = serde_json::json!({"LD_PRELOAD": "/tmp/x.so"});
+    let (status, v) = d.call("POST", "/v1/runs", Some(&body));
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("INVALID_ARGUMENT")),
+        "{v}"
+    );
+    let (_, list) = d.call("GET", "/v1/runs", None);
+    assert_eq!(list["runs"].as_array().unwrap().len(), 0, "no run made");
 }

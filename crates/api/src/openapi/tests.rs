@@ -604,6 +604,7 @@ fn the_router_serves_every_documented_operation_and_no_other_method() {
         metrics: Arc::default(),
         wakeups,
         journal: Arc::new(journal),
+        shutdown: tokio::sync::watch::channel(false).1,
         request_timeout: std::time::Duration::from_secs(30),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -24,9 +24,17 @@ const MAX_PAGE: usize = 500;
 /// `Idempotency-Key`) was used before with the same body; 409 `RUN_ID_CONFLICT` with another.
 pub async fn create(
     State(state): State<AppState>,
+    transport: Option<axum::Extension<crate::Transport>>,
     headers: HeaderMap,
     Body(body): Body<CreateRun>,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    // A whole environment (LD_PRELOAD, PATH…) for the supervisor, never recorded: only for the
+    // state directory's owner, on the socket only they can open.
+    if body.launch_env.is_some() && transport.map(|t| t.0) != Some(crate::Transport::Unix) {
+        return Err(ApiError::invalid(
+            "launch_env is accepted only on the daemon's unix socket (<state>/daemon/api.sock)",
+        ));
+    }
     let key = headers
         .get("idempotency-key")
         .map(|v| {
@@ -61,7 +69,12 @@ pub async fn create(
     for arg in &body.command {
         no_nul("command", arg)?;
     }
-    for (k, v) in body.env.iter().chain(&body.labels) {
+    for (k, v) in body
+        .env
+        .iter()
+        .chain(&body.labels)
+        .chain(body.launch_env.iter().flatten())
+    {
         no_nul("env and labels", k)?;
         no_nul("env and labels", v)?;
     }
@@ -79,6 +92,7 @@ pub async fn create(
         grace: Some(body.grace_ms.map_or(engine::DEFAULT_GRACE, Duration::from_millis)),
         keep: body.keep,
         checkpoints: body.checkpoints,
+        launch_env: body.launch_env,
     };
     let created = blocking(&state, move |engine| Ok(engine.create_run(req)?)).await?;
     let status = if created.created {

@@ -34,6 +34,7 @@ pub fn run_events(
     after: u64,
     follow: bool,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let state_for_stop = state.clone();
     let cursor = Cursor {
         state,
         id,
@@ -69,7 +70,8 @@ pub fn run_events(
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    let stop = crate::shutting_down_owned(&state_for_stop);
+    Sse::new(futures_util::StreamExt::take_until(stream, stop)).keep_alive(KeepAlive::default())
 }
 
 /// Reads the events appended since the last read into the queue.

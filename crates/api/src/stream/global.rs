@@ -26,6 +26,7 @@ struct Cursor {
 /// The SSE stream of the journal after `after`.
 pub fn all_events(state: AppState, after: u64, follow: bool) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let last = state.journal.subscribe();
+    let state_for_stop = state.clone();
     let cursor = Cursor {
         state,
         after,
@@ -74,5 +75,6 @@ pub fn all_events(state: AppState, after: u64, follow: bool) -> Sse<impl Stream<
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    let stop = crate::shutting_down_owned(&state_for_stop);
+    Sse::new(futures_util::StreamExt::take_until(stream, stop)).keep_alive(KeepAlive::default())
 }

@@ -35,6 +35,7 @@ pub fn run_output(
     offset: u64,
     follow: bool,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let state_for_stop = state.clone();
     let cursor = Cursor {
         state,
         id,
@@ -99,5 +100,6 @@ pub fn run_output(
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    let stop = crate::shutting_down_owned(&state_for_stop);
+    Sse::new(futures_util::StreamExt::take_until(stream, stop)).keep_alive(KeepAlive::default())
 }
