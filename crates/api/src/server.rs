@@ -178,14 +178,25 @@ const TAIL_MIN_GAP: Duration = Duration::from_millis(5);
 /// Journals every event appended to any run's log, then feeds it to the metrics and the
 /// webhooks, for as long as the daemon runs.
 async fn follow_events(state: AppState, mut tail: crate::tail::EventTail, webhooks: crate::webhooks::Dispatcher) {
+    let mut last_full: Option<std::time::Instant> = None;
     loop {
         let notified = state.wakeups.any().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        // The runs inotify named, or — at least once a second, and whenever that is not
+        // known — every run (which also notices removed runs).
+        let dirty = state.wakeups.take_dirty();
+        let full = dirty.is_none() || last_full.is_none_or(|t| t.elapsed() >= TAIL_EVERY);
+        if full {
+            last_full = Some(std::time::Instant::now());
+        }
         let journal = state.journal.clone();
         let polled = tokio::task::spawn_blocking(move || {
             let before = tail.offsets().clone();
-            let events = tail.poll();
+            let events = match dirty.filter(|_| !full) {
+                Some(ids) => tail.poll_runs(&ids),
+                None => tail.poll(),
+            };
             let restarted = tail.take_restarted();
             let added = journal.append(events, &restarted, &tail);
             if added.is_err() {

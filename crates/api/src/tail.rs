@@ -77,26 +77,41 @@ impl EventTail {
             keep
         });
         for id in ids {
-            let path = self.layout.events_path(&id);
-            let mut from = self.offsets.get(&id).copied().unwrap_or(0);
-            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
-            if len < from {
-                // Shorter than what was read: a new log under the same id.
-                self.restarted.push(id.clone());
-                from = 0;
-                self.offsets.insert(id.clone(), 0);
-            }
-            if len <= from {
-                continue;
-            }
-            match store::eventlog::read_events_from(&path, from) {
-                Ok((events, next)) => {
-                    self.offsets.insert(id.clone(), next);
-                    out.extend(events.into_iter().map(|e| (id.clone(), e)));
-                }
-                Err(e) => tracing::warn!(run.id = %id, error = %e, "cannot follow the event log"),
-            }
+            self.read_run(&id, &mut out);
         }
         out
+    }
+
+    /// The events appended to the logs of `ids` since they were last read (a run not there is
+    /// skipped: removals are noticed by the next full [`EventTail::poll`]).
+    pub fn poll_runs(&mut self, ids: &std::collections::HashSet<RunId>) -> Vec<(RunId, Event)> {
+        let mut out = Vec::new();
+        for id in ids {
+            self.read_run(id, &mut out);
+        }
+        out
+    }
+
+    fn read_run(&mut self, id: &RunId, out: &mut Vec<(RunId, Event)>) {
+        let path = self.layout.events_path(id);
+        let Ok(meta) = std::fs::metadata(&path) else { return };
+        let mut from = self.offsets.get(id).copied().unwrap_or(0);
+        let len = meta.len();
+        if len < from {
+            // Shorter than what was read: a new log under the same id.
+            self.restarted.push(id.clone());
+            from = 0;
+            self.offsets.insert(id.clone(), 0);
+        }
+        if len <= from {
+            return;
+        }
+        match store::eventlog::read_events_from(&path, from) {
+            Ok((events, next)) => {
+                self.offsets.insert(id.clone(), next);
+                out.extend(events.into_iter().map(|e| (id.clone(), e)));
+            }
+            Err(e) => tracing::warn!(run.id = %id, error = %e, "cannot follow the event log"),
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! missed (the watch failed to start, or the kernel queue overflowed): every waiter also wakes
 //! after [`FALLBACK`] and reads anyway, so a miss costs latency, never data.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -31,6 +31,9 @@ struct Inner {
     runs_dir: PathBuf,
     runs: Mutex<HashMap<RunId, Weak<Notify>>>,
     any: Notify,
+    /// Runs whose event log changed (or that appeared) since [`Wakeups::take_dirty`]; `None`
+    /// when that is not known (no watch, or the kernel dropped notifications).
+    dirty: Mutex<Option<HashSet<RunId>>>,
 }
 
 impl std::fmt::Debug for Wakeups {
@@ -49,6 +52,7 @@ impl Wakeups {
             runs_dir: runs_dir.to_path_buf(),
             runs: Mutex::new(HashMap::new()),
             any: Notify::new(),
+            dirty: Mutex::new(None),
         });
         let handler = {
             let inner = Arc::downgrade(&inner);
@@ -93,6 +97,7 @@ impl Wakeups {
                 runs_dir: runs_dir.to_path_buf(),
                 runs: Mutex::new(HashMap::new()),
                 any: Notify::new(),
+                dirty: Mutex::new(None),
             }),
             _watcher: None,
         }
@@ -108,6 +113,15 @@ impl Wakeups {
         let n = Arc::new(Notify::new());
         runs.insert(id.clone(), Arc::downgrade(&n));
         n
+    }
+
+    /// The runs whose event log changed since the last call, or `None` when every run must be
+    /// looked at (no watch, or notifications were lost).
+    pub fn take_dirty(&self) -> Option<HashSet<RunId>> {
+        if self._watcher.is_none() {
+            return None;
+        }
+        self.inner.dirty.lock().expect("wakeups lock").replace(HashSet::new())
     }
 
     /// The notification for a change to any run's event log (or a new run).
@@ -139,11 +153,15 @@ impl Inner {
         // alone is frequent and no news to it.
         let event_log = rel.components().nth(1).is_none_or(|f| f.as_os_str() == EVENT_LOG);
         if event_log {
+            if let (Ok(id), Some(dirty)) = (RunId::parse(name), self.dirty.lock().expect("wakeups lock").as_mut()) {
+                dirty.insert(id);
+            }
             self.any.notify_waiters();
         }
     }
 
     fn wake_all(&self) {
+        *self.dirty.lock().expect("wakeups lock") = None;
         let all: Vec<Arc<Notify>> = self
             .runs
             .lock()
@@ -224,5 +242,30 @@ mod tests {
                 .is_err()
         );
         assert!(tokio::time::timeout(Duration::from_millis(10), any).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_runs_whose_event_log_changed_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        for r in ["r4", "r5"] {
+            std::fs::create_dir_all(dir.path().join(r)).unwrap();
+        }
+        let w = Wakeups::start(dir.path());
+        assert_eq!(w.take_dirty(), None, "nothing is known before the first call");
+        std::fs::write(dir.path().join("r4/events.jsonl"), b"{}\n").unwrap();
+        std::fs::write(dir.path().join("r5/output.jsonl"), b"{}\n").unwrap();
+        let started = std::time::Instant::now();
+        let dirty = loop {
+            let d = w.take_dirty().unwrap();
+            if !d.is_empty() || started.elapsed() > Duration::from_secs(5) {
+                break d;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(
+            dirty,
+            HashSet::from([RunId::parse("r4").unwrap()]),
+            "output alone is not news"
+        );
     }
 }
