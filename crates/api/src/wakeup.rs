@@ -118,9 +118,7 @@ impl Wakeups {
     /// The runs whose event log changed since the last call, or `None` when every run must be
     /// looked at (no watch, or notifications were lost).
     pub fn take_dirty(&self) -> Option<HashSet<RunId>> {
-        if self._watcher.is_none() {
-            return None;
-        }
+        self._watcher.as_ref()?;
         self.inner.dirty.lock().expect("wakeups lock").replace(HashSet::new())
     }
 
