@@ -7,10 +7,10 @@
 //! before projecting.
 //!
 //! SQLite is used through one writer connection (every write, and the reads inside a write
-//! transaction) and, once queries meet it busy, a few read-only connections for them: in WAL
-//! mode a reader works on a snapshot and waits neither for the writer nor for other readers. Rows read while the
-//! projection was current with their logs are remembered (see `cache`), so asking again about a
-//! run whose log has not changed costs one `stat`.
+//! transaction) and, once queries find it busy, a few read-only connections for them: in WAL
+//! mode a reader works on a snapshot and waits neither for the writer nor for other readers.
+//! Rows read while the projection was current with their logs are remembered (see `cache`), so
+//! asking again about a run whose log has not changed costs one `stat`.
 
 mod cache;
 pub mod eventlog;
@@ -597,13 +597,15 @@ mod tests {
         other.create_run(&id, spec("claude"), plan(&id)).unwrap();
         assert_eq!(reader.sync_run(&id).unwrap().unwrap().agent, "claude");
         assert_eq!(reader.get_if_current(&id).unwrap().unwrap().agent, "claude");
+        // Removed and made again at once, with a log of the same length (an agent name of the
+        // same length), before the reader looks again.
         other.delete_run(&id).unwrap();
-        assert!(reader.get_if_current(&id).unwrap().is_none());
-        assert!(matches!(reader.sync_run(&id), Err(StoreError::NotFound(_))));
-        // Same id, a log of the same length (same agent name length) in the same directory.
         other.create_run(&id, spec("gemini"), plan(&id)).unwrap();
         assert_eq!(reader.get_if_current(&id).unwrap().unwrap().agent, "gemini");
         assert_eq!(reader.sync_run(&id).unwrap().unwrap().agent, "gemini");
+        other.delete_run(&id).unwrap();
+        assert!(reader.get_if_current(&id).unwrap().is_none());
+        assert!(matches!(reader.sync_run(&id), Err(StoreError::NotFound(_))));
     }
 
     #[test]

@@ -210,19 +210,16 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
 /// schema): for queries, which in WAL mode neither wait for the writer nor make it wait.
 pub fn open_reader(path: &std::path::Path) -> rusqlite::Result<Connection> {
     use rusqlite::OpenFlags;
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
-    )?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     Ok(conn)
 }
 
 /// How long a connection waits for a lock another connection holds.
-pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Whether `e` says the database was locked by another connection.
-pub fn is_busy(e: &rusqlite::Error) -> bool {
+pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
         Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
@@ -346,14 +343,16 @@ pub fn get(conn: &Connection, id: &RunId) -> rusqlite::Result<Option<RunRecord>>
 /// One run's row and the event-log size (bytes) the projection last saw for it (`None` if it
 /// never recorded one), read in one statement, so from one snapshot.
 pub fn get_with_log_size(conn: &Connection, id: &RunId) -> rusqlite::Result<Option<(Option<u64>, RunRecord)>> {
-    // The size comes from a correlated subquery rather than a join on the parameter: with
-    // STAT4, a plan that depends on a bound value is prepared again at every bind.
+    // The size comes from a correlated subquery: the same query as a join of the two tables
+    // on the bound id was prepared again at every call (SQLite is built with STAT4), ten times
+    // the cost of the query itself.
     conn.prepare_cached(concat!(
         "SELECT ",
         columns!(),
         ", (SELECT bytes FROM log_sizes WHERE log_sizes.run_id = runs.id) FROM runs WHERE id = ?1"
     ))?
     .query_row([id.as_str()], |row| {
+        // After the 23 columns of the row.
         let bytes = row.get::<_, Option<i64>>(23)?.map(|b| b as u64);
         Ok((bytes, row_to_record(row)?))
     })
