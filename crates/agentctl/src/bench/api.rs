@@ -9,13 +9,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::daemon::BenchDaemon;
 use super::{invalid, io_error, thousands};
 use crate::cli::GlobalArgs;
 use crate::exit::CliError;
@@ -35,46 +34,20 @@ pub fn bench(g: &GlobalArgs, p: Params) -> Result<i32, CliError> {
     if p.connections == 0 || p.seconds.is_nan() || p.seconds <= 0.0 {
         return Err(invalid("--connections and --seconds must be positive"));
     }
-    let dir = tempfile::tempdir().map_err(|e| io_error("temp dir", e))?;
-    let repo = dir.path().join("repo");
-    std::fs::create_dir_all(&repo).map_err(|e| io_error("repo", e))?;
-    std::fs::write(repo.join("README.md"), "bench\n").map_err(|e| io_error("repo", e))?;
-    for args in [
-        &["init", "-q"][..],
-        &["add", "-A"],
-        &[
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@localhost",
-            "commit",
-            "-qm",
-            "bench",
-        ],
-    ] {
-        let ok = Command::new("git").args(args).current_dir(&repo).output();
-        if !ok.is_ok_and(|o| o.status.success()) {
-            return Err(io_error("git", format!("git {args:?} failed")));
-        }
-    }
-    let state = dir.path().join("state");
-    let exe = std::env::current_exe().map_err(|e| io_error("agentctl binary", e))?;
-    let mut daemon = Daemon::start(&exe, &state, dir.path())?;
-    let result = measure(g, &daemon, &repo, &p);
-    daemon.stop();
-    result
+    let daemon = BenchDaemon::start()?;
+    measure(g, &daemon, &p)
 }
 
-fn measure(g: &GlobalArgs, d: &Daemon, repo: &Path, p: &Params) -> Result<i32, CliError> {
-    let body = json!({"command": ["true"], "repo": repo}).to_string();
-    let (status, run) = d.request("POST", "/v1/runs", Some(&body))?;
+fn measure(g: &GlobalArgs, d: &BenchDaemon, p: &Params) -> Result<i32, CliError> {
+    let body = json!({"command": ["true"], "repo": d.repo}).to_string();
+    let (status, run) = request(d, "POST", "/v1/runs", Some(&body))?;
     if status != 201 {
         return Err(io_error("create a run", run));
     }
     let id = run["id"].as_str().unwrap_or_default().to_owned();
     let started = Instant::now();
     loop {
-        let (_, r) = d.request("GET", &format!("/v1/runs/{id}"), None)?;
+        let (_, r) = request(d, "GET", &format!("/v1/runs/{id}"), None)?;
         if r["state"] == "succeeded" {
             break;
         }
@@ -127,12 +100,13 @@ fn measure(g: &GlobalArgs, d: &Daemon, repo: &Path, p: &Params) -> Result<i32, C
 /// Requests per second on each of `paths` from `p.connections` clients at once, each client on
 /// one keep-alive connection for the whole measurement: `p.seconds` per path, in [`SLICES`]
 /// slices taken alternately (after a short warm-up on each path, not counted).
-fn rates(d: &Daemon, paths: [&str; 2], p: &Params) -> Result<[f64; 2], CliError> {
+fn rates(d: &BenchDaemon, paths: [&str; 2], p: &Params) -> Result<[f64; 2], CliError> {
     let slice = Duration::from_secs_f64(p.seconds / SLICES as f64);
     let warmup = slice.min(Duration::from_millis(200));
     let barrier = Barrier::new(p.connections);
+    let (addr, token) = (d.addr.as_str(), d.token.as_str());
     let client = || -> Result<[u64; 2], CliError> {
-        let mut conn = Conn::open(&d.addr);
+        let mut conn = Conn::open(addr);
         let mut counts = [0; 2];
         let mut failed = None;
         let rounds = (0..2)
@@ -146,7 +120,7 @@ fn rates(d: &Daemon, paths: [&str; 2], p: &Params) -> Result<[f64; 2], CliError>
             if let Ok(c) = &mut conn
                 && failed.is_none()
             {
-                match d.hammer(c, paths[which], until) {
+                match hammer(token, c, paths[which], until) {
                     Ok(n) if counted => counts[which] += n,
                     Ok(_) => {}
                     Err(e) => failed = Some(e),
@@ -173,75 +147,26 @@ fn rates(d: &Daemon, paths: [&str; 2], p: &Params) -> Result<[f64; 2], CliError>
     Ok(total.map(|n| n as f64 / measured))
 }
 
-/// A daemon on a temporary state dir, stopped when asked.
-struct Daemon {
-    child: Child,
-    addr: String,
-    token: String,
+/// One request on a fresh connection.
+fn request(d: &BenchDaemon, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Value), CliError> {
+    let mut conn = Conn::open(&d.addr)?;
+    conn.send(method, path, &d.token, body)
 }
 
-impl Daemon {
-    fn start(exe: &Path, state: &Path, config: &Path) -> Result<Daemon, CliError> {
-        let child = Command::new(exe)
-            .args(["--state-dir"])
-            .arg(state)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("AGENTCTL_CONFIG_DIR", config.join("config"))
-            .env("AGENTCTL_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| io_error("agentctl serve", e))?;
-        let endpoint = state.join("daemon/endpoint.json");
-        let started = Instant::now();
-        let ep: Value = loop {
-            let ep = std::fs::read_to_string(&endpoint)
-                .ok()
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok());
-            if let Some(ep) = ep.filter(|e| e["pid"] == child.id()) {
-                break ep;
-            }
-            if started.elapsed() > Duration::from_secs(20) {
-                return Err(io_error("agentctl serve", "it never wrote its endpoint"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let token = std::fs::read_to_string(state.join("daemon/token")).map_err(|e| io_error("token", e))?;
-        Ok(Daemon {
-            child,
-            addr: ep["listen"].as_str().unwrap_or_default().to_owned(),
-            token: token.trim().to_owned(),
-        })
-    }
-
-    fn stop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
-
-    /// One request on a fresh connection.
-    fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Value), CliError> {
-        let mut conn = Conn::open(&self.addr)?;
-        conn.send(method, path, &self.token, body)
-    }
-
-    /// Requests `path` over `conn` until `until`; returns how many got 200.
-    fn hammer(&self, conn: &mut Conn, path: &str, until: Instant) -> Result<u64, CliError> {
-        let mut n = 0;
-        while Instant::now() < until {
-            let (status, body) = conn.send_raw("GET", path, &self.token, None)?;
-            if status != 200 {
-                return Err(io_error(
-                    path,
-                    format!("answered {status}: {}", String::from_utf8_lossy(&body)),
-                ));
-            }
-            n += 1;
+/// Requests `path` over `conn` until `until`; returns how many got 200.
+fn hammer(token: &str, conn: &mut Conn, path: &str, until: Instant) -> Result<u64, CliError> {
+    let mut n = 0;
+    while Instant::now() < until {
+        let (status, body) = conn.send_raw("GET", path, token, None)?;
+        if status != 200 {
+            return Err(io_error(
+                path,
+                format!("answered {status}: {}", String::from_utf8_lossy(&body)),
+            ));
         }
-        Ok(n)
+        n += 1;
     }
+    Ok(n)
 }
 
 /// One keep-alive HTTP/1.1 connection.
