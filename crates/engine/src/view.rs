@@ -36,34 +36,11 @@ pub struct RunView {
 
 impl From<&RunRecord> for RunView {
     fn from(r: &RunRecord) -> Self {
-        RunView {
-            id: r.id.clone(),
-            state: r.state,
-            agent: r.agent.clone(),
-            prompt: r.prompt.clone(),
-            exit_code: r.exit_code,
-            signal: r.signal.clone(),
-            reason: r.reason.clone(),
-            repo: r.repo.clone(),
-            worktree: r.worktree.clone(),
-            worktree_removed: r.worktree_removed,
-            branch: r.branch.clone(),
-            base: r.base.clone(),
-            base_commit: r.base_commit.clone(),
-            labels: r.labels.clone(),
-            keep: r.keep,
-            pid: r.pid,
-            supervisor_pid: r.supervisor_pid,
-            created_at: r.created_at,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            duration_ms: duration_ms(r),
-        }
+        RunView::from(r.clone())
     }
 }
 
 impl From<RunRecord> for RunView {
-    /// As `From<&RunRecord>`, moving the fields instead of copying them.
     fn from(r: RunRecord) -> Self {
         let duration_ms = duration_ms(&r);
         RunView {

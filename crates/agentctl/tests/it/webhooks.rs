@@ -5,7 +5,7 @@
 //! when nothing does.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,18 +37,7 @@ fn receiver(fail_first: usize) -> (String, Arc<Mutex<Vec<Received>>>) {
             let mut r = BufReader::new(conn.try_clone().unwrap());
             let mut line = String::new();
             r.read_line(&mut line).unwrap();
-            assert!(line.starts_with("POST /hooks/agentctl HTTP/1.1"), "{line}");
-            let mut headers = BTreeMap::new();
-            loop {
-                line.clear();
-                r.read_line(&mut line).unwrap();
-                let Some((k, v)) = line.trim_end().split_once(": ") else {
-                    break;
-                };
-                headers.insert(k.to_lowercase(), v.to_owned());
-            }
-            let mut body = vec![0; headers["content-length"].parse().unwrap()];
-            r.read_exact(&mut body).unwrap();
+            let (headers, body) = read_post(&mut r, &line);
             let status = if n < fail_first { 500 } else { 200 };
             let _ = write!(
                 conn,
@@ -247,18 +236,7 @@ impl TlsReceiver {
                 if r.read_line(&mut line).unwrap_or(0) == 0 {
                     return;
                 }
-                assert!(line.starts_with("POST /hooks/agentctl HTTP/1.1"), "{line}");
-                let mut headers = BTreeMap::new();
-                loop {
-                    line.clear();
-                    r.read_line(&mut line).unwrap();
-                    let Some((k, v)) = line.trim_end().split_once(": ") else {
-                        break;
-                    };
-                    headers.insert(k.to_lowercase(), v.to_owned());
-                }
-                let mut body = vec![0; headers["content-length"].parse().unwrap()];
-                r.read_exact(&mut body).unwrap();
+                let (headers, body) = read_post(&mut r, &line);
                 let answer = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
                 if answers
                     .write_all(answer.as_bytes())
@@ -448,4 +426,23 @@ fn an_untrusted_https_receiver_is_a_logged_retried_failure() {
         "{error}"
     );
     assert!(receiver.got.lock().unwrap().is_empty(), "nothing is sent");
+}
+
+/// The rest of a webhook POST whose request line is `first`: its headers (names lowercased) and
+/// body.
+fn read_post(r: &mut impl BufRead, first: &str) -> (BTreeMap<String, String>, Vec<u8>) {
+    assert!(first.starts_with("POST /hooks/agentctl HTTP/1.1"), "{first}");
+    let mut headers = BTreeMap::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        let Some((k, v)) = line.trim_end().split_once(": ") else {
+            break;
+        };
+        headers.insert(k.to_lowercase(), v.to_owned());
+    }
+    let mut body = vec![0; headers["content-length"].parse().unwrap()];
+    r.read_exact(&mut body).unwrap();
+    (headers, body)
 }
