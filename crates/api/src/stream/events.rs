@@ -11,7 +11,6 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use model::{Event, RunId, RunState};
 
-use crate::wakeup::Wakeups;
 use crate::{AppState, blocking};
 
 struct Cursor {
@@ -62,11 +61,8 @@ pub fn run_events(
                 tracing::warn!(run.id = %c.id, error = %e.message, "event stream ends: cannot read the run");
                 return None;
             }
-            if c.queue.is_empty() && !c.ended && !Wakeups::wait(notified).await {
-                // No change for a while: make sure the run is not lost (its supervisor gone
-                // without a word), which the store records as an event this stream then reads.
-                let id = c.id.clone();
-                let _ = blocking(&c.state, move |engine| Ok(engine.refresh(&id, "api")?)).await;
+            if c.queue.is_empty() && !c.ended {
+                super::wait_for_run(&c.state, &c.id, notified).await;
             }
         }
     });

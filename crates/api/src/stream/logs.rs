@@ -13,7 +13,6 @@ use futures_util::Stream;
 use model::RunId;
 use model::provider::OutputChunk;
 
-use crate::wakeup::Wakeups;
 use crate::{AppState, blocking};
 
 struct Cursor {
@@ -94,9 +93,8 @@ pub fn run_output(
             } else if !c.follow {
                 c.done = true;
             }
-            if c.queue.is_empty() && !c.done && !Wakeups::wait(notified).await {
-                let id = c.id.clone();
-                let _ = blocking(&c.state, move |engine| Ok(engine.refresh(&id, "api")?)).await;
+            if c.queue.is_empty() && !c.done {
+                super::wait_for_run(&c.state, &c.id, notified).await;
             }
         }
     });

@@ -15,6 +15,20 @@ use axum::http::header::ACCEPT;
 use crate::ApiError;
 use crate::params::Query;
 
+/// Waits for run `id`'s files to change (`notified`, enabled before the caller read them). When
+/// nothing changes for a while, makes sure the run is not lost — its supervisor gone without a
+/// word — which the store then records as an event the stream reads next.
+pub(crate) async fn wait_for_run(
+    state: &crate::AppState,
+    id: &model::RunId,
+    notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+) {
+    if !crate::wakeup::Wakeups::wait(notified).await {
+        let id = id.clone();
+        let _ = crate::blocking(state, move |engine| Ok(engine.refresh(&id, "api")?)).await;
+    }
+}
+
 /// Whether the client asked for an event stream by its `Accept` header.
 pub fn wants_stream(headers: &HeaderMap) -> bool {
     headers
