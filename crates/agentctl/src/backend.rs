@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 use engine::view::RunView;
 use engine::{CheckpointEntry, DiffTo, Engine, RmReport};
 use hyper::Method;
-use model::provider::{LogBatch, OutputChunk, Stream};
+use model::provider::LogBatch;
 use model::{CheckpointRef, Event, RunId};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use store::RunFilter;
 
-use api::wire::{FindingView, GcReport, GcRequest, GcRun, PrunedRefsView, ReconcileReport};
+use api::wire::{
+    AgentList, CheckpointList, FindingView, GcReport, GcRequest, GcRun, PrunedRefsView, ReconcileReport, RunEvents,
+    RunLogs, RunPage,
+};
 
 use crate::cli::GlobalArgs;
 use crate::client::{Daemon, Flow, StreamItem, enc};
@@ -32,20 +34,6 @@ pub enum Backend {
 pub struct DiffOutput {
     pub json: Value,
     pub text: Option<Vec<u8>>,
-}
-
-#[derive(Deserialize)]
-struct Page<T> {
-    #[serde(alias = "runs", alias = "checkpoints", alias = "events", alias = "agents")]
-    items: Vec<T>,
-    #[serde(default)]
-    next_cursor: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct LogPage {
-    chunks: Vec<Value>,
-    next_offset: u64,
 }
 
 impl Backend {
@@ -154,8 +142,8 @@ impl Backend {
                     if let Some(c) = &cursor {
                         path.push_str(&format!("&cursor={}", enc(c)));
                     }
-                    let page: Page<RunView> = d.call(Method::GET, &path, None)?;
-                    out.extend(page.items);
+                    let page: RunPage = d.call(Method::GET, &path, None)?;
+                    out.extend(page.runs);
                     cursor = page.next_cursor;
                     if cursor.is_none() || filter.limit.is_some_and(|l| out.len() >= l) {
                         return Ok(out);
@@ -170,8 +158,8 @@ impl Backend {
         match self {
             Backend::Direct(engine) => Ok(engine.store().events(id)?),
             Backend::Daemon(d) => {
-                let page: Page<Event> = d.call(Method::GET, &format!("/v1/runs/{}/events", seg(id.as_str())), None)?;
-                Ok(page.items)
+                let page: RunEvents = d.call(Method::GET, &format!("/v1/runs/{}/events", seg(id.as_str())), None)?;
+                Ok(page.events)
             }
         }
     }
@@ -181,12 +169,16 @@ impl Backend {
         match self {
             Backend::Direct(engine) => Ok(engine.logs(id, offset)?),
             Backend::Daemon(d) => {
-                let page: LogPage = d.call(
+                let page: RunLogs = d.call(
                     Method::GET,
                     &format!("/v1/runs/{}/logs?offset={offset}", seg(id.as_str())),
                     None,
                 )?;
-                let chunks = page.chunks.iter().filter_map(|c| chunk_of(c, 0)).collect();
+                let chunks = page
+                    .chunks
+                    .iter()
+                    .filter_map(|c| engine::view::chunk_from_json(c, 0))
+                    .collect();
                 Ok(LogBatch {
                     chunks,
                     next_offset: page.next_offset,
@@ -254,9 +246,9 @@ impl Backend {
         match self {
             Backend::Direct(engine) => Ok(engine.checkpoints(id)?),
             Backend::Daemon(d) => {
-                let page: Page<CheckpointEntry> =
+                let page: CheckpointList =
                     d.call(Method::GET, &format!("/v1/runs/{}/checkpoints", seg(id.as_str())), None)?;
-                Ok(page.items)
+                Ok(page.checkpoints)
             }
         }
     }
@@ -377,8 +369,8 @@ impl Backend {
                 if let Some(r) = repo {
                     path.push_str(&format!("&repo={}", enc(&r.to_string_lossy())));
                 }
-                let page: Page<engine::availability::AgentRow> = d.call(Method::GET, &path, None)?;
-                Ok(page.items)
+                let page: AgentList = d.call(Method::GET, &path, None)?;
+                Ok(page.agents)
             }
         }
     }
@@ -394,20 +386,4 @@ fn checkpoint_text(c: CheckpointRef) -> String {
         CheckpointRef::Number(n) => n.to_string(),
         CheckpointRef::Last => "last".to_owned(),
     }
-}
-
-/// An output chunk from its JSON (`data` text or `b64` bytes); `end` as given.
-pub fn chunk_of(v: &Value, end: u64) -> Option<OutputChunk> {
-    use base64::Engine as _;
-    let ts = v.get("ts")?.as_str()?.parse().ok()?;
-    let stream: Stream = serde_json::from_value(v.get("stream")?.clone()).ok()?;
-    let data = match (
-        v.get("data").and_then(Value::as_str),
-        v.get("b64").and_then(Value::as_str),
-    ) {
-        (Some(text), _) => text.as_bytes().to_vec(),
-        (None, Some(b64)) => base64::engine::general_purpose::STANDARD.decode(b64).ok()?,
-        (None, None) => Vec::new(),
-    };
-    Some(OutputChunk { ts, stream, data, end })
 }

@@ -13,7 +13,7 @@ use engine::view::RunView;
 use model::provider::{OutputChunk, Stream};
 use model::{RunId, RunState};
 
-use crate::backend::{self, Backend};
+use crate::backend::Backend;
 use crate::client::{Daemon, Flow, StreamItem};
 use crate::exit::CliError;
 
@@ -149,8 +149,10 @@ fn follow_stream(backend: &Backend, d: &Daemon, id: &RunId, opts: FollowOptions)
         let result = d.stream(&path, resume.as_deref(), Duration::from_millis(50), |item| {
             match item {
                 StreamItem::Message(m) if m.event == "output" => {
+                    // The message id is where the chunk ends in the output log.
+                    let end = m.id.as_deref().and_then(|i| i.parse().ok()).unwrap_or(0);
                     let v: serde_json::Value = serde_json::from_str(&m.data).unwrap_or_default();
-                    if let Some(c) = backend::chunk_of(&v, 0) {
+                    if let Some(c) = engine::view::chunk_from_json(&v, end) {
                         printer.chunk(&c);
                     }
                     last_id = m.id;

@@ -183,7 +183,7 @@ pub struct GlobalEvents {
 }
 
 /// One page of runs, newest first.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RunPage {
     /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
@@ -191,14 +191,14 @@ pub struct RunPage {
 }
 
 /// A run's event log (after the `after` sequence number, when given).
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RunEvents {
     pub events: Vec<Event>,
     pub run: RunId,
 }
 
 /// Captured output from an offset of a run's output log.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RunLogs {
     /// Output chunks, as `agentctl logs --json` prints them.
     #[schemars(with = "Vec<LogChunk>")]
@@ -230,7 +230,7 @@ pub enum LogChunk {
 }
 
 /// A run's checkpoints, oldest first.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct CheckpointList {
     pub checkpoints: Vec<CheckpointEntry>,
     pub run: RunId,
@@ -280,7 +280,7 @@ pub enum FileStatus {
 }
 
 /// Every agent with its availability.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct AgentList {
     pub agents: Vec<AgentRow>,
 }

@@ -90,6 +90,23 @@ pub fn chunk_json(c: &model::provider::OutputChunk) -> serde_json::Value {
     }
 }
 
+/// The chunk [`chunk_json`] wrote, read back (`end`: where it ends in the output log, when the
+/// reader knows it); `None` for JSON that is not a chunk.
+pub fn chunk_from_json(v: &serde_json::Value, end: u64) -> Option<model::provider::OutputChunk> {
+    use base64::Engine as _;
+    let ts = v.get("ts")?.as_str()?.parse().ok()?;
+    let stream = serde_json::from_value(v.get("stream")?.clone()).ok()?;
+    let data = match (
+        v.get("data").and_then(|d| d.as_str()),
+        v.get("b64").and_then(|d| d.as_str()),
+    ) {
+        (Some(text), _) => text.as_bytes().to_vec(),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD.decode(b64).ok()?,
+        (None, None) => return None,
+    };
+    Some(model::provider::OutputChunk { ts, stream, data, end })
+}
+
 /// A diff as JSON: both sides, totals and per-file stats (`binary` when git counted no lines).
 pub fn diff_json(id: &RunId, result: &crate::DiffResult) -> serde_json::Value {
     let files: Vec<_> = result
@@ -117,4 +134,27 @@ pub fn diff_json(id: &RunId, result: &crate::DiffResult) -> serde_json::Value {
         "deletions": result.stats.deletions,
         "files": files,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use model::provider::{OutputChunk, Stream};
+
+    #[test]
+    fn chunks_read_back_exactly_text_or_bytes() {
+        for (stream, data) in [
+            (Stream::Stdout, b"caf\xc3\xa9\n".to_vec()),
+            (Stream::Stderr, vec![0xff, 0, 0xfe]),
+        ] {
+            let chunk = OutputChunk {
+                ts: jiff::Timestamp::now(),
+                stream,
+                data,
+                end: 42,
+            };
+            let back = super::chunk_from_json(&super::chunk_json(&chunk), 42);
+            assert_eq!(back, Some(chunk));
+        }
+        assert_eq!(super::chunk_from_json(&serde_json::json!({"ts": "x"}), 0), None);
+    }
 }
