@@ -42,8 +42,6 @@ pub struct Journal {
     tail_state: PathBuf,
     inner: Mutex<Inner>,
     last: tokio::sync::watch::Sender<u64>,
-    /// The tail position last written to `tail.json`.
-    saved: Mutex<Option<HashMap<RunId, u64>>>,
 }
 
 #[derive(Debug)]
@@ -100,36 +98,32 @@ impl Journal {
                 index,
             }),
             last: tokio::sync::watch::channel(last_g).0,
-            saved: Mutex::new(None),
         };
         journal.save_tail(&tail)?;
         Ok((journal, tail))
     }
 
-    /// Journals the events the tail just read (those not journaled before), syncs the journal,
-    /// then records where the tail stands. Returns what was journaled, in order. On an error
-    /// nothing is journaled (a partial write is cut off) and nothing of the journal's state
-    /// moves: the caller rewinds its tail and offers the same events again.
-    pub fn append(
-        &self,
-        events: Vec<(RunId, Event)>,
-        restarted: &[RunId],
-        tail: &EventTail,
-    ) -> Result<Vec<GlobalEvent>, ApiError> {
+    /// Journals the events a tail just read (those not journaled before; `restarted` runs' old
+    /// sequence numbers no longer count) and syncs the journal. Returns what was journaled, in
+    /// order. On an error nothing is journaled (a partial write is cut off) and nothing of the
+    /// journal's state moves: the caller rewinds its tail and offers the same events again.
+    /// Save the tail's position ([`Journal::save_tail`]) only after this succeeded.
+    pub fn append(&self, events: Vec<(RunId, Event)>, restarted: &[RunId]) -> Result<Vec<GlobalEvent>, ApiError> {
         let mut added = Vec::new();
         {
             let mut inner = self.inner.lock().expect("journal lock");
-            // Runs whose log is gone or started over: their old sequence numbers mean nothing.
-            for id in restarted {
-                inner.seen.remove(id);
-            }
             let mut buf = Vec::new();
             let mut offset = inner.len;
             let mut seen = HashMap::new();
             let mut index = Vec::new();
             let mut g = inner.last_g;
             for (id, event) in events {
-                let last = seen.get(&id).or(inner.seen.get(&id)).copied();
+                let journaled = if restarted.contains(&id) {
+                    None
+                } else {
+                    inner.seen.get(&id)
+                };
+                let last = seen.get(&id).or(journaled).copied();
                 if last.is_some_and(|s| event.seq <= s) {
                     continue;
                 }
@@ -155,14 +149,12 @@ impl Journal {
                 }
                 inner.len = offset;
                 inner.last_g = g;
+                for id in restarted {
+                    inner.seen.remove(id);
+                }
                 inner.seen.extend(seen);
                 inner.index.extend(index);
             }
-        }
-        // The tail's position is only a shortcut (the journal itself says what was journaled):
-        // failing to save it costs a re-read at the next start, not an event.
-        if let Err(e) = self.save_tail(tail) {
-            tracing::warn!(error = %e.message, "cannot save how far the event logs were read");
         }
         if let Some(last) = added.last() {
             self.last.send_replace(last.g);
@@ -212,13 +204,10 @@ impl Journal {
         Ok(out)
     }
 
-    /// Writes where the tail stands (when it moved), durably: written, synced, renamed over the
-    /// old one, directory synced.
-    fn save_tail(&self, tail: &EventTail) -> Result<(), ApiError> {
-        let mut saved = self.saved.lock().expect("journal lock");
-        if saved.as_ref() == Some(tail.offsets()) {
-            return Ok(());
-        }
+    /// Writes where `tail` stands, durably: written, synced, renamed over the old one, directory
+    /// synced. It is only a shortcut (the journal itself says what was journaled): when it is
+    /// lost, the next start reads again what the journal then drops as already journaled.
+    pub fn save_tail(&self, tail: &EventTail) -> Result<(), ApiError> {
         let state = TailState {
             offsets: tail.offsets().clone(),
         };
@@ -233,9 +222,7 @@ impl Journal {
             }
             Ok(())
         };
-        write().map_err(|e| ApiError::new(ErrorCode::Io, format!("{}: {e}", self.tail_state.display())))?;
-        *saved = Some(state.offsets);
-        Ok(())
+        write().map_err(|e| ApiError::new(ErrorCode::Io, format!("{}: {e}", self.tail_state.display())))
     }
 }
 
@@ -293,26 +280,22 @@ mod tests {
         layout.ensure().unwrap();
         let daemon = dir.path().join("daemon");
         std::fs::create_dir_all(&daemon).unwrap();
-        let (j, tail) = Journal::open(&daemon, layout.clone()).unwrap();
+        let (j, _tail) = Journal::open(&daemon, layout.clone()).unwrap();
         let added = j
-            .append(vec![event("a", 1), event("b", 1), event("a", 2)], &[], &tail)
+            .append(vec![event("a", 1), event("b", 1), event("a", 2)], &[])
             .unwrap();
         assert_eq!(added.iter().map(|e| e.g).collect::<Vec<_>>(), [1, 2, 3]);
         // The same events again (a tail that read them twice) are not journaled twice.
-        assert!(
-            j.append(vec![event("a", 2), event("b", 1)], &[], &tail)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(j.append(vec![event("a", 2), event("b", 1)], &[]).unwrap().is_empty());
         drop(j);
         // A crash mid-append leaves a partial line: cut off at the next start.
         let path = daemon.join("journal.jsonl");
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(b"{\"g\":4,\"v\":1").unwrap();
         drop(f);
-        let (j, tail) = Journal::open(&daemon, layout).unwrap();
+        let (j, _tail) = Journal::open(&daemon, layout).unwrap();
         assert_eq!(j.last_g(), 3);
-        let added = j.append(vec![event("a", 2), event("a", 3)], &[], &tail).unwrap();
+        let added = j.append(vec![event("a", 2), event("a", 3)], &[]).unwrap();
         assert_eq!(added.iter().map(|e| (e.g, e.event.seq)).collect::<Vec<_>>(), [(4, 3)]);
         let all = j.read_after(0, 100).unwrap();
         assert_eq!(all.iter().map(|e| e.g).collect::<Vec<_>>(), [1, 2, 3, 4]);
@@ -320,8 +303,8 @@ mod tests {
         assert!(j.read_after(4, 100).unwrap().is_empty());
         // A run removed and made again under the same id starts over at 1: journaled anew.
         let id = RunId::parse("a").unwrap();
-        assert!(j.append(vec![event("a", 1)], &[], &tail).unwrap().is_empty());
-        let again = j.append(vec![event("a", 1), event("a", 2)], &[id], &tail).unwrap();
+        assert!(j.append(vec![event("a", 1)], &[]).unwrap().is_empty());
+        let again = j.append(vec![event("a", 1), event("a", 2)], &[id]).unwrap();
         assert_eq!(
             again.iter().map(|e| (e.g, e.event.seq)).collect::<Vec<_>>(),
             [(5, 1), (6, 2)]
@@ -333,9 +316,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layout = StateLayout::new(dir.path().join("state"));
         layout.ensure().unwrap();
-        let (j, tail) = Journal::open(dir.path(), layout).unwrap();
+        let (j, _tail) = Journal::open(dir.path(), layout).unwrap();
         let batch: Vec<_> = (1..=1000).map(|s| event("r", s)).collect();
-        j.append(batch, &[], &tail).unwrap();
+        j.append(batch, &[]).unwrap();
         for after in [0, 255, 256, 257, 700, 999] {
             let got = j.read_after(after, 3).unwrap();
             assert_eq!(

@@ -192,16 +192,23 @@ async fn follow_events(state: AppState, mut tail: crate::tail::EventTail, webhoo
         }
         let journal = state.journal.clone();
         let polled = tokio::task::spawn_blocking(move || {
-            let before = tail.offsets().clone();
             let events = match dirty.filter(|_| !full) {
                 Some(ids) => tail.poll_runs(&ids),
                 None => tail.poll(),
             };
             let restarted = tail.take_restarted();
-            let added = journal.append(events, &restarted, &tail);
+            let added = journal.append(events, &restarted);
             if added.is_err() {
                 // Not journaled: read them again next time.
-                tail.rewind(before);
+                tail.rewind();
+            } else {
+                tail.settle();
+                if tail.moved() {
+                    match journal.save_tail(&tail) {
+                        Ok(()) => tail.mark_saved(),
+                        Err(e) => tracing::warn!(error = %e.message, "cannot save how far the event logs were read"),
+                    }
+                }
             }
             (tail, added)
         })
