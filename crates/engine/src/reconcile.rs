@@ -64,10 +64,7 @@ impl Engine {
                     detail: reason,
                     action: fix,
                 });
-            } else if rec.state == RunState::Pending
-                && jiff::Timestamp::now().duration_since(rec.created_at) >= UNSTARTED_AFTER
-                && matches!(self.provider.status(&rec.id)?, SupervisorStatus::NotStarted)
-            {
+            } else if self.is_unstarted(rec)? {
                 out.push(self.start_unstarted(rec, dry_run));
             }
         }
@@ -125,15 +122,8 @@ impl Engine {
         Ok(out)
     }
 
-    /// A run recorded (`pending`) that no supervisor has taken, young enough not to be lost
-    /// yet: the process that created it may have died between recording it and starting its
-    /// supervisor (a daemon killed mid-request), and then nobody ever will. Its supervisor is
-    /// started. Should its creator still be alive and start one too, the supervisor lock lets
-    /// exactly one of them take the run; the other finds it taken (or no longer `pending`)
-    /// and ends without running it.
-    /// Starts the supervisor of every `pending` run no supervisor took within
-    /// [`UNSTARTED_AFTER`] (the daemon calls this every few seconds, so a run whose creator died
-    /// before starting it runs anyway).
+    /// Starts the supervisor of every run [`Engine::is_unstarted`] (the daemon calls this every
+    /// few seconds, so a run whose creator died before starting it runs anyway).
     pub fn start_unstarted_runs(&self) -> Result<Vec<Finding>, EngineError> {
         let pending = self.store.list(&RunFilter {
             states: vec![RunState::Pending],
@@ -141,15 +131,26 @@ impl Engine {
         })?;
         let mut out = Vec::new();
         for rec in &pending {
-            if jiff::Timestamp::now().duration_since(rec.created_at) >= UNSTARTED_AFTER
-                && matches!(self.provider.status(&rec.id)?, SupervisorStatus::NotStarted)
-            {
+            if self.is_unstarted(rec)? {
                 out.push(self.start_unstarted(rec, false));
             }
         }
         Ok(out)
     }
 
+    /// Whether `rec` is a run recorded (`pending`) that no supervisor took within
+    /// [`UNSTARTED_AFTER`]: the process that created it died between recording it and starting
+    /// its supervisor (a daemon killed mid-request), and then nobody ever will.
+    fn is_unstarted(&self, rec: &RunRecord) -> Result<bool, EngineError> {
+        Ok(rec.state == RunState::Pending
+            && jiff::Timestamp::now().duration_since(rec.created_at) >= UNSTARTED_AFTER
+            && matches!(self.provider.status(&rec.id)?, SupervisorStatus::NotStarted))
+    }
+
+    /// Starts an unstarted run's supervisor (with this process's environment). Should its
+    /// creator still be alive and start one too, the supervisor lock lets exactly one of them
+    /// take the run; the other finds it taken (or no longer `pending`) and ends without running
+    /// it.
     fn start_unstarted(&self, rec: &RunRecord, dry_run: bool) -> Finding {
         let mut f = Finding {
             kind: "unstarted_run",
