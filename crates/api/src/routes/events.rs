@@ -16,16 +16,16 @@ pub const MAX_LIMIT: u64 = 10_000;
 /// at most `limit` events (1000 by default), or as server-sent events when the client accepts
 /// `text/event-stream` or asks to `follow` (see [`crate::stream::global`]).
 pub async fn list(State(state): State<AppState>, headers: HeaderMap, q: Query) -> Result<Response, ApiError> {
-    let follow = q.flag("follow")?;
-    let after = crate::stream::resume_point(&headers, &q, "after")?;
+    let ask = crate::stream::asked(&headers, &q, "after")?;
+    let after = ask.from;
     let limit = q.parse::<u64>("limit")?.unwrap_or(1000);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid(format!(
             "limit must be 1 to {MAX_LIMIT}, not {limit}"
         )));
     }
-    if follow || crate::stream::wants_stream(&headers) {
-        return Ok(crate::stream::global::all_events(state, after, follow).into_response());
+    if ask.stream {
+        return Ok(crate::stream::global::all_events(state, after, ask.follow).into_response());
     }
     let journal = state.journal.clone();
     let events = tokio::task::spawn_blocking(move || journal.read_after(after, limit as usize))

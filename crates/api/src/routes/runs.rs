@@ -259,11 +259,11 @@ pub async fn events(
     q: Query,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let follow = q.flag("follow")?;
-    let after = crate::stream::resume_point(&headers, &q, "after")?;
+    let ask = crate::stream::asked(&headers, &q, "after")?;
+    let after = ask.from;
     let id = blocking(&state, move |engine| Ok(engine.resolve(&id)?)).await?;
-    if follow || crate::stream::wants_stream(&headers) {
-        return Ok(crate::stream::events::run_events(state, id, after, follow).into_response());
+    if ask.stream {
+        return Ok(crate::stream::events::run_events(state, id, after, ask.follow).into_response());
     }
     let rid = id.clone();
     let events = blocking(&state, move |engine| {
@@ -285,11 +285,11 @@ pub async fn logs(
     q: Query,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let follow = q.flag("follow")?;
-    let offset = crate::stream::resume_point(&headers, &q, "offset")?;
-    if follow || crate::stream::wants_stream(&headers) {
+    let ask = crate::stream::asked(&headers, &q, "offset")?;
+    let offset = ask.from;
+    if ask.stream {
         let id = blocking(&state, move |engine| Ok(engine.resolve(&id)?)).await?;
-        return Ok(crate::stream::logs::run_output(state, id, offset, follow).into_response());
+        return Ok(crate::stream::logs::run_output(state, id, offset, ask.follow).into_response());
     }
     let (id, batch) = blocking(&state, move |engine| {
         let id = engine.resolve(&id)?;

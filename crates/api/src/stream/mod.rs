@@ -45,6 +45,28 @@ pub fn is_stream_request(req: &Request) -> bool {
         })
 }
 
+/// How a request for a log asks to be answered.
+#[derive(Clone, Copy, Debug)]
+pub struct Asked {
+    /// As server-sent events (`Accept: text/event-stream`, or `follow`), not one JSON page.
+    pub stream: bool,
+    /// Keep the stream open for what comes next.
+    pub follow: bool,
+    /// Where to start (see [`resume_point`]).
+    pub from: u64,
+}
+
+/// Reads `follow`, the `Accept` header and the resume point (`Last-Event-ID`, else the query
+/// parameter `param`).
+pub fn asked(headers: &HeaderMap, q: &Query, param: &str) -> Result<Asked, ApiError> {
+    let follow = q.flag("follow")?;
+    Ok(Asked {
+        stream: follow || wants_stream(headers),
+        follow,
+        from: resume_point(headers, q, param)?,
+    })
+}
+
 /// Where a stream starts: after `Last-Event-ID`, else after the query parameter `param`
 /// (`after` or `offset`), else from the start. Both are checked when both are given.
 pub fn resume_point(headers: &HeaderMap, q: &Query, param: &str) -> Result<u64, ApiError> {
