@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use engine::view::RunView;
+use engine::workflow::messages::{MessageReceipt, OutgoingMessage};
 use engine::{CheckpointEntry, DiffTo, Engine, RmReport};
 use hyper::Method;
 use model::provider::LogBatch;
@@ -88,6 +89,7 @@ impl Backend {
                     grace_ms: ms(req.grace),
                     keep: req.keep,
                     checkpoints: req.checkpoints,
+                    workflow: req.workflow,
                     launch_env: Some(env),
                 };
                 let body = serde_json::to_value(&body).expect("requests serialize");
@@ -215,6 +217,48 @@ impl Backend {
                 &format!("/v1/runs/{}/stop?grace_ms={}", seg(id.as_str()), grace.as_millis()),
                 None,
             ),
+        }
+    }
+
+    /// Starts a new supervisor for an interrupted workflow run, with this shell's environment.
+    pub fn resume(&self, id: &RunId) -> Result<RunView, CliError> {
+        match self {
+            Backend::Direct(engine) => Ok(RunView::from(&engine.resume(id, None)?)),
+            Backend::Daemon(d) => {
+                let env: Option<std::collections::BTreeMap<String, String>> = std::env::vars_os()
+                    .map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                    .collect();
+                let Some(env) = env else {
+                    tracing::debug!("an environment variable is not UTF-8: resuming directly");
+                    return Ok(RunView::from(&context::engine_at(&d.state_dir())?.resume(id, None)?));
+                };
+                let body = serde_json::json!({ "launch_env": env });
+                d.call(
+                    Method::POST,
+                    &format!("/v1/runs/{}/resume", seg(id.as_str())),
+                    Some(&body),
+                )
+            }
+        }
+    }
+
+    /// Records a message from the workflow step running in `id`.
+    pub fn send_message(&self, id: &RunId, msg: OutgoingMessage) -> Result<MessageReceipt, CliError> {
+        match self {
+            Backend::Direct(engine) => Ok(engine.send_message(id, msg)?),
+            Backend::Daemon(d) => {
+                let body = serde_json::json!({
+                    "text": msg.text,
+                    "to": msg.to,
+                    "verdict": msg.verdict,
+                    "from": msg.from,
+                });
+                d.call(
+                    Method::POST,
+                    &format!("/v1/runs/{}/messages", seg(id.as_str())),
+                    Some(&body),
+                )
+            }
         }
     }
 
@@ -360,9 +404,11 @@ impl Backend {
     /// Every agent known for `repo` (presets, the user's and the repository's definitions).
     pub fn agents(&self, repo: Option<&Path>, versions: bool) -> Result<Vec<engine::availability::AgentRow>, CliError> {
         match self {
-            Backend::Direct(_) => {
+            Backend::Direct(engine) => {
                 let user = context::config_dir().map(|d| d.join("agents.toml"));
-                Ok(engine::availability::agent_rows(user.as_deref(), repo, versions)?)
+                let mut rows = engine::availability::agent_rows(user.as_deref(), repo, versions)?;
+                engine.fill_stats(&mut rows)?;
+                Ok(rows)
             }
             Backend::Daemon(d) => {
                 let mut path = format!("/v1/agents?versions={versions}");

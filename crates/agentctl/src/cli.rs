@@ -86,6 +86,17 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Remove worktrees of finished runs past their retention.
     Gc(GcArgs),
+    /// List the workflows defined for this repository and user, and check them.
+    Workflows(WorkflowsArgs),
+    /// Continue an interrupted workflow run from its last completed step.
+    Resume(ResumeArgs),
+    /// Send a message from inside a workflow step (to a later step, with a verdict).
+    #[command(subcommand)]
+    Msg(MsgCommand),
+    /// List a workflow run's messages.
+    Msgs(MsgsArgs),
+    /// Recommend the agents that fit a task (or evaluate the router with --eval).
+    Route(RouteArgs),
     /// List agents with their availability on this machine.
     Agents(AgentsArgs),
     /// Show agentctl at work on a sample repository (offline, under a minute).
@@ -141,6 +152,9 @@ pub struct RunArgs {
     /// Agent to run (see `agentctl agents`); default `command` when CMD is given.
     #[arg(short, long, value_name = "NAME")]
     pub agent: Option<String>,
+    /// Run a workflow (see `agentctl workflows`: a name, or a .toml path) with PROMPT as its task.
+    #[arg(short, long, value_name = "NAME", conflicts_with_all = ["agent", "args"])]
+    pub workflow: Option<String>,
     /// Repository to work on (default: the current directory's).
     #[arg(long, value_name = "DIR")]
     pub repo: Option<PathBuf>,
@@ -269,6 +283,94 @@ pub struct LsArgs {
     /// At most N runs.
     #[arg(short = 'n', long, value_name = "N")]
     pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  agentctl workflows                 the workflows of the current repository and the user
+  agentctl --json workflows")]
+pub struct WorkflowsArgs {
+    /// Repository whose `.agentctl/workflows/` to read (default: the current directory's).
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "A workflow run whose supervisor died (killed, machine rebooted) is `interrupted`.
+Resuming starts a new supervisor: completed steps are kept, a step that was cut short is
+restarted from the checkpoint it started from (its partial changes saved first). A running
+daemon resumes interrupted runs by itself."
+)]
+pub struct ResumeArgs {
+    /// Run id or unique prefix.
+    pub run: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MsgCommand {
+    /// Record a message from the step running now (run and step are found in the environment).
+    Send(MsgSendArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples (from inside a workflow step):
+  agentctl msg send --verdict changes_requested \"the parser test still fails\"
+  agentctl msg send --to code \"use the existing tokenizer\"
+  agentctl msg send --verdict approved \"looks good\"
+
+The message goes to the step named by --to, or else to whichever step runs next; it reaches
+that step's next prompt through {{messages}}. The last verdict a step sends decides which edge
+the workflow takes after it.")]
+pub struct MsgSendArgs {
+    /// The message.
+    #[arg(value_name = "TEXT")]
+    pub text: String,
+    /// The step the message is for (default: the step that runs next).
+    #[arg(long, value_name = "STEP")]
+    pub to: Option<String>,
+    /// The step's verdict (one word, e.g. `approved`, `changes_requested`): picks the next edge.
+    #[arg(long, value_name = "WORD")]
+    pub verdict: Option<String>,
+    /// The run (default: $AGENTCTL_RUN_ID, set for every step).
+    #[arg(long, value_name = "ID", env = "AGENTCTL_RUN_ID")]
+    pub run: String,
+    /// The sending step (default: $AGENTCTL_STEP_ID); checked against the step running.
+    #[arg(long, value_name = "STEP", env = "AGENTCTL_STEP_ID")]
+    pub step: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  agentctl route \"the login page is slow on mobile\"
+  agentctl --json route \"add tests for the parser\"
+  agentctl route --eval router/eval.jsonl --agents router/agents.toml
+  agentctl route --eval router/holdout.jsonl --agents router/agents.toml --examples router/examples.jsonl
+
+The router ranks installed agents by their tags, description and the prompts of their recent
+successful runs, blended with their success rate. `run --agent auto` runs its first choice.")]
+pub struct RouteArgs {
+    /// The task to route.
+    #[arg(value_name = "TASK", required_unless_present = "eval", conflicts_with = "eval")]
+    pub task: Option<String>,
+    /// Evaluate on labeled tasks (JSON lines `{\"task\", \"expected\"}`): top-1, top-3, p50/p99.
+    #[arg(long, value_name = "FILE")]
+    pub eval: Option<PathBuf>,
+    /// With --eval: the registry (an agents.toml; every agent in it counts as installed).
+    #[arg(long, value_name = "FILE", requires = "eval")]
+    pub agents: Option<PathBuf>,
+    /// With --eval: labeled past tasks used as the agents' history (a task never matches itself).
+    #[arg(long, value_name = "FILE", requires = "eval")]
+    pub examples: Option<PathBuf>,
+    /// Repository whose agents count too (default: the current directory's).
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MsgsArgs {
+    /// Run id or unique prefix.
+    pub run: String,
 }
 
 #[derive(Debug, Args)]

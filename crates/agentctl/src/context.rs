@@ -73,6 +73,7 @@ pub fn engine_at(root: &Path) -> Result<Engine, CliError> {
     };
     let config = EngineConfig {
         user_agents_file: config_dir().map(|d| d.join("agents.toml")),
+        user_workflows_dir: config_dir().map(|d| d.join("workflows")),
         max_concurrent_runs: settings.max_concurrent_runs,
         ..EngineConfig::default()
     };

@@ -154,6 +154,7 @@ pub fn demo(g: &GlobalArgs, args: &DemoArgs) -> Result<i32, CliError> {
             ..Default::default()
         },
         launch_env: None,
+        workflow: None,
     };
     let created = engine.create_run(req)?;
     let id = created.run.id.clone();

@@ -230,7 +230,9 @@ fn follow_direct(
         if opts.once {
             return Ok((RunView::from(&rec), false));
         }
-        if rec.state.is_terminal() {
+        // An interrupted workflow waits for `agentctl resume` (or a daemon): nothing more will
+        // come without one.
+        if rec.state.is_terminal() || rec.state == RunState::Interrupted {
             // The supervisor syncs the output before recording the outcome: one last read.
             let batch = engine.logs(id, offset)?;
             for c in &batch.chunks {

@@ -17,6 +17,7 @@ pub fn state_style(state: RunState) -> Style {
     let color = match state {
         RunState::Succeeded => AnsiColor::Green,
         RunState::Failed | RunState::Lost => AnsiColor::Red,
+        RunState::Interrupted => AnsiColor::Yellow,
         RunState::Cancelled | RunState::TimedOut => AnsiColor::Yellow,
         RunState::Running | RunState::Preparing | RunState::Pending => AnsiColor::Cyan,
         RunState::Paused | RunState::Stopping | RunState::NeedsInput => AnsiColor::Magenta,

@@ -44,6 +44,25 @@ pub struct AgentDef {
     pub domains: Vec<String>,
 }
 
+impl Default for AgentDef {
+    /// An empty definition with the same defaults as an empty TOML table.
+    fn default() -> Self {
+        AgentDef {
+            command: Vec::new(),
+            prompt_via: PromptVia::default(),
+            env: BTreeMap::new(),
+            secret_env: Vec::new(),
+            tags: Vec::new(),
+            description: String::new(),
+            tty: false,
+            version_args: default_version_args(),
+            install_hint: String::new(),
+            output: default_output(),
+            domains: Vec::new(),
+        }
+    }
+}
+
 fn default_version_args() -> Vec<String> {
     vec!["--version".to_owned()]
 }

@@ -46,13 +46,14 @@ impl ApiError {
 /// The HTTP status of each error code.
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::InvalidArgument | ErrorCode::RunAmbiguous => StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidArgument | ErrorCode::RunAmbiguous | ErrorCode::NotAWorkflowRun => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::RunNotFound
         | ErrorCode::AgentNotFound
         | ErrorCode::BaseNotFound
         | ErrorCode::CheckpointNotFound
         | ErrorCode::NotFound
+        | ErrorCode::WorkflowNotFound
         | ErrorCode::TokenNotFound => StatusCode::NOT_FOUND,
         ErrorCode::RunIdConflict
         | ErrorCode::RunActive
@@ -61,9 +62,10 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::DaemonRunning => StatusCode::CONFLICT,
         ErrorCode::WorktreeGone => StatusCode::GONE,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::InvalidConfig | ErrorCode::NotAGitRepo | ErrorCode::AgentUnavailable => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        ErrorCode::InvalidConfig
+        | ErrorCode::NotAGitRepo
+        | ErrorCode::AgentUnavailable
+        | ErrorCode::WorkflowInvalid => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::StateDirUnusable
         | ErrorCode::GitFailed

@@ -24,7 +24,8 @@ use serde_json::{Map, Value, json};
 use crate::error::status_of;
 use crate::wire::{
     AgentList, CheckpointList, CreateCheckpoint, CreateRun, DiffBody, ErrorBody, GcReport, GcRequest, GlobalEvents,
-    Health, NotReady, Ready, ReconcileReport, Rollback, RunEvents, RunLogs, RunPage,
+    Health, MessageList, MessageReceipt, NotReady, Ready, ReconcileReport, ResumeRun, Rollback, RunEvents, RunLogs,
+    RunPage, SendMessage, WorkflowList, WorkflowProgress,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -303,8 +304,8 @@ pub static ROUTES: &[Route] = &[
         operation_id: "createRun",
         tag: "runs",
         summary: "Create a run",
-        description: "Records the run and starts its supervisor, which starts the agent; answers at once. \
-                      Idempotent: the same `id` (or `Idempotency-Key`) with the same body answers 200 with \
+        description: "Records the run and starts its supervisor, which starts the agent (or, with `workflow`, \
+                      the workflow's first step); answers at once. Idempotent: the same `id` (or `Idempotency-Key`) with the same body answers 200 with \
                       the existing run, with another body 409 `RUN_ID_CONFLICT`.",
         public: false,
         engine: true,
@@ -336,6 +337,8 @@ pub static ROUTES: &[Route] = &[
             E::AgentNotFound,
             E::AgentUnavailable,
             E::BaseNotFound,
+            E::WorkflowNotFound,
+            E::WorkflowInvalid,
             E::NotAGitRepo,
             E::InvalidConfig,
             E::GitFailed,
@@ -666,6 +669,96 @@ pub static ROUTES: &[Route] = &[
     },
     Route {
         method: Method::Get,
+        path: "/v1/runs/{id}/workflow",
+        operation_id: "getRunWorkflow",
+        tag: "workflows",
+        summary: "A workflow run's progress",
+        description: "The workflow's name and where the run stands, folded from its events (as the `workflow` \
+                      object of `agentctl show --json`): each finished step execution with its verdict, the one \
+                      in progress, the step decided next, how the workflow ended, and its messages. The run's \
+                      state is checked against its supervisor first. `NOT_A_WORKFLOW_RUN` for a single-agent run.",
+        public: false,
+        engine: true,
+        params: &[RUN_ID],
+        body: None,
+        answers: &[Answer {
+            status: 200,
+            description: "The workflow's progress.",
+            content: Content::Json(schema::<WorkflowProgress>),
+        }],
+        errors: &[E::NotAWorkflowRun, E::InvalidStateTransition, E::SpawnFailed],
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/runs/{id}/messages",
+        operation_id: "listRunMessages",
+        tag: "workflows",
+        summary: "A workflow run's messages",
+        description: "The messages the run's steps sent, oldest first, each with where it is (`in_flight`, \
+                      `pending`, `delivered`, `void`, `undeliverable`), as `agentctl msgs --json`.",
+        public: false,
+        engine: true,
+        params: &[RUN_ID],
+        body: None,
+        answers: &[Answer {
+            status: 200,
+            description: "The messages.",
+            content: Content::Json(schema::<MessageList>),
+        }],
+        errors: &[E::NotAWorkflowRun, E::InvalidStateTransition, E::SpawnFailed],
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/runs/{id}/messages",
+        operation_id: "sendRunMessage",
+        tag: "workflows",
+        summary: "Send a message from the step running",
+        description: "As `agentctl msg send`: a message from the workflow step now running, recorded by the run's \
+                      supervisor against that step. It goes to `to`, or to the step that follows; a `verdict` \
+                      selects the edge taken when the step ends. Refused with `INVALID_STATE_TRANSITION` when no \
+                      step runs, and with `INVALID_ARGUMENT` when `to` is not a step or `from` is not the step \
+                      running.",
+        public: false,
+        engine: true,
+        params: &[RUN_ID],
+        body: Some(RequestBody {
+            required: true,
+            schema: schema::<SendMessage>,
+        }),
+        answers: &[Answer {
+            status: 201,
+            description: "The message as recorded.",
+            content: Content::Json(schema::<MessageReceipt>),
+        }],
+        errors: &[E::NotAWorkflowRun, E::InvalidStateTransition, E::SpawnFailed],
+    },
+    Route {
+        method: Method::Post,
+        path: "/v1/runs/{id}/resume",
+        operation_id: "resumeRun",
+        tag: "workflows",
+        summary: "Resume an interrupted workflow run",
+        description: "As `agentctl resume`: starts a new supervisor for a workflow run whose supervisor vanished \
+                      (`interrupted`, or noticed gone now); it takes the run up again from its last finished step. \
+                      Answers once the supervisor took the run (at most about 5 s). A run whose supervisor is \
+                      alive is answered as it is; a finished run is `INVALID_STATE_TRANSITION`. The body is \
+                      optional; `launch_env` is accepted only on the unix socket.",
+        public: false,
+        engine: true,
+        params: &[RUN_ID],
+        body: Some(RequestBody {
+            required: false,
+            schema: schema::<ResumeRun>,
+        }),
+        answers: &[Answer {
+            status: 200,
+            description: "The run.",
+            content: Content::Json(schema::<RunView>),
+        }],
+        errors: &[E::NotAWorkflowRun, E::InvalidStateTransition, E::SpawnFailed],
+    },
+    Route {
+        method: Method::Get,
         path: "/v1/events",
         operation_id: "listEvents",
         tag: "runs",
@@ -802,6 +895,32 @@ pub static ROUTES: &[Route] = &[
             content: Content::Json(schema::<AgentList>),
         }],
         errors: &[E::NotAGitRepo, E::InvalidConfig, E::GitFailed],
+    },
+    Route {
+        method: Method::Get,
+        path: "/v1/workflows",
+        operation_id: "listWorkflows",
+        tag: "workflows",
+        summary: "List workflows",
+        description: "The workflows in the repository's `.agentctl/workflows/` and the user's workflows (the \
+                      repository's shadowing the user's of the same name), valid or not, as `agentctl workflows \
+                      --json`: an invalid one says why in `problems`.",
+        public: false,
+        engine: true,
+        params: &[Param {
+            name: "repo",
+            location: In::Query,
+            required: true,
+            description: "An absolute path in the repository.",
+            schema: || json!({"type": "string", "pattern": "^/[^\\u0000]*$"}),
+        }],
+        body: None,
+        answers: &[Answer {
+            status: 200,
+            description: "The workflows.",
+            content: Content::Json(schema::<WorkflowList>),
+        }],
+        errors: &[E::NotAGitRepo, E::GitFailed],
     },
     Route {
         method: Method::Get,
@@ -1029,6 +1148,7 @@ fn build() -> Value {
             {"name": "runs", "description": "Create, list, show, stop and remove runs; their events and output."},
             {"name": "maintenance", "description": "Upkeep of the state directory: gc and reconcile."},
             {"name": "checkpoints", "description": "A run's checkpoints: take, list, diff, roll back."},
+            {"name": "workflows", "description": "Workflow runs' progress and messages, resuming them, and the workflows defined."},
             {"name": "agents", "description": "The agent registry."},
             {"name": "metrics", "description": "Prometheus metrics."},
             {"name": "meta", "description": "This document."},

@@ -87,3 +87,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         }
     }
 }
+
+/// A JSON body that may be left out: an empty (or blank) body is `None`. Otherwise as [`Body`]
+/// (unknown fields, wrong types and oversized bodies are the caller's error), without asking
+/// for a `Content-Type`.
+#[derive(Debug)]
+pub struct OptionalBody<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
+            } else {
+                ApiError::invalid(r.body_text())
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalBody(None));
+        }
+        serde_json::from_slice(&bytes)
+            .map(|v| OptionalBody(Some(v)))
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    }
+}

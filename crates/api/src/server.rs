@@ -239,10 +239,27 @@ const STALE_LOCK_WAIT: Duration = Duration::from_secs(3);
 const UNSTARTED_EVERY: Duration = Duration::from_secs(2);
 
 /// Starts, for as long as the daemon runs, the supervisors of runs whose creator died between
-/// recording them and starting them (see `Engine::start_unstarted_runs`).
+/// recording them and starting them (see `Engine::start_unstarted_runs`), and resumes workflow
+/// runs whose supervisor vanished (`Engine::resume_interrupted_runs`) — once at start, then
+/// every few seconds.
 async fn start_unstarted_runs(state: AppState) {
+    let mut first = true;
     loop {
-        tokio::time::sleep(UNSTARTED_EVERY).await;
+        if !first {
+            tokio::time::sleep(UNSTARTED_EVERY).await;
+        }
+        first = false;
+        let engine = state.engine.clone();
+        let resumed = tokio::task::spawn_blocking(move || engine.resume_interrupted_runs()).await;
+        match resumed {
+            Ok(Ok(runs)) => {
+                for run in runs {
+                    tracing::info!(run.id = %run, "resumed interrupted workflow run");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot look for interrupted workflow runs"),
+            Err(_) => return,
+        }
         let engine = state.engine.clone();
         let Ok(found) = tokio::task::spawn_blocking(move || engine.start_unstarted_runs()).await else {
             return;

@@ -18,12 +18,14 @@ use serde_json::{Map, Value};
 // Request bodies
 
 /// The body of `POST /v1/runs`: what `agentctl run` takes, as JSON. It needs `repo`, and an
-/// `agent` or a `command` (which then is the agent); no string may contain NUL.
+/// `agent` or a `command` (which then is the agent), or a `workflow` (with neither); no string
+/// may contain NUL.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("anyOf" = [
     {"required": ["agent"], "properties": {"agent": {"type": "string"}}},
-    {"required": ["command"], "properties": {"command": {"minItems": 1}}}
+    {"required": ["command"], "properties": {"command": {"minItems": 1}}},
+    {"required": ["workflow"], "properties": {"workflow": {"type": "string"}}}
 ]))]
 pub struct CreateRun {
     /// A caller-chosen run id (the same id and body again returns the same run): letters,
@@ -64,6 +66,10 @@ pub struct CreateRun {
     /// Automatic checkpoints while the agent works.
     #[serde(default)]
     pub checkpoints: model::CheckpointPolicy,
+    /// Run this workflow (a name from `.agentctl/workflows/` or the user's workflows, or a
+    /// `.toml` path in the repository) instead of one agent; `prompt` is its task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
     /// The whole environment the run's supervisor — and so the agent — starts with, instead of
     /// the daemon's; never recorded, and not part of the request compared for idempotency.
     /// Accepted only on the daemon's unix socket (its owner's); `agentctl run` sends its own
@@ -390,4 +396,117 @@ impl From<&engine::reconcile::Finding> for FindingView {
             action: f.action.to_owned(),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workflows
+
+/// A step id or a verdict: one word of letters, digits, `-` and `_` (as `model::workflow`
+/// checks them).
+const WORD: &str = r"^[A-Za-z0-9_-]{1,64}$";
+
+/// The body of `POST /v1/runs/{id}/messages`: a message from the workflow step now running (as
+/// `agentctl msg send`). `to`, `verdict` and `from` may be left out or `null`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// The message (no NUL characters: it may end up in a step's prompt).
+    #[schemars(regex(pattern = r"^[^\u0000]*$"))]
+    pub text: String,
+    /// The step to give it to; without it, the step that follows the sender.
+    #[schemars(regex(pattern = WORD))]
+    pub to: Option<String>,
+    /// The sender's verdict, which selects the edge taken when the step ends.
+    #[schemars(regex(pattern = WORD))]
+    pub verdict: Option<String>,
+    /// The step the sender believes it is; refused when another step is running.
+    #[schemars(regex(pattern = WORD))]
+    pub from: Option<String>,
+}
+
+/// What `POST /v1/runs/{id}/messages` answers: the message as recorded (as `agentctl msg send
+/// --json` prints it).
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct MessageReceipt {
+    /// The `message_sent` event's sequence number: the message's id within the run.
+    pub seq: u64,
+    /// The step that sent it (the one running).
+    pub from: String,
+    /// The step it is addressed to, if any.
+    pub to: Option<String>,
+    pub verdict: Option<String>,
+    /// The sender's step execution.
+    pub hop: u32,
+}
+
+impl From<engine::workflow::messages::MessageReceipt> for MessageReceipt {
+    fn from(r: engine::workflow::messages::MessageReceipt) -> Self {
+        MessageReceipt {
+            seq: r.seq,
+            from: r.from,
+            to: r.to,
+            verdict: r.verdict,
+            hop: r.hop,
+        }
+    }
+}
+
+/// The optional body of `POST /v1/runs/{id}/resume`.
+#[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeRun {
+    /// The whole environment the new supervisor — and so the steps — starts with, instead of
+    /// the daemon's; never recorded. Accepted only on the daemon's unix socket (its owner's);
+    /// `agentctl resume` sends its own environment when it goes through a daemon.
+    #[serde(default)]
+    pub launch_env: Option<BTreeMap<String, String>>,
+}
+
+/// A run's messages, oldest first (as `agentctl msgs --json`).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MessageList {
+    pub messages: Vec<model::workflow::MessageRecord>,
+}
+
+/// Where a workflow run stands (`GET /v1/runs/{id}/workflow`): the workflow's name and its
+/// progress folded from the run's events (as the `workflow` object of `agentctl show --json`).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct WorkflowProgress {
+    pub run: RunId,
+    /// The workflow's name.
+    pub workflow: String,
+    #[serde(flatten)]
+    pub progress: model::workflow::Progress,
+}
+
+/// A workflow definition found in a repository's `.agentctl/workflows/` or the user's
+/// workflows (as `agentctl workflows --json` lists it).
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct WorkflowEntry {
+    pub name: String,
+    /// The definition's file.
+    pub path: PathBuf,
+    pub description: String,
+    /// Its steps' ids, in the order written.
+    pub steps: Vec<String>,
+    /// Why it cannot be used (empty when it is valid).
+    pub problems: Vec<String>,
+}
+
+impl From<engine::workflow::WorkflowEntry> for WorkflowEntry {
+    fn from(w: engine::workflow::WorkflowEntry) -> Self {
+        WorkflowEntry {
+            name: w.name,
+            path: w.path,
+            description: w.description,
+            steps: w.steps,
+            problems: w.problems,
+        }
+    }
+}
+
+/// The workflows a repository can run, the repository's shadowing the user's of the same name.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct WorkflowList {
+    pub workflows: Vec<WorkflowEntry>,
 }

@@ -117,6 +117,72 @@ pub struct AgentRow {
     pub prompt_via: model::PromptVia,
     pub tty: bool,
     pub install_hint: String,
+    /// Recent outcomes of this agent's runs in this state directory (see [`Engine::fill_stats`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<AgentStats>,
+}
+
+/// How an agent's recent runs ended.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct AgentStats {
+    /// Finished runs counted (the most recent, at most [`STATS_WINDOW`]).
+    pub runs: u32,
+    pub succeeded: u32,
+    /// `succeeded / runs`.
+    pub success_rate: f64,
+    /// Median wall-clock time of those runs, from start to finish.
+    pub median_duration_ms: Option<u64>,
+}
+
+/// How many recent finished runs per agent [`AgentStats`] counts.
+pub const STATS_WINDOW: usize = 50;
+
+impl crate::Engine {
+    /// Fills each row's `stats` from the runs of this state directory.
+    pub fn fill_stats(&self, rows: &mut [AgentRow]) -> Result<(), crate::EngineError> {
+        let stats = self.agent_stats()?;
+        for row in rows {
+            row.stats = stats.get(&row.name).cloned();
+        }
+        Ok(())
+    }
+
+    /// Recent outcome statistics of every agent that has finished runs.
+    pub fn agent_stats(&self) -> Result<std::collections::BTreeMap<String, AgentStats>, crate::EngineError> {
+        let finished = self.store.list(&store::RunFilter {
+            states: model::RunState::ALL.into_iter().filter(|s| s.is_terminal()).collect(),
+            ..Default::default()
+        })?;
+        // Newest first: the first STATS_WINDOW of each agent are its recent ones.
+        let mut by_agent: std::collections::BTreeMap<String, Vec<&store::RunRecord>> = Default::default();
+        for r in &finished {
+            let runs = by_agent.entry(r.agent.clone()).or_default();
+            if runs.len() < STATS_WINDOW {
+                runs.push(r);
+            }
+        }
+        Ok(by_agent
+            .into_iter()
+            .map(|(agent, runs)| {
+                let succeeded = runs.iter().filter(|r| r.state == model::RunState::Succeeded).count() as u32;
+                let mut durations: Vec<u64> = runs
+                    .iter()
+                    .filter_map(|r| {
+                        let d = r.finished_at?.duration_since(r.started_at?);
+                        Some(d.as_millis().max(0) as u64)
+                    })
+                    .collect();
+                durations.sort_unstable();
+                let stats = AgentStats {
+                    runs: runs.len() as u32,
+                    succeeded,
+                    success_rate: f64::from(succeeded) / runs.len().max(1) as f64,
+                    median_duration_ms: durations.get(durations.len() / 2).copied(),
+                };
+                (agent, stats)
+            })
+            .collect())
+    }
 }
 
 /// Every agent known from the presets, `user_file` and `repo`'s definitions, with its
@@ -154,6 +220,7 @@ pub fn agent_rows(
                 prompt_via: def.prompt_via,
                 tty: def.tty,
                 install_hint: def.install_hint.clone(),
+                stats: None,
             }
         })
         .collect())

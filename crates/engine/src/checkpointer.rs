@@ -179,7 +179,7 @@ impl Checkpointer {
         let scan_ms = started.elapsed().as_millis() as u64;
         if let Some((n, commit, last_tree)) = self.last
             && last_tree == tree
-            && trigger != CheckpointTrigger::Baseline
+            && !matches!(trigger, CheckpointTrigger::Baseline | CheckpointTrigger::Step)
         {
             let mut info = checkpoints_in(&self.id, w.events())
                 .into_iter()

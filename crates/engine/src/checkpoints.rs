@@ -104,7 +104,7 @@ impl<T: Serialize> Answer<T> {
     }
 }
 
-fn parse_answer<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, EngineError> {
+pub(crate) fn parse_answer<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, EngineError> {
     let a: Answer<T> = serde_json::from_str(text).map_err(|e| {
         EngineError::new(
             ErrorCode::Internal,
@@ -129,7 +129,7 @@ fn cp_err(e: checkpoint::CheckpointError) -> EngineError {
     EngineError::new(ErrorCode::CheckpointFailed, e.to_string())
 }
 
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     format!("{}-{}", std::process::id(), uuid_like())
 }
 
@@ -430,7 +430,7 @@ pub(crate) fn answer_request(
             let done = r.is_ok();
             (Answer::of(r), done)
         }
-        ControlRequest::Stop { .. } => (String::new(), true),
+        ControlRequest::Stop { .. } | ControlRequest::Message { .. } => (String::new(), true),
     }
 }
 

@@ -36,6 +36,25 @@ pub struct RunRequest {
     /// The environment the run's supervisor — and so the agent — starts with instead of this
     /// process's; never recorded. A daemon creating a run for a CLI gets the CLI's here.
     pub launch_env: Option<BTreeMap<String, String>>,
+    /// Run this workflow (a name or a `.toml` path) instead of one agent; `prompt` is the task.
+    pub workflow: Option<String>,
+}
+
+/// A run's doer, resolved: one agent, or a workflow.
+enum Prepared {
+    Agent(String, Box<agents::AgentDef>),
+    Workflow(Box<model::WorkflowPlan>),
+}
+
+/// The parts of a [`LaunchPlan`] that depend on what does the run.
+struct PlanBase {
+    argv: Vec<String>,
+    prompt_via: model::PromptVia,
+    prompt_file: Option<PathBuf>,
+    env: BTreeMap<String, String>,
+    secret_env: Vec<String>,
+    tty: bool,
+    workflow: Option<Box<model::WorkflowPlan>>,
 }
 
 /// The outcome of a create.
@@ -59,7 +78,57 @@ impl Engine {
         let launch_env = req.launch_env.clone();
         let (repo, base_commit) = Git::locate(&req.repo_dir, &base)?;
         let registry = agents::load_registry(self.config.user_agents_file.as_deref(), Some(&repo))?;
+        // On the PATH the agent will get: the caller's, when a daemon creates the run for it.
+        let path = match &launch_env {
+            Some(env) => env.get("PATH").map(std::ffi::OsString::from),
+            None => std::env::var_os("PATH"),
+        };
+        let mut check_installed = |agent: &str, def: &agents::AgentDef| -> Result<(), EngineError> {
+            if agent == agents::presets::COMMAND {
+                return Ok(());
+            }
+            let found = def
+                .program()
+                .and_then(|p| availability::locate_on(p, Some(&repo), path.as_deref()));
+            if found.is_some() {
+                return Ok(());
+            }
+            let mut err = EngineError::new(
+                ErrorCode::AgentUnavailable,
+                match def.program() {
+                    Some(p) if p.contains('/') => {
+                        format!("agent `{agent}` runs `{p}`, which is not an executable file")
+                    }
+                    p => format!("agent `{agent}` needs `{}`, which is not on PATH", p.unwrap_or("?")),
+                },
+            );
+            if !def.install_hint.is_empty() {
+                err = err.hint(format!("install it: {}", def.install_hint));
+            }
+            Err(err)
+        };
+        if let Some(name) = &req.workflow {
+            if req.agent.is_some() || !req.args.is_empty() {
+                return Err(EngineError::new(
+                    ErrorCode::InvalidArgument,
+                    "a workflow run names its agents in the workflow: drop --agent and `-- ARGS`",
+                ));
+            }
+            let (def, source) = crate::workflow::load(name, &repo, self.config.user_workflows_dir.as_deref())?;
+            let plan = crate::workflow::resolve(def, source, &registry, &mut check_installed)?;
+            span.record(
+                "agent.name",
+                format!("{}{}", crate::workflow::AGENT_PREFIX, plan.def.name).as_str(),
+            );
+            return self.create_recorded(req, repo, base, base_commit, Prepared::Workflow(Box::new(plan)), None);
+        }
+        let mut routed = None;
         let agent = match (&req.agent, req.args.is_empty()) {
+            (Some(a), _) if a == crate::route::AUTO => {
+                let (agent, result) = self.route_for_run(req.prompt.as_deref(), &repo, path.as_deref())?;
+                routed = Some(result);
+                agent
+            }
             (Some(a), _) => a.clone(),
             (None, false) => agents::presets::COMMAND.to_owned(),
             (None, true) => {
@@ -76,46 +145,76 @@ impl Engine {
                 registry.names().join(", ")
             ))
         })?;
-        if agent != agents::presets::COMMAND {
-            // On the PATH the agent will get: the caller's, when a daemon creates the run for it.
-            let path = match &launch_env {
-                Some(env) => env.get("PATH").map(std::ffi::OsString::from),
-                None => std::env::var_os("PATH"),
-            };
-            let found = def
-                .program()
-                .and_then(|p| availability::locate_on(p, Some(&repo), path.as_deref()));
-            if found.is_none() {
-                let mut err = EngineError::new(
-                    ErrorCode::AgentUnavailable,
-                    match def.program() {
-                        Some(p) if p.contains('/') => {
-                            format!("agent `{agent}` runs `{p}`, which is not an executable file")
-                        }
-                        p => format!("agent `{agent}` needs `{}`, which is not on PATH", p.unwrap_or("?")),
-                    },
-                );
-                if !def.install_hint.is_empty() {
-                    err = err.hint(format!("install it: {}", def.install_hint));
-                }
-                return Err(err);
-            }
-        }
+        check_installed(&agent, def)?;
+        let created = self.create_recorded(
+            req,
+            repo,
+            base,
+            base_commit,
+            Prepared::Agent(agent.clone(), Box::new(def.clone())),
+            routed.as_ref().map(|r| (agent.as_str(), r)),
+        )?;
+        Ok(created)
+    }
+
+    /// Renders, records and starts a run whose agent (or workflow) is resolved.
+    fn create_recorded(
+        &self,
+        req: RunRequest,
+        repo: PathBuf,
+        base: String,
+        base_commit: String,
+        what: Prepared,
+        routed: Option<(&str, &crate::route::RouteResult)>,
+    ) -> Result<CreateResult, EngineError> {
+        let launch_env = req.launch_env.clone();
         let id = req.id.clone().unwrap_or_else(RunId::mint);
-        span.record("run.id", id.as_str());
+        tracing::Span::current().record("run.id", id.as_str());
         let layout = self.store.layout();
         let git = Git::new(&repo);
         let worktree = layout.worktree_path(&id);
-        let invocation = agents::render(
-            &agent,
-            def,
-            req.prompt.as_deref(),
-            &req.args,
-            &layout.prompt_path(&id),
-            &worktree,
-        )?;
-        let mut env = def.env.clone();
-        env.extend(req.env.clone());
+        let prompt_path = layout.prompt_path(&id);
+        let (agent, plan_base) = match what {
+            Prepared::Agent(agent, def) => {
+                let invocation =
+                    agents::render(&agent, &def, req.prompt.as_deref(), &req.args, &prompt_path, &worktree)?;
+                let mut env = def.env.clone();
+                env.extend(req.env.clone());
+                let base = PlanBase {
+                    argv: invocation.argv,
+                    prompt_via: invocation.prompt_via,
+                    prompt_file: invocation.prompt_file,
+                    env,
+                    secret_env: def.secret_env.clone(),
+                    tty: def.tty,
+                    workflow: None,
+                };
+                (agent, base)
+            }
+            Prepared::Workflow(wf) => {
+                // Each step renders its own invocation; the plan keeps what all steps share.
+                let mut secret_env: Vec<String> = wf.agents.values().flat_map(|a| a.secret_env.clone()).collect();
+                secret_env.sort();
+                secret_env.dedup();
+                let base = PlanBase {
+                    argv: Vec::new(),
+                    prompt_via: model::PromptVia::Arg,
+                    prompt_file: Some(prompt_path.clone()),
+                    env: req.env.clone(),
+                    secret_env,
+                    tty: false,
+                    workflow: Some(wf),
+                };
+                (
+                    format!(
+                        "{}{}",
+                        crate::workflow::AGENT_PREFIX,
+                        base.workflow.as_ref().map(|w| w.def.name.as_str()).unwrap_or("")
+                    ),
+                    base,
+                )
+            }
+        };
         let spec = RunSpec {
             agent: agent.clone(),
             prompt: req.prompt.clone(),
@@ -128,20 +227,22 @@ impl Engine {
             idle_timeout_ms: req.idle_timeout.map(|d| d.as_millis() as u64),
             keep: req.keep,
             checkpoints: req.checkpoints,
+            workflow: req.workflow.clone(),
         };
         let plan = LaunchPlan {
-            argv: invocation.argv,
-            prompt_via: invocation.prompt_via,
-            prompt_file: invocation.prompt_file,
-            env,
-            secret_env: def.secret_env.clone(),
-            tty: def.tty,
+            argv: plan_base.argv,
+            prompt_via: plan_base.prompt_via,
+            prompt_file: plan_base.prompt_file,
+            env: plan_base.env,
+            secret_env: plan_base.secret_env,
+            tty: plan_base.tty,
             base_commit,
             worktree,
             branch: id.branch(),
             provider: self.provider.name().to_owned(),
             grace_ms: req.grace.unwrap_or(crate::DEFAULT_GRACE).as_millis() as u64,
             max_concurrent: self.config.max_concurrent_runs,
+            workflow: plan_base.workflow,
         };
         // A caller-chosen id may name a branch left by an earlier run (minted ids are new). Branch
         // first, then the run dir: a concurrent create of the same id makes the run dir before
@@ -186,6 +287,20 @@ impl Engine {
             }
             CreateOutcome::Created(_) => {
                 tracing::info!("run recorded");
+                // The router's advice and the choice, before the supervisor can take the run.
+                if let Some((chosen, result)) = routed {
+                    let recorded = self.store.writer(&id, LockMode::Wait).and_then(|mut w| {
+                        w.append(EventData::Routed {
+                            chosen: chosen.to_owned(),
+                            recommendations: result.recommendations.clone(),
+                            elapsed_ms: result.elapsed_ms.round() as u64,
+                        })
+                        .map(drop)
+                    });
+                    if let Err(e) = recorded {
+                        tracing::warn!(error = %e, "cannot record the routing decision");
+                    }
+                }
                 if let Err(e) = self
                     .provider
                     .create(&id)

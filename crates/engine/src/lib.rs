@@ -14,8 +14,10 @@ pub mod lifecycle;
 pub mod queue;
 pub mod reconcile;
 pub mod repo_lock;
+pub mod route;
 pub mod supervisor;
 pub mod view;
+pub mod workflow;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +37,8 @@ pub use lifecycle::{GcItem, GcOptions, RmReport};
 pub struct EngineConfig {
     /// The user's agent definitions file, if any.
     pub user_agents_file: Option<PathBuf>,
+    /// The user's workflow definitions (`NAME.toml` files), if any.
+    pub user_workflows_dir: Option<PathBuf>,
     /// At most this many runs active at once (see [`queue`]); `None`: no cap.
     pub max_concurrent_runs: Option<u32>,
     /// How often waiting loops look at the log.
@@ -47,6 +51,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             user_agents_file: None,
+            user_workflows_dir: None,
             max_concurrent_runs: None,
             poll_interval: Duration::from_millis(50),
             pending_start_limit: Duration::from_secs(30),

@@ -50,14 +50,27 @@ pub struct GcItem {
     pub checkpoint: Option<String>,
 }
 
+/// Whether a run whose supervisor vanished in `state` is `interrupted` (to be resumed) rather
+/// than `lost`: a workflow run under way. Not one being stopped: the stop was meant, and a
+/// resume would start again what the user stopped.
+pub(crate) fn resumable_when_orphaned(agent: &str, state: RunState) -> bool {
+    agent.starts_with(crate::workflow::AGENT_PREFIX)
+        && matches!(
+            state,
+            RunState::Preparing | RunState::Running | RunState::Paused | RunState::NeedsInput
+        )
+}
+
 impl Engine {
-    /// Catches up one run and marks it `lost` if its supervisor is gone.
+    /// Catches up one run and marks it `lost` if its supervisor is gone (`interrupted`, for a
+    /// workflow run under way).
     pub fn refresh(&self, id: &RunId, who: &str) -> Result<RunRecord, EngineError> {
         let rec = self
             .store
             .sync_run(id)?
             .ok_or_else(|| EngineError::from(StoreError::NotFound(id.to_string())))?;
-        if rec.state.is_terminal() {
+        // An interrupted workflow has no supervisor by definition; it waits to be resumed.
+        if rec.state.is_terminal() || rec.state == RunState::Interrupted {
             return Ok(rec);
         }
         let Some(reason) = self.orphan_reason(&rec)? else {
@@ -77,11 +90,22 @@ impl Engine {
             if let Err(e) = self.provider.destroy(id) {
                 tracing::warn!(error = %e, "cannot clean up after lost supervisor");
             }
-            writer.append(EventData::Lost {
-                reason,
-                detected_by: who.to_owned(),
-            })?;
-            tracing::info!("supervisor gone; run marked lost");
+            // A workflow that got as far as running can be taken up again from its last
+            // completed step; anything else is lost.
+            let resumable = writer.state().is_some_and(|s| resumable_when_orphaned(&rec.agent, s));
+            if resumable {
+                writer.append(EventData::Interrupted {
+                    reason,
+                    detected_by: who.to_owned(),
+                })?;
+                tracing::info!("supervisor gone; workflow run marked interrupted");
+            } else {
+                writer.append(EventData::Lost {
+                    reason,
+                    detected_by: who.to_owned(),
+                })?;
+                tracing::info!("supervisor gone; run marked lost");
+            }
         }
         drop(writer);
         Ok(self.store.get(id)?.unwrap_or(rec))
@@ -186,14 +210,18 @@ impl Engine {
         if rec.state.is_terminal() {
             return Ok(rec);
         }
-        if rec.state == RunState::Pending
+        if matches!(rec.state, RunState::Pending | RunState::Interrupted)
             && !matches!(self.provider.status(id)?, SupervisorStatus::Alive { .. })
             && let Ok(mut w) = self.store.writer(id, LockMode::NoWait)
-            && w.state() == Some(RunState::Pending)
+            && w.state() == Some(rec.state)
         {
             w.append(EventData::Finished {
                 state: RunState::Cancelled,
-                reason: "stopped before it started".to_owned(),
+                reason: if rec.state == RunState::Pending {
+                    "stopped before it started".to_owned()
+                } else {
+                    "stopped while interrupted (not resumed)".to_owned()
+                },
                 exit_code: None,
                 signal: None,
             })?;
@@ -210,12 +238,16 @@ impl Engine {
         Ok(rec)
     }
 
-    /// Waits until the run is terminal (or `timeout` passes; then returns the run as it is).
+    /// Waits until the run is terminal, or interrupted (a workflow that waits to be resumed),
+    /// or `timeout` passes; then returns the run as it is.
     pub fn wait(&self, id: &RunId, timeout: Option<Duration>) -> Result<RunRecord, EngineError> {
         let started = Instant::now();
         loop {
             let rec = self.refresh(id, "wait")?;
-            if rec.state.is_terminal() || timeout.is_some_and(|t| started.elapsed() >= t) {
+            if rec.state.is_terminal()
+                || rec.state == RunState::Interrupted
+                || timeout.is_some_and(|t| started.elapsed() >= t)
+            {
                 return Ok(rec);
             }
             std::thread::sleep(self.config.poll_interval);

@@ -50,10 +50,41 @@ impl Engine {
         // Store -> supervisors: active runs whose supervisor is gone, and runs no supervisor
         // was ever started for.
         for rec in runs.iter().filter(|r| !r.state.is_terminal()) {
+            let interrupted = |detail: String, action: &'static str| Finding {
+                kind: "interrupted_workflow",
+                run: Some(rec.id.to_string()),
+                path: None,
+                pid: rec.supervisor_pid,
+                detail,
+                action,
+            };
+            if rec.state == RunState::Interrupted {
+                out.push(interrupted(
+                    format!(
+                        "waits to be resumed: agentctl resume {} (a running daemon resumes it by itself)",
+                        rec.id
+                    ),
+                    "reported",
+                ));
+                continue;
+            }
             if let Some(reason) = self.orphan_reason(rec)? {
+                let resumable = crate::lifecycle::resumable_when_orphaned(&rec.agent, rec.state);
                 // Refreshing looks again under the log's lock: a run that ended (or was taken)
                 // since the listing is not lost, and there is nothing to report.
-                if !dry_run && self.refresh(&rec.id, "reconcile")?.state != RunState::Lost {
+                let now = if dry_run {
+                    None
+                } else {
+                    Some(self.refresh(&rec.id, "reconcile")?.state)
+                };
+                if resumable && now.is_none_or(|s| s == RunState::Interrupted) {
+                    out.push(interrupted(
+                        format!("{reason}; marked interrupted: agentctl resume {} continues it", rec.id),
+                        fix,
+                    ));
+                    continue;
+                }
+                if now.is_some_and(|s| s != RunState::Lost) {
                     continue;
                 }
                 out.push(Finding {

@@ -21,6 +21,8 @@ pub enum CheckpointTrigger {
     PreRollback,
     /// After the agent and the post-run hook ended.
     Final,
+    /// At the end of a workflow step.
+    Step,
     /// Before `agentctl rm` removed the worktree.
     Rm,
     /// Before `agentctl gc` removed the worktree.
@@ -35,6 +37,7 @@ impl CheckpointTrigger {
             CheckpointTrigger::Manual => "manual",
             CheckpointTrigger::PreRollback => "pre_rollback",
             CheckpointTrigger::Final => "final",
+            CheckpointTrigger::Step => "step",
             CheckpointTrigger::Rm => "rm",
             CheckpointTrigger::Gc => "gc",
         }

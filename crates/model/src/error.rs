@@ -34,10 +34,13 @@ pub enum ErrorCode {
     RequestTimeout,
     DaemonRunning,
     TokenNotFound,
+    WorkflowNotFound,
+    WorkflowInvalid,
+    NotAWorkflowRun,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidConfig,
         ErrorCode::RunNotFound,
@@ -64,6 +67,9 @@ impl ErrorCode {
         ErrorCode::RequestTimeout,
         ErrorCode::DaemonRunning,
         ErrorCode::TokenNotFound,
+        ErrorCode::WorkflowNotFound,
+        ErrorCode::WorkflowInvalid,
+        ErrorCode::NotAWorkflowRun,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +100,9 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
             ErrorCode::DaemonRunning => "DAEMON_RUNNING",
             ErrorCode::TokenNotFound => "TOKEN_NOT_FOUND",
+            ErrorCode::WorkflowNotFound => "WORKFLOW_NOT_FOUND",
+            ErrorCode::WorkflowInvalid => "WORKFLOW_INVALID",
+            ErrorCode::NotAWorkflowRun => "NOT_A_WORKFLOW_RUN",
         }
     }
 
@@ -111,6 +120,7 @@ impl ErrorCode {
             | ErrorCode::BaseNotFound
             | ErrorCode::RunAmbiguous
             | ErrorCode::CheckpointNotFound
+            | ErrorCode::WorkflowNotFound
             | ErrorCode::WorktreeGone => 66,
             ErrorCode::AgentUnavailable | ErrorCode::NotAGitRepo => 69,
             ErrorCode::Internal | ErrorCode::SpawnFailed | ErrorCode::GitFailed | ErrorCode::CheckpointFailed => 70,
@@ -119,7 +129,8 @@ impl ErrorCode {
             | ErrorCode::RunActive
             | ErrorCode::WorktreeDirty
             | ErrorCode::InvalidStateTransition => 75,
-            ErrorCode::InvalidConfig => 78,
+            ErrorCode::InvalidConfig | ErrorCode::WorkflowInvalid => 78,
+            ErrorCode::NotAWorkflowRun => 64,
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::ids::RunId;
 use crate::outcome::StopReason;
 use crate::spec::{LaunchPlan, RunSpec};
 use crate::state::RunState;
+use crate::workflow::WorkflowEnd;
 
 /// Version written in every event's `v` field.
 pub const EVENT_SCHEMA_VERSION: u32 = 1;
@@ -142,6 +143,101 @@ pub enum EventData {
         paused: bool,
         elapsed_ms: u64,
     },
+    /// A workflow step began (its agent or gate starts next).
+    StepStarted {
+        step: String,
+        /// Step executions so far, this one included (1-based).
+        hop: u32,
+        /// 1, or more when an interrupted execution is restarted.
+        attempt: u32,
+        cycle: u32,
+        max_cycles: u32,
+        /// Step executions left after this one.
+        remaining_hops: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gate: Option<String>,
+        /// The rendered prompt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prompt: Option<String>,
+        /// The messages delivered in the prompt (their `message_sent` sequence numbers).
+        #[serde(default)]
+        delivered: Vec<u64>,
+        /// The checkpoint the step starts from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_checkpoint: Option<u32>,
+    },
+    /// A workflow step ended, with its verdict and what follows it.
+    StepFinished {
+        step: String,
+        hop: u32,
+        attempt: u32,
+        exit_code: Option<i32>,
+        signal: Option<String>,
+        /// The verdict the step sent, or `success`/`failure` from its exit.
+        verdict: String,
+        /// The checkpoint taken at its end.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<u32>,
+        /// The step that runs next (none when the workflow ends here).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
+        /// The edge taken (its index in the definition).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        edge: Option<u32>,
+        /// How the workflow ended, when it ends here.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        end: Option<WorkflowEnd>,
+        elapsed_ms: u64,
+    },
+    /// A step sent a message (`agentctl msg send`), possibly with a verdict.
+    MessageSent {
+        /// The sending step.
+        from: String,
+        /// The step addressed (none: whichever step runs next).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verdict: Option<String>,
+        text: String,
+        /// The sender's execution.
+        hop: u32,
+        attempt: u32,
+    },
+    /// The supervisor of a workflow run disappeared mid-way; the run waits to be resumed
+    /// (`agentctl resume`, or a daemon). Recorded by whoever noticed.
+    Interrupted { reason: String, detected_by: String },
+    /// A new supervisor took an interrupted workflow up again.
+    WorkflowResumed {
+        reason: String,
+        /// The interrupted step, restarted from its start checkpoint.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hop: Option<u32>,
+        /// The checkpoint holding the interrupted step's partial changes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        saved_checkpoint: Option<u32>,
+        /// The checkpoint the worktree was restored to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restored_to: Option<u32>,
+    },
+    /// `--agent auto`: the router's recommendations and the agent chosen.
+    Routed {
+        chosen: String,
+        recommendations: Vec<RouteRecommendation>,
+        elapsed_ms: u64,
+    },
+}
+
+/// One recommendation of the router, as recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RouteRecommendation {
+    pub agent: String,
+    pub confidence: f64,
+    #[serde(default)]
+    pub reasons: Vec<String>,
 }
 
 impl EventData {
@@ -180,6 +276,12 @@ impl EventData {
             EventData::FilesChanged { .. } => "files_changed",
             EventData::WatcherOverflow { .. } => "watcher_overflow",
             EventData::RolledBack { .. } => "rolled_back",
+            EventData::StepStarted { .. } => "step_started",
+            EventData::StepFinished { .. } => "step_finished",
+            EventData::MessageSent { .. } => "message_sent",
+            EventData::Interrupted { .. } => "interrupted",
+            EventData::WorkflowResumed { .. } => "workflow_resumed",
+            EventData::Routed { .. } => "routed",
         }
     }
 }

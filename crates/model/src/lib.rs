@@ -10,11 +10,12 @@ pub mod outcome;
 pub mod provider;
 pub mod spec;
 pub mod state;
+pub mod workflow;
 
 pub use checkpoint::{CheckpointPolicy, CheckpointRef, CheckpointTrigger, ScanKind};
 pub use error::ErrorCode;
 pub use event::{EVENT_SCHEMA_VERSION, Event, EventData};
 pub use ids::{InvalidRunId, RunId};
 pub use outcome::{ExitInfo, StopReason};
-pub use spec::{LaunchPlan, PromptVia, RunSpec};
+pub use spec::{LaunchPlan, PromptVia, RunSpec, StepAgent, WorkflowPlan};
 pub use state::{RunState, TransitionError};

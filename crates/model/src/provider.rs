@@ -23,6 +23,15 @@ pub enum ControlRequest {
         to: u32,
         paths: Vec<String>,
     },
+    /// Record a message from the workflow step in progress; answered with its sequence number.
+    Message {
+        request_id: String,
+        /// The step the sender claims to be (checked against the step in progress).
+        from: Option<String>,
+        to: Option<String>,
+        verdict: Option<String>,
+        text: String,
+    },
 }
 
 impl ControlRequest {
@@ -30,9 +39,9 @@ impl ControlRequest {
     pub fn request_id(&self) -> Option<&str> {
         match self {
             ControlRequest::Stop { .. } => None,
-            ControlRequest::Checkpoint { request_id, .. } | ControlRequest::Rollback { request_id, .. } => {
-                Some(request_id)
-            }
+            ControlRequest::Checkpoint { request_id, .. }
+            | ControlRequest::Rollback { request_id, .. }
+            | ControlRequest::Message { request_id, .. } => Some(request_id),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::CheckpointPolicy;
+use crate::workflow::WorkflowDef;
 
 /// The request that created a run. Two creates with the same id and an equal spec are the same run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -35,6 +36,9 @@ pub struct RunSpec {
     /// Automatic checkpoints while the agent works (absent in runs recorded before checkpoints).
     #[serde(default, skip_serializing_if = "CheckpointPolicy::is_default")]
     pub checkpoints: CheckpointPolicy,
+    /// The workflow to run (its name); `prompt` is then the task. Absent for a single agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
 }
 
 /// How the prompt reaches the agent.
@@ -88,4 +92,34 @@ pub struct LaunchPlan {
     /// `max_concurrent_runs`); this one waits `pending` for a slot. `None`: no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u32>,
+    /// The workflow, resolved at creation: its definition and each step's agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<Box<WorkflowPlan>>,
+}
+
+/// A workflow as resolved when its run was created, so a resumed supervisor runs exactly what
+/// was asked even if the files changed since.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WorkflowPlan {
+    pub def: WorkflowDef,
+    /// Where the definition was read from.
+    pub source: PathBuf,
+    /// The agent of every agent step, by agent name.
+    pub agents: BTreeMap<String, StepAgent>,
+    /// Each step's time limit in milliseconds, by step id.
+    #[serde(default)]
+    pub step_timeouts_ms: BTreeMap<String, u64>,
+}
+
+/// How to invoke one agent of a workflow (its definition, without what only `agents` knows).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StepAgent {
+    /// The argv template (`{prompt}`, `{prompt_file}`, `{workdir}`).
+    pub command: Vec<String>,
+    pub prompt_via: PromptVia,
+    /// Non-secret environment (recorded).
+    pub env: BTreeMap<String, String>,
+    /// Secret variables passed through by name.
+    pub secret_env: Vec<String>,
+    pub tty: bool,
 }

@@ -30,10 +30,13 @@ pub enum RunState {
     TimedOut,
     /// The supervisor vanished without recording an outcome.
     Lost,
+    /// A workflow run whose supervisor vanished mid-way: it waits to be resumed from its last
+    /// completed step (`agentctl resume`, or a daemon does it).
+    Interrupted,
 }
 
 impl RunState {
-    pub const ALL: [RunState; 11] = [
+    pub const ALL: [RunState; 12] = [
         RunState::Pending,
         RunState::Preparing,
         RunState::Running,
@@ -45,6 +48,7 @@ impl RunState {
         RunState::Cancelled,
         RunState::TimedOut,
         RunState::Lost,
+        RunState::Interrupted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +64,7 @@ impl RunState {
             RunState::Cancelled => "cancelled",
             RunState::TimedOut => "timed_out",
             RunState::Lost => "lost",
+            RunState::Interrupted => "interrupted",
         }
     }
 
@@ -127,6 +132,9 @@ pub fn transition(from: Option<RunState>, event: &EventData) -> Result<RunState,
     if event.is_worktree_record() {
         return Ok(state);
     }
+    if let EventData::Routed { .. } = event {
+        return if state.is_terminal() { Err(err()) } else { Ok(state) };
+    }
     if state.is_terminal() {
         // Terminal states are absorbing; only bookkeeping about leftovers is recorded.
         return match event {
@@ -137,14 +145,26 @@ pub fn transition(from: Option<RunState>, event: &EventData) -> Result<RunState,
     let active = matches!(state, Running | Paused | NeedsInput | Stopping);
     let next = match event {
         EventData::Created { .. } => return Err(err()),
-        EventData::Queued { .. } if state == Pending => Pending,
-        EventData::Preparing { .. } if state == Pending => Preparing,
+        EventData::Queued { .. } if matches!(state, Pending | Interrupted) => state,
+        EventData::Preparing { .. } if matches!(state, Pending | Interrupted) => Preparing,
+        EventData::WorkflowResumed { .. } if state == Preparing => Preparing,
+        // A step stopped by its own time limit ended; the workflow goes on with the next one.
+        EventData::StepFinished { end: None, .. } if state == Stopping => Running,
+        // Workflow bookkeeping, while a supervisor works through the steps.
+        EventData::StepStarted { .. } | EventData::StepFinished { .. } | EventData::MessageSent { .. }
+            if active || state == Preparing =>
+        {
+            state
+        }
+        EventData::Interrupted { .. } if state.needs_supervisor() => Interrupted,
         EventData::WorktreeReady { .. } if state == Preparing => Preparing,
-        EventData::HookFinished { .. } if state != Pending => state,
+        EventData::HookFinished { .. } if !matches!(state, Pending | Interrupted) => state,
         EventData::Started { .. } if state == Preparing => Running,
+        // The next step of a workflow.
+        EventData::Started { .. } if state == Running => Running,
         EventData::Paused { .. } if state == Running => Paused,
         EventData::Resumed { .. } if state == Paused => Running,
-        EventData::StopRequested { .. } if state != Pending => Stopping,
+        EventData::StopRequested { .. } if !matches!(state, Pending | Interrupted) => Stopping,
         // Also while preparing: ending what a pre-run hook left behind.
         EventData::SignalSent { .. } if active || state == Preparing => state,
         EventData::Exited { .. } if active => state,

@@ -134,7 +134,8 @@ pub fn fold(row: Option<RunRecord>, event: &Event) -> Option<RunRecord> {
         EventData::Preparing { supervisor_pid, .. } => r.supervisor_pid = Some(*supervisor_pid),
         EventData::Started { pid, .. } => {
             r.pid = Some(*pid);
-            r.started_at = Some(event.ts);
+            // A workflow starts a process per step: the run started with the first.
+            r.started_at.get_or_insert(event.ts);
         }
         EventData::Exited { exit_code, signal, .. } => {
             r.exit_code = *exit_code;

@@ -3,8 +3,10 @@
 
 pub mod checkpoints;
 pub mod daemon;
+pub mod route;
 pub mod run;
 pub mod runs;
+pub mod workflow;
 
 use std::fs;
 use std::io::Write;
@@ -112,8 +114,8 @@ pub fn agents(g: &GlobalArgs, args: &AgentsArgs) -> Result<i32, CliError> {
     let bold = anstyle::Style::new().bold();
     let _ = writeln!(
         out,
-        "{bold}{:<13} {:<10} {:<22} {:<8} DESCRIPTION{bold:#}",
-        "NAME", "AVAILABLE", "VERSION", "ORIGIN"
+        "{bold}{:<13} {:<10} {:<22} {:<8} {:<18} {:<24} DESCRIPTION{bold:#}",
+        "NAME", "AVAILABLE", "VERSION", "ORIGIN", "TAGS", "RECENT RUNS"
     );
     for r in &rows {
         let avail = if r.available { "yes".to_owned() } else { "no".to_owned() };
@@ -122,13 +124,27 @@ pub fn agents(g: &GlobalArgs, args: &AgentsArgs) -> Result<i32, CliError> {
         } else {
             "config".to_owned()
         };
+        let recent = match &r.stats {
+            Some(s) => format!(
+                "{} run{}, {:.0}% ok, {}",
+                s.runs,
+                if s.runs == 1 { "" } else { "s" },
+                s.success_rate * 100.0,
+                s.median_duration_ms
+                    .map(view::human_duration)
+                    .unwrap_or_else(|| "-".to_owned())
+            ),
+            None => "-".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "{:<13} {:<10} {:<22} {:<8} {}",
+            "{:<13} {:<10} {:<22} {:<8} {:<18} {:<24} {}",
             r.name,
             avail,
             view::truncate(r.version.as_deref().unwrap_or("-"), 22),
             origin,
+            view::truncate(&r.tags.join(","), 18),
+            recent,
             view::truncate(&r.description, 60)
         );
     }

@@ -40,6 +40,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
             consistent: args.consistent_checkpoints,
         },
         launch_env: None,
+        workflow: args.workflow.clone(),
     };
     let backend = Backend::open(g)?;
     let (run, created) = backend.create_run(req)?;
@@ -91,6 +92,9 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
             line.push_str(&format!(": {reason}"));
         }
         anstream::eprintln!("{line}");
+        if rec.state == model::RunState::Interrupted {
+            eprintln!("  its supervisor is gone; continue it with: agentctl resume {id}");
+        }
         eprintln!("  worktree: {}\n  branch:   {}", rec.worktree.display(), rec.branch);
     }
     Ok(exit::outcome_code(&rec))

@@ -78,8 +78,12 @@ pub fn show(g: &GlobalArgs, args: &ShowArgs) -> Result<i32, CliError> {
     } else {
         None
     };
+    let progress = super::workflow::progress_of(&backend, &rec)?;
     if g.json {
         let mut v = serde_json::to_value(&rec).expect("view serializes");
+        if let Some(p) = &progress {
+            v["workflow"] = serde_json::to_value(p).expect("progress serializes");
+        }
         if let Some(evs) = &events {
             v["events"] = serde_json::to_value(evs).expect("events serialize");
         }
@@ -88,6 +92,9 @@ pub fn show(g: &GlobalArgs, args: &ShowArgs) -> Result<i32, CliError> {
     }
     let mut out = anstream::stdout();
     let _ = write!(out, "{}", view::show_text(&rec));
+    if let Some(p) = &progress {
+        let _ = write!(out, "{}", super::workflow::progress_text(p));
+    }
     if let Some(evs) = events {
         let _ = writeln!(out, "\nevents:");
         for e in evs {

@@ -17,6 +17,13 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_agentctl"))
 }
 
+/// `PATH` with the directory of the binary under test first.
+pub fn path_with_bin() -> std::ffi::OsString {
+    let dir = bin().parent().expect("binary dir").to_path_buf();
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(dir).chain(std::env::split_paths(&rest))).expect("PATH joins")
+}
+
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .current_dir(dir)
@@ -58,6 +65,8 @@ impl Env {
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin());
         c.current_dir(&self.repo)
+            // Agents that call `agentctl` (the workflow examples' `msg send`) find this build.
+            .env("PATH", path_with_bin())
             .env("AGENTCTL_STATE_DIR", &self.state)
             .env("NO_COLOR", "1")
             .env("AGENTCTL_CONFIG_DIR", self.dir.path().join("config"))

@@ -277,8 +277,16 @@ fn conforms(doc: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), Stri
                 return fail(format!("{req} is missing"));
             }
         }
+        let patterns = s.get("patternProperties").and_then(Value::as_object);
         for (k, item) in obj {
-            match props.and_then(|p| p.get(k)) {
+            // The only key pattern the generated schemas use: map keys that are numbers.
+            let by_pattern = patterns.and_then(|ps| {
+                ps.iter().find_map(|(pattern, p)| {
+                    assert_eq!(pattern, r"^\d+$", "teach `conforms` the pattern {pattern}");
+                    (!k.is_empty() && k.bytes().all(|b| b.is_ascii_digit())).then_some(p)
+                })
+            });
+            match props.and_then(|p| p.get(k)).or(by_pattern) {
                 Some(p) => conforms(doc, p, item, &format!("{at}.{k}"))?,
                 None => match s.get("additionalProperties") {
                     Some(Value::Bool(false)) => return fail(format!("{k} is not allowed")),
@@ -482,6 +490,69 @@ fn answers_match_their_schemas() {
     let body = RunEvents { events, run: run_id() };
     assert_conforms("RunEvents", &serde_json::to_value(&body).unwrap());
 
+    // A workflow run's progress and messages, folded from its events by the model's own code.
+    let events: Vec<Event> = [
+        json!({"type": "step_started", "step": "code", "hop": 1, "attempt": 1, "cycle": 1, "max_cycles": 3,
+               "remaining_hops": 5, "agent": "claude-code", "prompt": "p", "delivered": [], "from_checkpoint": 0}),
+        json!({"type": "message_sent", "from": "code", "to": "review", "text": "look at a.txt", "hop": 1,
+               "attempt": 1}),
+        json!({"type": "step_finished", "step": "code", "hop": 1, "attempt": 1, "exit_code": 0, "signal": null,
+               "verdict": "success", "checkpoint": 1, "next": "review", "edge": 0, "elapsed_ms": 12}),
+        json!({"type": "step_started", "step": "review", "hop": 2, "attempt": 1, "cycle": 1, "max_cycles": 3,
+               "remaining_hops": 4, "gate": "true", "delivered": [2], "from_checkpoint": 1}),
+        json!({"type": "message_sent", "from": "review", "verdict": "approve", "text": "fine", "hop": 2,
+               "attempt": 1}),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, data)| {
+        serde_json::from_value(json!({"v": 1, "seq": i + 1, "ts": ts(), "run_id": run_id(), "data": data})).unwrap()
+    })
+    .collect();
+    let progress = model::workflow::Progress::from_events(&events);
+    assert_eq!(progress.messages.len(), 2);
+    assert!(!progress.taken.is_empty() && progress.current.is_some());
+    let body = WorkflowProgress {
+        run: run_id(),
+        workflow: "wf".into(),
+        progress: progress.clone(),
+    };
+    assert_conforms("WorkflowProgress", &serde_json::to_value(&body).unwrap());
+    let messages = MessageList {
+        messages: progress.messages,
+    };
+    assert_conforms("MessageList", &serde_json::to_value(&messages).unwrap());
+    // A message receipt: the wire type writes what the engine's does (the CLI reads it as that).
+    let receipt: engine::workflow::messages::MessageReceipt =
+        serde_json::from_value(json!({"seq": 4, "from": "review", "to": null, "verdict": "approve", "hop": 2}))
+            .unwrap();
+    let engine_json = serde_json::to_value(&receipt).unwrap();
+    let wire_json = serde_json::to_value(MessageReceipt::from(receipt)).unwrap();
+    assert_eq!(wire_json, engine_json);
+    assert_conforms("MessageReceipt", &wire_json);
+    // Workflow definitions, valid and not, as the engine lists them.
+    let repo = tempfile::tempdir().unwrap();
+    let wf_dir = repo.path().join(engine::workflow::REPO_DIR);
+    std::fs::create_dir_all(&wf_dir).unwrap();
+    std::fs::write(
+        wf_dir.join("ok.toml"),
+        "name = \"ok\"\ndescription = \"d\"\n[[steps]]\nid = \"only\"\ngate = \"true\"\n",
+    )
+    .unwrap();
+    std::fs::write(wf_dir.join("broken.toml"), "name = ").unwrap();
+    let workflows: Vec<WorkflowEntry> = engine::workflow::list(repo.path(), None, None)
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    assert_eq!(workflows.len(), 2);
+    let listed = serde_json::to_value(WorkflowList { workflows }).unwrap();
+    assert_conforms("WorkflowList", &listed);
+    let engine_listed = serde_json::to_value(engine::workflow::list(repo.path(), None, None)).unwrap();
+    assert_eq!(
+        listed["workflows"], engine_listed,
+        "the same JSON as `agentctl workflows --json`"
+    );
+
     // A wrong answer is caught.
     let mut bad = serde_json::to_value(&list).unwrap();
     bad["checkpoints"][0]["trigger"] = "sometimes".into();
@@ -506,6 +577,7 @@ fn request_schemas_accept_what_handlers_accept() {
     for ok in [
         json!({"repo": "/r", "agent": "claude-code"}),
         json!({"repo": "/r", "id": "fix-1", "command": ["sh", "-c", "true"], "checkpoints": {"watch": false}}),
+        json!({"repo": "/r", "workflow": "review-loop", "prompt": "fix it"}),
     ] {
         serde_json::from_value::<CreateRun>(ok.clone()).unwrap();
         conforms(doc, &create, &ok, "createRun").unwrap();
@@ -527,6 +599,32 @@ fn request_schemas_accept_what_handlers_accept() {
     assert!(conforms(doc, &rollback, &json!({"to": true}), "rollback").is_err());
     let checkpoint = body_schema("/v1/runs/{id}/checkpoints", "post");
     conforms(doc, &checkpoint, &json!({"message": "m"}), "checkpoint").unwrap();
+    let send = body_schema("/v1/runs/{id}/messages", "post");
+    for ok in [
+        json!({"text": "hi"}),
+        json!({"text": "", "to": "review", "verdict": "changes_requested", "from": "code"}),
+        // As `agentctl msg send` sends it through a daemon.
+        json!({"text": "hi", "to": null, "verdict": null, "from": null}),
+    ] {
+        serde_json::from_value::<SendMessage>(ok.clone()).unwrap();
+        conforms(doc, &send, &ok, "sendRunMessage").unwrap();
+    }
+    for bad in [json!({}), json!({"text": "x", "nope": 1}), json!({"text": 1})] {
+        assert!(serde_json::from_value::<SendMessage>(bad.clone()).is_err());
+        assert!(conforms(doc, &send, &bad, "sendRunMessage").is_err(), "{bad}");
+    }
+    let resume = body_schema("/v1/runs/{id}/resume", "post");
+    for ok in [
+        json!({}),
+        json!({"launch_env": {"PATH": "/bin"}}),
+        json!({"launch_env": null}),
+    ] {
+        serde_json::from_value::<ResumeRun>(ok.clone()).unwrap();
+        conforms(doc, &resume, &ok, "resumeRun").unwrap();
+    }
+    let bad = json!({"launch_env": {"PATH": 1}});
+    assert!(serde_json::from_value::<ResumeRun>(bad.clone()).is_err());
+    assert!(conforms(doc, &resume, &bad, "resumeRun").is_err());
 }
 
 /// A provider with no runs.

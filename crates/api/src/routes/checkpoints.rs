@@ -11,7 +11,7 @@ use engine::{CheckpointInfo, DiffTo, RollbackInfo};
 use model::CheckpointRef;
 use serde_json::Value;
 
-use crate::params::{Body, Query};
+use crate::params::{Body, OptionalBody, Query};
 use crate::wire::{CheckpointList, CreateCheckpoint, Rollback};
 use crate::{ApiError, AppState, blocking};
 
@@ -34,23 +34,10 @@ pub async fn list(State(state): State<AppState>, Path(id): Path<String>) -> Resu
 pub async fn create(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    OptionalBody(body): OptionalBody<CreateCheckpoint>,
 ) -> Result<(StatusCode, Json<CheckpointInfo>), ApiError> {
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(model::ErrorCode::PayloadTooLarge, "the request body is too large")
-        } else {
-            ApiError::invalid(r.body_text())
-        }
-    })?;
     // The body is optional: none means no message.
-    let message = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        serde_json::from_slice::<CreateCheckpoint>(&body)
-            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))?
-            .message
-    };
+    let message = body.and_then(|b| b.message);
     let info = blocking(&state, move |engine| {
         let id = engine.resolve(&id)?;
         Ok(engine.checkpoint(&id, message)?)

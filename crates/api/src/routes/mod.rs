@@ -7,6 +7,7 @@ mod events;
 mod maintenance;
 mod runs;
 mod system;
+mod workflows;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -35,6 +36,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/runs/{id}/diff", get(checkpoints::diff))
         .route("/v1/runs/{id}/rollback", post(checkpoints::rollback))
+        .route("/v1/runs/{id}/workflow", get(workflows::progress))
+        .route("/v1/runs/{id}/messages", get(workflows::messages).post(workflows::send))
+        .route("/v1/runs/{id}/resume", post(workflows::resume))
+        .route("/v1/workflows", get(workflows::list))
         .route("/v1/events", get(events::list))
         .route("/v1/gc", post(maintenance::gc))
         .route("/v1/reconcile", post(maintenance::reconcile))

@@ -63,7 +63,12 @@ pub async fn create(
     }
     // Strings that become paths, arguments or environment cannot hold NUL.
     no_nul("repo", &body.repo.to_string_lossy())?;
-    for (what, text) in [("agent", &body.agent), ("prompt", &body.prompt), ("base", &body.base)] {
+    for (what, text) in [
+        ("agent", &body.agent),
+        ("prompt", &body.prompt),
+        ("base", &body.base),
+        ("workflow", &body.workflow),
+    ] {
         no_nul(what, text.as_deref().unwrap_or(""))?;
     }
     for arg in &body.command {
@@ -93,6 +98,7 @@ pub async fn create(
         keep: body.keep,
         checkpoints: body.checkpoints,
         launch_env: body.launch_env,
+        workflow: body.workflow,
     };
     let created = blocking(&state, move |engine| Ok(engine.create_run(req)?)).await?;
     let status = if created.created {

@@ -54,14 +54,16 @@ pub async fn agents(State(state): State<AppState>, q: Query) -> Result<Json<Agen
             Some(dir) => Some(vcs_toplevel(&dir)?),
             None => None,
         };
-        engine::availability::agent_rows(engine.config().user_agents_file.as_deref(), repo.as_deref(), versions)
-            .map_err(ApiError::from)
+        let mut rows =
+            engine::availability::agent_rows(engine.config().user_agents_file.as_deref(), repo.as_deref(), versions)?;
+        engine.fill_stats(&mut rows)?;
+        Ok(rows)
     })
     .await?;
     Ok(Json(AgentList { agents: rows }))
 }
 
-fn vcs_toplevel(dir: &std::path::Path) -> Result<std::path::PathBuf, ApiError> {
+pub(super) fn vcs_toplevel(dir: &std::path::Path) -> Result<std::path::PathBuf, ApiError> {
     if !dir.is_absolute() {
         return Err(ApiError::invalid(format!(
             "repo must be an absolute path, not {}",

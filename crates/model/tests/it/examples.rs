@@ -113,3 +113,117 @@ fn rejections_are_reported_precisely() {
     assert_eq!(err.to_string(), "event `preparing` is not allowed in state (none)");
     assert_eq!(replay(&[]), Ok(None));
 }
+
+fn step_started(hop: u32) -> EventData {
+    EventData::StepStarted {
+        step: "code".into(),
+        hop,
+        attempt: 1,
+        cycle: 1,
+        max_cycles: 1,
+        remaining_hops: 3,
+        agent: Some("coder".into()),
+        gate: None,
+        prompt: Some("task".into()),
+        delivered: vec![],
+        from_checkpoint: Some(0),
+    }
+}
+
+fn step_finished(hop: u32) -> EventData {
+    EventData::StepFinished {
+        step: "code".into(),
+        hop,
+        attempt: 1,
+        exit_code: Some(0),
+        signal: None,
+        verdict: "success".into(),
+        checkpoint: Some(hop),
+        next: Some("code".into()),
+        edge: Some(0),
+        end: None,
+        elapsed_ms: 1,
+    }
+}
+
+fn interrupted() -> EventData {
+    EventData::Interrupted {
+        reason: "supervisor gone".into(),
+        detected_by: "test".into(),
+    }
+}
+
+#[test]
+fn a_workflow_runs_steps_and_is_resumed_after_an_interruption() {
+    let resumed = EventData::WorkflowResumed {
+        reason: "r".into(),
+        step: Some("code".into()),
+        hop: Some(2),
+        saved_checkpoint: Some(2),
+        restored_to: Some(1),
+    };
+    let path = [
+        created(),
+        preparing(),
+        worktree_ready(),
+        step_started(1),
+        started(),
+        exited(Some(0)),
+        step_finished(1),
+        step_started(2),
+        started(),
+        interrupted(),
+        preparing(),
+        resumed,
+        step_started(2),
+        started(),
+        exited(Some(0)),
+        step_finished(2),
+        finished(Succeeded),
+    ];
+    let states: Vec<_> = (1..=path.len()).map(|n| run(&path[..n]).unwrap()).collect();
+    assert_eq!(
+        states,
+        [
+            Pending,
+            Preparing,
+            Preparing,
+            Preparing,
+            Running,
+            Running,
+            Running,
+            Running,
+            Running,
+            Interrupted,
+            Preparing,
+            Preparing,
+            Preparing,
+            Running,
+            Running,
+            Running,
+            Succeeded
+        ]
+    );
+}
+
+#[test]
+fn an_interrupted_run_takes_only_a_new_supervisor_a_stop_or_lost() {
+    assert_eq!(transition(Some(Interrupted), &preparing()), Ok(Preparing));
+    assert_eq!(transition(Some(Interrupted), &finished(Cancelled)), Ok(Cancelled));
+    assert_eq!(transition(Some(Interrupted), &lost()), Ok(Lost));
+    for ev in [
+        started(),
+        step_started(1),
+        hook("pre-run"),
+        stop(StopReason::User),
+        interrupted(),
+    ] {
+        assert!(transition(Some(Interrupted), &ev).is_err(), "{}", ev.kind());
+    }
+    // Only a run a supervisor owns can be interrupted, and workflow records need one too.
+    for st in [Pending, Succeeded, Lost] {
+        assert!(transition(Some(st), &interrupted()).is_err(), "from {st}");
+    }
+    assert!(transition(Some(Pending), &step_started(1)).is_err());
+    assert!(!Interrupted.is_terminal() && !Interrupted.needs_supervisor());
+}

@@ -17,6 +17,7 @@ pub fn created() -> EventData {
         idle_timeout_ms: None,
         keep: false,
         checkpoints: Default::default(),
+        workflow: None,
     };
     let plan = LaunchPlan {
         argv: vec!["claude".into(), "-p".into(), "fix the flaky test".into()],
@@ -31,6 +32,7 @@ pub fn created() -> EventData {
         provider: "local".into(),
         grace_ms: 5000,
         max_concurrent: None,
+        workflow: None,
     };
     EventData::Created {
         spec: Box::new(spec),

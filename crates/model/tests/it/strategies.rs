@@ -73,6 +73,7 @@ pub fn spec() -> impl Strategy<Value = RunSpec> {
                 idle_timeout_ms,
                 keep,
                 checkpoints: Default::default(),
+                workflow: None,
             },
         )
 }
@@ -113,6 +114,7 @@ pub fn plan() -> impl Strategy<Value = LaunchPlan> {
                     provider,
                     grace_ms,
                     max_concurrent: None,
+                    workflow: None,
                 }
             },
         )

@@ -31,6 +31,7 @@ pub fn spec(agent: &str, labels: &[(&str, &str)]) -> RunSpec {
         idle_timeout_ms: Some(600_000),
         keep: labels.iter().any(|(k, _)| *k == "keep"),
         checkpoints: Default::default(),
+        workflow: None,
     }
 }
 
@@ -48,6 +49,7 @@ pub fn plan(layout: &StateLayout, id: &RunId) -> LaunchPlan {
         provider: "local".into(),
         grace_ms: 2000,
         max_concurrent: None,
+        workflow: None,
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use model::outcome::{self, StopReason};
 use model::provider::{ControlRequest, Stream};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use model::{CheckpointPolicy, CheckpointTrigger, EventData, LaunchPlan, PromptVia, RunId, RunSpec, RunState};
@@ -21,6 +21,10 @@ use vcs::Git;
 
 use crate::checkpointer::Checkpointer;
 use crate::hooks;
+
+mod workflow;
+
+pub use workflow::MessageReceipt;
 
 /// Hooks get at most this long when the run has no timeout.
 const HOOK_LIMIT: Duration = Duration::from_secs(600);
@@ -69,9 +73,15 @@ pub fn run_supervisor(layout: StateLayout, id: &RunId) -> i32 {
     // Events before the agent starts are durable in the log; projecting them waits until the
     // agent runs (launch latency is a benchmarked figure). Readers catch up from the log anyway.
     writer.set_deferred(true);
-    if writer.state() != Some(RunState::Pending) {
-        tracing::info!(state = ?writer.state(), "run is not pending; nothing to do");
-        return 0;
+    let is_workflow = matches!(writer.events().first().map(|e| &e.data),
+        Some(EventData::Created { plan, .. }) if plan.workflow.is_some());
+    match writer.state() {
+        Some(RunState::Pending) => {}
+        Some(RunState::Interrupted) if is_workflow => {}
+        state => {
+            tracing::info!(?state, "run is not pending; nothing to do");
+            return 0;
+        }
     }
     let Some(EventData::Created { spec, plan }) = writer.events().first().map(|e| e.data.clone()) else {
         tracing::error!("run has no created event");
@@ -189,6 +199,8 @@ fn supervise_run(
     rx: &Receiver<LoopEvent>,
 ) -> Result<(), store::StoreError> {
     let id = w.id().clone();
+    // A workflow whose supervisor vanished is taken up again from its last completed step.
+    let resuming = w.state() == Some(RunState::Interrupted);
     // A slot first, when active runs are capped: the run waits `pending` until one is free.
     let _slot = match plan.max_concurrent {
         Some(limit) => {
@@ -219,13 +231,33 @@ fn supervise_run(
         supervisor_start_time: start_time,
     })?;
 
-    // The worktree.
-    {
+    // The worktree (made once: a resumed workflow finds it where the first supervisor left it).
+    let ready = w
+        .events()
+        .iter()
+        .any(|e| matches!(e.data, EventData::WorktreeReady { .. }));
+    if ready {
+        if !plan.worktree.is_dir() {
+            return finish(
+                w,
+                RunState::Failed,
+                format!("cannot resume: the worktree {} is gone", plan.worktree.display()),
+            );
+        }
+    } else {
         let _span = tracing::info_span!("run.prepare").entered();
         let t = Instant::now();
         let added = crate::repo_lock::lock_repo(layout, &spec.repo).and_then(|_lock| {
-            Git::new(&spec.repo)
-                .worktree_add(&plan.worktree, &plan.branch, &plan.base_commit)
+            let git = Git::new(&spec.repo);
+            if resuming {
+                // A supervisor that died while making the worktree may have left it half made;
+                // nothing has worked in it yet.
+                git.worktree_remove(&plan.worktree)?;
+                if git.branch_exists(&plan.branch)? {
+                    git.delete_branch(&plan.branch)?;
+                }
+            }
+            git.worktree_add(&plan.worktree, &plan.branch, &plan.base_commit)
                 .map_err(crate::EngineError::from)
         });
         if let Err(e) = added {
@@ -246,11 +278,19 @@ fn supervise_run(
         );
     }
     let env = base_env(&id, layout, plan);
+    let pre_run_done = resuming
+        && w.events()
+            .iter()
+            .any(|e| matches!(&e.data, EventData::HookFinished { hook, exit_code: Some(0), .. } if hook == "pre-run"));
     let mut stop_reason = None;
-    let pre = run_hook(w, "pre-run", spec, plan, &env, &mut || {
-        stop_reason = early_stop(files, rx);
-        stop_reason.is_some()
-    })?;
+    let pre = if pre_run_done {
+        None
+    } else {
+        run_hook(w, "pre-run", spec, plan, &env, &mut || {
+            stop_reason = early_stop(files, rx);
+            stop_reason.is_some()
+        })?
+    };
     if let Some(r) = pre {
         if let (true, Some(reason)) = (r.stopped, stop_reason) {
             return finish(
@@ -275,41 +315,9 @@ fn supervise_run(
         );
     }
 
-    // The agent.
-    let prompt = spec.prompt.clone().unwrap_or_default();
-    if let Some(path) = &plan.prompt_file
-        && let Err(e) = std::fs::write(path, &prompt)
-    {
-        return finish(
-            w,
-            RunState::Failed,
-            format!("cannot write prompt file {}: {e}", path.display()),
-        );
-    }
-    let mut proc_env: Vec<(OsString, OsString)> = Vec::new();
-    match agents::config::read_dotenv(&spec.repo) {
-        Ok(vars) => proc_env.extend(vars.into_iter().map(|(k, v)| (k.into(), v.into()))),
+    let dotenv: Vec<(OsString, OsString)> = match agents::config::read_dotenv(&spec.repo) {
+        Ok(vars) => vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
         Err(e) => return finish(w, RunState::Failed, format!("cannot read .env: {e}")),
-    }
-    proc_env.extend(plan.env.iter().map(|(k, v)| (k.into(), v.into())));
-    proc_env.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
-    if let Some(p) = &spec.prompt
-        && p.len() <= 64 * 1024
-    {
-        proc_env.push(("AGENTCTL_PROMPT".into(), p.into()));
-    }
-    let process = ProcessSpec {
-        argv: plan.argv.clone(),
-        cwd: plan.worktree.clone(),
-        env: proc_env,
-        env_remove: Vec::new(),
-        stdin: (plan.prompt_via == PromptVia::Stdin).then(|| prompt.clone().into_bytes()),
-        tty: plan.tty,
-    };
-    let limits = Limits {
-        timeout: spec.timeout_ms.map(Duration::from_millis),
-        idle_timeout: spec.idle_timeout_ms.map(Duration::from_millis),
-        grace: Duration::from_millis(plan.grace_ms),
     };
     let output = match OutputWriter::open(&files.output_path()) {
         Ok(o) => o,
@@ -332,7 +340,9 @@ fn supervise_run(
         None
     };
     let mut checkpointer = open_checkpointer(w, layout, &id, plan);
-    if let Some(cp) = &mut checkpointer {
+    if let Some(cp) = &mut checkpointer
+        && cp.last_number().is_none()
+    {
         record_checkpoint(cp, w, CheckpointTrigger::Baseline, None, false)?;
     }
     let mut sink = EngineSink {
@@ -352,10 +362,19 @@ fn supervise_run(
         pgid: None,
         control_idle: None,
         trim_at: None,
+        step: None,
     };
-    let end = {
-        let _span = tracing::info_span!("run.agent", agent.name = %spec.agent).entered();
-        sup::supervise(&process, limits, tx, rx, &mut sink)
+    let ctx = RunContext {
+        id: &id,
+        spec,
+        plan,
+        env: &env,
+        dotenv: &dotenv,
+        files,
+    };
+    let ended = match &plan.workflow {
+        None => run_agent(&mut sink, &ctx, tx, rx),
+        Some(wf) => workflow::run_steps(&mut sink, &ctx, wf, resuming, tx, rx),
     };
     // The change log gets what the watcher saw last; the final checkpoint reads everything.
     sink.record_changes();
@@ -373,25 +392,18 @@ fn supervise_run(
     if let Some(e) = error {
         return Err(e);
     }
-    let end = match end {
-        Ok(end) => end,
-        Err(e) => {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                " (is the program on PATH or in the repo?)"
-            } else {
-                ""
-            };
-            return finish(
-                w,
-                RunState::Failed,
-                format!("cannot start `{}`: {e}{hint}", plan.argv.join(" ")),
-            );
+    let end = match ended? {
+        Ended::Done(end) => end,
+        Ended::NotStarted(reason) => return finish(w, RunState::Failed, reason),
+        Ended::Interrupted => {
+            end_leftovers(w, Duration::from_millis(plan.grace_ms))?;
+            tracing::info!("workflow interrupted; it waits to be resumed");
+            return Ok(());
         }
     };
-    let (state, reason) = outcome::decide(end.stop, &end.exit);
 
     let mut post_env = env.clone();
-    post_env.push(("AGENTCTL_RUN_STATE".to_owned(), state.as_str().to_owned()));
+    post_env.push(("AGENTCTL_RUN_STATE".to_owned(), end.state.as_str().to_owned()));
     if let Some(code) = end.exit.exit_code {
         post_env.push(("AGENTCTL_EXIT_CODE".to_owned(), code.to_string()));
     }
@@ -405,14 +417,121 @@ fn supervise_run(
     if let Some(mut cp) = checkpointer {
         record_checkpoint(&mut cp, w, CheckpointTrigger::Final, None, false)?;
     }
-    tracing::info!(run.state = state.as_str(), reason = %reason, "run finished");
+    tracing::info!(run.state = end.state.as_str(), reason = %end.reason, "run finished");
     w.append(EventData::Finished {
-        state,
-        reason,
+        state: end.state,
+        reason: end.reason,
         exit_code: end.exit.exit_code,
         signal: end.exit.signal,
     })?;
     Ok(())
+}
+
+/// What the supervisor needs to start the run's processes.
+pub(crate) struct RunContext<'a> {
+    id: &'a RunId,
+    spec: &'a RunSpec,
+    plan: &'a LaunchPlan,
+    /// `AGENTCTL_*` variables every process of the run gets.
+    env: &'a [(String, String)],
+    /// The repository's `.env`.
+    dotenv: &'a [(OsString, OsString)],
+    files: &'a RunFiles,
+}
+
+/// How the run's work ended.
+pub(crate) struct RunEnd {
+    state: RunState,
+    reason: String,
+    /// The last process's exit.
+    exit: outcome::ExitInfo,
+}
+
+pub(crate) enum Ended {
+    /// The agent (or the workflow) ran; the post-run hook and final checkpoint follow.
+    Done(RunEnd),
+    /// The agent could not be started: the run fails at once.
+    NotStarted(String),
+    /// A workflow was interrupted (the supervisor was signalled) and recorded so: it ends
+    /// here without an outcome, to be resumed.
+    Interrupted,
+}
+
+/// The environment of a process of the run: the repository's `.env`, then `extra`, then the
+/// run's own variables.
+fn process_env(
+    ctx: &RunContext<'_>,
+    extra: &[&BTreeMap<String, String>],
+    prompt: Option<&str>,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = ctx.dotenv.to_vec();
+    for vars in extra {
+        env.extend(vars.iter().map(|(k, v)| (k.into(), v.into())));
+    }
+    env.extend(ctx.env.iter().map(|(k, v)| (k.into(), v.into())));
+    if let Some(p) = prompt
+        && p.len() <= 64 * 1024
+    {
+        env.push(("AGENTCTL_PROMPT".into(), p.into()));
+    }
+    env
+}
+
+/// A single agent: run it to the end.
+fn run_agent(
+    sink: &mut EngineSink<'_, '_>,
+    ctx: &RunContext<'_>,
+    tx: std::sync::mpsc::SyncSender<LoopEvent>,
+    rx: &Receiver<LoopEvent>,
+) -> Result<Ended, store::StoreError> {
+    let (spec, plan) = (ctx.spec, ctx.plan);
+    let prompt = spec.prompt.clone().unwrap_or_default();
+    if let Some(path) = &plan.prompt_file
+        && let Err(e) = std::fs::write(path, &prompt)
+    {
+        return Ok(Ended::NotStarted(format!(
+            "cannot write prompt file {}: {e}",
+            path.display()
+        )));
+    }
+    let process = ProcessSpec {
+        argv: plan.argv.clone(),
+        cwd: plan.worktree.clone(),
+        env: process_env(ctx, &[&plan.env], spec.prompt.as_deref()),
+        env_remove: Vec::new(),
+        stdin: (plan.prompt_via == PromptVia::Stdin).then(|| prompt.clone().into_bytes()),
+        tty: plan.tty,
+    };
+    let limits = Limits {
+        timeout: spec.timeout_ms.map(Duration::from_millis),
+        idle_timeout: spec.idle_timeout_ms.map(Duration::from_millis),
+        grace: Duration::from_millis(plan.grace_ms),
+    };
+    let end = {
+        let _span = tracing::info_span!("run.agent", agent.name = %spec.agent).entered();
+        sup::supervise(&process, limits, tx, rx, sink)
+    };
+    Ok(match end {
+        Ok(end) => {
+            let (state, reason) = outcome::decide(end.stop, &end.exit);
+            Ended::Done(RunEnd {
+                state,
+                reason,
+                exit: end.exit,
+            })
+        }
+        Err(e) => Ended::NotStarted(start_error(&plan.argv, &e)),
+    })
+}
+
+/// Why a process could not be started, with a hint for a missing program.
+fn start_error(argv: &[String], e: &std::io::Error) -> String {
+    let hint = if e.kind() == std::io::ErrorKind::NotFound {
+        " (is the program on PATH or in the repo?)"
+    } else {
+        ""
+    };
+    format!("cannot start `{}`: {e}{hint}", argv.join(" "))
 }
 
 /// Opens the run's checkpoint session; a failure is recorded and the run goes on without
@@ -508,6 +627,8 @@ struct EngineSink<'w, 's> {
     pgid: Option<u32>,
     /// The control directory as last found empty (polled by one `stat` while it stays so).
     control_idle: Option<supervise::local::ControlStamp>,
+    /// The workflow step in progress (messages are accepted only then).
+    step: Option<workflow::StepContext>,
     /// When to give freed memory back to the system (after start-up and bursts of work).
     trim_at: Option<Instant>,
 }
@@ -669,6 +790,13 @@ impl Sink for EngineSink<'_, '_> {
             return Some(req);
         };
         self.trim_at = Some(Instant::now() + TRIM_AFTER);
+        if let ControlRequest::Message { .. } = &req {
+            let answer = self.record_message(&req);
+            if let Err(e) = self.files.answer(&request_id, &answer) {
+                tracing::warn!(error = %e, "cannot answer control request");
+            }
+            return None;
+        }
         let answer = match &mut self.checkpointer {
             Some(cp) => {
                 let pgid = self.pgid;

@@ -1,0 +1,151 @@
+//! The router through the CLI: `route` ranks only installed agents, `run --agent auto` runs the
+//! first and records the advice, `route --eval` measures a labeled set, and `agents` shows
+//! recent outcomes.
+
+use serde_json::Value;
+
+use crate::harness::{Env, git};
+
+/// A repository with three agents: two installed scripts and one whose program is missing.
+fn env_with_agents() -> Env {
+    let env = Env::new();
+    let dir = env.repo.join(".agentctl");
+    std::fs::create_dir_all(env.repo.join("agents")).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("agents.toml"),
+        r#"
+[agents.tester]
+command = ["./agents/ok.sh", "{prompt}"]
+tags = ["test", "unit", "coverage"]
+description = "Writes unit and integration tests"
+
+[agents.writer]
+command = ["./agents/ok.sh", "{prompt}"]
+tags = ["docs", "readme"]
+description = "Writes documentation and READMEs"
+
+[agents.auditor]
+command = ["no-such-auditor-binary", "{prompt}"]
+tags = ["security", "audit", "test"]
+description = "Audits code for vulnerabilities and writes security tests"
+"#,
+    )
+    .unwrap();
+    let script = env.repo.join("agents/ok.sh");
+    std::fs::write(&script, "#!/bin/sh\necho \"did: $1\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    git(&env.repo, &["add", "-A"]);
+    git(&env.repo, &["commit", "-qm", "agents"]);
+    env
+}
+
+fn agents_of(v: &Value) -> Vec<String> {
+    v["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["agent"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn route_ranks_installed_agents_and_never_recommends_a_missing_one() {
+    let env = env_with_agents();
+    let (v, out) = env.json(&["route", "add unit tests for the security audit log"]);
+    assert!(out.status.success());
+    let agents = agents_of(&v);
+    assert_eq!(agents.first().map(String::as_str), Some("tester"), "{v}");
+    assert!(
+        !agents.contains(&"auditor".to_owned()),
+        "an unavailable agent was recommended: {v}"
+    );
+    let first = &v["recommendations"][0];
+    let c = first["confidence"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&c), "{first}");
+    assert!(!first["reasons"].as_array().unwrap().is_empty(), "{first}");
+    assert!(v["elapsed_ms"].as_f64().is_some());
+    let (v, _) = env.json(&["route", "update the README"]);
+    assert_eq!(agents_of(&v).first().map(String::as_str), Some("writer"), "{v}");
+}
+
+#[test]
+fn run_with_agent_auto_runs_the_first_recommendation_and_records_the_advice() {
+    let env = env_with_agents();
+    let id = env.start(&["--agent", "auto", "write unit tests with good coverage"]);
+    let done = env.wait(&id);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["agent"], "tester");
+    let events = env.events(&id);
+    let routed = events
+        .iter()
+        .find(|e| e["data"]["type"] == "routed")
+        .expect("a routed event");
+    assert_eq!(routed["seq"], 2, "recorded right after created");
+    assert_eq!(routed["data"]["chosen"], "tester");
+    assert_eq!(routed["data"]["recommendations"][0]["agent"], "tester");
+    // No task, or nothing that fits: a clear error, no run.
+    let out = env.run(&["run", "--agent", "auto", "--", "true"]);
+    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env.run(&["run", "--agent", "auto", "zzz qqq"]);
+    assert_eq!(out.status.code(), Some(66), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no available agent"));
+}
+
+#[test]
+fn route_eval_prints_accuracy_and_latency() {
+    let env = env_with_agents();
+    let set = env.dir.path().join("set.jsonl");
+    std::fs::write(
+        &set,
+        "{\"task\": \"raise the test coverage of the parser\", \"expected\": \"tester\"}\n\
+         {\"task\": \"document the config options in the README\", \"expected\": \"writer\"}\n\
+         {\"task\": \"audit for vulnerabilities\", \"expected\": \"auditor\"}\n",
+    )
+    .unwrap();
+    let registry = env.repo.join(".agentctl/agents.toml");
+    let (v, out) = env.json(&[
+        "route",
+        "--eval",
+        set.to_str().unwrap(),
+        "--agents",
+        registry.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // With its own registry every agent counts as installed: all three are found.
+    assert_eq!(v["cases"], 3);
+    assert_eq!(v["top1"], 1.0, "{v}");
+    assert!(v["p99_ms"].as_f64().unwrap() >= v["p50_ms"].as_f64().unwrap());
+    let text = String::from_utf8_lossy(&env.run(&["route", "--eval", set.to_str().unwrap()]).stdout).into_owned();
+    assert!(text.contains("top-1") && text.contains("p99"), "{text}");
+    let bad = env.run(&["route", "--eval", "/nonexistent.jsonl"]);
+    assert_eq!(bad.status.code(), Some(64));
+}
+
+#[test]
+fn agents_show_recent_outcomes() {
+    let env = env_with_agents();
+    for task in ["write unit tests", "write more unit tests"] {
+        let id = env.start(&["--agent", "tester", task]);
+        env.wait(&id);
+    }
+    let id = env.start(&["--", "false"]);
+    env.wait(&id);
+    let (v, _) = env.json(&["agents", "--no-version"]);
+    let row = |name: &str| {
+        v["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("tester")["stats"]["runs"], 2, "{v}");
+    assert_eq!(row("tester")["stats"]["success_rate"], 1.0);
+    assert!(row("tester")["stats"]["median_duration_ms"].as_u64().is_some());
+    assert_eq!(row("command")["stats"]["succeeded"], 0);
+    assert!(row("writer").get("stats").is_none());
+    assert_eq!(row("tester")["tags"], serde_json::json!(["test", "unit", "coverage"]));
+}

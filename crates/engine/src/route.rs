@@ -1,0 +1,130 @@
+//! Routing: which agent fits a task. The engine describes every agent of the registry to the
+//! router (tags, description, whether it is installed, its recent outcomes and the prompts of
+//! its recent successful runs) and returns the router's ranked recommendations. `run --agent
+//! auto` takes the first one and records the recommendations and the choice as a `routed`
+//! event. The router informs; the caller decides.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use model::event::RouteRecommendation;
+use model::{ErrorCode, RunState};
+use serde::Serialize;
+
+use crate::{Engine, EngineError, availability};
+
+/// The agent name that asks the router to pick.
+pub const AUTO: &str = "auto";
+
+/// How many recent successful prompts per agent the router learns from.
+const EXAMPLES_PER_AGENT: usize = 50;
+
+/// The router's answer for one task.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct RouteResult {
+    pub recommendations: Vec<RouteRecommendation>,
+    /// Time to build the candidates and rank them.
+    pub elapsed_ms: f64,
+}
+
+impl Engine {
+    /// Ranks the agents available for `task` (agents of `repo` included). `path` is the PATH
+    /// availability is judged on (this process's when `None`).
+    pub fn route(
+        &self,
+        task: &str,
+        repo: Option<&Path>,
+        path: Option<&std::ffi::OsStr>,
+    ) -> Result<RouteResult, EngineError> {
+        let started = Instant::now();
+        let candidates = self.route_candidates(repo, path)?;
+        let recommendations = router::Router::new(candidates)
+            .recommend(task)
+            .into_iter()
+            .map(|r| RouteRecommendation {
+                agent: r.agent,
+                confidence: r.confidence,
+                reasons: r.reasons,
+            })
+            .collect();
+        Ok(RouteResult {
+            recommendations,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+
+    /// Every agent of the registry (but `command`) as the router sees it: tags, description,
+    /// whether its program is found on `path`, its recent outcomes and successful prompts.
+    pub fn route_candidates(
+        &self,
+        repo: Option<&Path>,
+        path: Option<&std::ffi::OsStr>,
+    ) -> Result<Vec<router::Candidate>, EngineError> {
+        let registry = agents::load_registry(self.config.user_agents_file.as_deref(), repo)?;
+        let stats = self.agent_stats()?;
+        let examples = self.recent_successes()?;
+        let env_path = std::env::var_os("PATH");
+        let path = path.or(env_path.as_deref());
+        Ok(registry
+            .iter()
+            // `command` runs whatever it is given: nothing to recommend.
+            .filter(|(name, _, _)| *name != agents::presets::COMMAND)
+            .map(|(name, def, _)| router::Candidate {
+                name: name.to_owned(),
+                tags: def.tags.clone(),
+                description: def.description.clone(),
+                available: def
+                    .program()
+                    .and_then(|p| availability::locate_on(p, repo, path))
+                    .is_some(),
+                history: stats.get(name).map(|s| router::History {
+                    runs: s.runs,
+                    succeeded: s.succeeded,
+                }),
+                examples: examples.get(name).cloned().unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// The prompts of each agent's most recent succeeded runs.
+    fn recent_successes(&self) -> Result<BTreeMap<String, Vec<String>>, EngineError> {
+        let runs = self.store.list(&store::RunFilter {
+            states: vec![RunState::Succeeded],
+            ..Default::default()
+        })?;
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for r in runs {
+            let Some(prompt) = r.prompt else { continue };
+            let list = out.entry(r.agent).or_default();
+            if list.len() < EXAMPLES_PER_AGENT {
+                list.push(prompt);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The agent `--agent auto` runs for `task`, with the router's answer.
+    pub(crate) fn route_for_run(
+        &self,
+        task: Option<&str>,
+        repo: &Path,
+        path: Option<&std::ffi::OsStr>,
+    ) -> Result<(String, RouteResult), EngineError> {
+        let Some(task) = task.filter(|t| !t.trim().is_empty()) else {
+            return Err(EngineError::new(
+                ErrorCode::InvalidArgument,
+                "--agent auto needs a task to route",
+            ));
+        };
+        let result = self.route(task, Some(repo), path)?;
+        match result.recommendations.first() {
+            Some(best) => Ok((best.agent.clone(), result)),
+            None => Err(EngineError::new(
+                ErrorCode::AgentNotFound,
+                "the router found no available agent for this task",
+            )
+            .hint("name one with --agent (see `agentctl agents` and `agentctl route TASK`)")),
+        }
+    }
+}

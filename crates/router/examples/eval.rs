@@ -1,0 +1,74 @@
+//! Evaluates the router on a labelled set, like `agentctl route --eval`:
+//! `cargo run --release -p agentctl-router --example eval -- router/eval.jsonl [router/agents.toml]
+//! [--examples router/examples.jsonl]`.
+//!
+//! The registry file is read with the agents crate's loader; only its own agents are used (not
+//! the built-in presets). With `--examples`, the tasks of that set become the agents' examples
+//! (by expected agent) and the set is measured leave-one-out (`eval::evaluate_loo`): a task that
+//! is also an example never matches itself.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agents::Origin;
+use router::{Candidate, Router, eval};
+
+const USAGE: &str = "usage: eval SET.jsonl [AGENTS.toml] [--examples EXAMPLES.jsonl]";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err((code, message)) => {
+            eprintln!("{message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run() -> Result<eval::Report, (u8, String)> {
+    let mut positional = Vec::new();
+    let mut examples = None;
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--examples" {
+            let file = args.next().ok_or((2, USAGE.to_owned()))?;
+            examples = Some(PathBuf::from(file));
+        } else if arg.to_string_lossy().starts_with("--") {
+            return Err((2, USAGE.to_owned()));
+        } else {
+            positional.push(PathBuf::from(arg));
+        }
+    }
+    let (set, registry) = match positional.as_slice() {
+        [set] => (set.clone(), PathBuf::from("router/agents.toml")),
+        [set, registry] => (set.clone(), registry.clone()),
+        _ => return Err((2, USAGE.to_owned())),
+    };
+    let failed = |e: &dyn std::fmt::Display| (1, e.to_string());
+    let reg = agents::load_registry(Some(&registry), None).map_err(|e| failed(&e))?;
+    let pool = match &examples {
+        Some(file) => eval::examples_by_agent(&eval::load_cases(file).map_err(|e| failed(&e))?),
+        None => Default::default(),
+    };
+    let candidates: Vec<Candidate> = reg
+        .iter()
+        .filter(|(_, _, origin)| matches!(origin, Origin::File(_)))
+        .map(|(name, def, _)| Candidate {
+            name: name.to_owned(),
+            tags: def.tags.clone(),
+            description: def.description.clone(),
+            available: true,
+            history: None,
+            examples: pool.get(name).cloned().unwrap_or_default(),
+        })
+        .collect();
+    let cases = eval::load_cases(&set).map_err(|e| failed(&e))?;
+    Ok(if examples.is_some() {
+        eval::evaluate_loo(&candidates, &cases)
+    } else {
+        eval::evaluate(&Router::new(candidates), &cases)
+    })
+}

@@ -1,0 +1,116 @@
+//! The evaluation data in `router/` at the repository root: the registry parses with the agents
+//! crate's loader, every label names one of its agents, and the router's accuracy on the tuning
+//! set (`eval.jsonl`) does not regress, with and without the example pool (`examples.jsonl`,
+//! measured leave-one-out since the pool holds the same tasks). The sealed held-out set is
+//! measured by an ignored test.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use agents::Origin;
+use router::eval::{self, Case};
+use router::{Candidate, Router};
+
+fn data(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../router")
+        .join(file)
+}
+
+/// The registry's own agents (the loader also adds the built-in presets, which are left out),
+/// each with its examples from `pool`.
+fn candidates(pool: &BTreeMap<String, Vec<String>>) -> Vec<Candidate> {
+    let reg = agents::load_registry(Some(&data("agents.toml")), None).expect("router/agents.toml parses");
+    reg.iter()
+        .filter(|(_, _, origin)| matches!(origin, Origin::File(_)))
+        .map(|(name, def, _)| Candidate {
+            name: name.to_owned(),
+            tags: def.tags.clone(),
+            description: def.description.clone(),
+            available: true,
+            history: None,
+            examples: pool.get(name).cloned().unwrap_or_default(),
+        })
+        .collect()
+}
+
+fn cases(file: &str) -> Vec<Case> {
+    eval::load_cases(&data(file)).unwrap()
+}
+
+fn pool() -> BTreeMap<String, Vec<String>> {
+    eval::examples_by_agent(&cases("examples.jsonl"))
+}
+
+#[test]
+fn the_registry_parses_and_every_label_names_an_agent() {
+    let candidates = candidates(&BTreeMap::new());
+    assert!((8..=12).contains(&candidates.len()), "{} agents", candidates.len());
+    for c in &candidates {
+        assert!(!c.tags.is_empty() && !c.description.is_empty(), "{}", c.name);
+    }
+    let names: BTreeSet<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
+    let (tuning, examples) = (cases("eval.jsonl"), cases("examples.jsonl"));
+    assert!(tuning.len() >= 60, "{}", tuning.len());
+    // Every agent is expected somewhere in each set, and every label is an agent.
+    for set in [&tuning, &examples] {
+        let expected: BTreeSet<&str> = set.iter().map(|c| c.expected.as_str()).collect();
+        assert_eq!(expected, names);
+    }
+}
+
+/// Registry text and synonyms alone (no examples): 96.1% top-1 when tuning stopped.
+#[test]
+fn the_router_fits_the_tuning_set_without_examples() {
+    let router = Router::new(candidates(&BTreeMap::new()));
+    let report = eval::evaluate(&router, &cases("eval.jsonl"));
+    assert!(report.top1 >= 0.9, "{report}");
+    assert!(report.top3 >= report.top1, "{report}");
+}
+
+/// With the example pool, leave-one-out (no task is answered by finding itself among the
+/// examples): 97.8% top-1, 100% top-3 when tuning stopped.
+#[test]
+fn the_router_meets_the_goal_leave_one_out_on_the_tuning_set() {
+    let report = eval::evaluate_loo(&candidates(&pool()), &cases("eval.jsonl"));
+    assert!(report.top1 >= 0.9, "{report}");
+    assert!(report.top3 >= 0.97, "{report}");
+}
+
+/// The held-out sets: `holdout.jsonl` (60 tasks written, sealed, by someone who never saw the
+/// router, its registry or its data) and `holdout-earlier.jsonl` (48 tasks written before the
+/// current router was tuned, never looked at while tuning it), each measured once with the
+/// example pool as the agents' history. Their labels are agents of the registry and none of their
+/// tasks is an example. The floors are the measured figures (85.0% and 72.9% top-1), so a change
+/// that makes routing worse fails here; the goal, 90% top-1, is [`GOAL`] and not met yet.
+#[test]
+fn the_held_out_sets_keep_their_measured_accuracy() {
+    let pool = pool();
+    let candidates = candidates(&pool);
+    let names: BTreeSet<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
+    let examples: BTreeSet<&str> = pool.values().flatten().map(String::as_str).collect();
+    for (file, floor) in [("holdout.jsonl", 0.85), ("holdout-earlier.jsonl", 0.729)] {
+        let holdout = cases(file);
+        assert!(holdout.len() >= 40, "{file}");
+        for case in &holdout {
+            assert!(names.contains(case.expected.as_str()), "unknown agent in {case:?}");
+        }
+        // Held out means held out: no task of the set is an example.
+        assert!(holdout.iter().all(|c| !examples.contains(c.task.as_str())), "{file}");
+        let report = eval::evaluate(&Router::new(candidates.clone()), &holdout);
+        assert!(report.top1 >= floor - 1e-9, "{file}: {report}");
+        assert!(report.top3 >= 0.9, "{file}: {report}");
+    }
+}
+
+/// The goal for top-1 accuracy on tasks not tuned on.
+const GOAL: f64 = 0.9;
+
+/// The goal on the sealed set: not met (85.0%); kept so the gap stays visible.
+#[test]
+#[ignore = "the goal (90% top-1 on the sealed held-out set) is not met yet: 85.0% measured"]
+fn the_router_meets_the_goal_on_the_sealed_held_out_set() {
+    let pool = pool();
+    let report = eval::evaluate(&Router::new(candidates(&pool)), &cases("holdout.jsonl"));
+    assert!(report.top1 >= GOAL, "{report}");
+}
