@@ -49,6 +49,13 @@ pub fn render(template: Option<&str>, vars: &BTreeMap<&str, String>) -> String {
         out.push_str(&rest[..at]);
         let after = &rest[at + 2..];
         match after.split_once("}}") {
+            // `{{a {{task}}`: the placeholder is the innermost one; what precedes it is text.
+            Some((name, _)) if name.contains("{{") => {
+                let inner = name.rfind("{{").unwrap_or(0);
+                out.push_str("{{");
+                out.push_str(&name[..inner]);
+                rest = &after[inner..];
+            }
             Some((name, tail)) => {
                 let name = name.trim();
                 match (name, vars.get(name)) {
@@ -88,6 +95,7 @@ mod tests {
         assert!(e.contains("`{{tsak}}`"), "{e}");
         let vars = BTreeMap::from([("task", "fix {{cycle}}".to_owned()), ("cycle", "2".to_owned())]);
         assert_eq!(render(Some("T={{task}} c={{ cycle }}"), &vars), "T=fix {{cycle}} c=2");
+        assert_eq!(render(Some("{{a {{cycle}} {{"), &vars), "{{a 2 {{");
     }
 
     #[test]
