@@ -411,8 +411,16 @@ fn a_supervisor_killed_in_the_middle_of_each_step_restarts_it_from_its_start_che
             let after = &evs[at..];
             kinds(after, "started").count() == 1 && kinds(after, "step_finished").count() == 0
         });
-        std::thread::sleep(Duration::from_millis(300));
-        let pid = env.show(&id)["supervisor_pid"].as_u64().unwrap();
+        // The coder writes its notes first thing; the reviewer changes nothing.
+        let show = env.show(&id);
+        let notes = Path::new(show["worktree"].as_str().unwrap()).join("NOTES.tmp");
+        let start = Instant::now();
+        while hop % 2 == 1 && !notes.exists() {
+            assert!(start.elapsed() < Duration::from_secs(10), "the coder wrote no notes");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let pid = show["supervisor_pid"].as_u64().unwrap();
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
