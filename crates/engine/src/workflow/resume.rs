@@ -87,6 +87,13 @@ impl Engine {
             // from a shell that has it, rather than run its steps without.
             let missing = self.missing_secrets(&rec.id)?;
             if !missing.is_empty() {
+                // Said once per run, not every few seconds.
+                static TOLD: std::sync::Mutex<std::collections::BTreeSet<String>> =
+                    std::sync::Mutex::new(std::collections::BTreeSet::new());
+                let first = TOLD.lock().map(|mut t| t.insert(rec.id.to_string())).unwrap_or(true);
+                if !first {
+                    continue;
+                }
                 tracing::warn!(
                     run.id = %rec.id,
                     missing = %missing.join(", "),
