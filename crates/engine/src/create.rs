@@ -71,7 +71,9 @@ impl Engine {
         let span = tracing::info_span!(
             "run.create",
             run.id = tracing::field::Empty,
-            agent.name = tracing::field::Empty
+            agent.name = tracing::field::Empty,
+            router.choice = tracing::field::Empty,
+            router.confidence = tracing::field::Empty
         );
         let _enter = span.enter();
         let base = req.base.clone().unwrap_or_else(|| "HEAD".to_owned());
@@ -126,6 +128,11 @@ impl Engine {
         let agent = match (&req.agent, req.args.is_empty()) {
             (Some(a), _) if a == crate::route::AUTO => {
                 let (agent, result) = self.route_for_run(req.prompt.as_deref(), &repo, path.as_deref())?;
+                // The router's advice and the decision, on the span as in the `routed` event.
+                span.record("router.choice", agent.as_str());
+                if let Some(best) = result.recommendations.first() {
+                    span.record("router.confidence", best.confidence);
+                }
                 routed = Some(result);
                 agent
             }

@@ -85,6 +85,24 @@ fn run_with_agent_auto_runs_the_first_recommendation_and_records_the_advice() {
     assert_eq!(routed["seq"], 2, "recorded right after created");
     assert_eq!(routed["data"]["chosen"], "tester");
     assert_eq!(routed["data"]["recommendations"][0]["agent"], "tester");
+    // The advice and the choice are on the create span too.
+    let out = env
+        .cmd()
+        .args([
+            "-v",
+            "--log-format",
+            "json",
+            "run",
+            "--detach",
+            "--agent",
+            "auto",
+            "raise test coverage",
+        ])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains(r#""router.choice":"tester""#), "{log}");
+    assert!(log.contains(r#""router.confidence":"#), "{log}");
     // No task, or nothing that fits: a clear error, no run.
     let out = env.run(&["run", "--agent", "auto", "--", "true"]);
     assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
