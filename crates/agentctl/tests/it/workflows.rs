@@ -479,7 +479,12 @@ fn a_crash_while_resuming_is_resumed_again() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     resume_to_end(&env, &id);
     assert_review_completed(&env, &id);
-    assert_eq!(kinds(&env.events(&id), "workflow_resumed").count(), 2);
+    let events = env.events(&id);
+    let resumed: Vec<&Value> = kinds(&events, "workflow_resumed").collect();
+    assert_eq!(resumed.len(), 2);
+    // The second resume found the worktree as the first restored it: nothing to undo again.
+    assert_eq!(kinds(&events, "rolled_back").count(), 1, "{events:#?}");
+    assert!(resumed[1]["data"].get("restored_to").is_none(), "{}", resumed[1]);
 }
 
 #[test]

@@ -369,7 +369,10 @@ fn resume(sink: &mut EngineSink<'_, '_>) -> Result<(), store::StoreError> {
         (None, Some(next)) => format!("a new supervisor took the workflow up again; step `{next}` is next"),
         (None, None) => "a new supervisor took the workflow up again".to_owned(),
     };
-    if let (Some(c), Some(to)) = (&cut, cut.as_ref().and_then(|c| c.from_checkpoint)) {
+    // Only an execution that ran since the last resume left changes to undo: one a resume
+    // already restored (and that never started again) is as it was restored.
+    let ran = progress.current.is_some();
+    if let (true, Some(c), Some(to)) = (ran, &cut, cut.as_ref().and_then(|c| c.from_checkpoint)) {
         match &mut sink.checkpointer {
             Some(cp) => match cp.rollback(sink.writer, to, &[], false) {
                 Ok(info) => {
