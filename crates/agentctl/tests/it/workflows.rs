@@ -674,3 +674,30 @@ fn a_daemon_leaves_a_run_whose_agents_need_a_secret_it_lacks_for_agentctl_resume
     assert_review_completed(&env, &id);
     drop(daemon);
 }
+
+#[test]
+fn a_step_cut_short_three_times_is_not_started_again() {
+    let env = example_env();
+    let crash = [("AGENTCTL_CRASH_AT", "step_started:1")];
+    let id = start_workflow(&env, &crash, "review", "Add a parser");
+    assert_eq!(env.wait(&id)["state"], "interrupted");
+    // Each resumed supervisor dies as the restarted step starts: attempts 2 and 3.
+    for attempt in 2..=3 {
+        let out = env.cmd().envs(crash).args(["resume", &id]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let after = env.wait(&id);
+        assert_eq!(after["state"], "interrupted", "attempt {attempt}: {after}");
+    }
+    let out = env.run(&["resume", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let done = env.wait(&id);
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(
+        done["reason"],
+        "step `code` (hop 1) was cut short 3 times; not starting it again"
+    );
+    let attempts: Vec<u64> = kinds(&env.events(&id), "step_started")
+        .map(|e| e["data"]["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts, [1, 2, 3]);
+}
