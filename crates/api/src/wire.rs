@@ -424,32 +424,8 @@ pub struct SendMessage {
     pub from: Option<String>,
 }
 
-/// What `POST /v1/runs/{id}/messages` answers: the message as recorded (as `agentctl msg send
-/// --json` prints it).
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-pub struct MessageReceipt {
-    /// The `message_sent` event's sequence number: the message's id within the run.
-    pub seq: u64,
-    /// The step that sent it (the one running).
-    pub from: String,
-    /// The step it is addressed to, if any.
-    pub to: Option<String>,
-    pub verdict: Option<String>,
-    /// The sender's step execution.
-    pub hop: u32,
-}
-
-impl From<engine::workflow::messages::MessageReceipt> for MessageReceipt {
-    fn from(r: engine::workflow::messages::MessageReceipt) -> Self {
-        MessageReceipt {
-            seq: r.seq,
-            from: r.from,
-            to: r.to,
-            verdict: r.verdict,
-            hop: r.hop,
-        }
-    }
-}
+/// What `POST /v1/runs/{id}/messages` answers (as `agentctl msg send --json` prints it).
+pub use engine::workflow::messages::MessageReceipt;
 
 /// The optional body of `POST /v1/runs/{id}/resume`.
 #[derive(Debug, Default, Serialize, Deserialize, JsonSchema)]
@@ -479,31 +455,8 @@ pub struct WorkflowProgress {
     pub progress: model::workflow::Progress,
 }
 
-/// A workflow definition found in a repository's `.agentctl/workflows/` or the user's
-/// workflows (as `agentctl workflows --json` lists it).
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-pub struct WorkflowEntry {
-    pub name: String,
-    /// The definition's file.
-    pub path: PathBuf,
-    pub description: String,
-    /// Its steps' ids, in the order written.
-    pub steps: Vec<String>,
-    /// Why it cannot be used (empty when it is valid).
-    pub problems: Vec<String>,
-}
-
-impl From<engine::workflow::WorkflowEntry> for WorkflowEntry {
-    fn from(w: engine::workflow::WorkflowEntry) -> Self {
-        WorkflowEntry {
-            name: w.name,
-            path: w.path,
-            description: w.description,
-            steps: w.steps,
-            problems: w.problems,
-        }
-    }
-}
+/// A workflow definition (as `agentctl workflows --json` lists it).
+pub use engine::workflow::WorkflowEntry;
 
 /// The workflows a repository can run, the repository's shadowing the user's of the same name.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]

@@ -522,12 +522,12 @@ fn answers_match_their_schemas() {
         messages: progress.messages,
     };
     assert_conforms("MessageList", &serde_json::to_value(&messages).unwrap());
-    // A message receipt: the wire type writes what the engine's does (the CLI reads it as that).
+    // A message receipt: the wire type is the engine's (the CLI reads it as that).
     let receipt: engine::workflow::messages::MessageReceipt =
         serde_json::from_value(json!({"seq": 4, "from": "review", "to": null, "verdict": "approve", "hop": 2}))
             .unwrap();
     let engine_json = serde_json::to_value(&receipt).unwrap();
-    let wire_json = serde_json::to_value(MessageReceipt::from(receipt)).unwrap();
+    let wire_json = serde_json::to_value(MessageReceipt { ..receipt }).unwrap();
     assert_eq!(wire_json, engine_json);
     assert_conforms("MessageReceipt", &wire_json);
     // Workflow definitions, valid and not, as the engine lists them.
@@ -540,10 +540,7 @@ fn answers_match_their_schemas() {
     )
     .unwrap();
     std::fs::write(wf_dir.join("broken.toml"), "name = ").unwrap();
-    let workflows: Vec<WorkflowEntry> = engine::workflow::list(repo.path(), None, None)
-        .into_iter()
-        .map(Into::into)
-        .collect();
+    let workflows: Vec<WorkflowEntry> = engine::workflow::list(repo.path(), None, None);
     assert_eq!(workflows.len(), 2);
     let listed = serde_json::to_value(WorkflowList { workflows }).unwrap();
     assert_conforms("WorkflowList", &listed);

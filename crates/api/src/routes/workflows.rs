@@ -86,7 +86,7 @@ pub async fn send(
         Ok(engine.send_message(&id, msg)?)
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(MessageReceipt::from(receipt))))
+    Ok((StatusCode::CREATED, Json(receipt)))
 }
 
 /// `POST /v1/runs/{id}/resume` with an optional `{"launch_env": {…}}`: starts a new supervisor
@@ -133,7 +133,5 @@ pub async fn list(State(state): State<AppState>, q: Query) -> Result<Json<Workfl
         Ok(engine.workflows(&repo)?)
     })
     .await?;
-    Ok(Json(WorkflowList {
-        workflows: list.into_iter().map(Into::into).collect(),
-    }))
+    Ok(Json(WorkflowList { workflows: list }))
 }

@@ -29,14 +29,17 @@ pub(crate) struct StepContext {
     steps: BTreeSet<String>,
 }
 
-/// A recorded message, as answered to `agentctl msg send`.
-#[derive(Debug, Serialize, serde::Deserialize)]
+/// What `agentctl msg send` and `POST /v1/runs/{id}/messages` answer: the message as recorded.
+#[derive(Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct MessageReceipt {
-    /// The `message_sent` event's sequence number (the message's id in the run).
+    /// The `message_sent` event's sequence number: the message's id within the run.
     pub seq: u64,
+    /// The step that sent it (the one running).
     pub from: String,
+    /// The step it is addressed to, if any.
     pub to: Option<String>,
     pub verdict: Option<String>,
+    /// The sender's step execution.
     pub hop: u32,
 }
 

@@ -22,12 +22,15 @@ pub const AGENT_PREFIX: &str = "workflow:";
 /// The folder of a repository's workflow definitions.
 pub const REPO_DIR: &str = ".agentctl/workflows";
 
-/// A workflow definition found on disk.
-#[derive(Clone, Debug, Serialize)]
+/// A workflow definition found in a repository's `.agentctl/workflows/` or the user's
+/// workflows (as `agentctl workflows --json` lists it).
+#[derive(Clone, Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct WorkflowEntry {
     pub name: String,
+    /// The definition's file.
     pub path: PathBuf,
     pub description: String,
+    /// Its steps' ids, in the order written.
     pub steps: Vec<String>,
     /// Why it cannot be used (empty when it is valid).
     pub problems: Vec<String>,
