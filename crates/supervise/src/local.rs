@@ -200,6 +200,30 @@ impl RunFiles {
         found
     }
 
+    /// Claims every unclaimed request that `matches` and answers it with `body` at once,
+    /// without handing it to the supervisor (e.g. messages from a workflow step that was cut
+    /// short: their sender is gone). Claimed by rename as [`Self::take_control`] does, so
+    /// exactly one party handles each.
+    pub fn reject_unclaimed(&self, matches: impl Fn(&ControlRequest) -> bool, body: &str) {
+        let Ok(entries) = fs::read_dir(self.control_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_prefix("req-").and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            let wanted = fs::read_to_string(entry.path())
+                .ok()
+                .and_then(|t| serde_json::from_str::<ControlRequest>(&t).ok())
+                .is_some_and(|r| matches(&r));
+            let work = self.control_dir().join(format!("work-{id}.json"));
+            if wanted && fs::rename(entry.path(), &work).is_ok() {
+                let _ = self.answer(id, body);
+            }
+        }
+    }
+
     /// Answers a claimed request.
     pub fn answer(&self, request_id: &str, body: &str) -> io::Result<()> {
         write_atomic(
@@ -508,6 +532,34 @@ mod tests {
             nix::sys::stat::UtimensatFlags::NoFollowSymlink,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn rejected_requests_are_answered_and_the_others_stay_for_the_supervisor() {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = RunFiles::new(tmp.path());
+        fs::create_dir_all(files.control_dir()).unwrap();
+        let message = ControlRequest::Message {
+            request_id: "m1".into(),
+            from: None,
+            to: None,
+            verdict: None,
+            text: "stale".into(),
+        };
+        let checkpoint = ControlRequest::Checkpoint {
+            request_id: "c1".into(),
+            message: None,
+        };
+        for (id, req) in [("m1", &message), ("c1", &checkpoint)] {
+            let path = files.control_dir().join(format!("req-{id}.json"));
+            write_atomic(&path, &serde_json::to_vec(req).unwrap()).unwrap();
+        }
+        files.reject_unclaimed(|r| matches!(r, ControlRequest::Message { .. }), r#"{"error":1}"#);
+        let answer = fs::read_to_string(files.control_dir().join("resp-m1.json")).unwrap();
+        assert_eq!(answer, r#"{"error":1}"#);
+        assert!(!files.control_dir().join("work-m1.json").exists());
+        assert_eq!(files.take_control(), Some(checkpoint), "the other request is untouched");
+        assert_eq!(files.take_control(), None);
     }
 
     #[test]

@@ -314,26 +314,10 @@ fn interrupted_by_signal(sink: &mut EngineSink<'_, '_>, when: &str) -> Result<En
 /// Message requests left unclaimed by a step execution that was cut short: their sender is
 /// gone, and what it sent does not count. Answered (so nothing waits on them) and dropped.
 fn drop_stale_messages(files: &supervise::RunFiles) {
-    let Ok(entries) = std::fs::read_dir(files.control_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(id) = name.strip_prefix("req-").and_then(|n| n.strip_suffix(".json")) else {
-            continue;
-        };
-        let is_message = std::fs::read_to_string(entry.path())
-            .ok()
-            .and_then(|t| serde_json::from_str::<ControlRequest>(&t).ok())
-            .is_some_and(|r| matches!(r, ControlRequest::Message { .. }));
-        let work = files.control_dir().join(format!("work-{id}.json"));
-        if is_message && std::fs::rename(entry.path(), &work).is_ok() {
-            let _ = files.answer(
-                id,
-                r#"{"error":{"code":"INVALID_STATE_TRANSITION","message":"the step that sent this was cut short"}}"#,
-            );
-        }
-    }
+    files.reject_unclaimed(
+        |r| matches!(r, ControlRequest::Message { .. }),
+        r#"{"error":{"code":"INVALID_STATE_TRANSITION","message":"the step that sent this was cut short"}}"#,
+    );
 }
 
 /// Fault injection for crash tests: with `AGENTCTL_CRASH_AT=POINT:N` in its environment, the
