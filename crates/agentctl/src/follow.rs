@@ -232,7 +232,7 @@ fn follow_direct(
         }
         // An interrupted workflow waits for `agentctl resume` (or a daemon): nothing more will
         // come without one.
-        if rec.state.is_terminal() || rec.state == RunState::Interrupted {
+        if rec.state.is_at_rest() {
             // The supervisor syncs the output before recording the outcome: one last read.
             let batch = engine.logs(id, offset)?;
             for c in &batch.chunks {

@@ -54,7 +54,7 @@ pub struct GcItem {
 /// than `lost`: a workflow run under way. Not one being stopped: the stop was meant, and a
 /// resume would start again what the user stopped.
 pub(crate) fn resumable_when_orphaned(agent: &str, state: RunState) -> bool {
-    agent.starts_with(crate::workflow::AGENT_PREFIX)
+    crate::workflow::is_workflow_run(agent)
         && matches!(
             state,
             RunState::Preparing | RunState::Running | RunState::Paused | RunState::NeedsInput
@@ -70,7 +70,7 @@ impl Engine {
             .sync_run(id)?
             .ok_or_else(|| EngineError::from(StoreError::NotFound(id.to_string())))?;
         // An interrupted workflow has no supervisor by definition; it waits to be resumed.
-        if rec.state.is_terminal() || rec.state == RunState::Interrupted {
+        if rec.state.is_at_rest() {
             return Ok(rec);
         }
         let Some(reason) = self.orphan_reason(&rec)? else {
@@ -244,10 +244,7 @@ impl Engine {
         let started = Instant::now();
         loop {
             let rec = self.refresh(id, "wait")?;
-            if rec.state.is_terminal()
-                || rec.state == RunState::Interrupted
-                || timeout.is_some_and(|t| started.elapsed() >= t)
-            {
+            if rec.state.is_at_rest() || timeout.is_some_and(|t| started.elapsed() >= t) {
                 return Ok(rec);
             }
             std::thread::sleep(self.config.poll_interval);

@@ -76,6 +76,13 @@ impl RunState {
         )
     }
 
+    /// States nothing changes on its own: terminal ones, and `interrupted` (a workflow waits
+    /// for someone to resume it). Waiting and following stop at them; there is no supervisor to
+    /// look for.
+    pub fn is_at_rest(self) -> bool {
+        self.is_terminal() || self == RunState::Interrupted
+    }
+
     /// States in which a live supervisor must own the run.
     pub fn needs_supervisor(self) -> bool {
         matches!(

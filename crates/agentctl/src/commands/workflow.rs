@@ -124,7 +124,7 @@ pub fn msgs(g: &GlobalArgs, args: &MsgsArgs) -> Result<i32, CliError> {
 
 /// A workflow run's progress, folded from its events; `None` for a single-agent run.
 pub fn progress_of(backend: &Backend, rec: &engine::view::RunView) -> Result<Option<Progress>, CliError> {
-    if !rec.agent.starts_with(engine::workflow::AGENT_PREFIX) {
+    if !engine::workflow::is_workflow_run(&rec.agent) {
         return Ok(None);
     }
     let events = backend.events(&rec.id)?;

@@ -29,7 +29,7 @@ impl Engine {
     /// supervisor records it, against the step in progress.
     pub fn send_message(&self, id: &RunId, msg: OutgoingMessage) -> Result<MessageReceipt, EngineError> {
         let rec = self.refresh(id, "msg")?;
-        if !rec.agent.starts_with(super::AGENT_PREFIX) {
+        if !super::is_workflow_run(&rec.agent) {
             return Err(EngineError::new(
                 ErrorCode::NotAWorkflowRun,
                 format!("run {id} is not a workflow run: there is no step to send from"),

@@ -19,6 +19,11 @@ use crate::EngineError;
 /// The `agent` of a workflow run is this prefix and the workflow's name.
 pub const AGENT_PREFIX: &str = "workflow:";
 
+/// Whether a run of agent `agent` (as recorded and projected) is a workflow run.
+pub fn is_workflow_run(agent: &str) -> bool {
+    agent.starts_with(AGENT_PREFIX)
+}
+
 /// The folder of a repository's workflow definitions.
 pub const REPO_DIR: &str = ".agentctl/workflows";
 

@@ -17,7 +17,7 @@ impl Engine {
     pub fn resume(&self, id: &RunId, launch_env: Option<&BTreeMap<String, String>>) -> Result<RunRecord, EngineError> {
         let _span = tracing::info_span!("run.resume", run.id = %id).entered();
         let rec = self.refresh(id, "resume")?;
-        if !rec.agent.starts_with(super::AGENT_PREFIX) {
+        if !super::is_workflow_run(&rec.agent) {
             return Err(EngineError::new(
                 ErrorCode::NotAWorkflowRun,
                 format!("run {id} is not a workflow run; only workflows can be resumed"),
@@ -73,7 +73,7 @@ impl Engine {
             ..Default::default()
         })?;
         let mut out = Vec::new();
-        for rec in runs.iter().filter(|r| r.agent.starts_with(super::AGENT_PREFIX)) {
+        for rec in runs.iter().filter(|r| super::is_workflow_run(&r.agent)) {
             let rec = if rec.state == RunState::Interrupted {
                 rec.clone()
             } else {

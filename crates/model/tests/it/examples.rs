@@ -226,4 +226,6 @@ fn an_interrupted_run_takes_only_a_new_supervisor_a_stop_or_lost() {
     }
     assert!(transition(Some(Pending), &step_started(1)).is_err());
     assert!(!Interrupted.is_terminal() && !Interrupted.needs_supervisor());
+    // Nothing moves an interrupted run but a resume or a stop: waiting stops there.
+    assert!(Interrupted.is_at_rest() && Succeeded.is_at_rest() && !Running.is_at_rest() && !Pending.is_at_rest());
 }
