@@ -149,40 +149,49 @@ impl crate::Engine {
 
     /// Recent outcome statistics of every agent that has finished runs.
     pub fn agent_stats(&self) -> Result<std::collections::BTreeMap<String, AgentStats>, crate::EngineError> {
-        let finished = self.store.list(&store::RunFilter {
+        Ok(stats_of(&self.finished_runs()?))
+    }
+
+    /// Every finished run, newest first.
+    pub(crate) fn finished_runs(&self) -> Result<Vec<store::RunRecord>, crate::EngineError> {
+        Ok(self.store.list(&store::RunFilter {
             states: model::RunState::ALL.into_iter().filter(|s| s.is_terminal()).collect(),
             ..Default::default()
-        })?;
-        // Newest first: the first STATS_WINDOW of each agent are its recent ones.
-        let mut by_agent: std::collections::BTreeMap<String, Vec<&store::RunRecord>> = Default::default();
-        for r in &finished {
-            let runs = by_agent.entry(r.agent.clone()).or_default();
-            if runs.len() < STATS_WINDOW {
-                runs.push(r);
-            }
-        }
-        Ok(by_agent
-            .into_iter()
-            .map(|(agent, runs)| {
-                let succeeded = runs.iter().filter(|r| r.state == model::RunState::Succeeded).count() as u32;
-                let mut durations: Vec<u64> = runs
-                    .iter()
-                    .filter_map(|r| {
-                        let d = r.finished_at?.duration_since(r.started_at?);
-                        Some(d.as_millis().max(0) as u64)
-                    })
-                    .collect();
-                durations.sort_unstable();
-                let stats = AgentStats {
-                    runs: runs.len() as u32,
-                    succeeded,
-                    success_rate: f64::from(succeeded) / runs.len().max(1) as f64,
-                    median_duration_ms: durations.get(durations.len() / 2).copied(),
-                };
-                (agent, stats)
-            })
-            .collect())
+        })?)
     }
+}
+
+/// [`AgentStats`] of each agent in `finished` (newest first).
+pub(crate) fn stats_of(finished: &[store::RunRecord]) -> std::collections::BTreeMap<String, AgentStats> {
+    // Newest first: the first STATS_WINDOW of each agent are its recent ones.
+    let mut by_agent: std::collections::BTreeMap<String, Vec<&store::RunRecord>> = Default::default();
+    for r in finished {
+        let runs = by_agent.entry(r.agent.clone()).or_default();
+        if runs.len() < STATS_WINDOW {
+            runs.push(r);
+        }
+    }
+    by_agent
+        .into_iter()
+        .map(|(agent, runs)| {
+            let succeeded = runs.iter().filter(|r| r.state == model::RunState::Succeeded).count() as u32;
+            let mut durations: Vec<u64> = runs
+                .iter()
+                .filter_map(|r| {
+                    let d = r.finished_at?.duration_since(r.started_at?);
+                    Some(d.as_millis().max(0) as u64)
+                })
+                .collect();
+            durations.sort_unstable();
+            let stats = AgentStats {
+                runs: runs.len() as u32,
+                succeeded,
+                success_rate: f64::from(succeeded) / runs.len().max(1) as f64,
+                median_duration_ms: durations.get(durations.len() / 2).copied(),
+            };
+            (agent, stats)
+        })
+        .collect()
 }
 
 /// Every agent known from the presets, `user_file` and `repo`'s definitions, with its

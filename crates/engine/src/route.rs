@@ -62,8 +62,9 @@ impl Engine {
         path: Option<&std::ffi::OsStr>,
     ) -> Result<Vec<router::Candidate>, EngineError> {
         let registry = agents::load_registry(self.config.user_agents_file.as_deref(), repo)?;
-        let stats = self.agent_stats()?;
-        let examples = self.recent_successes()?;
+        let finished = self.finished_runs()?;
+        let stats = availability::stats_of(&finished);
+        let examples = recent_successes(&finished);
         let env_path = std::env::var_os("PATH");
         let path = path.or(env_path.as_deref());
         Ok(registry
@@ -85,23 +86,6 @@ impl Engine {
                 examples: examples.get(name).cloned().unwrap_or_default(),
             })
             .collect())
-    }
-
-    /// The prompts of each agent's most recent succeeded runs.
-    fn recent_successes(&self) -> Result<BTreeMap<String, Vec<String>>, EngineError> {
-        let runs = self.store.list(&store::RunFilter {
-            states: vec![RunState::Succeeded],
-            ..Default::default()
-        })?;
-        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for r in runs {
-            let Some(prompt) = r.prompt else { continue };
-            let list = out.entry(r.agent).or_default();
-            if list.len() < EXAMPLES_PER_AGENT {
-                list.push(prompt);
-            }
-        }
-        Ok(out)
     }
 
     /// The agent `--agent auto` runs for `task`, with the router's answer.
@@ -127,4 +111,17 @@ impl Engine {
             .hint("name one with --agent (see `agentctl agents` and `agentctl route TASK`)")),
         }
     }
+}
+
+/// The prompts of each agent's most recent succeeded runs (`finished` is newest first).
+fn recent_successes(finished: &[store::RunRecord]) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in finished.iter().filter(|r| r.state == RunState::Succeeded) {
+        let Some(prompt) = &r.prompt else { continue };
+        let list = out.entry(r.agent.clone()).or_default();
+        if list.len() < EXAMPLES_PER_AGENT {
+            list.push(prompt.clone());
+        }
+    }
+    out
 }
