@@ -332,6 +332,12 @@ fn until_events(env: &Env, id: &str, what: &str, pred: impl Fn(&[Value]) -> bool
     }
 }
 
+/// Sends `signal` to the supervisor of the run `show` describes.
+fn signal_supervisor(show: &Value, signal: nix::sys::signal::Signal) {
+    let pid = show["supervisor_pid"].as_u64().expect("a supervisor pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+}
+
 fn supervisor_gone(env: &Env, id: &str) {
     until_events(env, id, "supervisor gone", |_| {
         let show = env.show(id);
@@ -420,12 +426,7 @@ fn a_supervisor_killed_in_the_middle_of_each_step_restarts_it_from_its_start_che
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_millis(100));
-        let pid = show["supervisor_pid"].as_u64().unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
+        signal_supervisor(&show, nix::sys::signal::Signal::SIGKILL);
         resume_to_end(&env, &id);
         assert_review_completed(&env, &id);
         let events = env.events(&id);
@@ -619,12 +620,7 @@ fn a_signalled_supervisor_leaves_the_workflow_interrupted_not_cancelled() {
         kinds(evs, "started").count() == 2
     });
     // As at shutdown: SIGTERM to the supervisor.
-    let pid = env.show(&id)["supervisor_pid"].as_u64().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal_supervisor(&env.show(&id), nix::sys::signal::Signal::SIGTERM);
     let out = env.run(&["wait", &id]);
     assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
     let show = env.show(&id);
