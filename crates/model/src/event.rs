@@ -190,6 +190,9 @@ pub enum EventData {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         end: Option<WorkflowEnd>,
         elapsed_ms: u64,
+        /// Why the step's process could not be started (then its verdict is `failure`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// A step sent a message (`agentctl msg send`), possibly with a verdict.
     MessageSent {

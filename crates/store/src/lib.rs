@@ -61,7 +61,7 @@ pub enum StoreError {
 #[derive(Debug)]
 pub enum CreateOutcome {
     /// The run is new; its `created` event.
-    Created(Event),
+    Created(Box<Event>),
     /// A run with this id already exists; its events so far.
     Exists(Vec<Event>),
 }
@@ -247,7 +247,7 @@ impl Store {
         if let Err(e) = self.sync_run(id) {
             tracing::warn!(run.id = %id, error = %e, "projection update failed; readers will catch up");
         }
-        Ok(CreateOutcome::Created(event))
+        Ok(CreateOutcome::Created(Box::new(event)))
     }
 
     /// Opens the run's event log for writing (taking the single-writer lock).

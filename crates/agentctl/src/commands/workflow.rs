@@ -166,6 +166,10 @@ pub fn progress_text(p: &Progress) -> String {
             String::new()
         };
         let cp = s.checkpoint.map(|n| format!(", checkpoint {n}")).unwrap_or_default();
+        let exit = match &s.error {
+            Some(e) => format!("{exit}: {}", view::truncate(e, 80)),
+            None => exit,
+        };
         let next = s.next.as_deref().map(|n| format!(" → {n}")).unwrap_or_default();
         out.push_str(&format!(
             "  {:>2}. {:<12} cycle {} of {}  {} [{}] ({}{cp}{retry}){next}\n",

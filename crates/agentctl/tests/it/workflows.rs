@@ -697,3 +697,35 @@ fn a_step_cut_short_three_times_is_not_started_again() {
         .collect();
     assert_eq!(attempts, [1, 2, 3]);
 }
+
+#[test]
+fn a_step_whose_process_cannot_start_failed_and_its_event_says_why() {
+    let env = example_env();
+    // Defined and found in the checkout, but not committed: the run's worktree lacks it.
+    let agents = env.repo.join(".agentctl/agents.toml");
+    let mut text = std::fs::read_to_string(&agents).unwrap();
+    text.push_str("\n[agents.uncommitted]\ncommand = [\"./agents/uncommitted.sh\", \"{prompt}\"]\n");
+    std::fs::write(&agents, text).unwrap();
+    let script = env.repo.join("agents/uncommitted.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_workflow(
+        &env,
+        "nostart",
+        "name = \"nostart\"\n[[steps]]\nid = \"a\"\nagent = \"uncommitted\"\n[[steps]]\nid = \"b\"\ngate = \"true\"\n\
+         [[edges]]\nfrom = \"a\"\nto = \"b\"\nwhen = \"failure\"\n",
+    );
+    let id = env.start(&["--workflow", "nostart", "task"]);
+    assert_eq!(env.wait(&id)["state"], "succeeded");
+    assert_eq!(steps(&env.show(&id)), pairs(&[("a", "failure"), ("b", "success")]));
+    let events = env.events(&id);
+    let first = kinds(&events, "step_finished").next().unwrap();
+    let error = first["data"]["error"].as_str().expect("the reason in the event");
+    assert!(error.starts_with("cannot start `./agents/uncommitted.sh"), "{error}");
+    assert!(
+        kinds(&events, "step_finished").nth(1).unwrap()["data"]
+            .get("error")
+            .is_none()
+    );
+}

@@ -206,6 +206,7 @@ pub(super) fn run_steps(
             Err(why) => Err(why.clone()),
         };
         sink.step = None;
+        let not_started = end.as_ref().err().cloned();
         let (exit, stop) = match end {
             Ok(end) => (end.exit, end.stop),
             Err(why) => {
@@ -277,6 +278,7 @@ pub(super) fn run_steps(
             edge,
             end,
             elapsed_ms: started.elapsed().as_millis() as u64,
+            error: not_started,
         })?;
         crash_point("step_finished");
     }

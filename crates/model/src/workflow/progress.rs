@@ -48,6 +48,8 @@ pub struct StepRecord {
     /// The step decided next (none when the workflow ended here).
     pub next: Option<String>,
     pub elapsed_ms: u64,
+    /// Why its process could not be started, if it could not.
+    pub error: Option<String>,
 }
 
 /// Where a message is.
@@ -184,6 +186,7 @@ impl Progress {
                 edge,
                 end,
                 elapsed_ms,
+                error,
             } => {
                 let current = self.current.take();
                 let delivered = current.as_ref().map(|c| c.delivered.clone()).unwrap_or_default();
@@ -227,6 +230,7 @@ impl Progress {
                     checkpoint: *checkpoint,
                     next: next.clone(),
                     elapsed_ms: *elapsed_ms,
+                    error: error.clone(),
                 });
             }
             EventData::WorkflowResumed { .. } => {

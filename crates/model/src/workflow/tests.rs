@@ -200,6 +200,7 @@ fn finished(step: &str, hop: u32, attempt: u32, verdict: &str, next: Option<&str
         edge,
         end: None,
         elapsed_ms: 1,
+        error: None,
     }
 }
 

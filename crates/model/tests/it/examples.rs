@@ -143,6 +143,7 @@ fn step_finished(hop: u32) -> EventData {
         edge: Some(0),
         end: None,
         elapsed_ms: 1,
+        error: None,
     }
 }
 

@@ -15,7 +15,7 @@ fn run_lifecycle_is_recorded_and_queryable() {
     let spec = spec("claude", &[("team", "infra"), ("ticket", "T-42")]);
 
     let created = match store.create_run(&rid, spec.clone(), plan(&layout, &rid)).unwrap() {
-        CreateOutcome::Created(ev) => ev,
+        CreateOutcome::Created(ev) => *ev,
         other => panic!("expected Created, got {other:?}"),
     };
     assert_eq!((created.seq, created.run_id.clone()), (1, rid.clone()));
