@@ -91,6 +91,7 @@ impl Backend {
                     checkpoints: req.checkpoints,
                     workflow: req.workflow,
                     launch_env: Some(env),
+                    isolation: req.isolation,
                 };
                 let body = serde_json::to_value(&body).expect("requests serialize");
                 let (status, view) = d.call_status::<RunView>(Method::POST, "/v1/runs", Some(&body))?;

@@ -197,6 +197,61 @@ pub struct RunArgs {
     /// Pause the agent (SIGSTOP/SIGCONT) around each automatic or requested snapshot for a consistent cut.
     #[arg(long, help_heading = "Checkpoints")]
     pub consistent_checkpoints: bool,
+    /// Confine the agent with bubblewrap (default: on). `off` lets it do anything you can.
+    #[arg(long, value_name = "MODE", value_enum, help_heading = "Isolation")]
+    pub sandbox: Option<SandboxArg>,
+    /// Network: `none`, `proxy` (only the allowed domains) or `host` (unfiltered).
+    /// Default: the agent's (`proxy` for presets with API domains, `none` for `command`).
+    #[arg(long, value_name = "MODE", value_enum, help_heading = "Isolation")]
+    pub network: Option<NetworkArg>,
+    /// Let the proxy reach loopback, private, link-local and cloud metadata addresses.
+    #[arg(long, help_heading = "Isolation")]
+    pub allow_internal_network: bool,
+    /// Allow a domain through the proxy (`example.com`, `*.example.com`, `.example.com`).
+    #[arg(long = "allow-domain", value_name = "DOMAIN", help_heading = "Isolation")]
+    pub allow_domains: Vec<String>,
+    /// Give the agent this secret variable (from your environment, .env, the secrets file or a
+    /// configured source); its value is never stored and is redacted from the output.
+    #[arg(long = "secret", value_name = "NAME", help_heading = "Isolation")]
+    pub secrets: Vec<String>,
+    /// Memory limit of the agent's processes (e.g. 2G, 512MiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Isolation")]
+    pub memory: Option<u64>,
+    /// CPU limit, in CPUs (e.g. 1.5).
+    #[arg(long, value_name = "N", help_heading = "Isolation")]
+    pub cpus: Option<f64>,
+    /// Most processes (and threads) the agent may have at once.
+    #[arg(long, value_name = "N", help_heading = "Isolation")]
+    pub pids: Option<u32>,
+    /// Most disk space the worktree may take (e.g. 5G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Isolation")]
+    pub disk: Option<u64>,
+    /// A path policy file (TOML: allowed, forbidden, max_file_size, disk_quota,
+    /// allow_executables, on_violation), over the agent's and the workflow's.
+    #[arg(long, value_name = "FILE", help_heading = "Isolation")]
+    pub policy: Option<PathBuf>,
+}
+
+/// `--sandbox` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxArg {
+    On,
+    Off,
+}
+
+/// `--network` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkArg {
+    None,
+    Proxy,
+    Host,
+}
+
+/// A size: bytes, or with a unit (`512M`, `2G`, `1.5GiB`).
+fn parse_size(s: &str) -> Result<u64, String> {
+    s.parse::<model::policy::ByteSize>()
+        .map(|b| b.bytes())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]

@@ -75,6 +75,7 @@ pub fn engine_at(root: &Path) -> Result<Engine, CliError> {
         user_agents_file: config_dir().map(|d| d.join("agents.toml")),
         user_workflows_dir: config_dir().map(|d| d.join("workflows")),
         max_concurrent_runs: settings.max_concurrent_runs,
+        isolation: settings.isolation(config_dir().as_deref()),
         ..EngineConfig::default()
     };
     Ok(Engine::new(store, Arc::new(provider), config))

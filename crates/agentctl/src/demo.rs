@@ -135,6 +135,18 @@ pub fn demo(g: &GlobalArgs, args: &DemoArgs) -> Result<i32, CliError> {
         );
     }
 
+    // Sandboxed (no network, nothing of the machine writable but its worktree) where
+    // bubblewrap works; said either way.
+    let sandboxed = sandbox::bwrap::find_bwrap()
+        .and_then(|b| sandbox::bwrap::probe(&b))
+        .is_ok();
+    if !g.json {
+        if sandboxed {
+            eprintln!("  sandbox      bubblewrap: no network; only its worktree is writable\n");
+        } else {
+            eprintln!("  sandbox      off: bubblewrap is not installed here (apt-get install bubblewrap)\n");
+        }
+    }
     let req = RunRequest {
         id: None,
         agent: None,
@@ -155,6 +167,14 @@ pub fn demo(g: &GlobalArgs, args: &DemoArgs) -> Result<i32, CliError> {
         },
         launch_env: None,
         workflow: None,
+        isolation: model::IsolationSpec {
+            sandbox: Some(if sandboxed {
+                model::SandboxMode::On
+            } else {
+                model::SandboxMode::Off
+            }),
+            ..Default::default()
+        },
     };
     let created = engine.create_run(req)?;
     let id = created.run.id.clone();

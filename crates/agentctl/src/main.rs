@@ -27,6 +27,12 @@ fn main() {
         init_supervisor_tracing();
         std::process::exit(commands::supervise(&argv[2..]));
     }
+    if argv.get(1).is_some_and(|a| a == commands::SANDBOX_EXEC) && argv.get(2).is_some_and(|a| a == "--") {
+        std::process::exit(sandbox::bwrap::exec_with_default_signals(&argv[3..]));
+    }
+    if argv.get(1).is_some_and(|a| a == commands::SANDBOX_BRIDGE) {
+        std::process::exit(commands::sandbox_bridge(&argv[2..]));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -10,6 +10,23 @@
 //! secret_env = "AGENTCTL_WEBHOOK_SECRET"
 //! events = ["finished"]     # all event types when absent
 //! ca_file = "private-ca.pem" # more trusted roots for https (relative: to this file's dir)
+//!
+//! [sandbox]
+//! mode = "on"                # default for runs that do not say (--sandbox)
+//! allow_domains = ["pypi.org", "*.npmjs.org"]   # every run's proxy allows these
+//! read_only = ["~/.rustup"]  # more paths every sandbox shows, read-only
+//!
+//! [limits]                   # defaults for every run (--memory, --cpus, --pids, --disk win)
+//! memory = "4G"
+//! cpus = 2
+//! pids = 512
+//! disk = "10G"
+//!
+//! [policy]                   # path policy under every agent's (see docs/sandbox.md)
+//! forbidden = [".github/workflows/**"]
+//!
+//! [secrets]                  # where named secrets come from (--secret NAME, secret_env)
+//! GITHUB_TOKEN = "cmd:gh auth token"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -28,6 +45,65 @@ pub struct Settings {
     /// Where `agentctl serve` POSTs run events.
     #[serde(default)]
     pub webhooks: Vec<WebhookSetting>,
+    #[serde(default)]
+    pub sandbox: SandboxSettings,
+    #[serde(default)]
+    pub limits: LimitSettings,
+    /// The path policy under every agent's.
+    pub policy: Option<model::policy::PolicyDef>,
+    /// Where named secrets come from: `env:VAR`, `file:PATH` or `cmd:COMMAND`.
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, String>,
+}
+
+/// `[sandbox]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSettings {
+    pub mode: Option<model::SandboxMode>,
+    #[serde(default)]
+    pub allow_domains: Vec<String>,
+    /// More paths every sandbox shows read-only (`~/` is the home directory).
+    #[serde(default)]
+    pub read_only: Vec<String>,
+}
+
+/// `[limits]`: defaults for every run.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub memory: Option<model::policy::ByteSize>,
+    pub cpus: Option<f64>,
+    pub pids: Option<u32>,
+    pub disk: Option<model::policy::ByteSize>,
+}
+
+impl Settings {
+    /// What runs get when they do not say; `dir` is the configuration directory.
+    pub fn isolation(&self, dir: Option<&Path>) -> engine::isolation::IsolationDefaults {
+        engine::isolation::IsolationDefaults {
+            sandbox: self.sandbox.mode,
+            allow_domains: self.sandbox.allow_domains.clone(),
+            limits: model::ResourceLimitsSpec {
+                memory_bytes: self.limits.memory.map(|b| b.bytes()),
+                cpus: self.limits.cpus,
+                pids: self.limits.pids,
+                disk_bytes: self.limits.disk.map(|b| b.bytes()),
+            },
+            policy: self.policy.clone(),
+            secret_sources: self.secrets.clone(),
+            secrets_file: dir.map(|d| d.join("secrets.env")).filter(|p| p.exists()),
+            read_only: self
+                .sandbox
+                .read_only
+                .iter()
+                .map(|p| match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+                    (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+                    _ => PathBuf::from(p),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One `[[webhooks]]` table.
@@ -104,6 +180,14 @@ impl Settings {
         let settings: Settings = toml::from_str(&text).map_err(|e| {
             CliError::new(ErrorCode::InvalidConfig, format!("{}: {e}", file.display())).hint("fix the file named above")
         })?;
+        for (name, source) in &settings.secrets {
+            if let Err(e) = agents::secrets::parse_source(name, source) {
+                return Err(
+                    CliError::new(ErrorCode::InvalidConfig, format!("{}: [secrets] {e}", file.display()))
+                        .hint("a source is `env:VAR`, `file:PATH` or `cmd:COMMAND`; values belong in the secrets file"),
+                );
+            }
+        }
         if settings.max_concurrent_runs == Some(0) {
             return Err(CliError::new(
                 ErrorCode::InvalidConfig,

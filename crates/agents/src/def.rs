@@ -42,6 +42,14 @@ pub struct AgentDef {
     /// Network domains the agent needs (for the sandbox's proxy mode).
     #[serde(default)]
     pub domains: Vec<String>,
+    /// The network mode it runs with by default: `none`, `proxy` or `host`. Absent: `proxy` when
+    /// `domains` are given, else `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<model::NetworkMode>,
+    /// Path policy for its runs (`allowed`, `forbidden`, `max_file_size`, `disk_quota`,
+    /// `allow_executables`, `on_violation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<model::policy::PolicyDef>,
 }
 
 impl Default for AgentDef {
@@ -59,6 +67,8 @@ impl Default for AgentDef {
             install_hint: String::new(),
             output: default_output(),
             domains: Vec::new(),
+            network: None,
+            policy: None,
         }
     }
 }
@@ -72,6 +82,15 @@ fn default_output() -> String {
 }
 
 impl AgentDef {
+    /// The network mode of its runs unless the caller says otherwise.
+    pub fn default_network(&self) -> model::NetworkMode {
+        self.network.unwrap_or(if self.domains.is_empty() {
+            model::NetworkMode::None
+        } else {
+            model::NetworkMode::Proxy
+        })
+    }
+
     /// The program this definition runs (first element of the command).
     pub fn program(&self) -> Option<&str> {
         self.command.first().map(String::as_str)

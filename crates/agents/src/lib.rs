@@ -7,6 +7,7 @@ pub mod config;
 pub mod def;
 pub mod presets;
 pub mod render;
+pub mod secrets;
 
 pub use config::{AgentRegistry, ConfigError, Origin, load_registry};
 pub use def::AgentDef;

@@ -58,6 +58,8 @@ pub fn presets() -> Vec<(&'static str, AgentDef)> {
                     "platform.claude.com",
                     "console.anthropic.com",
                 ]),
+                network: None,
+                policy: None,
             },
         ),
         (
@@ -74,6 +76,8 @@ pub fn presets() -> Vec<(&'static str, AgentDef)> {
                 install_hint: "npm install -g @openai/codex".to_owned(),
                 output: "codex-json".to_owned(),
                 domains: strings(&["api.openai.com", "chatgpt.com", "auth.openai.com"]),
+                network: None,
+                policy: None,
             },
         ),
         (
@@ -107,6 +111,8 @@ pub fn presets() -> Vec<(&'static str, AgentDef)> {
                     "cloudcode-pa.googleapis.com",
                     "oauth2.googleapis.com",
                 ]),
+                network: None,
+                policy: None,
             },
         ),
         (
@@ -139,7 +145,14 @@ pub fn presets() -> Vec<(&'static str, AgentDef)> {
                 version_args: strings(&["--version"]),
                 install_hint: "python3 -m pip install aider-chat".to_owned(),
                 output: "text".to_owned(),
-                domains: Vec::new(),
+                domains: strings(&[
+                    "api.openai.com",
+                    "api.anthropic.com",
+                    "generativelanguage.googleapis.com",
+                    "openrouter.ai",
+                ]),
+                network: None,
+                policy: None,
             },
         ),
         (
@@ -155,7 +168,9 @@ pub fn presets() -> Vec<(&'static str, AgentDef)> {
                 version_args: strings(&["--version"]),
                 install_hint: "npm install -g opencode-ai".to_owned(),
                 output: "opencode-json".to_owned(),
-                domains: strings(&["models.dev"]),
+                domains: strings(&["api.anthropic.com", "api.openai.com", "models.dev"]),
+                network: None,
+                policy: None,
             },
         ),
         (
@@ -172,6 +187,8 @@ pub fn presets() -> Vec<(&'static str, AgentDef)> {
                 install_hint: String::new(),
                 output: "text".to_owned(),
                 domains: Vec::new(),
+                network: None,
+                policy: None,
             },
         ),
     ]

@@ -65,7 +65,9 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::InvalidConfig
         | ErrorCode::NotAGitRepo
         | ErrorCode::AgentUnavailable
+        | ErrorCode::SecretNotFound
         | ErrorCode::WorkflowInvalid => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::SandboxUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::StateDirUnusable
         | ErrorCode::GitFailed

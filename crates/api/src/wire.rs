@@ -76,6 +76,10 @@ pub struct CreateRun {
     /// environment when it goes through a daemon.
     #[serde(default)]
     pub launch_env: Option<BTreeMap<String, String>>,
+    /// Sandbox (`on` by default), network mode and allowed domains, secrets (by name), resource
+    /// limits and path policy.
+    #[serde(default)]
+    pub isolation: model::IsolationSpec,
 }
 
 /// The optional body of `POST /v1/runs/{id}/checkpoints`.

@@ -38,6 +38,8 @@ pub struct RunRequest {
     pub launch_env: Option<BTreeMap<String, String>>,
     /// Run this workflow (a name or a `.toml` path) instead of one agent; `prompt` is the task.
     pub workflow: Option<String>,
+    /// Sandbox, network, secrets, limits and path policy.
+    pub isolation: model::IsolationSpec,
 }
 
 /// A run's doer, resolved: one agent, or a workflow.
@@ -181,6 +183,34 @@ impl Engine {
         let git = Git::new(&repo);
         let worktree = layout.worktree_path(&id);
         let prompt_path = layout.prompt_path(&id);
+        let isolation = match &what {
+            Prepared::Agent(_, def) => crate::isolation::plan(
+                &req.isolation,
+                &self.config.isolation,
+                &[crate::isolation::AgentIsolation {
+                    network: def.default_network(),
+                    domains: &def.domains,
+                    policy: def.policy.as_ref(),
+                }],
+                None,
+            )?,
+            Prepared::Workflow(wf) => {
+                let parts: Vec<_> = wf
+                    .agents
+                    .values()
+                    .map(|a| crate::isolation::AgentIsolation {
+                        network: a.network.unwrap_or(if a.domains.is_empty() {
+                            model::NetworkMode::None
+                        } else {
+                            model::NetworkMode::Proxy
+                        }),
+                        domains: &a.domains,
+                        policy: a.policy.as_ref(),
+                    })
+                    .collect();
+                crate::isolation::plan(&req.isolation, &self.config.isolation, &parts, wf.def.policy.as_ref())?
+            }
+        };
         let (agent, plan_base) = match what {
             Prepared::Agent(agent, def) => {
                 let invocation =
@@ -192,7 +222,7 @@ impl Engine {
                     prompt_via: invocation.prompt_via,
                     prompt_file: invocation.prompt_file,
                     env,
-                    secret_env: def.secret_env.clone(),
+                    secret_env: with_required(&def.secret_env, &isolation.required_secrets),
                     tty: def.tty,
                     workflow: None,
                 };
@@ -200,9 +230,8 @@ impl Engine {
             }
             Prepared::Workflow(wf) => {
                 // Each step renders its own invocation; the plan keeps what all steps share.
-                let mut secret_env: Vec<String> = wf.agents.values().flat_map(|a| a.secret_env.clone()).collect();
-                secret_env.sort();
-                secret_env.dedup();
+                let named: Vec<String> = wf.agents.values().flat_map(|a| a.secret_env.clone()).collect();
+                let secret_env = with_required(&named, &isolation.required_secrets);
                 let base = PlanBase {
                     argv: Vec::new(),
                     prompt_via: model::PromptVia::Arg,
@@ -235,6 +264,7 @@ impl Engine {
             keep: req.keep,
             checkpoints: req.checkpoints,
             workflow: req.workflow.clone(),
+            isolation: Some(req.isolation.clone()),
         };
         let plan = LaunchPlan {
             argv: plan_base.argv,
@@ -250,6 +280,7 @@ impl Engine {
             grace_ms: req.grace.unwrap_or(crate::DEFAULT_GRACE).as_millis() as u64,
             max_concurrent: self.config.max_concurrent_runs,
             workflow: plan_base.workflow,
+            isolation: Some(isolation),
         };
         // A caller-chosen id may name a branch left by an earlier run (minted ids are new). Branch
         // first, then the run dir: a concurrent create of the same id makes the run dir before
@@ -338,4 +369,12 @@ impl Engine {
             });
         }
     }
+}
+
+/// The secret names a run's agent gets: its definition's, then those the run requires, once each.
+fn with_required(named: &[String], required: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = named.iter().chain(required).cloned().collect();
+    all.sort();
+    all.dedup();
+    all
 }

@@ -10,7 +10,9 @@ pub mod collect;
 pub mod create;
 pub mod error;
 pub mod hooks;
+pub mod isolation;
 pub mod lifecycle;
+pub mod policy;
 pub mod queue;
 pub mod reconcile;
 pub mod repo_lock;
@@ -45,6 +47,8 @@ pub struct EngineConfig {
     pub poll_interval: Duration,
     /// How long a run may stay `pending` without any supervisor before it counts as lost.
     pub pending_start_limit: Duration,
+    /// Sandbox, network, limits, policy and secrets of runs that do not say.
+    pub isolation: isolation::IsolationDefaults,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +59,7 @@ impl Default for EngineConfig {
             max_concurrent_runs: None,
             poll_interval: Duration::from_millis(50),
             pending_start_limit: Duration::from_secs(30),
+            isolation: isolation::IsolationDefaults::default(),
         }
     }
 }

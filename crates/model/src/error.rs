@@ -37,10 +37,12 @@ pub enum ErrorCode {
     WorkflowNotFound,
     WorkflowInvalid,
     NotAWorkflowRun,
+    SandboxUnavailable,
+    SecretNotFound,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidConfig,
         ErrorCode::RunNotFound,
@@ -70,6 +72,8 @@ impl ErrorCode {
         ErrorCode::WorkflowNotFound,
         ErrorCode::WorkflowInvalid,
         ErrorCode::NotAWorkflowRun,
+        ErrorCode::SandboxUnavailable,
+        ErrorCode::SecretNotFound,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +107,8 @@ impl ErrorCode {
             ErrorCode::WorkflowNotFound => "WORKFLOW_NOT_FOUND",
             ErrorCode::WorkflowInvalid => "WORKFLOW_INVALID",
             ErrorCode::NotAWorkflowRun => "NOT_A_WORKFLOW_RUN",
+            ErrorCode::SandboxUnavailable => "SANDBOX_UNAVAILABLE",
+            ErrorCode::SecretNotFound => "SECRET_NOT_FOUND",
         }
     }
 
@@ -131,6 +137,8 @@ impl ErrorCode {
             | ErrorCode::InvalidStateTransition => 75,
             ErrorCode::InvalidConfig | ErrorCode::WorkflowInvalid => 78,
             ErrorCode::NotAWorkflowRun => 64,
+            ErrorCode::SandboxUnavailable => 69,
+            ErrorCode::SecretNotFound => 66,
         }
     }
 }

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CheckpointTrigger, ScanKind};
 use crate::ids::RunId;
+use crate::isolation::{NetworkMode, ResourceLimitsSpec, SandboxMode};
 use crate::outcome::StopReason;
+use crate::policy::Violation;
 use crate::spec::{LaunchPlan, RunSpec};
 use crate::state::RunState;
 use crate::workflow::WorkflowEnd;
@@ -232,6 +234,49 @@ pub enum EventData {
         recommendations: Vec<RouteRecommendation>,
         elapsed_ms: u64,
     },
+    /// How the agent is confined, recorded before it first starts (a workflow: before its
+    /// first step). `sandbox = off` is the loud record of an unconfined run.
+    Isolated {
+        sandbox: SandboxMode,
+        /// `bubblewrap`, or `none` when the sandbox is off.
+        mechanism: String,
+        network: NetworkMode,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        allow_domains: Vec<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        allow_internal_network: bool,
+        #[serde(default, skip_serializing_if = "ResourceLimitsSpec::is_empty")]
+        limits: ResourceLimitsSpec,
+        /// How the limits are enforced (e.g. `cgroup v1 (memory, pids, cpu)`, or `rlimits +
+        /// watcher`); absent without limits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        enforcement: Option<String>,
+        /// The secret variables the agent receives, by name (never their values).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        secrets: Vec<String>,
+        /// What the agent may do with git: `commit` (its own branch) or `read_only`; absent when
+        /// the sandbox is off.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        git: Option<String>,
+        /// Things the user should know (an unconfined run, secrets too short to redact, ...).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
+    },
+    /// The egress proxy refused a connection.
+    NetworkRefused { host: String, port: u16, reason: String },
+    /// Paths that break the run's path policy, and what was done about them (`flagged`,
+    /// `reverted`, `stopped`).
+    PolicyViolation { violations: Vec<Violation>, action: String },
+    /// A sample of the agent's resource use.
+    ResourceSample {
+        cpu_percent: f64,
+        rss_bytes: u64,
+        pids: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        disk_bytes: Option<u64>,
+    },
+    /// The agent committed in its sandbox, and its branch was moved to that commit.
+    BranchUpdated { branch: String, from: String, to: String },
 }
 
 /// One recommendation of the router, as recorded.
@@ -254,6 +299,20 @@ impl EventData {
                 | EventData::FilesChanged { .. }
                 | EventData::WatcherOverflow { .. }
                 | EventData::RolledBack { .. }
+        )
+    }
+
+    /// What a supervisor observes while it works (isolation, refused connections, policy
+    /// violations, resource samples, branch updates): recorded in any state a supervisor owns,
+    /// never changing it.
+    pub fn is_observation(&self) -> bool {
+        matches!(
+            self,
+            EventData::Isolated { .. }
+                | EventData::NetworkRefused { .. }
+                | EventData::PolicyViolation { .. }
+                | EventData::ResourceSample { .. }
+                | EventData::BranchUpdated { .. }
         )
     }
 
@@ -285,6 +344,11 @@ impl EventData {
             EventData::Interrupted { .. } => "interrupted",
             EventData::WorkflowResumed { .. } => "workflow_resumed",
             EventData::Routed { .. } => "routed",
+            EventData::Isolated { .. } => "isolated",
+            EventData::NetworkRefused { .. } => "network_refused",
+            EventData::PolicyViolation { .. } => "policy_violation",
+            EventData::ResourceSample { .. } => "resource_sample",
+            EventData::BranchUpdated { .. } => "branch_updated",
         }
     }
 }

@@ -6,7 +6,9 @@ pub mod checkpoint;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod isolation;
 pub mod outcome;
+pub mod policy;
 pub mod provider;
 pub mod spec;
 pub mod state;
@@ -16,6 +18,8 @@ pub use checkpoint::{CheckpointPolicy, CheckpointRef, CheckpointTrigger, ScanKin
 pub use error::ErrorCode;
 pub use event::{EVENT_SCHEMA_VERSION, Event, EventData};
 pub use ids::{InvalidRunId, RunId};
+pub use isolation::{IsolationPlan, IsolationSpec, NetworkMode, ResourceLimitsSpec, SandboxMode};
 pub use outcome::{ExitInfo, StopReason};
+pub use policy::{OnViolation, Policy, PolicyDef, Violation};
 pub use spec::{LaunchPlan, PromptVia, RunSpec, StepAgent, WorkflowPlan};
 pub use state::{RunState, TransitionError};

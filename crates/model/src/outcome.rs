@@ -17,6 +17,10 @@ pub enum StopReason {
     IdleTimeout,
     /// The supervisor itself received SIGTERM/SIGINT.
     SupervisorSignal,
+    /// A resource limit (memory, pids, cpu, disk) was exceeded.
+    Limit,
+    /// The path policy says `on_violation = "stop"` and the agent broke it.
+    Policy,
 }
 
 impl StopReason {
@@ -26,6 +30,8 @@ impl StopReason {
             StopReason::Timeout => "timeout",
             StopReason::IdleTimeout => "idle_timeout",
             StopReason::SupervisorSignal => "supervisor_signal",
+            StopReason::Limit => "limit",
+            StopReason::Policy => "policy",
         }
     }
 }
@@ -54,6 +60,11 @@ pub fn decide(stop: Option<StopReason>, exit: &ExitInfo) -> (RunState, String) {
         ),
         Some(StopReason::Timeout) => (RunState::TimedOut, format!("hard timeout; agent {how}")),
         Some(StopReason::IdleTimeout) => (RunState::TimedOut, format!("idle timeout (no output); agent {how}")),
+        Some(StopReason::Limit) => (RunState::Failed, format!("a resource limit was exceeded; agent {how}")),
+        Some(StopReason::Policy) => (
+            RunState::Failed,
+            format!("stopped for breaking the path policy; agent {how}"),
+        ),
         None if exit.exit_code == Some(0) => (RunState::Succeeded, format!("agent {how}")),
         None => (RunState::Failed, format!("agent {how}")),
     }

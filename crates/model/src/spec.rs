@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::CheckpointPolicy;
+use crate::isolation::{IsolationPlan, IsolationSpec};
 use crate::workflow::WorkflowDef;
 
 /// The request that created a run. Two creates with the same id and an equal spec are the same run.
@@ -39,6 +40,10 @@ pub struct RunSpec {
     /// The workflow to run (its name); `prompt` is then the task. Absent for a single agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
+    /// Sandbox, network, secrets, limits and path policy asked for. Absent only in runs recorded
+    /// before isolation existed (they ran unconfined).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<IsolationSpec>,
 }
 
 /// How the prompt reaches the agent.
@@ -95,6 +100,9 @@ pub struct LaunchPlan {
     /// The workflow, resolved at creation: its definition and each step's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<Box<WorkflowPlan>>,
+    /// The isolation the run gets (absent: recorded before isolation existed; unconfined).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<IsolationPlan>,
 }
 
 /// A workflow as resolved when its run was created, so a resumed supervisor runs exactly what
@@ -122,4 +130,13 @@ pub struct StepAgent {
     /// Secret variables passed through by name.
     pub secret_env: Vec<String>,
     pub tty: bool,
+    /// The agent's own network mode (absent: `proxy` with `domains`, else `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::isolation::NetworkMode>,
+    /// Domains the agent needs through the proxy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
+    /// The agent's path policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::PolicyDef>,
 }

@@ -150,6 +150,13 @@ pub fn transition(from: Option<RunState>, event: &EventData) -> Result<RunState,
         };
     }
     let active = matches!(state, Running | Paused | NeedsInput | Stopping);
+    if event.is_observation() {
+        return if active || state == Preparing {
+            Ok(state)
+        } else {
+            Err(err())
+        };
+    }
     let next = match event {
         EventData::Created { .. } => return Err(err()),
         EventData::Queued { .. } if matches!(state, Pending | Interrupted) => state,

@@ -8,6 +8,7 @@
 pub mod local;
 pub mod output;
 pub mod proctree;
+pub mod redact;
 pub mod spawn;
 pub mod supervisor;
 

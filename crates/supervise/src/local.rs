@@ -381,61 +381,18 @@ impl Provider for LocalProvider {
         timeout: std::time::Duration,
     ) -> Result<RequestOutcome, ProviderError> {
         let files = self.files(run);
-        let Some(id) = request.request_id() else {
+        if request.request_id().is_none() {
             return self
                 .signal(run, request)
                 .map(|()| RequestOutcome::Answered(String::new()));
-        };
-        let dir = files.control_dir();
-        fs::create_dir_all(&dir).map_err(|e| err("cannot create control dir", e))?;
-        let req = dir.join(format!("req-{id}.json"));
-        let resp = dir.join(format!("resp-{id}.json"));
-        let body = serde_json::to_vec(request).expect("control requests serialize");
-        write_atomic(&req, &body).map_err(|e| err("cannot write control request", e))?;
-        let started = std::time::Instant::now();
-        let take_answer = || -> Option<String> {
-            let text = fs::read_to_string(&resp).ok()?;
-            let _ = fs::remove_file(&resp);
-            Some(text)
-        };
-        // Withdraws the request if nobody claimed it; true when withdrawn.
-        let withdraw = || {
-            let gone = dir.join(format!("withdrawn-{id}.json"));
-            let ok = fs::rename(&req, &gone).is_ok();
-            let _ = fs::remove_file(&gone);
-            ok
-        };
-        loop {
-            if let Some(text) = take_answer() {
-                return Ok(RequestOutcome::Answered(text));
-            }
+        }
+        // A supervisor that cannot be found counts as gone.
+        exchange(&files.control_dir(), request, timeout, &|| {
             let alive = files
                 .supervisor_alive()
                 .map_err(|e| err("cannot check supervisor", e))?;
-            if alive != Some(true) {
-                if withdraw() {
-                    return Ok(RequestOutcome::NotTaken);
-                }
-                // Claimed: the answer may have been written just before the supervisor ended.
-                if let Some(text) = take_answer() {
-                    return Ok(RequestOutcome::Answered(text));
-                }
-                return Err(err("the supervisor ended while handling the request", None));
-            }
-            if started.elapsed() >= timeout {
-                if withdraw() {
-                    return Err(err(
-                        format!("the supervisor did not take the request within {}s", timeout.as_secs()),
-                        None,
-                    ));
-                }
-                // Claimed and in progress: a rollback or checkpoint finishes; wait for it.
-                if started.elapsed() >= timeout * 4 {
-                    return Err(err("no answer from the supervisor", None));
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+            Ok(Some(alive == Some(true)))
+        })
     }
 
     fn status(&self, run: &RunId) -> Result<SupervisorStatus, ProviderError> {
@@ -514,6 +471,67 @@ impl Provider for LocalProvider {
             let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);
         }
         Ok(())
+    }
+}
+
+/// Hands `request` (one that expects an answer) to the supervisor that polls control directory
+/// `dir` and waits for its answer. `alive` says whether that supervisor still runs (`None`:
+/// cannot tell); without a way to know (inside a sandbox) pass `|| Ok(None)`: the request is
+/// then withdrawn once `timeout` passes unclaimed.
+pub fn exchange(
+    dir: &Path,
+    request: &ControlRequest,
+    timeout: std::time::Duration,
+    alive: &dyn Fn() -> Result<Option<bool>, ProviderError>,
+) -> Result<RequestOutcome, ProviderError> {
+    let Some(id) = request.request_id() else {
+        return Err(err("this request expects no answer", None));
+    };
+    fs::create_dir_all(dir).map_err(|e| err("cannot create control dir", e))?;
+    let req = dir.join(format!("req-{id}.json"));
+    let resp = dir.join(format!("resp-{id}.json"));
+    let body = serde_json::to_vec(request).expect("control requests serialize");
+    write_atomic(&req, &body).map_err(|e| err("cannot write control request", e))?;
+    let started = std::time::Instant::now();
+    let take_answer = || -> Option<String> {
+        let text = fs::read_to_string(&resp).ok()?;
+        let _ = fs::remove_file(&resp);
+        Some(text)
+    };
+    // Withdraws the request if nobody claimed it; true when withdrawn.
+    let withdraw = || {
+        let gone = dir.join(format!("withdrawn-{id}.json"));
+        let ok = fs::rename(&req, &gone).is_ok();
+        let _ = fs::remove_file(&gone);
+        ok
+    };
+    loop {
+        if let Some(text) = take_answer() {
+            return Ok(RequestOutcome::Answered(text));
+        }
+        if alive()? == Some(false) {
+            if withdraw() {
+                return Ok(RequestOutcome::NotTaken);
+            }
+            // Claimed: the answer may have been written just before the supervisor ended.
+            if let Some(text) = take_answer() {
+                return Ok(RequestOutcome::Answered(text));
+            }
+            return Err(err("the supervisor ended while handling the request", None));
+        }
+        if started.elapsed() >= timeout {
+            if withdraw() {
+                return Err(err(
+                    format!("the supervisor did not take the request within {}s", timeout.as_secs()),
+                    None,
+                ));
+            }
+            // Claimed and in progress: a rollback or checkpoint finishes; wait for it.
+            if started.elapsed() >= timeout * 4 {
+                return Err(err("no answer from the supervisor", None));
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

@@ -20,8 +20,13 @@ use crate::supervisor::LoopEvent;
 #[derive(Clone, Debug)]
 pub struct ProcessSpec {
     pub argv: Vec<String>,
+    /// A command the argv runs under (e.g. a sandbox: `bwrap [OPTIONS] --`); empty for none.
+    /// Events record `argv` only.
+    pub wrapper: Vec<OsString>,
     pub cwd: PathBuf,
-    /// Variables set on top of the supervisor's own environment.
+    /// Start from an empty environment instead of the supervisor's.
+    pub env_clear: bool,
+    /// Variables set on top of the supervisor's own environment (or of none, with `env_clear`).
     pub env: Vec<(OsString, OsString)>,
     /// Variables removed from the inherited environment.
     pub env_remove: Vec<OsString>,
@@ -29,6 +34,13 @@ pub struct ProcessSpec {
     pub stdin: Option<Vec<u8>>,
     /// Run on a pseudo-terminal (stdout and stderr merge into one stream).
     pub tty: bool,
+    /// Resource limits the process takes on before it runs: it joins the run's cgroup and sets
+    /// its rlimits between fork and exec, so nothing it starts escapes them.
+    pub limits: Option<sandbox::limits::ChildSetup>,
+    /// Start with the stop signals ignored (SIGINT, SIGTERM, SIGHUP, SIGQUIT): for a wrapper
+    /// such as bubblewrap, which must outlive a stop signal its agent handles (the agent gets
+    /// their default action back inside, see `sandbox::bwrap::exec_with_default_signals`).
+    pub shield_signals: bool,
 }
 
 /// A started agent.
@@ -41,12 +53,25 @@ pub struct Spawned {
 /// Starts the agent and threads that forward its output (and an end-of-stream marker per
 /// stream) to `tx`. Returns how many streams will report.
 pub fn spawn(spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -> io::Result<(Spawned, usize)> {
-    let (program, args) = spec
-        .argv
-        .split_first()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-    let mut cmd = Command::new(program);
-    cmd.args(args).current_dir(&spec.cwd);
+    if spec.argv.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+    }
+    // A wrapper (the sandbox) would start and then fail to run a missing program: say so as
+    // directly as an unwrapped start would.
+    if !spec.wrapper.is_empty() && !program_exists(spec) {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "No such file or directory"));
+    }
+    let full: Vec<OsString> = spec
+        .wrapper
+        .iter()
+        .cloned()
+        .chain(spec.argv.iter().map(OsString::from))
+        .collect();
+    let mut cmd = Command::new(&full[0]);
+    cmd.args(&full[1..]).current_dir(&spec.cwd);
+    if spec.env_clear {
+        cmd.env_clear();
+    }
     for var in &spec.env_remove {
         cmd.env_remove(var);
     }
@@ -66,11 +91,22 @@ fn spawn_pipes(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>)
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    let limits = spec.limits.clone();
+    let shield = spec.shield_signals;
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent; joining a
+    // cgroup and setting rlimits are single writes and setrlimit calls, without allocation.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(io::Error::from)?;
             close_inherited_fds();
+            if let Some(setup) = &limits {
+                setup.apply()?;
+            }
+            if shield {
+                for sig in sandbox::bwrap::STOP_SIGNALS {
+                    libc::signal(sig, libc::SIG_IGN);
+                }
+            }
             Ok(())
         });
     }
@@ -116,17 +152,29 @@ fn spawn_pty(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -
         .stdout(Stdio::from(slave.try_clone()?))
         .stderr(Stdio::from(slave.try_clone()?));
     let term_given = spec.env.iter().any(|(k, v)| k == "TERM" && !v.is_empty());
-    if !term_given && std::env::var_os("TERM").is_none_or(|t| t.is_empty()) {
+    let inherited = if spec.env_clear { None } else { std::env::var_os("TERM") };
+    if !term_given && inherited.is_none_or(|t| t.is_empty()) {
         cmd.env("TERM", "xterm-256color");
     }
+    let limits = spec.limits.clone();
+    let shield = spec.shield_signals;
     // SAFETY: setsid, ioctl and the fd calls are async-signal-safe; fd 1 is the pty slave here.
+    // Joining a cgroup and setting rlimits are single writes and setrlimit calls.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             nix::unistd::setsid().map_err(io::Error::from)?;
             if libc::ioctl(1, libc::TIOCSCTTY as _, 0) == -1 {
                 return Err(io::Error::last_os_error());
             }
             close_inherited_fds();
+            if let Some(setup) = &limits {
+                setup.apply()?;
+            }
+            if shield {
+                for sig in sandbox::bwrap::STOP_SIGNALS {
+                    libc::signal(sig, libc::SIG_IGN);
+                }
+            }
             Ok(())
         });
     }
@@ -308,4 +356,25 @@ fn forward(mut reader: impl Read + Send + 'static, stream: Stream, tx: SyncSende
         }
         let _ = tx.send(LoopEvent::Eof(stream));
     });
+}
+
+/// Whether `spec`'s program can be found: relative to its working directory when it names a
+/// path, else on the `PATH` it will get.
+fn program_exists(spec: &ProcessSpec) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let program = std::path::Path::new(&spec.argv[0]);
+    let runnable =
+        |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if spec.argv[0].contains('/') {
+        return runnable(&spec.cwd.join(program));
+    }
+    let path = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .or_else(|| if spec.env_clear { None } else { std::env::var_os("PATH") })
+        .unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| runnable(&dir.join(program)))
 }

@@ -37,6 +37,11 @@ pub trait Sink {
     fn poll_control(&mut self) -> Option<ControlRequest>;
     /// Called on every turn of the loop (at least every 100 ms), e.g. to sync output.
     fn tick(&mut self) {}
+    /// Whether the agent must be stopped for a reason of the sink's (a resource limit passed, a
+    /// path policy broken); polled after every tick.
+    fn should_stop(&mut self) -> Option<StopReason> {
+        None
+    }
 }
 
 /// Limits enforced by the supervisor.
@@ -212,6 +217,11 @@ pub fn supervise(
             exit_elapsed = started.elapsed();
         }
         sink.tick();
+        if exit.is_none()
+            && let Some(reason) = sink.should_stop()
+        {
+            request_stop(&mut stop, &mut escalation, reason, limits.grace, sink);
+        }
         if let Some(ControlRequest::Stop { grace_ms }) = sink.poll_control()
             && exit.is_none()
         {

@@ -11,11 +11,15 @@ use supervise::{LoopEvent, ProcessSpec};
 fn tty(argv: &[&str], stdin: Option<&[u8]>) -> ProcessSpec {
     ProcessSpec {
         argv: argv.iter().map(|a| a.to_string()).collect(),
+        wrapper: Vec::new(),
         cwd: std::env::temp_dir(),
+        env_clear: false,
         env: Vec::new(),
         env_remove: Vec::new(),
         stdin: stdin.map(<[u8]>::to_vec),
         tty: true,
+        limits: None,
+        shield_signals: false,
     }
 }
 

@@ -41,6 +41,36 @@ pub fn supervise(args: &[std::ffi::OsString]) -> i32 {
     }
 }
 
+/// The hidden first process inside a proxy-mode sandbox, started by the supervisor as
+/// `agentctl __sandbox-bridge --port PORT --upstream SOCKET -- AGENT ARGS...`.
+pub const SANDBOX_BRIDGE: &str = "__sandbox-bridge";
+
+/// `__sandbox-bridge`: relays `127.0.0.1:PORT` inside the sandbox to the egress proxy's socket
+/// while the agent runs; exits as the agent did.
+pub fn sandbox_bridge(args: &[std::ffi::OsString]) -> i32 {
+    let usage = || {
+        eprintln!(
+            "usage: agentctl {SANDBOX_BRIDGE} --port PORT --upstream SOCKET -- PROGRAM [ARGS...] (started by agentctl itself)"
+        );
+        64
+    };
+    let [port_flag, port, up_flag, upstream, dashes, argv @ ..] = args else {
+        return usage();
+    };
+    if port_flag != "--port" || up_flag != "--upstream" || dashes != "--" || argv.is_empty() {
+        return usage();
+    }
+    let Ok(port) = port.to_string_lossy().parse::<u16>() else {
+        return usage();
+    };
+    sandbox::net::serve_then_run(port, std::path::Path::new(upstream), argv)
+}
+
+/// The hidden first process inside a sandbox without the proxy:
+/// `agentctl __sandbox-exec -- AGENT ARGS...` gives stop signals their default action back and
+/// becomes the agent.
+pub const SANDBOX_EXEC: &str = "__sandbox-exec";
+
 const AGENTS_TOML: &str = r#"# Agent definitions for this repository (agentctl). A definition here replaces a preset or
 # user definition of the same name. See docs/agents.md.
 #

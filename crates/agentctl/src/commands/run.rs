@@ -7,7 +7,7 @@ use engine::RunRequest;
 use model::{ErrorCode, RunId};
 
 use crate::backend::Backend;
-use crate::cli::{GlobalArgs, RunArgs};
+use crate::cli::{GlobalArgs, NetworkArg, RunArgs, SandboxArg};
 use crate::context;
 use crate::exit::{self, CliError};
 use crate::follow::{self, FollowOptions, Print};
@@ -41,7 +41,9 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
         },
         launch_env: None,
         workflow: args.workflow.clone(),
+        isolation: isolation(&args)?,
     };
+    warn_unconfined(g, &req.isolation);
     let backend = Backend::open(g)?;
     let (run, created) = backend.create_run(req)?;
     let id = run.id.clone();
@@ -116,4 +118,59 @@ fn prompt(args: &RunArgs) -> Result<Option<String>, CliError> {
             format!("cannot read the prompt from {}: {e}", path.display()),
         )
     })
+}
+
+/// The isolation asked for on the command line.
+fn isolation(args: &RunArgs) -> Result<model::IsolationSpec, CliError> {
+    let policy = match &args.policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CliError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let def: model::policy::PolicyDef = toml::from_str(&text).map_err(|e| {
+                CliError::new(ErrorCode::InvalidConfig, format!("{}: {e}", path.display()))
+                    .hint("see docs/sandbox.md for the policy keys")
+            })?;
+            Some(def)
+        }
+        None => None,
+    };
+    Ok(model::IsolationSpec {
+        sandbox: args.sandbox.map(|s| match s {
+            SandboxArg::On => model::SandboxMode::On,
+            SandboxArg::Off => model::SandboxMode::Off,
+        }),
+        network: args.network.map(|n| match n {
+            NetworkArg::None => model::NetworkMode::None,
+            NetworkArg::Proxy => model::NetworkMode::Proxy,
+            NetworkArg::Host => model::NetworkMode::Host,
+        }),
+        allow_internal_network: args.allow_internal_network,
+        allow_domains: args.allow_domains.clone(),
+        secrets: args.secrets.clone(),
+        limits: model::ResourceLimitsSpec {
+            memory_bytes: args.memory,
+            cpus: args.cpus,
+            pids: args.pids,
+            disk_bytes: args.disk,
+        },
+        policy,
+    })
+}
+
+/// An unconfined run is said out loud (it is also recorded in the run's events).
+fn warn_unconfined(g: &GlobalArgs, iso: &model::IsolationSpec) {
+    if g.json {
+        return;
+    }
+    if iso.sandbox == Some(model::SandboxMode::Off) {
+        eprintln!(
+            "agentctl: WARNING: --sandbox=off: the agent runs unconfined; it can read and write everything you can and reach any network"
+        );
+    } else if iso.network == Some(model::NetworkMode::Host) {
+        eprintln!("agentctl: WARNING: --network=host: the agent can reach any address, local services included");
+    }
 }

@@ -74,15 +74,18 @@ pub fn msg(g: &GlobalArgs, cmd: MsgCommand) -> Result<i32, CliError> {
         CliError::new(ErrorCode::InvalidArgument, e.to_string())
             .hint("run `agentctl msg send` from inside a workflow step, or pass --run")
     })?;
-    let receipt = Backend::open(g)?.send_message(
-        &id,
-        OutgoingMessage {
-            from: args.step.clone(),
-            to: args.to.clone(),
-            verdict: args.verdict.clone(),
-            text: args.text.clone(),
-        },
-    )?;
+    let msg = OutgoingMessage {
+        from: args.step.clone(),
+        to: args.to.clone(),
+        verdict: args.verdict.clone(),
+        text: args.text.clone(),
+    };
+    // Inside a sandbox only the run's control directory is there to talk to its supervisor.
+    let sandboxed = std::env::var_os("AGENTCTL_SANDBOXED").is_some_and(|v| v == "1");
+    let receipt = match std::env::var_os("AGENTCTL_CONTROL_DIR").filter(|_| sandboxed) {
+        Some(dir) => engine::Engine::send_message_from_sandbox(std::path::Path::new(&dir), msg)?,
+        None => Backend::open(g)?.send_message(&id, msg)?,
+    };
     if g.json {
         view::print_json(&receipt);
     } else {

@@ -120,8 +120,11 @@ fn error_codes_messages_and_exit_codes() {
     check("rm active", &env, &["rm", &active], "RUN_ACTIVE", 75);
     env.run(&["stop", "--grace", "100ms", &active]);
     // A worktree that cannot be saved as a checkpoint (the agent damaged its .git).
+    // Unsandboxed: in a sandbox the agent cannot damage the worktree's .git file.
     env.json(&[
         "run",
+        "--sandbox",
+        "off",
         "--id",
         "dirty",
         "--",

@@ -54,7 +54,7 @@ fn the_users_checkout_is_untouched() {
         "sh",
         "-c",
         "echo agent > README.md && echo new > new.txt && rm src/lib.txt && git add -A && \
-         git -c user.name=a -c user.email=a@b commit -qm agent-work && git checkout -q -b side",
+         git -c user.name=a -c user.email=a@b commit -qm agent-work && git checkout -q --detach",
     ]);
     assert_eq!(v["state"], "succeeded", "{v}");
     assert_eq!(before, snapshot(&env.repo), "the run changed the user's checkout");
@@ -260,6 +260,8 @@ fn unknown_is_not_clean_when_the_repository_moved_or_the_worktree_is_broken() {
     let (moved, _) = env.json(&["run", "--id", "moved", "--", "sh", "-c", "echo wip > work.txt"]);
     let (broken, _) = env.json(&[
         "run",
+        "--sandbox",
+        "off",
         "--id",
         "broken",
         "--",
@@ -319,7 +321,9 @@ fn filters_and_hooks_planted_by_an_agent_never_run_in_agentctls_git_calls() {
          git add -A && git -c user.name=a -c user.email=a@b commit -qm plant && \
          rm -f {m}/clean {m}/smudge {m}/hook && echo changed >> README.md"
     );
-    let (v, _) = env.json(&["run", "--id", "planter", "--", "sh", "-c", &plant]);
+    // Unsandboxed: agentctl's git calls must be safe even from an unconfined agent (in a
+    // sandbox the config and hooks cannot be written at all; see sandbox.rs).
+    let (v, _) = env.json(&["run", "--sandbox", "off", "--id", "planter", "--", "sh", "-c", &plant]);
     assert_eq!(v["state"], "succeeded", "{v}");
     // Checkpoints read content with every filter off: the final one holds README's bytes.
     let (cps, _) = env.json(&["checkpoints", "planter"]);

@@ -236,7 +236,23 @@ fn agents_get_only_their_stdio_descriptors() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let id = v["id"].as_str().unwrap().to_owned();
         let v = env.until(&id, Duration::from_secs(10), |v| v["state"] == "running");
-        let pid = v["pid"].as_u64().unwrap();
+        // The agent itself: the deepest process under the run's (in a sandbox, the run's
+        // process is bubblewrap, whose own descriptors are its business).
+        let mut pid = v["pid"].as_u64().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+            match children.split_whitespace().next() {
+                Some(child) => pid = child.parse().unwrap(),
+                None => {
+                    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                    if ["sleep", "wc"].contains(&comm.trim()) || std::time::Instant::now() > deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
         let mut fds: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
             .flatten()

@@ -18,6 +18,7 @@ mod readopt;
 mod reconcile;
 mod records;
 mod route;
+mod sandbox;
 mod stop;
 mod streams;
 mod via_daemon;

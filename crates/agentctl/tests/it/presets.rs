@@ -210,7 +210,8 @@ fn claude_code_gets_the_prompt_as_an_argument_and_streams_json() {
 /// when its euid is 0 unless `IS_SANDBOX=1` or `CLAUDE_CODE_BUBBLEWRAP=1` (see the header of the
 /// fake for sources). The preset keeps the mode (an agent in its own worktree must be able to
 /// edit and run commands unattended); as root the documented workaround is
-/// `--env IS_SANDBOX=1` (docs/agents.md). As another user, no workaround is needed.
+/// `--env IS_SANDBOX=1` (docs/agents.md) for an unsandboxed run; a sandboxed run gets it set.
+/// As another user, no workaround is needed.
 #[test]
 fn claude_code_as_root_fails_clearly_and_the_documented_workaround_works() {
     let env = Env::new();
@@ -219,7 +220,7 @@ fn claude_code_as_root_fails_clearly_and_the_documented_workaround_works() {
     let out = cmd(&env, &fakes_path())
         .env_remove("IS_SANDBOX")
         .env("ANTHROPIC_API_KEY", "k")
-        .args(["--json", "run", "--agent", "claude-code", PROMPT])
+        .args(["--json", "run", "--sandbox", "off", "--agent", "claude-code", PROMPT])
         .output()
         .unwrap();
     let run: Value = serde_json::from_str(stdout(&out).trim()).expect("run JSON");
@@ -234,6 +235,8 @@ fn claude_code_as_root_fails_clearly_and_the_documented_workaround_works() {
             .args([
                 "--json",
                 "run",
+                "--sandbox",
+                "off",
                 "--env",
                 "IS_SANDBOX=1",
                 "--agent",
@@ -249,6 +252,15 @@ fn claude_code_as_root_fails_clearly_and_the_documented_workaround_works() {
         assert_eq!(run["state"], "succeeded", "{run}");
         assert_ran_in_worktree(&run, "claude", PROMPT, &env);
     }
+    // Sandboxed (the default), the agent is told so (IS_SANDBOX=1): no workaround needed.
+    let out = cmd(&env, &fakes_path())
+        .env_remove("IS_SANDBOX")
+        .env("ANTHROPIC_API_KEY", "k")
+        .args(["--json", "run", "--agent", "claude-code", PROMPT])
+        .output()
+        .unwrap();
+    let run: Value = serde_json::from_str(stdout(&out).trim()).expect("run JSON");
+    assert_eq!(run["state"], "succeeded", "{run}");
 }
 
 #[test]
@@ -503,6 +515,7 @@ description = "codex, my way"
 # claude-code with one JSON result instead of a stream, and edits only.
 [agents.claude-code]
 command = ["claude", "-p", "{prompt}", "--output-format", "json", "--permission-mode", "acceptEdits"]
+secret_env = ["ANTHROPIC_API_KEY"]
 "#,
     )
     .unwrap();
@@ -625,10 +638,10 @@ fn fakes_reject_the_mistakes_a_wrong_preset_would_make() {
         ));
     }
     toml.push_str(
-        "[agents.claude-no-approval]\ncommand = [\"claude\", \"-p\", \"{prompt}\", \"--output-format\", \"json\"]\n\n",
+        "[agents.claude-no-approval]\ncommand = [\"claude\", \"-p\", \"{prompt}\", \"--output-format\", \"json\"]\nsecret_env = [\"ANTHROPIC_API_KEY\"]\n\n",
     );
     toml.push_str(
-        "[agents.codex-read-only]\ncommand = [\"codex\", \"exec\", \"--json\", \"-\"]\nprompt_via = \"stdin\"\n",
+        "[agents.codex-read-only]\ncommand = [\"codex\", \"exec\", \"--json\", \"-\"]\nprompt_via = \"stdin\"\nsecret_env = [\"CODEX_API_KEY\", \"OPENAI_API_KEY\"]\n",
     );
     std::fs::create_dir_all(env.repo.join(".agentctl")).unwrap();
     std::fs::write(env.repo.join(".agentctl/agents.toml"), toml).unwrap();

@@ -485,7 +485,13 @@ fn runs_that_change_while_the_daemon_is_down_show_their_real_outcome_and_only_a_
         assert_eq!(status, 201, "{run}");
     };
     // The long ones first: the short ones must not end before the daemon is killed.
-    create("orphan", "echo orphan; sleep 30", json!({}));
+    // Unsandboxed: a sandboxed agent ends with its supervisor (bubblewrap's --die-with-parent),
+    // so only an unconfined one can be left behind.
+    create(
+        "orphan",
+        "echo orphan; sleep 30",
+        json!({"isolation": {"sandbox": "off"}}),
+    );
     create("live", "echo live; sleep 30", json!({}));
     create("ok", "echo ok; sleep 1.2", json!({}));
     create("bad", "echo bad; sleep 1.2; exit 3", json!({}));

@@ -50,6 +50,7 @@ fn the_event_log_tells_the_whole_story_in_order() {
             "created",
             "preparing",
             "worktree_ready",
+            "isolated",
             "checkpointed",
             "started",
             "exited",

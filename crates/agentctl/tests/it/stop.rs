@@ -206,7 +206,8 @@ fn a_run_started_inside_a_run_ends_with_it_and_says_why() {
         "{} --json run --detach --id inner -- sleep 300 > /dev/null",
         bin.display()
     );
-    let (v, _) = env.json(&["run", "--grace", "300ms", "--", "sh", "-c", &inner]);
+    // Unsandboxed: a sandboxed agent cannot reach agentctl's state to start a run.
+    let (v, _) = env.json(&["run", "--sandbox", "off", "--grace", "300ms", "--", "sh", "-c", &inner]);
     assert_eq!(v["state"], "succeeded", "{v}");
     let inner = env.wait("inner");
     assert_eq!(inner["state"], "cancelled", "{inner}");

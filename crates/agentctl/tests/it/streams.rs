@@ -122,14 +122,12 @@ fn output_streams_resume_by_offset_and_end_with_the_run() {
 fn output_reaches_a_follower_without_waiting_for_a_poll() {
     let env = Env::new();
     let d = Daemon::start(&env);
-    // The agent waits for a file, then prints once; the follower must see it promptly.
-    let gate = env.repo.join("../gate");
-    let script = format!(
-        "while [ ! -e {} ]; do sleep 0.01; done; echo go; sleep 2",
-        gate.display()
-    );
-    let (_, run) = d.call("POST", "/v1/runs", Some(&create_body(&env, &script)));
+    // The agent waits for a file in its worktree (all it sees), then prints once; the
+    // follower must see it promptly.
+    let script = "while [ ! -e gate ]; do sleep 0.01; done; echo go; sleep 2";
+    let (_, run) = d.call("POST", "/v1/runs", Some(&create_body(&env, script)));
     let id = run["id"].as_str().unwrap().to_owned();
+    let gate = std::path::PathBuf::from(run["worktree"].as_str().unwrap()).join("gate");
     wait_state(&d, &id, |s| s == "running");
     let opened = std::thread::spawn({
         let gate = gate.clone();

@@ -109,7 +109,16 @@ fn commands_that_change_runs_work_through_the_daemon() {
         .cmd()
         .env("AGENTCTL_LOG", "agentctl=debug")
         .env("CALLER_ONLY_SECRET", "s3cr3t-value")
-        .args(["run", "--", "sh", "-c", "echo \"[$CALLER_ONLY_SECRET]\""])
+        // Unsandboxed: a sandboxed agent gets only the variables it declares (sandbox.rs).
+        .args([
+            "run",
+            "--sandbox",
+            "off",
+            "--",
+            "sh",
+            "-c",
+            "echo \"[$CALLER_ONLY_SECRET]\"",
+        ])
         .output()
         .unwrap();
     assert!(stderr(&out).contains("going through the daemon"), "{}", stderr(&out));
@@ -236,12 +245,10 @@ fn ctrl_c_stops_a_run_followed_through_the_daemon_as_it_does_directly() {
 fn a_daemon_stopping_ends_its_streams_and_a_follower_carries_on_directly() {
     let env = Env::new();
     let mut d = Daemon::start(&env);
-    let gate = env.state.parent().unwrap().join("gate");
-    let script = format!(
-        "echo before; while [ ! -e {} ]; do sleep 0.05; done; echo after",
-        gate.display()
-    );
-    let id = env.start(&["--", "sh", "-c", &script]);
+    // The agent waits for a file in its worktree (all it sees).
+    let script = "echo before; while [ ! -e gate ]; do sleep 0.05; done; echo after";
+    let id = env.start(&["--", "sh", "-c", script]);
+    let gate = std::path::PathBuf::from(env.show(&id)["worktree"].as_str().unwrap()).join("gate");
     let follower = env
         .cmd()
         .env("AGENTCTL_LOG", "agentctl=debug")

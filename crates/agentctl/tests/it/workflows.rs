@@ -36,14 +36,19 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Starts `workflow` detached with extra environment `vars`; returns the run id.
+/// Starts `workflow` detached with extra environment `vars` for its agents (`--env`: a
+/// sandboxed agent gets none of the caller's own; `AGENTCTL_*` go to the supervisor); returns
+/// the run id.
 fn start_workflow(env: &Env, vars: &[(&str, &str)], workflow: &str, task: &str) -> String {
-    let out = env
-        .cmd()
-        .envs(vars.iter().copied())
-        .args(["--json", "run", "--detach", "--workflow", workflow, task])
-        .output()
-        .unwrap();
+    let mut args: Vec<String> = ["--json", "run", "--detach", "--workflow", workflow, task]
+        .map(str::to_owned)
+        .to_vec();
+    // Fault injection (`AGENTCTL_CRASH_AT`) is for the supervisor, which gets the caller's env.
+    let (ours, theirs): (Vec<_>, Vec<_>) = vars.iter().partition(|(k, _)| k.starts_with("AGENTCTL_"));
+    for (k, v) in theirs {
+        args.extend(["--env".to_owned(), format!("{k}={v}")]);
+    }
+    let out = env.cmd().envs(ours.iter().copied()).args(&args).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
         .as_str()

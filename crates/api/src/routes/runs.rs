@@ -99,6 +99,7 @@ pub async fn create(
         checkpoints: body.checkpoints,
         launch_env: body.launch_env,
         workflow: body.workflow,
+        isolation: body.isolation,
     };
     let created = blocking(&state, move |engine| Ok(engine.create_run(req)?)).await?;
     let status = if created.created {

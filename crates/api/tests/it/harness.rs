@@ -311,7 +311,9 @@ pub fn code(body: &Value) -> &str {
 pub const SLEEPING_WORKFLOW: &str =
     "name = \"wf\"\ndescription = \"sleeps\"\n\n[[steps]]\nid = \"only\"\ngate = \"sleep 30\"\n";
 
-/// The body creating a run of workflow `name` in `env`'s repository.
+/// The body creating a run of workflow `name` in `env`'s repository. Unsandboxed: this test
+/// binary plays the supervisor, and cannot be the sandbox's first process (`agentctl
+/// __sandbox-exec`); the agentctl binary's tests run workflows sandboxed.
 pub fn workflow_run(env: &Env, name: &str) -> Value {
-    json!({"repo": env.repo, "workflow": name, "prompt": "the task"})
+    json!({"repo": env.repo, "workflow": name, "prompt": "the task", "isolation": {"sandbox": "off"}})
 }

@@ -22,6 +22,9 @@ use vcs::Git;
 use crate::checkpointer::Checkpointer;
 use crate::hooks;
 
+mod confine;
+mod guard;
+mod monitor;
 mod workflow;
 
 pub use workflow::MessageReceipt;
@@ -319,6 +322,14 @@ fn supervise_run(
         Ok(vars) => vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
         Err(e) => return finish(w, RunState::Failed, format!("cannot read .env: {e}")),
     };
+    let confined =
+        match confine::Confined::prepare(plan, &layout.run_dir(&id), &files.control_dir(), &spec.repo, &dotenv) {
+            Ok((confined, event)) => {
+                w.append(event)?;
+                confined
+            }
+            Err(e) => return finish(w, RunState::Failed, e.reason()),
+        };
     let output = match OutputWriter::open(&files.output_path()) {
         Ok(o) => o,
         Err(e) => return finish(w, RunState::Failed, format!("cannot open output log: {e}")),
@@ -363,6 +374,14 @@ fn supervise_run(
         control_idle: None,
         trim_at: None,
         step: None,
+        confined: &confined,
+        redact: (!confined.redactor.is_empty()).then(|| [confined.redactor.stream(), confined.redactor.stream()]),
+        monitor: monitor::Monitor::new(&confined),
+        worktree: plan.worktree.clone(),
+        stop_for: None,
+        guard: guard::PathGuard::new(&confined.plan.policy, &spec.repo, &plan.base_commit),
+        last_good: None,
+        reverted: BTreeSet::new(),
     };
     let ctx = RunContext {
         id: &id,
@@ -371,6 +390,7 @@ fn supervise_run(
         env: &env,
         dotenv: &dotenv,
         files,
+        confined: &confined,
     };
     let ended = match &plan.workflow {
         None => run_agent(&mut sink, &ctx, tx, rx),
@@ -437,6 +457,8 @@ pub(crate) struct RunContext<'a> {
     /// The repository's `.env`.
     dotenv: &'a [(OsString, OsString)],
     files: &'a RunFiles,
+    /// The sandbox, secrets and proxy every process of the run starts with.
+    confined: &'a confine::Confined,
 }
 
 /// How the run's work ended.
@@ -464,7 +486,8 @@ fn process_env(
     extra: &[&BTreeMap<String, String>],
     prompt: Option<&str>,
 ) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> = ctx.dotenv.to_vec();
+    let mut env: Vec<(OsString, OsString)> = ctx.confined.env.clone();
+    env.extend(ctx.dotenv.iter().cloned());
     for vars in extra {
         env.extend(vars.iter().map(|(k, v)| (k.into(), v.into())));
     }
@@ -496,11 +519,15 @@ fn run_agent(
     }
     let process = ProcessSpec {
         argv: plan.argv.clone(),
+        wrapper: ctx.confined.wrapper.clone(),
         cwd: plan.worktree.clone(),
+        env_clear: ctx.confined.env_clear,
         env: process_env(ctx, &[&plan.env], spec.prompt.as_deref()),
         env_remove: Vec::new(),
         stdin: (plan.prompt_via == PromptVia::Stdin).then(|| prompt.clone().into_bytes()),
         tty: plan.tty,
+        limits: ctx.confined.child_setup(),
+        shield_signals: !ctx.confined.wrapper.is_empty(),
     };
     let limits = Limits {
         timeout: spec.timeout_ms.map(Duration::from_millis),
@@ -511,9 +538,13 @@ fn run_agent(
         let _span = tracing::info_span!("run.agent", agent.name = %spec.agent).entered();
         sup::supervise(&process, limits, tx, rx, sink)
     };
+    sink.after_process(&spec.repo);
     Ok(match end {
         Ok(end) => {
-            let (state, reason) = outcome::decide(end.stop, &end.exit);
+            let (state, mut reason) = outcome::decide(end.stop, &end.exit);
+            if let Some(detail) = sink.stop_detail() {
+                reason = format!("{detail}; {reason}");
+            }
             Ended::Done(RunEnd {
                 state,
                 reason,
@@ -631,9 +662,103 @@ struct EngineSink<'w, 's> {
     step: Option<workflow::StepContext>,
     /// When to give freed memory back to the system (after start-up and bursts of work).
     trim_at: Option<Instant>,
+    /// The run's isolation: what the proxy refused is recorded from here.
+    confined: &'w confine::Confined,
+    /// Secret values taken out of each stream before it is stored (none without secrets).
+    redact: Option<[supervise::redact::StreamRedactor; 2]>,
+    /// Resource samples, and the limit the run passed.
+    monitor: monitor::Monitor,
+    worktree: PathBuf,
+    /// Why the agent must stop, once it must (recorded once, returned to the loop once).
+    stop_for: Option<StopReason>,
+    /// The path policy, checked on every batch of changes.
+    guard: Option<guard::PathGuard>,
+    /// The last checkpoint taken while the policy held: what `revert` restores from.
+    last_good: Option<u32>,
+    /// Paths just reverted: their restoring is not checked again.
+    reverted: BTreeSet<PathBuf>,
+}
+
+/// Which redaction stream a stream's output goes through.
+fn stream_index(stream: Stream) -> usize {
+    match stream {
+        Stream::Stdout => 0,
+        _ => 1,
+    }
 }
 
 impl EngineSink<'_, '_> {
+    /// Why the sink stopped the agent, in words (the limit passed), for the run's reason.
+    fn stop_detail(&self) -> Option<String> {
+        match self.stop_for? {
+            StopReason::Limit => self.monitor.exceeded.as_ref().map(ToString::to_string),
+            StopReason::Policy => self.guard.as_ref().and_then(|g| g.stop.clone()),
+            _ => None,
+        }
+    }
+
+    /// Applies the path policy to a batch of changed paths (relative to the worktree).
+    fn guard_paths(&mut self, paths: &[PathBuf]) {
+        let fresh: Vec<PathBuf> = paths.iter().filter(|p| !self.reverted.remove(*p)).cloned().collect();
+        let Some(guard) = &mut self.guard else {
+            return;
+        };
+        let Some(verdict) = guard.check(&self.worktree, &fresh) else {
+            self.last_good = self.checkpointer.as_ref().and_then(Checkpointer::last_number);
+            return;
+        };
+        use model::policy::OnViolation;
+        match verdict.action {
+            OnViolation::Flag => self.note(guard::event(&verdict, "flagged")),
+            OnViolation::Stop => self.note(guard::event(&verdict, "stopped")),
+            OnViolation::Revert => {
+                let to = self
+                    .last_good
+                    .or_else(|| self.checkpointer.as_ref().and_then(Checkpointer::last_number));
+                let targets: Vec<PathBuf> = verdict
+                    .violations
+                    .iter()
+                    .filter(|v| v.path != model::policy::WORKTREE_PATH)
+                    .map(|v| PathBuf::from(&v.path))
+                    .collect();
+                let done = match (&mut self.checkpointer, to) {
+                    (Some(cp), Some(to)) if !targets.is_empty() => {
+                        cp.rollback(self.writer, to, &targets, false).is_ok()
+                    }
+                    _ => false,
+                };
+                if done {
+                    self.reverted.extend(targets);
+                }
+                self.note(guard::event(&verdict, if done { "reverted" } else { "flagged" }));
+            }
+        }
+    }
+
+    /// After each agent (or gate) process: the output held back for redaction, the refused
+    /// connections not yet recorded, and the branch moved to what the agent committed.
+    fn after_process(&mut self, repo: &std::path::Path) {
+        if let Some(r) = &mut self.redact {
+            for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+                let rest = r[i].finish();
+                if !rest.is_empty()
+                    && let Err(e) = self.output.write(jiff::Timestamp::now(), stream, &rest)
+                {
+                    tracing::warn!(error = %e, "cannot write output log");
+                }
+            }
+        }
+        for ev in self.confined.drain_events() {
+            self.note(ev);
+        }
+        if let Some(ev) = self.monitor.tick(self.confined, &self.worktree) {
+            self.note(ev);
+        }
+        if let Some(ev) = self.confined.sync_branch(repo) {
+            self.note(ev);
+        }
+    }
+
     fn note(&mut self, data: EventData) {
         if let Err(e) = self.writer.append(data) {
             tracing::error!(error = %e, "cannot record event");
@@ -706,6 +831,7 @@ impl EngineSink<'_, '_> {
                 .into_iter()
                 .filter(|p| !checkpoint::restore::is_restore_temp(p))
                 .collect();
+            self.guard_paths(&paths);
             let relevant = match &self.checkpointer {
                 Some(cp) => cp.relevant(&paths),
                 None => paths,
@@ -756,6 +882,17 @@ impl EngineSink<'_, '_> {
 impl Sink for EngineSink<'_, '_> {
     fn output(&mut self, stream: Stream, data: &[u8]) {
         self.trim_at = Some(Instant::now() + TRIM_AFTER);
+        let clean;
+        let data = match &mut self.redact {
+            Some(r) => {
+                clean = r[stream_index(stream)].push(data);
+                if clean.is_empty() {
+                    return;
+                }
+                &clean[..]
+            }
+            None => data,
+        };
         if let Err(e) = self.output.write(jiff::Timestamp::now(), stream, data) {
             tracing::warn!(error = %e, "cannot write output log");
         }
@@ -782,6 +919,20 @@ impl Sink for EngineSink<'_, '_> {
             self.writer.set_deferred(false);
             self.trim_at = Some(Instant::now() + TRIM_AFTER);
         }
+    }
+
+    fn should_stop(&mut self) -> Option<StopReason> {
+        if self.stop_for.is_some() {
+            return None;
+        }
+        if let Some(reason) = self.guard.as_ref().and_then(guard::PathGuard::stop_reason) {
+            self.stop_for = Some(reason);
+            return self.stop_for;
+        }
+        let exceeded = self.monitor.exceeded.as_ref()?;
+        tracing::warn!(reason = %exceeded, "resource limit exceeded; stopping the agent");
+        self.stop_for = Some(StopReason::Limit);
+        self.stop_for
     }
 
     fn poll_control(&mut self) -> Option<ControlRequest> {
@@ -828,6 +979,9 @@ impl Sink for EngineSink<'_, '_> {
     fn tick(&mut self) {
         if let Err(e) = self.output.sync_if_due() {
             tracing::warn!(error = %e, "cannot sync output log");
+        }
+        for ev in self.confined.drain_events() {
+            self.note(ev);
         }
         self.watch_tick();
         if self.trim_at.is_some_and(|t| Instant::now() >= t) {

@@ -206,6 +206,7 @@ pub(super) fn run_steps(
             Err(why) => Err(why.clone()),
         };
         sink.step = None;
+        sink.after_process(&ctx.spec.repo);
         let not_started = end.as_ref().err().cloned();
         let (exit, stop) = match end {
             Ok(end) => (end.exit, end.stop),
@@ -430,11 +431,15 @@ fn step_process(
     if let Some(gate) = &step.gate {
         return Ok(ProcessSpec {
             argv: vec!["/bin/sh".to_owned(), "-c".to_owned(), gate.clone()],
+            wrapper: ctx.confined.wrapper.clone(),
             cwd: worktree.clone(),
+            env_clear: ctx.confined.env_clear,
             env: process_env(ctx, &[&ctx.plan.env, step_env], None),
             env_remove: Vec::new(),
             stdin: None,
             tty: false,
+            limits: ctx.confined.child_setup(),
+            shield_signals: !ctx.confined.wrapper.is_empty(),
         });
     }
     let name = step.agent.as_deref().unwrap_or_default();
@@ -462,11 +467,15 @@ fn step_process(
     }
     Ok(ProcessSpec {
         argv: inv.argv,
+        wrapper: ctx.confined.wrapper.clone(),
         cwd: worktree.clone(),
+        env_clear: ctx.confined.env_clear,
         env: process_env(ctx, &[&agent.env, &ctx.plan.env, step_env], prompt),
         env_remove: Vec::new(),
         stdin: (inv.prompt_via == PromptVia::Stdin).then(|| text.as_bytes().to_vec()),
         tty: agent.tty,
+        limits: ctx.confined.child_setup(),
+        shield_signals: !ctx.confined.wrapper.is_empty(),
     })
 }
 
@@ -524,7 +533,8 @@ impl EngineSink<'_, '_> {
                     from: cur.step.clone(),
                     to: to.clone(),
                     verdict: verdict.clone(),
-                    text: text.clone(),
+                    // A message is stored: secret values never are.
+                    text: self.confined.redactor.redact_str(text),
                     hop: cur.hop,
                     attempt: cur.attempt,
                 })

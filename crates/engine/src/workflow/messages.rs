@@ -60,6 +60,29 @@ impl Engine {
         }
     }
 
+    /// Records a message from inside a sandboxed step, which sees neither the store nor the
+    /// run's other files: only its run's control directory (`AGENTCTL_CONTROL_DIR`). The
+    /// supervisor checks the message as it does any other.
+    pub fn send_message_from_sandbox(
+        control_dir: &std::path::Path,
+        msg: OutgoingMessage,
+    ) -> Result<MessageReceipt, EngineError> {
+        let req = ControlRequest::Message {
+            request_id: crate::checkpoints::request_id(),
+            from: msg.from,
+            to: msg.to,
+            verdict: msg.verdict,
+            text: msg.text,
+        };
+        match supervise::local::exchange(control_dir, &req, SEND_TIMEOUT, &|| Ok(None))? {
+            RequestOutcome::Answered(text) => crate::checkpoints::parse_answer(&text),
+            RequestOutcome::NotTaken => Err(EngineError::new(
+                ErrorCode::InvalidStateTransition,
+                "no step of this run took the message: messages are sent while a step runs",
+            )),
+        }
+    }
+
     /// A workflow run's progress, folded from its events (`None` for a single-agent run).
     pub fn workflow_progress(&self, id: &RunId) -> Result<Option<Progress>, EngineError> {
         let events = self.store.events(id)?;

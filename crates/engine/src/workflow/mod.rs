@@ -257,6 +257,9 @@ pub fn resolve(
                 env: agent.env.clone(),
                 secret_env: agent.secret_env.clone(),
                 tty: agent.tty,
+                network: agent.network,
+                domains: agent.domains.clone(),
+                policy: agent.policy.clone(),
             },
         );
     }

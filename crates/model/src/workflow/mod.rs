@@ -41,6 +41,9 @@ pub struct WorkflowDef {
     pub steps: Vec<StepDef>,
     #[serde(default)]
     pub edges: Vec<EdgeDef>,
+    /// Path policy for the workflow's runs, over each agent's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::PolicyDef>,
 }
 
 /// One step: an agent given a prompt, or a gate (a shell command whose exit status is the verdict).

@@ -35,6 +35,7 @@ fn review() -> WorkflowDef {
             edge("code", "review", None, None),
             edge("review", "code", Some("changes_requested"), Some(2)),
         ],
+        policy: None,
     }
 }
 
@@ -306,6 +307,7 @@ fn nested() -> WorkflowDef {
             edge("review", "test", None, None),
             edge("test", "plan", Some("failure"), Some(2)),
         ],
+        policy: None,
     }
 }
 

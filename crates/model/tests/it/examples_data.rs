@@ -18,6 +18,7 @@ pub fn created() -> EventData {
         keep: false,
         checkpoints: Default::default(),
         workflow: None,
+        isolation: None,
     };
     let plan = LaunchPlan {
         argv: vec!["claude".into(), "-p".into(), "fix the flaky test".into()],
@@ -33,6 +34,7 @@ pub fn created() -> EventData {
         grace_ms: 5000,
         max_concurrent: None,
         workflow: None,
+        isolation: None,
     };
     EventData::Created {
         spec: Box::new(spec),

@@ -74,6 +74,7 @@ pub fn spec() -> impl Strategy<Value = RunSpec> {
                 keep,
                 checkpoints: Default::default(),
                 workflow: None,
+                isolation: None,
             },
         )
 }
@@ -115,6 +116,7 @@ pub fn plan() -> impl Strategy<Value = LaunchPlan> {
                     grace_ms,
                     max_concurrent: None,
                     workflow: None,
+                    isolation: None,
                 }
             },
         )

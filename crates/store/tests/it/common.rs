@@ -32,6 +32,7 @@ pub fn spec(agent: &str, labels: &[(&str, &str)]) -> RunSpec {
         keep: labels.iter().any(|(k, _)| *k == "keep"),
         checkpoints: Default::default(),
         workflow: None,
+        isolation: None,
     }
 }
 
@@ -50,6 +51,7 @@ pub fn plan(layout: &StateLayout, id: &RunId) -> LaunchPlan {
         grace_ms: 2000,
         max_concurrent: None,
         workflow: None,
+        isolation: None,
     }
 }
 

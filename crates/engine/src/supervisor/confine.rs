@@ -1,0 +1,490 @@
+//! A run's isolation, as its supervisor applies it: secrets resolved (and a redactor for their
+//! values), the bubblewrap wrapper every agent process of the run starts under, the git view
+//! that lets the agent commit only to its own branch, the egress proxy of `proxy` mode, and
+//! resource limits. Set up once per supervisor before the first agent process; what it
+//! observes (refused connections) is handed back as events. Failing to set up what the plan
+//! asks for fails the run: nothing runs less confined than recorded.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, channel};
+
+use model::{EventData, IsolationPlan, LaunchPlan, NetworkMode, SandboxMode};
+use sandbox::bwrap::{Bind, Confinement, Mount, NetworkView};
+use sandbox::gitview::GitView;
+use sandbox::limits::{ChildSetup, Enforcer, ResourceLimits};
+use sandbox::net::{EgressPolicy, EgressProxy, ProxyEvent, ProxyHandle, ProxyListener};
+use supervise::redact::Redactor;
+use vcs::Git;
+
+/// The port of the proxy bridge inside the sandbox's own network namespace.
+const BRIDGE_PORT: u16 = 3128;
+
+/// Variables a sandboxed agent keeps from the supervisor's environment; everything else (the
+/// caller's other credentials included) stays outside.
+const KEPT_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TERM",
+    "COLORTERM",
+    "TZ",
+    "NO_COLOR",
+];
+
+/// The isolation of one supervisor's agent processes.
+pub(crate) struct Confined {
+    pub plan: IsolationPlan,
+    /// `bwrap …` (and the proxy bridge) before every agent argv; empty without a sandbox.
+    pub wrapper: Vec<OsString>,
+    /// Whether agent processes start from an empty environment plus [`Self::env`].
+    pub env_clear: bool,
+    /// Variables every agent process gets: what is kept of ours, the secrets, proxy settings.
+    pub env: Vec<(OsString, OsString)>,
+    pub redactor: Redactor,
+    git: Option<GitView>,
+    branch: String,
+    _proxy: Option<ProxyHandle>,
+    refusals: Option<Receiver<ProxyEvent>>,
+    /// The run's resource limits (absent without limits).
+    pub enforcer: Option<Enforcer>,
+}
+
+/// Why a run cannot be confined as planned: `code` is the stable error code for the reason.
+pub(crate) struct NotConfined {
+    pub code: model::ErrorCode,
+    pub message: String,
+}
+
+impl NotConfined {
+    fn new(code: model::ErrorCode, message: impl Into<String>) -> Self {
+        NotConfined {
+            code,
+            message: message.into(),
+        }
+    }
+    /// The run's final reason.
+    pub fn reason(&self) -> String {
+        format!("{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl Confined {
+    /// Sets up the isolation `plan` records, for a run whose files are under `run_dir`.
+    pub fn prepare(
+        plan: &LaunchPlan,
+        run_dir: &Path,
+        control_dir: &Path,
+        repo: &Path,
+        dotenv: &[(OsString, OsString)],
+    ) -> Result<(Confined, EventData), NotConfined> {
+        let iso = plan.isolation.clone().unwrap_or_else(IsolationPlan::unconfined);
+        let mut warnings = Vec::new();
+        let secrets = resolve_secrets(plan, &iso, dotenv)?;
+        let redactor = Redactor::new(
+            &secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+                .collect::<Vec<_>>(),
+        );
+        for name in redactor.skipped() {
+            warnings.push(format!(
+                "secret {name} is shorter than 8 bytes: it cannot be redacted from the output"
+            ));
+        }
+        let mut env: Vec<(OsString, OsString)> = Vec::new();
+        let sandboxed = iso.sandbox == SandboxMode::On;
+        if sandboxed {
+            for (k, v) in std::env::vars_os() {
+                let keep = k
+                    .to_str()
+                    .is_some_and(|k| KEPT_ENV.contains(&k) || k.starts_with("LC_"));
+                if keep {
+                    env.push((k, v));
+                }
+            }
+            env.push(("AGENTCTL_SANDBOXED".into(), "1".into()));
+            // What agent CLIs look for to know they are confined (Claude Code accepts
+            // `bypassPermissions` as root only then).
+            env.push(("IS_SANDBOX".into(), "1".into()));
+            env.push(("AGENTCTL_CONTROL_DIR".into(), control_dir.into()));
+        } else {
+            warnings.push(
+                "the sandbox is off: the agent can read and write everything its user can, and reach any network"
+                    .to_owned(),
+            );
+        }
+        env.extend(secrets.iter().map(|(k, v)| (k.into(), v.into())));
+        let mut confined = Confined {
+            plan: iso.clone(),
+            wrapper: Vec::new(),
+            env_clear: sandboxed,
+            env,
+            redactor,
+            git: None,
+            branch: plan.branch.clone(),
+            _proxy: None,
+            refusals: None,
+            enforcer: None,
+        };
+        let mut enforcement = None;
+        if !iso.limits.is_empty() {
+            let limits = ResourceLimits {
+                memory_bytes: iso.limits.memory_bytes,
+                cpus: iso.limits.cpus,
+                pids: iso.limits.pids,
+                disk_bytes: iso.limits.disk_bytes,
+                file_size_bytes: None,
+            };
+            let name = run_dir
+                .file_name()
+                .map(|n| format!("{}{}", sandbox::limits::CGROUP_PREFIX, n.to_string_lossy()))
+                .unwrap_or_else(|| sandbox::limits::CGROUP_PREFIX.to_owned());
+            let enforcer = Enforcer::start(sandbox::limits::detect_host(None), &name, &limits);
+            enforcement = Some(enforcer.backend().describe());
+            for note in enforcer.backend().notes() {
+                tracing::info!(note = %note, "resource limits");
+            }
+            confined.enforcer = Some(enforcer);
+        }
+        let mut git_mode = None;
+        if sandboxed {
+            let bwrap = sandbox::bwrap::find_bwrap()
+                .and_then(|b| sandbox::bwrap::probe(&b).map(|()| b))
+                .map_err(|e| {
+                    NotConfined::new(
+                        model::ErrorCode::SandboxUnavailable,
+                        format!("{} ({})", e.message, e.hint),
+                    )
+                })?;
+            let private = run_dir.join("sandbox");
+            let tip = Git::new(repo)
+                .resolve_commit(&plan.branch)
+                .unwrap_or_else(|_| plan.base_commit.clone());
+            let view = GitView::prepare(&plan.worktree, &plan.branch, &tip, &private.join("git")).map_err(|e| {
+                NotConfined::new(
+                    model::ErrorCode::SandboxUnavailable,
+                    format!("cannot arrange the worktree's git metadata for the sandbox: {e}"),
+                )
+            })?;
+            git_mode = Some(if view.can_commit { "commit" } else { "read_only" }.to_owned());
+            if !view.can_commit {
+                warnings.push("git refs are read-only in this sandbox: the agent cannot commit".to_owned());
+            }
+            let mut mounts = view.mounts.clone();
+            if let Some(prompt) = &plan.prompt_file {
+                if !prompt.exists() {
+                    let _ = std::fs::write(prompt, b"");
+                }
+                mounts.push(Mount::Bind(Bind::read_only(prompt)));
+            }
+            mounts.push(Mount::Bind(Bind::writable(control_dir)));
+            let exe = std::env::current_exe().map_err(|e| {
+                NotConfined::new(
+                    model::ErrorCode::SandboxUnavailable,
+                    format!("cannot find the agentctl binary: {e}"),
+                )
+            })?;
+            mounts.push(Mount::Bind(Bind::read_only(&exe)));
+            let home = std::env::var_os("HOME").map(PathBuf::from).filter(|h| h.is_absolute());
+            let state_root = run_dir.parent().and_then(Path::parent).map(Path::to_path_buf);
+            for dir in program_dirs(plan, home.as_deref(), state_root.as_deref()) {
+                mounts.push(Mount::Bind(Bind::read_only(&dir)));
+                for name in MASKED_IN_TOOLS {
+                    let secret = dir.join(name);
+                    if secret.is_file() {
+                        mounts.push(Mount::Bind(Bind {
+                            src: PathBuf::from("/dev/null"),
+                            dest: secret,
+                            writable: false,
+                        }));
+                    }
+                }
+            }
+            for extra in iso.read_only.iter().filter(|p| p.is_absolute() && p.exists()) {
+                mounts.push(Mount::Bind(Bind::read_only(extra)));
+            }
+            for file in named_files(plan, state_root.as_deref()) {
+                mounts.push(Mount::Bind(Bind::read_only(file)));
+            }
+            let network = match iso.network {
+                NetworkMode::None => NetworkView::Isolated,
+                NetworkMode::Host => {
+                    warnings.push(
+                        "the network is the host's: the agent can reach any address, local ones included".to_owned(),
+                    );
+                    NetworkView::Host
+                }
+                NetworkMode::Proxy => {
+                    let socket = private.join("proxy.sock");
+                    let (proxy, rx) = start_proxy(&iso, &socket)?;
+                    confined._proxy = Some(proxy);
+                    confined.refusals = Some(rx);
+                    let url = format!("http://127.0.0.1:{BRIDGE_PORT}");
+                    for var in [
+                        "HTTP_PROXY",
+                        "HTTPS_PROXY",
+                        "http_proxy",
+                        "https_proxy",
+                        "ALL_PROXY",
+                        "all_proxy",
+                    ] {
+                        confined.env.push((var.into(), url.clone().into()));
+                    }
+                    confined.env.push(("NO_PROXY".into(), "".into()));
+                    let bridge = vec![
+                        exe.clone().into_os_string(),
+                        "__sandbox-bridge".into(),
+                        "--port".into(),
+                        BRIDGE_PORT.to_string().into(),
+                        "--upstream".into(),
+                        socket.clone().into_os_string(),
+                        "--".into(),
+                    ];
+                    NetworkView::Proxy { socket, bridge }
+                }
+            };
+            let confinement = Confinement {
+                worktree: plan.worktree.clone(),
+                home,
+                hide: state_root.into_iter().collect(),
+                mounts,
+                network,
+                init: vec![exe.clone().into_os_string(), "__sandbox-exec".into(), "--".into()],
+            };
+            confined.wrapper = confinement.command_line(&bwrap, &[]);
+            confined.git = Some(view);
+        }
+        let event = EventData::Isolated {
+            sandbox: iso.sandbox,
+            mechanism: if sandboxed { "bubblewrap" } else { "none" }.to_owned(),
+            network: if sandboxed { iso.network } else { NetworkMode::Host },
+            allow_domains: if sandboxed && iso.network == NetworkMode::Proxy {
+                iso.allow_domains.clone()
+            } else {
+                Vec::new()
+            },
+            allow_internal_network: iso.allow_internal_network,
+            limits: iso.limits.clone(),
+            enforcement,
+            secrets: secrets.keys().cloned().collect(),
+            git: git_mode,
+            warnings,
+        };
+        Ok((confined, event))
+    }
+
+    /// What each agent process does between fork and exec to take on the run's limits.
+    pub fn child_setup(&self) -> Option<ChildSetup> {
+        self.enforcer.as_ref().map(Enforcer::child_setup)
+    }
+
+    /// Connections the proxy refused since the last call, as events.
+    pub fn drain_events(&self) -> Vec<EventData> {
+        let Some(rx) = &self.refusals else {
+            return Vec::new();
+        };
+        rx.try_iter()
+            .filter_map(|ev| match ev {
+                ProxyEvent::Refused(r) => Some(EventData::NetworkRefused {
+                    host: r.host.clone(),
+                    port: r.port,
+                    reason: r.reason.to_string(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// After an agent process ended: moves the run's branch to what the agent committed in its
+    /// sandbox, if it is a commit. Returns the event to record, if the branch moved.
+    pub fn sync_branch(&self, repo: &Path) -> Option<EventData> {
+        let tip = self.git.as_ref()?.branch_tip()?;
+        let git = Git::new(repo);
+        let current = git.resolve_commit(&self.branch).ok()?;
+        if current == tip {
+            return None;
+        }
+        let kind = git.run(["cat-file", "-t", tip.as_str()]).ok()?;
+        if kind.trim() != "commit" {
+            tracing::warn!(
+                tip,
+                "the sandbox's branch points at something that is not a commit; ignored"
+            );
+            return None;
+        }
+        let refname = format!("refs/heads/{}", self.branch);
+        match git.run(["update-ref", refname.as_str(), tip.as_str(), current.as_str()]) {
+            Ok(_) => Some(EventData::BranchUpdated {
+                branch: self.branch.clone(),
+                from: current,
+                to: tip,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot move the run's branch to the agent's commit");
+                None
+            }
+        }
+    }
+}
+
+/// Starts the egress proxy on a unix socket at `socket`.
+fn start_proxy(iso: &IsolationPlan, socket: &Path) -> Result<(ProxyHandle, Receiver<ProxyEvent>), NotConfined> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        NotConfined::new(model::ErrorCode::SandboxUnavailable, format!("{what}: {e}"))
+    };
+    let policy = EgressPolicy::new(iso.allow_domains.clone(), iso.allow_internal_network)
+        .map_err(|e| fail("bad allowed domain", &e))?;
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| fail("cannot create the proxy's directory", &e))?;
+    }
+    let _ = std::fs::remove_file(socket);
+    let listener =
+        std::os::unix::net::UnixListener::bind(socket).map_err(|e| fail("cannot listen for the proxy", &e))?;
+    let (tx, rx) = channel();
+    let tx = std::sync::Mutex::new(tx);
+    let on_event = Arc::new(move |ev: ProxyEvent| {
+        if let Ok(tx) = tx.lock() {
+            let _ = tx.send(ev);
+        }
+    });
+    let handle = EgressProxy::start(ProxyListener::Unix(listener), policy, on_event)
+        .map_err(|e| fail("cannot start the egress proxy", &e))?;
+    Ok((handle, rx))
+}
+
+/// The secrets the agent gets, by name: the run's required ones (an error when one cannot be
+/// found) and the agents' `secret_env` names that can be found.
+fn resolve_secrets(
+    plan: &LaunchPlan,
+    iso: &IsolationPlan,
+    dotenv: &[(OsString, OsString)],
+) -> Result<BTreeMap<String, String>, NotConfined> {
+    let sources = agents::secrets::SecretSources {
+        configured: iso.secret_sources.clone(),
+        caller_env: std::env::vars().collect(),
+        dotenv: dotenv
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v.to_str()?.to_owned())))
+            .collect(),
+        secrets_file: iso.secrets_file.clone(),
+    };
+    let mut out = BTreeMap::new();
+    for s in sources
+        .resolve(&iso.required_secrets)
+        .map_err(|e| NotConfined::new(model::ErrorCode::SecretNotFound, e.to_string()))?
+    {
+        out.insert(s.name.clone(), s.value.expose().to_owned());
+    }
+    for name in &plan.secret_env {
+        if out.contains_key(name) {
+            continue;
+        }
+        // Optional: passed when it can be found; a configured source that fails is an error.
+        match sources.resolve(std::slice::from_ref(name)) {
+            Ok(found) => {
+                for s in found {
+                    out.insert(s.name.clone(), s.value.expose().to_owned());
+                }
+            }
+            Err(e) if iso.secret_sources.contains_key(name) => {
+                return Err(NotConfined::new(model::ErrorCode::SecretNotFound, e.to_string()));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Directories a sandboxed agent needs to find and run its programs that the sandbox would not
+/// show (they are not system directories): each `PATH` directory, and the real directory of
+/// every program the run's agents start (an npm-installed CLI is a symlink into its package).
+/// Never the home directory or one of its ancestors, nor anything of the state directory.
+fn program_dirs(plan: &LaunchPlan, home: Option<&Path>, state_root: Option<&Path>) -> Vec<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut programs: Vec<&str> = plan.argv.first().map(String::as_str).into_iter().collect();
+    if let Some(wf) = &plan.workflow {
+        programs.extend(wf.agents.values().filter_map(|a| a.command.first().map(String::as_str)));
+    }
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for dir in std::env::split_paths(&path).filter(|d| d.is_absolute()) {
+        // A tool manager's `bin` or `shims` directory (pyenv, nvm, cargo, ...) runs programs
+        // from elsewhere in its install: the whole install is shown.
+        let named = dir.file_name().is_some_and(|n| n == "bin" || n == "shims");
+        let tool_root = |parent: &Path| {
+            let dotted = parent.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            let in_home = home.is_some_and(|h| parent.starts_with(h) && parent != h);
+            dotted || in_home
+        };
+        match dir.parent() {
+            Some(parent) if named && tool_root(parent) => {
+                dirs.push(parent.to_path_buf());
+            }
+            _ => dirs.push(dir),
+        }
+    }
+    for program in programs {
+        if program.contains('/') && !program.starts_with('/') {
+            continue; // relative to the worktree, which the agent sees anyway
+        }
+        if let Some(found) = crate::availability::locate_on(program, None, Some(&path))
+            && let Ok(real) = std::fs::canonicalize(&found)
+            && let Some(dir) = real.parent()
+        {
+            dirs.push(dir.to_path_buf());
+        }
+    }
+    let mut out: Vec<PathBuf> = Vec::new();
+    for dir in dirs {
+        let Ok(dir) = std::fs::canonicalize(&dir) else {
+            continue;
+        };
+        let visible = sandbox::bwrap::is_system_path(&dir);
+        let too_wide = dir == Path::new("/")
+            || home.is_some_and(|h| h.starts_with(&dir))
+            || state_root.is_some_and(|s| dir.starts_with(s) || s.starts_with(&dir));
+        if !visible && !too_wide && !out.iter().any(|o| dir.starts_with(o)) {
+            out.retain(|o| !o.starts_with(&dir));
+            out.push(dir);
+        }
+    }
+    out
+}
+
+/// Credential files that tool installs keep next to their programs (e.g. `~/.cargo`), hidden
+/// inside a directory [`program_dirs`] shows.
+const MASKED_IN_TOOLS: &[&str] = &[
+    "credentials",
+    "credentials.toml",
+    ".credentials.json",
+    "auth.json",
+    ".netrc",
+];
+
+/// Files the run's command lines name by absolute path (`-- sh /path/to/script.sh`) that the
+/// sandbox would not show: the caller named them for the agent, so it sees them, read-only.
+/// Directories are not bound this way, nor anything of the state directory.
+fn named_files(plan: &LaunchPlan, state_root: Option<&Path>) -> Vec<PathBuf> {
+    let mut args: Vec<&String> = plan.argv.iter().collect();
+    if let Some(wf) = &plan.workflow {
+        args.extend(wf.agents.values().flat_map(|a| a.command.iter()));
+    }
+    let mut out: Vec<PathBuf> = Vec::new();
+    for arg in args {
+        let path = Path::new(arg);
+        if !path.is_absolute() || !path.is_file() || sandbox::bwrap::is_system_path(path) {
+            continue;
+        }
+        if state_root.is_some_and(|s| path.starts_with(s)) || out.iter().any(|p| p == path) {
+            continue;
+        }
+        out.push(path.to_path_buf());
+    }
+    out
+}
