@@ -6,7 +6,8 @@
 //! the fastest plain git sequence for each; `api` times `GET /v1/runs/{id}` against the daemon's
 //! hello-world route (`/v1/healthz`) on one real daemon; `idle` measures what idle runs cost (each
 //! supervisor's memory, the daemon's and the supervisors' CPU) against fixed goals; `sse` times an
-//! agent's line to a client of the daemon's output stream against the line reaching the log. This module
+//! agent's line to a client of the daemon's output stream against the line reaching the log;
+//! `sandbox` times `agentctl run -- true` sandboxed against `--sandbox off`. This module
 //! owns the dispatch, the statistics and the report (a table for humans, one JSON object with
 //! `--json`); the measurements live in `bench/`. It works only in temporary directories, never in
 //! the user's state directory.
@@ -17,6 +18,7 @@ mod daemon;
 mod eventlog;
 mod idle;
 mod launch;
+mod sandbox;
 mod sse;
 
 use std::time::Duration;
@@ -55,6 +57,9 @@ pub fn bench(g: &GlobalArgs, args: BenchArgs) -> Result<i32, CliError> {
         }
         Some(BenchWhich::Idle { runs, window }) => {
             return idle::bench(g, idle::Params { runs, window });
+        }
+        Some(BenchWhich::Sandbox { iterations }) => {
+            return sandbox::bench(g, sandbox::Params { iterations });
         }
         Some(BenchWhich::Checkpoint {
             files,

@@ -579,6 +579,13 @@ pub enum BenchWhich {
         #[arg(long, default_value_t = 10)]
         iterations: usize,
     },
+    /// `agentctl run -- true` from launch until finished, sandboxed (bubblewrap) against
+    /// `--sandbox off`, and bubblewrap's own setup against `true` alone.
+    Sandbox {
+        /// Runs of each kind.
+        #[arg(long, default_value_t = 20)]
+        iterations: usize,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -188,6 +188,24 @@ impl Settings {
                 );
             }
         }
+        let l = &settings.limits;
+        let bad_limit = if l.cpus.is_some_and(|c| !(c > 0.0 && c <= 1024.0)) {
+            Some("[limits] cpus must be more than 0 and at most 1024")
+        } else if l.pids == Some(0) {
+            Some("[limits] pids must be at least 1")
+        } else if l.disk.is_some_and(|d| d.bytes() == 0) {
+            Some("[limits] disk must be more than 0")
+        } else if l.memory.is_some_and(|m| m.bytes() < sandbox::limits::MIN_MEMORY_BYTES) {
+            Some("[limits] memory must be at least 4 MiB")
+        } else {
+            None
+        };
+        if let Some(msg) = bad_limit {
+            return Err(
+                CliError::new(ErrorCode::InvalidConfig, format!("{}: {msg}", file.display()))
+                    .hint("fix the key, or remove it for no default limit"),
+            );
+        }
         if settings.max_concurrent_runs == Some(0) {
             return Err(CliError::new(
                 ErrorCode::InvalidConfig,

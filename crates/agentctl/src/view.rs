@@ -9,7 +9,13 @@ pub use engine::view::RunView;
 
 /// Prints a value as one line of JSON.
 pub fn print_json(value: &impl Serialize) {
-    println!("{}", serde_json::to_string(value).expect("views serialize"));
+    use std::io::Write;
+    // A reader that went away (`| head`) is not an error worth a panic.
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::to_string(value).expect("views serialize")
+    );
 }
 
 /// The style for a state.
@@ -133,6 +139,82 @@ pub fn show_text(r: &RunView) -> String {
     }
     if r.keep {
         line("keep", "yes (gc leaves the worktree)".to_owned());
+    }
+    out
+}
+
+/// `show`'s lines about the run's isolation: confinement, network, limits and how they are
+/// enforced, resource use, refusals and policy violations.
+pub fn isolation_text(s: &model::isolation::IsolationSummary) -> String {
+    let mut out = String::new();
+    let bold = Style::new().bold();
+    let warn = Style::new().fg_color(Some(anstyle::AnsiColor::Yellow.into()));
+    let mut line = |k: &str, v: String| out.push_str(&format!("{bold}{k:<13}{bold:#}{v}\n"));
+    let sandbox = match (s.sandbox, s.mechanism.as_deref()) {
+        (Some(model::SandboxMode::Off), _) => format!("{warn}off (unconfined){warn:#}"),
+        (_, Some(m)) => {
+            let git = s.git.as_deref().map(|g| format!(", git: {g}")).unwrap_or_default();
+            format!("{m}{git}")
+        }
+        _ => "?".to_owned(),
+    };
+    line("sandbox", sandbox);
+    if let Some(n) = s.network {
+        let mut v = n.as_str().to_owned();
+        if !s.allow_domains.is_empty() {
+            v.push_str(&format!(" ({})", s.allow_domains.join(", ")));
+        }
+        if s.refused > 0 {
+            v.push_str(&format!("; {} connection(s) refused", s.refused));
+        }
+        line("network", v);
+    }
+    if !s.secrets.is_empty() {
+        line("secrets", s.secrets.join(", "));
+    }
+    if !s.limits.is_empty() {
+        let l = &s.limits;
+        let mut parts = Vec::new();
+        if let Some(m) = l.memory_bytes {
+            parts.push(format!("memory {}", sandbox::limits::format_bytes(m)));
+        }
+        if let Some(c) = l.cpus {
+            parts.push(format!("cpus {c}"));
+        }
+        if let Some(p) = l.pids {
+            parts.push(format!("pids {p}"));
+        }
+        if let Some(d) = l.disk_bytes {
+            parts.push(format!("disk {}", sandbox::limits::format_bytes(d)));
+        }
+        let how = s.enforcement.as_deref().map(|e| format!(" — {e}")).unwrap_or_default();
+        line("limits", format!("{}{how}", parts.join(", ")));
+    }
+    if let Some(u) = &s.last_sample {
+        let disk = u
+            .disk_bytes
+            .map(|d| format!(", disk {}", sandbox::limits::format_bytes(d)))
+            .unwrap_or_default();
+        line(
+            "usage",
+            format!(
+                "cpu {:.0}%, memory {} (peak {}), {} task(s) (peak {}){disk}",
+                u.cpu_percent,
+                sandbox::limits::format_bytes(u.rss_bytes),
+                sandbox::limits::format_bytes(s.peak_rss_bytes),
+                u.pids,
+                s.peak_pids
+            ),
+        );
+    }
+    if s.violations > 0 {
+        line(
+            "policy",
+            format!("{warn}{} violation(s){warn:#} (agentctl show --events)", s.violations),
+        );
+    }
+    for w in &s.warnings {
+        line("warning", format!("{warn}{w}{warn:#}"));
     }
     out
 }

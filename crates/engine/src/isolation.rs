@@ -73,11 +73,25 @@ pub(crate) fn plan(
         }
     }
     let limits = defaults.limits.merge(&spec.limits);
+    // The limits may come from the command line or the configuration: name the limit.
     if limits.cpus.is_some_and(|c| !(c > 0.0 && c <= 1024.0)) {
-        return Err(invalid("--cpus must be more than 0 and at most 1024".to_owned()));
+        return Err(invalid(
+            "the cpus limit must be more than 0 and at most 1024".to_owned(),
+        ));
     }
-    if limits.pids == Some(0) || limits.memory_bytes == Some(0) || limits.disk_bytes == Some(0) {
-        return Err(invalid("a resource limit of 0 leaves nothing to run with".to_owned()));
+    if limits.pids == Some(0) || limits.disk_bytes == Some(0) {
+        return Err(invalid(
+            "a pids or disk limit of 0 leaves nothing to run with".to_owned(),
+        ));
+    }
+    if limits
+        .memory_bytes
+        .is_some_and(|m| m < sandbox::limits::MIN_MEMORY_BYTES)
+    {
+        return Err(invalid(format!(
+            "the memory limit must be at least {}",
+            sandbox::limits::format_bytes(sandbox::limits::MIN_MEMORY_BYTES)
+        )));
     }
     let mut policy = defaults.policy.clone().unwrap_or_default();
     for p in agents

@@ -180,3 +180,98 @@ impl IsolationPlan {
         }
     }
 }
+
+/// What a run's events say about its isolation, for `show`: how it was confined, what the
+/// proxy refused, what broke the path policy, and its resource use.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct IsolationSummary {
+    pub sandbox: Option<SandboxMode>,
+    /// `bubblewrap` or `none`.
+    pub mechanism: Option<String>,
+    pub network: Option<NetworkMode>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_domains: Vec<String>,
+    #[serde(default, skip_serializing_if = "ResourceLimitsSpec::is_empty")]
+    pub limits: ResourceLimitsSpec,
+    /// How the limits are enforced.
+    pub enforcement: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    pub git: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Connections the proxy refused.
+    pub refused: u64,
+    /// Path policy violations recorded.
+    pub violations: u64,
+    /// The latest resource sample.
+    pub last_sample: Option<UsageSample>,
+    /// The most memory and tasks any sample saw.
+    pub peak_rss_bytes: u64,
+    pub peak_pids: u32,
+}
+
+/// One `resource_sample`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct UsageSample {
+    pub cpu_percent: f64,
+    pub rss_bytes: u64,
+    pub pids: u32,
+    pub disk_bytes: Option<u64>,
+}
+
+impl IsolationSummary {
+    /// Folds a run's events; `None` when the run recorded no isolation (it ran before
+    /// isolation existed, or never got to start).
+    pub fn from_events(events: &[crate::Event]) -> Option<IsolationSummary> {
+        use crate::EventData;
+        let mut s = IsolationSummary::default();
+        let mut seen = false;
+        for e in events {
+            match &e.data {
+                EventData::Isolated {
+                    sandbox,
+                    mechanism,
+                    network,
+                    allow_domains,
+                    limits,
+                    enforcement,
+                    secrets,
+                    git,
+                    warnings,
+                    ..
+                } => {
+                    seen = true;
+                    s.sandbox = Some(*sandbox);
+                    s.mechanism = Some(mechanism.clone());
+                    s.network = Some(*network);
+                    s.allow_domains = allow_domains.clone();
+                    s.limits = limits.clone();
+                    s.enforcement = enforcement.clone();
+                    s.secrets = secrets.clone();
+                    s.git = git.clone();
+                    s.warnings = warnings.clone();
+                }
+                EventData::NetworkRefused { .. } => s.refused += 1,
+                EventData::PolicyViolation { violations, .. } => s.violations += violations.len() as u64,
+                EventData::ResourceSample {
+                    cpu_percent,
+                    rss_bytes,
+                    pids,
+                    disk_bytes,
+                } => {
+                    s.peak_rss_bytes = s.peak_rss_bytes.max(*rss_bytes);
+                    s.peak_pids = s.peak_pids.max(*pids);
+                    s.last_sample = Some(UsageSample {
+                        cpu_percent: *cpu_percent,
+                        rss_bytes: *rss_bytes,
+                        pids: *pids,
+                        disk_bytes: *disk_bytes,
+                    });
+                }
+                _ => {}
+            }
+        }
+        seen.then_some(s)
+    }
+}

@@ -111,8 +111,9 @@ impl PolicyDef {
 
 /// A number of bytes. Written as an integer (bytes) or a string: a number (fractions allowed,
 /// rounded down to a whole byte) and an optional unit, case-insensitive, space allowed between.
-/// `B` is bytes; `k`/`kB`, `M`/`MB`, `G`/`GB`, `T`/`TB`, `P`/`PB` are decimal (powers of 1000);
-/// `Ki`/`KiB`, `Mi`/`MiB`, `Gi`/`GiB`, `Ti`/`TiB`, `Pi`/`PiB` are binary (powers of 1024).
+/// `B` is bytes; `kB`, `MB`, `GB`, `TB`, `PB` are decimal (powers of 1000); a bare `k`, `M`,
+/// `G`, `T`, `P` and `Ki`/`KiB`, `Mi`/`MiB`, … are binary (powers of 1024), as in `docker
+/// --memory` and cgroup limits.
 /// Serialized as the number of bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ByteSize(pub u64);
@@ -167,16 +168,16 @@ impl FromStr for ByteSize {
         };
         let mult: u128 = match rest.trim_start().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
-            "k" | "kb" => 1_000,
-            "m" | "mb" => 1_000_000,
-            "g" | "gb" => 1_000_000_000,
-            "t" | "tb" => 1_000_000_000_000,
-            "p" | "pb" => 1_000_000_000_000_000,
-            "ki" | "kib" => 1 << 10,
-            "mi" | "mib" => 1 << 20,
-            "gi" | "gib" => 1 << 30,
-            "ti" | "tib" => 1 << 40,
-            "pi" | "pib" => 1 << 50,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            "pb" => 1_000_000_000_000_000,
+            "k" | "ki" | "kib" => 1 << 10,
+            "m" | "mi" | "mib" => 1 << 20,
+            "g" | "gi" | "gib" => 1 << 30,
+            "t" | "ti" | "tib" => 1 << 40,
+            "p" | "pi" | "pib" => 1 << 50,
             _ => return Err(fail("unknown unit")),
         };
         let too_large = || fail("too large");
@@ -274,7 +275,7 @@ impl schemars::JsonSchema for ByteSize {
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "A number of bytes, or a string: a number and a unit (B; k, M, G, T, P or kB, MB, … decimal; Ki, Mi, … or KiB, MiB, … binary), case-insensitive.",
+            "description": "A number of bytes, or a string: a number and a unit (B; kB, MB, GB, TB, PB decimal; k, M, G, T, P, Ki, Mi, … or KiB, MiB, … binary), case-insensitive.",
             "anyOf": [
                 {"type": "integer", "minimum": 0},
                 {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*([kKmMgGtTpP][iI]?)?[bB]?\s*$"}
@@ -927,8 +928,8 @@ mod tests {
             ("1024", 1024),
             (" 12 ", 12),
             ("10B", 10),
-            ("512k", 512_000),
-            ("512K", 512_000),
+            ("512k", 512 << 10),
+            ("512K", 524_288),
             ("512kB", 512_000),
             ("512Ki", 524_288),
             ("512KiB", 524_288),
@@ -936,14 +937,14 @@ mod tests {
             ("10 mb", 10_000_000),
             ("10MiB", 10 << 20),
             ("1GiB", 1 << 30),
-            ("1.5G", 1_500_000_000),
+            ("1.5G", 3 << 29),
             ("1.5GiB", 3 << 29),
             ("0.1KiB", 102),
             ("0.0001k", 0),
-            ("2T", 2_000_000_000_000),
+            ("2T", 2 << 40),
             ("1PiB", 1 << 50),
             ("18446744073709551615", u64::MAX),
-            ("1.000000000000000000000000001M", 1_000_000),
+            ("1.000000000000000000000000001M", 1 << 20),
         ] {
             assert_eq!(s.parse::<ByteSize>(), Ok(ByteSize(n)), "{s}");
         }
@@ -991,7 +992,7 @@ mod tests {
     #[test]
     fn byte_sizes_serde() {
         let v: ByteSize = serde_json::from_str("\"1.5k\"").unwrap();
-        assert_eq!(v, ByteSize(1500));
+        assert_eq!(v, ByteSize(1536));
         let v: ByteSize = serde_json::from_str("4096").unwrap();
         assert_eq!(v, ByteSize(4096));
         assert_eq!(serde_json::to_string(&ByteSize(1500)).unwrap(), "1500");

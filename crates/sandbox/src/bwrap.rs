@@ -133,6 +133,10 @@ impl Confinement {
             }
         }
         let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+        // The host's cgroup tree names every run with limits: not the agent's business.
+        if Path::new("/sys/fs/cgroup").is_dir() {
+            push(&["--tmpfs", "/sys/fs/cgroup", "--remount-ro", "/sys/fs/cgroup"]);
+        }
         push(&[
             "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
         ]);

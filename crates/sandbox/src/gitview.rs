@@ -55,8 +55,8 @@ impl GitView {
         }
         mounts.push(Mount::Bind(Bind::writable(&gitdir)));
         let config_worktree = gitdir.join("config.worktree");
-        if !config_worktree.exists() {
-            fs::write(&config_worktree, b"")?;
+        if !fs::symlink_metadata(&config_worktree).is_ok_and(|m| m.is_file()) {
+            write_no_follow(&config_worktree, b"")?;
         }
         for name in ["commondir", "gitdir", "config.worktree"] {
             let p = gitdir.join(name);
@@ -96,7 +96,9 @@ impl GitView {
                 fs::create_dir_all(&heads)?;
                 fs::create_dir_all(&logs)?;
                 let file = heads.join(leaf);
-                fs::write(&file, format!("{tip}\n"))?;
+                // The agent can write here (it is its branch): a symlink it planted is replaced,
+                // never written through.
+                write_no_follow(&file, format!("{tip}\n").as_bytes())?;
                 // Mount points must exist in the real repository.
                 let real_heads = common.join("refs/heads/agentctl");
                 let real_logs = common.join("logs/refs/heads/agentctl");
@@ -126,11 +128,45 @@ impl GitView {
     /// The branch tip the agent left in its private copy, if it is a well-formed object id
     /// (the caller checks that it is a commit descending from what it expects).
     pub fn branch_tip(&self) -> Option<String> {
-        let text = fs::read_to_string(self.private_ref.as_ref()?).ok()?;
+        let text = read_no_follow(self.private_ref.as_ref()?)?;
         let tip = text.trim();
         let ok = matches!(tip.len(), 40 | 64) && tip.bytes().all(|b| b.is_ascii_hexdigit());
         ok.then(|| tip.to_ascii_lowercase())
     }
+}
+
+/// Replaces `path` with a new regular file holding `bytes`, without following a symlink there.
+fn write_no_follow(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path)?,
+        Ok(_) => fs::remove_file(path)?,
+        Err(_) => {}
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+/// A small regular file's text; `None` for a symlink, a FIFO or anything else.
+fn read_no_follow(path: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(4096).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// Whether a `packed-refs` line names a ref of another run (its branch or hidden refs).

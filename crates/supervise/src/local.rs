@@ -134,9 +134,12 @@ impl RunFiles {
     /// Takes a pending stop request, if any.
     pub fn take_stop(&self) -> Option<ControlRequest> {
         let path = self.stop_request_path();
-        let text = fs::read_to_string(&path).ok()?;
+        if fs::symlink_metadata(&path).is_err() {
+            return None;
+        }
+        let text = read_request(&path);
         let _ = fs::remove_file(&path);
-        serde_json::from_str(&text).ok()
+        serde_json::from_str(&text?).ok()
     }
 
     /// Takes a pending control request: a stop first, then the oldest request that expects an
@@ -159,13 +162,18 @@ impl RunFiles {
         found.sort();
         for (_, name) in found {
             let id = &name["req-".len()..name.len() - ".json".len()];
+            if !valid_request_id(id) {
+                let _ = fs::remove_file(self.control_dir().join(&name));
+                continue;
+            }
             let work = self.control_dir().join(format!("work-{id}.json"));
             if fs::rename(self.control_dir().join(&name), &work).is_err() {
                 continue;
             }
-            let parsed = fs::read_to_string(&work)
-                .ok()
-                .and_then(|t| serde_json::from_str::<ControlRequest>(&t).ok());
+            // The request answers under the id its file name carries, and no other.
+            let parsed = read_request(&work)
+                .and_then(|t| serde_json::from_str::<ControlRequest>(&t).ok())
+                .filter(|r| r.request_id().is_none_or(|rid| rid == id));
             match parsed {
                 Some(req) => return Some(req),
                 None => {
@@ -213,8 +221,10 @@ impl RunFiles {
             let Some(id) = name.strip_prefix("req-").and_then(|n| n.strip_suffix(".json")) else {
                 continue;
             };
-            let wanted = fs::read_to_string(entry.path())
-                .ok()
+            if !valid_request_id(id) {
+                continue;
+            }
+            let wanted = read_request(&entry.path())
                 .and_then(|t| serde_json::from_str::<ControlRequest>(&t).ok())
                 .is_some_and(|r| matches(&r));
             let work = self.control_dir().join(format!("work-{id}.json"));
@@ -226,6 +236,9 @@ impl RunFiles {
 
     /// Answers a claimed request.
     pub fn answer(&self, request_id: &str, body: &str) -> io::Result<()> {
+        if !valid_request_id(request_id) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "invalid request id"));
+        }
         write_atomic(
             &self.control_dir().join(format!("resp-{request_id}.json")),
             body.as_bytes(),
@@ -275,10 +288,63 @@ pub struct SupervisorLock {
     _lock: Flock<File>,
 }
 
+/// Writes `bytes` to `path` by a rename, never through a symlink: the control directory is
+/// writable by a sandboxed agent, which may plant one where the temporary file goes.
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    fs::write(&tmp, bytes)?;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+    let open = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+    };
+    let mut file = match open() {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            // Removing a planted symlink removes the link, not what it points to.
+            fs::remove_file(&tmp)?;
+            open()?
+        }
+        Err(e) => return Err(e),
+    };
+    file.write_all(bytes)?;
+    drop(file);
     fs::rename(&tmp, path)
+}
+
+/// Whether `id` can name a request's files: letters, digits, `-`, `_` and `.` (not first), at
+/// most 128 bytes. A request id comes from whoever wrote the request — inside a sandbox, the
+/// agent — so it never becomes a path otherwise.
+pub fn valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Reads a request file: a regular file (not a symlink, FIFO or device), at most 1 MiB.
+fn read_request(path: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(1 << 20).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// Runs supervisors as local processes.

@@ -127,6 +127,8 @@ struct Escalation {
 
 const TICK: Duration = Duration::from_millis(100);
 const STOP_TICK: Duration = Duration::from_millis(25);
+/// How long output may still arrive once nothing of the run is left.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// How often to check that the agent still exists when no exit status came (it is reaped as
 /// soon as SIGCHLD says it ended: this is only a safety net).
 const VANISHED_CHECK: Duration = Duration::from_secs(1);
@@ -248,7 +250,9 @@ pub fn supervise(
         if exit.is_some() && survivors.is_empty() {
             // Nothing of the run is left; wait briefly for the last output to drain.
             let drained = open_streams == 0;
-            let waited = exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(2));
+            // Only a descriptor passed out of the tree keeps a stream open this long; a busy
+            // machine can take seconds to hand over the last output, which must not be lost.
+            let waited = exited_at.is_some_and(|t| t.elapsed() > DRAIN_LIMIT);
             if drained || waited {
                 break;
             }

@@ -43,7 +43,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
         workflow: args.workflow.clone(),
         isolation: isolation(&args)?,
     };
-    warn_unconfined(g, &req.isolation);
+    warn_unconfined(&req.isolation);
     let backend = Backend::open(g)?;
     let (run, created) = backend.create_run(req)?;
     let id = run.id.clone();
@@ -134,6 +134,13 @@ fn isolation(args: &RunArgs) -> Result<model::IsolationSpec, CliError> {
                 CliError::new(ErrorCode::InvalidConfig, format!("{}: {e}", path.display()))
                     .hint("see docs/sandbox.md for the policy keys")
             })?;
+            if let Err(problems) = def.validate() {
+                return Err(CliError::new(
+                    ErrorCode::InvalidConfig,
+                    format!("{}: {}", path.display(), problems.join("; ")),
+                )
+                .hint("globs use `*`, `**`, `?` and `[...]`; see docs/sandbox.md"));
+            }
             Some(def)
         }
         None => None,
@@ -161,11 +168,9 @@ fn isolation(args: &RunArgs) -> Result<model::IsolationSpec, CliError> {
     })
 }
 
-/// An unconfined run is said out loud (it is also recorded in the run's events).
-fn warn_unconfined(g: &GlobalArgs, iso: &model::IsolationSpec) {
-    if g.json {
-        return;
-    }
+/// An unconfined run is said out loud on stderr, `--json` or not (it is also recorded in the
+/// run's events).
+fn warn_unconfined(iso: &model::IsolationSpec) {
     if iso.sandbox == Some(model::SandboxMode::Off) {
         eprintln!(
             "agentctl: WARNING: --sandbox=off: the agent runs unconfined; it can read and write everything you can and reach any network"

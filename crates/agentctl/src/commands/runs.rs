@@ -73,16 +73,17 @@ fn what_of(r: &RunView) -> String {
 pub fn show(g: &GlobalArgs, args: &ShowArgs) -> Result<i32, CliError> {
     let backend = Backend::open(g)?;
     let rec = backend.run(&args.run)?;
-    let events = if args.events {
-        Some(backend.events(&rec.id)?)
-    } else {
-        None
-    };
+    let all = backend.events(&rec.id)?;
+    let isolation = model::isolation::IsolationSummary::from_events(&all);
+    let events = args.events.then_some(all);
     let progress = super::workflow::progress_of(&backend, &rec)?;
     if g.json {
         let mut v = serde_json::to_value(&rec).expect("view serializes");
         if let Some(p) = &progress {
             v["workflow"] = serde_json::to_value(p).expect("progress serializes");
+        }
+        if let Some(i) = &isolation {
+            v["isolation"] = serde_json::to_value(i).expect("isolation serializes");
         }
         if let Some(evs) = &events {
             v["events"] = serde_json::to_value(evs).expect("events serialize");
@@ -92,6 +93,9 @@ pub fn show(g: &GlobalArgs, args: &ShowArgs) -> Result<i32, CliError> {
     }
     let mut out = anstream::stdout();
     let _ = write!(out, "{}", view::show_text(&rec));
+    if let Some(i) = &isolation {
+        let _ = write!(out, "{}", view::isolation_text(i));
+    }
     if let Some(p) = &progress {
         let _ = write!(out, "{}", super::workflow::progress_text(p));
     }

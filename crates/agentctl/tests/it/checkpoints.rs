@@ -166,7 +166,18 @@ fn checkpoint_and_rollback_while_the_agent_runs_pause_it_and_can_be_undone() {
     let env = Env::new();
     // The agent appends to a counter every 50 ms until told to stop.
     let script = "echo v1 > f.txt; i=0; while [ ! -f stop ]; do i=$((i+1)); echo $i > .count; sleep 0.05; done";
-    let id = env.start(&["--id", "live", "--no-watch", "--", "sh", "-c", script]);
+    // Unsandboxed: a sandboxed agent is paused for every checkpoint (sandbox.rs).
+    let id = env.start(&[
+        "--id",
+        "live",
+        "--sandbox",
+        "off",
+        "--no-watch",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
     let rec = env.until(&id, Duration::from_secs(10), |v| v["state"] == "running");
     let wt = Path::new(rec["worktree"].as_str().unwrap()).to_owned();
     wait_for(|| wt.join(".count").exists());

@@ -1284,7 +1284,6 @@ except OSError as e:
 /// pid from a temp file left behind when the rename fails (a directory at `resp-a.json`), then
 /// plants `resp-b.tmpPID` → a host path and sends request `b`: the supervisor writes there.
 #[test]
-#[ignore = "BUG: supervise/src/local.rs answer()/write_atomic follow a symlink the agent planted in its control dir: arbitrary host file write"]
 fn a_planted_symlink_in_the_control_dir_does_not_make_the_supervisor_write_outside() {
     let env = Env::new();
     let victim = env.dir.path().join("victim-control.txt");
@@ -1313,7 +1312,6 @@ for i in $(seq 1 100); do [ -L "$c/resp-b.json" ] || [ -e "$c/resp-b.json" ] && 
 /// request id taken from the request's JSON, which the agent writes. With a directory named
 /// `resp-..` in its control directory, `resp-../../…/path` resolves anywhere on the host.
 #[test]
-#[ignore = "BUG: engine/src/supervisor/mod.rs poll_control answers at resp-<request_id from the JSON>.json (supervise/src/local.rs answer): path traversal, arbitrary host *.json write"]
 fn a_request_id_cannot_make_the_supervisor_write_outside_the_control_dir() {
     let env = Env::new();
     let victim = env.dir.path().join("victim-request-id");
@@ -1338,7 +1336,6 @@ sleep 1.5
 /// The agent replaces its ref file with a symlink to a host path; when the workflow is resumed,
 /// `GitView::prepare` writes the branch tip through it (`fs::write` follows symlinks).
 #[test]
-#[ignore = "BUG: sandbox/src/gitview.rs GitView::prepare writes the private ref through an agent-planted symlink on resume: host file write"]
 fn a_resumed_workflow_does_not_write_through_a_planted_ref_symlink() {
     let env = Env::new();
     let victim = env.dir.path().join("victim-resume.txt");
@@ -1406,7 +1403,6 @@ fn a_resumed_workflow_does_not_write_through_a_planted_ref_symlink() {
 /// shared object store, which the agent can read. The agent asks for the checkpoints itself
 /// (control requests), with default settings.
 #[test]
-#[ignore = "BUG: checkpoint scans (git add -A via vcs::ExactGit, and checkpoint/src/snapshot.rs PathScanState::file) follow a symlink swapped in after lstat: host file read"]
 fn a_checkpoint_never_reads_through_a_symlink_swapped_in_during_the_scan() {
     let env = Env::new();
     let secret = format!("HOSTSECRET{}", random_hex(24));

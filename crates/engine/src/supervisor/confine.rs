@@ -142,10 +142,11 @@ impl Confined {
                 disk_bytes: iso.limits.disk_bytes,
                 file_size_bytes: None,
             };
+            // The cgroup is `agentctl-<run id>`.
             let name = run_dir
                 .file_name()
-                .map(|n| format!("{}{}", sandbox::limits::CGROUP_PREFIX, n.to_string_lossy()))
-                .unwrap_or_else(|| sandbox::limits::CGROUP_PREFIX.to_owned());
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let enforcer = Enforcer::start(sandbox::limits::detect_host(None), &name, &limits);
             enforcement = Some(enforcer.backend().describe());
             for note in enforcer.backend().notes() {

@@ -44,6 +44,18 @@ impl PathGuard {
         if changed.is_empty() {
             return None;
         }
+        // The watcher does not look inside `.git` directories: a repository planted in the
+        // worktree shows as its parent directory changing, so look for one there.
+        let mut changed = changed.to_vec();
+        for rel in changed.clone() {
+            let nested = rel.join(".git");
+            let planted = std::fs::symlink_metadata(worktree.join(&rel)).is_ok_and(|m| m.is_dir())
+                && std::fs::symlink_metadata(worktree.join(&nested)).is_ok();
+            if planted && !changed.contains(&nested) {
+                changed.push(nested);
+            }
+        }
+        let changed = &changed[..];
         let modes = self.base_modes(changed);
         let facts = crate::policy::path_facts(worktree, changed, &|p: &str| modes.get(p).copied());
         let usage = self

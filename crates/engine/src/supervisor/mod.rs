@@ -363,7 +363,12 @@ fn supervise_run(
         error: None,
         checkpointer,
         watcher,
-        policy,
+        // A sandboxed agent is paused for every snapshot: it must not swap a symlink in while
+        // the supervisor, which sees the whole machine, reads the worktree.
+        policy: CheckpointPolicy {
+            consistent: policy.consistent || !confined.wrapper.is_empty(),
+            ..policy
+        },
         pending: BTreeSet::new(),
         pending_since: None,
         overflowed: false,
@@ -382,6 +387,7 @@ fn supervise_run(
         guard: guard::PathGuard::new(&confined.plan.policy, &spec.repo, &plan.base_commit),
         last_good: None,
         reverted: BTreeSet::new(),
+        flagged: BTreeSet::new(),
     };
     let ctx = RunContext {
         id: &id,
@@ -403,6 +409,8 @@ fn supervise_run(
         error,
         checkpointer,
         watcher,
+        guard,
+        flagged,
         ..
     } = sink;
     drop(watcher);
@@ -436,6 +444,13 @@ fn supervise_run(
     // The final state of the worktree, whatever the watcher saw or missed.
     if let Some(mut cp) = checkpointer {
         record_checkpoint(&mut cp, w, CheckpointTrigger::Final, None, false)?;
+        // The policy over everything the run changed, for what the watcher did not report
+        // (it lost events, or was off).
+        if let Some(mut guard) = guard
+            && let Some(verdict) = final_policy_check(&cp, &mut guard, plan, &flagged)
+        {
+            w.append(guard::event(&verdict, "flagged"))?;
+        }
     }
     tracing::info!(run.state = end.state.as_str(), reason = %end.reason, "run finished");
     w.append(EventData::Finished {
@@ -540,7 +555,10 @@ fn run_agent(
     };
     sink.after_process(&spec.repo);
     Ok(match end {
-        Ok(end) => {
+        Ok(mut end) => {
+            if end.stop.is_none() {
+                end.stop = sink.late_stop();
+            }
             let (state, mut reason) = outcome::decide(end.stop, &end.exit);
             if let Some(detail) = sink.stop_detail() {
                 reason = format!("{detail}; {reason}");
@@ -614,14 +632,37 @@ pub(crate) struct PauseGuard {
 }
 
 impl PauseGuard {
+    /// Stops the group and every descendant, again and again until a pass finds none running
+    /// that it did not stop (a process forked meanwhile is caught by the next pass), then waits
+    /// briefly for them to be stopped: nothing of the agent moves while a snapshot reads its
+    /// worktree (a sandboxed agent must not swap a symlink in under the scan).
     fn pause(pgid: u32) -> PauseGuard {
-        let pids: Vec<u32> = supervise::proctree::live_descendants(std::process::id())
-            .iter()
-            .map(|p| p.pid)
-            .collect();
-        supervise::proctree::signal_all(Some(pgid), &pids, nix::sys::signal::Signal::SIGSTOP);
+        let me = std::process::id();
+        let mut pids: Vec<u32> = Vec::new();
+        supervise::proctree::signal_all(Some(pgid), &[], nix::sys::signal::Signal::SIGSTOP);
+        for _ in 0..50 {
+            let fresh: Vec<u32> = supervise::proctree::live_descendants(me)
+                .iter()
+                .map(|p| p.pid)
+                .filter(|p| !pids.contains(p))
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            supervise::proctree::signal_all(None, &fresh, nix::sys::signal::Signal::SIGSTOP);
+            pids.extend(fresh);
+        }
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < deadline && pids.iter().any(|p| is_running(*p)) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         PauseGuard { pgid, pids }
     }
+}
+
+/// Whether a process is still running (not stopped, not gone).
+fn is_running(pid: u32) -> bool {
+    supervise::proctree::stat(pid).is_some_and(|s| !matches!(s.state, 'T' | 't' | 'Z' | 'X'))
 }
 
 impl Drop for PauseGuard {
@@ -677,6 +718,8 @@ struct EngineSink<'w, 's> {
     last_good: Option<u32>,
     /// Paths just reverted: their restoring is not checked again.
     reverted: BTreeSet<PathBuf>,
+    /// Paths already reported as violations (the final check reports only others).
+    flagged: BTreeSet<String>,
 }
 
 /// Which redaction stream a stream's output goes through.
@@ -688,6 +731,23 @@ fn stream_index(stream: Stream) -> usize {
 }
 
 impl EngineSink<'_, '_> {
+    /// A reason of the sink's to fail the run that came too late to stop the agent (it had
+    /// exited): a limit found after the fact, or a `stop` violation made just before the end.
+    fn late_stop(&mut self) -> Option<StopReason> {
+        if self.stop_for.is_some() {
+            return None;
+        }
+        let late = if self.guard.as_ref().is_some_and(|g| g.stop.is_some()) {
+            Some(StopReason::Policy)
+        } else if self.monitor.exceeded.is_some() {
+            Some(StopReason::Limit)
+        } else {
+            None
+        };
+        self.stop_for = late;
+        late
+    }
+
     /// Why the sink stopped the agent, in words (the limit passed), for the run's reason.
     fn stop_detail(&self) -> Option<String> {
         match self.stop_for? {
@@ -704,10 +764,15 @@ impl EngineSink<'_, '_> {
             return;
         };
         let Some(verdict) = guard.check(&self.worktree, &fresh) else {
-            self.last_good = self.checkpointer.as_ref().and_then(Checkpointer::last_number);
+            // Changes that all hold: the latest checkpoint is good (an empty batch — a revert's
+            // own restoring — says nothing).
+            if !fresh.is_empty() {
+                self.last_good = self.checkpointer.as_ref().and_then(Checkpointer::last_number);
+            }
             return;
         };
         use model::policy::OnViolation;
+        self.flagged.extend(verdict.violations.iter().map(|v| v.path.clone()));
         match verdict.action {
             OnViolation::Flag => self.note(guard::event(&verdict, "flagged")),
             OnViolation::Stop => self.note(guard::event(&verdict, "stopped")),
@@ -721,9 +786,15 @@ impl EngineSink<'_, '_> {
                     .filter(|v| v.path != model::policy::WORKTREE_PATH)
                     .map(|v| PathBuf::from(&v.path))
                     .collect();
+                // Paused, as for a snapshot: nothing of the agent moves while files are restored.
+                let pause = match (self.policy.consistent, self.pgid) {
+                    (true, Some(pgid)) => Some(PauseGuard::pause(pgid)),
+                    _ => None,
+                };
+                let paused = pause.is_some();
                 let done = match (&mut self.checkpointer, to) {
                     (Some(cp), Some(to)) if !targets.is_empty() => {
-                        cp.rollback(self.writer, to, &targets, false).is_ok()
+                        cp.rollback(self.writer, to, &targets, paused).is_ok()
                     }
                     _ => false,
                 };
@@ -738,6 +809,16 @@ impl EngineSink<'_, '_> {
     /// After each agent (or gate) process: the output held back for redaction, the refused
     /// connections not yet recorded, and the branch moved to what the agent committed.
     fn after_process(&mut self, repo: &std::path::Path) {
+        // What the watcher saw up to the end goes through the policy now, so a violation the
+        // agent made just before exiting still decides the outcome.
+        self.record_changes();
+        // A limit the kernel enforced between two samples (an OOM kill) is found here.
+        if self.monitor.exceeded.is_none()
+            && let Some(e) = &self.confined.enforcer
+            && let Ok(sample) = e.sample(std::process::id())
+        {
+            self.monitor.exceeded = e.exceeded(&sample);
+        }
         if let Some(r) = &mut self.redact {
             for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
                 let rest = r[i].finish();
@@ -749,9 +830,6 @@ impl EngineSink<'_, '_> {
             }
         }
         for ev in self.confined.drain_events() {
-            self.note(ev);
-        }
-        if let Some(ev) = self.monitor.tick(self.confined, &self.worktree) {
             self.note(ev);
         }
         if let Some(ev) = self.confined.sync_branch(repo) {
@@ -983,10 +1061,35 @@ impl Sink for EngineSink<'_, '_> {
         for ev in self.confined.drain_events() {
             self.note(ev);
         }
+        if let Some(ev) = self.monitor.tick(self.confined, &self.worktree) {
+            self.note(ev);
+        }
         self.watch_tick();
         if self.trim_at.is_some_and(|t| Instant::now() >= t) {
             self.trim_at = None;
             sup::release_free_memory();
         }
     }
+}
+
+/// The path policy over every path the run changed (base commit → final checkpoint), leaving
+/// out paths already reported.
+fn final_policy_check(
+    cp: &Checkpointer,
+    guard: &mut guard::PathGuard,
+    plan: &LaunchPlan,
+    flagged: &BTreeSet<String>,
+) -> Option<guard::Verdict> {
+    let last = cp.last_tree()?;
+    let base = checkpoint::parse_id(&plan.base_commit).ok()?;
+    let diff = checkpoint::diff::stats(cp.snapshotter().git(), base, last, &[]).ok()?;
+    let paths: Vec<PathBuf> = diff
+        .files
+        .iter()
+        .filter(|f| !flagged.contains(&f.path))
+        .map(|f| PathBuf::from(&f.path))
+        .collect();
+    let mut verdict = guard.check(&plan.worktree, &paths)?;
+    verdict.violations.retain(|v| !flagged.contains(&v.path));
+    (!verdict.violations.is_empty()).then_some(verdict)
 }

@@ -51,8 +51,14 @@ impl Monitor {
         let sample = match &confined.enforcer {
             Some(e) => e.sample_descendants(me),
             None => sandbox::limits::sample_descendants(me),
-        }
-        .ok()?;
+        };
+        let sample = match sample {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot sample the run's resource use");
+                return None;
+            }
+        };
         let cpu = match &self.last {
             Some((at, prev)) => cpu_percent(prev, &sample, now - *at),
             None => 0.0,

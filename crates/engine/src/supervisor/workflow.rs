@@ -253,7 +253,10 @@ pub(super) fn run_steps(
             // The step's own limit: the step failed; its edges decide.
             Some(StopReason::Timeout) if step_limit_first => def.decide(&step_id, &verdict, false, &counts, hop),
             Some(stop) => {
-                let (state, reason) = outcome::decide(Some(stop), &exit);
+                let (state, mut reason) = outcome::decide(Some(stop), &exit);
+                if let Some(detail) = sink.stop_detail() {
+                    reason = format!("{detail}; {reason}");
+                }
                 Decision::End(WorkflowEnd {
                     state,
                     reason: format!("step `{step_id}`: {reason}"),
