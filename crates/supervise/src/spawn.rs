@@ -93,6 +93,7 @@ fn spawn_pipes(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>)
     .stderr(Stdio::piped());
     let limits = spec.limits.clone();
     let shield = spec.shield_signals;
+    let parent = std::process::id();
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent; joining a
     // cgroup and setting rlimits are single writes and setrlimit calls, without allocation.
     unsafe {
@@ -105,6 +106,12 @@ fn spawn_pipes(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>)
             if shield {
                 for sig in sandbox::bwrap::STOP_SIGNALS {
                     libc::signal(sig, libc::SIG_IGN);
+                }
+                // A sandbox ends with its supervisor: bubblewrap's own --die-with-parent is
+                // set only once it runs, too late if the supervisor dies as it starts.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(1);
                 }
             }
             Ok(())
@@ -158,6 +165,7 @@ fn spawn_pty(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -
     }
     let limits = spec.limits.clone();
     let shield = spec.shield_signals;
+    let parent = std::process::id();
     // SAFETY: setsid, ioctl and the fd calls are async-signal-safe; fd 1 is the pty slave here.
     // Joining a cgroup and setting rlimits are single writes and setrlimit calls.
     unsafe {
@@ -173,6 +181,12 @@ fn spawn_pty(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -
             if shield {
                 for sig in sandbox::bwrap::STOP_SIGNALS {
                     libc::signal(sig, libc::SIG_IGN);
+                }
+                // A sandbox ends with its supervisor: bubblewrap's own --die-with-parent is
+                // set only once it runs, too late if the supervisor dies as it starts.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(1);
                 }
             }
             Ok(())

@@ -147,7 +147,24 @@ impl Confined {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let enforcer = Enforcer::start(sandbox::limits::detect_host(None), &name, &limits);
+            let backend = sandbox::limits::detect_host(None);
+            // Cgroups left by supervisors of this state directory that died (killed, or the
+            // machine went down) are emptied and removed; those of live runs, or of runs this
+            // state directory does not know, are not touched.
+            if let Some(runs) = run_dir.parent() {
+                let stale = |run: &str| {
+                    let files = supervise::RunFiles::new(runs.join(run));
+                    runs.join(run).is_dir() && files.supervisor_alive().ok() == Some(Some(false))
+                };
+                match sandbox::limits::cleanup_stale(&backend, sandbox::limits::CGROUP_PREFIX, |run| {
+                    run == name || !stale(run)
+                }) {
+                    Ok(removed) if !removed.is_empty() => tracing::info!(?removed, "removed stale cgroups"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot look for stale cgroups"),
+                }
+            }
+            let enforcer = Enforcer::start(backend, &name, &limits);
             enforcement = Some(enforcer.backend().describe());
             for note in enforcer.backend().notes() {
                 tracing::info!(note = %note, "resource limits");

@@ -356,6 +356,7 @@ fn supervise_run(
     {
         record_checkpoint(cp, w, CheckpointTrigger::Baseline, None, false)?;
     }
+    let first_good = checkpointer.as_ref().and_then(Checkpointer::last_number);
     let mut sink = EngineSink {
         writer: w,
         files,
@@ -385,7 +386,8 @@ fn supervise_run(
         worktree: plan.worktree.clone(),
         stop_for: None,
         guard: guard::PathGuard::new(&confined.plan.policy, &spec.repo, &plan.base_commit),
-        last_good: None,
+        // The baseline (or, resumed, the last checkpoint) until a batch of changes holds.
+        last_good: first_good,
         reverted: BTreeSet::new(),
         flagged: BTreeSet::new(),
     };
