@@ -98,6 +98,9 @@ pub struct Checkpointer {
     base_commit: ObjectId,
     /// The last checkpoint: number, commit, tree.
     last: Option<(u32, ObjectId, ObjectId)>,
+    /// Objects a sandboxed agent wrote, imported before each snapshot (the worktree's index
+    /// that seeds a scan may name them).
+    objects: Option<sandbox::gitview::ObjectImport>,
 }
 
 impl Checkpointer {
@@ -131,7 +134,13 @@ impl Checkpointer {
             snap,
             base_commit,
             last,
+            objects: None,
         })
+    }
+
+    /// Imports the objects a sandboxed agent writes to its private store before each snapshot.
+    pub fn import_objects_from(&mut self, objects: sandbox::gitview::ObjectImport) {
+        self.objects = Some(objects);
     }
 
     pub fn snapshotter(&self) -> &Snapshotter {
@@ -161,6 +170,11 @@ impl Checkpointer {
         paused: bool,
     ) -> Result<CheckpointInfo, EngineError> {
         let started = Instant::now();
+        if let Some(objects) = &self.objects
+            && let Err(e) = objects.import()
+        {
+            tracing::warn!(error = %e, "cannot import the agent's git objects before a checkpoint");
+        }
         let (tree, scan, paths_read, full_scan_reason) = match (changed, self.last) {
             (Some(paths), Some((_, _, prev))) => {
                 match self

@@ -5,7 +5,9 @@
 //!
 //! - the common directory is read-only: config, hooks, `info/` and every other branch cannot
 //!   be written, so nothing the user or the control plane later executes can be planted;
-//! - `objects/` is writable (a commit writes objects; they are content-addressed);
+//! - `objects/` is a private store, with the repository's objects as its read-only alternate:
+//!   what the agent writes is imported by the supervisor ([`ObjectImport`]), re-hashed, so it
+//!   can neither rewrite nor forge an object of the user's;
 //! - the worktree's git directory is writable, except `commondir`, `gitdir` and
 //!   `config.worktree`, which would redirect or configure later git commands;
 //! - the worktree's `.git` file is read-only;
@@ -19,8 +21,9 @@
 //! history but not commit.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use crate::bwrap::{Bind, Mount};
 
@@ -37,6 +40,110 @@ pub struct GitView {
     pub can_commit: bool,
     /// The private copy of the branch's ref file, when `can_commit`.
     private_ref: Option<PathBuf>,
+    objects: ObjectImport,
+}
+
+/// The objects a sandboxed agent wrote (commits, `git add`), kept in its private store until
+/// they are imported into the repository: re-packed and indexed by `git index-pack`, which
+/// names every object by the hash of its content — an object the agent forged under another
+/// name is stored under its true one, never over an object of the user's.
+#[derive(Clone, Debug)]
+pub struct ObjectImport {
+    private: PathBuf,
+    /// The repository's common git directory.
+    repo: PathBuf,
+}
+
+impl ObjectImport {
+    /// Imports every object of the private store into the repository and removes it from the
+    /// store. Returns how many were imported.
+    pub fn import(&self) -> io::Result<usize> {
+        let (ids, files) = self.private_objects()?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let git = |dir: &Path| {
+            let mut c = Command::new("git");
+            c.env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_DIR", dir)
+                .args(["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]);
+            c
+        };
+        // pack-objects reads the private store (with the repository as its alternate: a
+        // complete pack, no thin deltas); index-pack writes it into the repository.
+        let mut pack = git(&self.repo)
+            .env("GIT_OBJECT_DIRECTORY", &self.private)
+            .args(["pack-objects", "--stdout", "-q"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut stdin = pack.stdin.take().expect("piped");
+        let list: String = ids.iter().map(|id| format!("{id}\n")).collect();
+        let writer = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
+        let index = git(&self.repo)
+            .args(["index-pack", "--stdin", "--fix-thin"])
+            .stdin(pack.stdout.take().expect("piped"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()?;
+        let packed = pack.wait_with_output()?;
+        let _ = writer.join();
+        if !packed.status.success() || !index.status.success() {
+            return Err(io::Error::other(format!(
+                "cannot import the agent's objects: {}{}",
+                String::from_utf8_lossy(&packed.stderr).trim(),
+                String::from_utf8_lossy(&index.stderr).trim()
+            )));
+        }
+        for f in files {
+            let _ = fs::remove_file(f);
+        }
+        Ok(ids.len())
+    }
+
+    /// The ids of the private store's objects, and the files that hold them.
+    fn private_objects(&self) -> io::Result<(Vec<String>, Vec<PathBuf>)> {
+        let mut ids = Vec::new();
+        let mut files = Vec::new();
+        for dir in fs::read_dir(&self.private)?.flatten() {
+            let name = dir.file_name().to_string_lossy().into_owned();
+            let hex2 = name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex2 || !dir.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            for obj in fs::read_dir(dir.path())?.flatten() {
+                let rest = obj.file_name().to_string_lossy().into_owned();
+                if matches!(rest.len(), 38 | 62) && rest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    ids.push(format!("{name}{rest}"));
+                    files.push(obj.path());
+                }
+            }
+        }
+        for entry in fs::read_dir(self.private.join("pack"))?.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "idx") {
+                let out = Command::new("git")
+                    .args(["show-index"])
+                    .stdin(fs::File::open(&path)?)
+                    .output()?;
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    if let Some(id) = line.split_whitespace().nth(1) {
+                        ids.push(id.to_owned());
+                    }
+                }
+                for ext in ["idx", "pack", "rev", "bitmap", "keep", "promisor", "mtimes"] {
+                    files.push(path.with_extension(ext));
+                }
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok((ids, files))
+    }
 }
 
 impl GitView {
@@ -46,9 +153,32 @@ impl GitView {
         let dot_git = worktree.join(".git");
         let gitdir = read_gitdir(&dot_git)?;
         let common = common_dir(&gitdir)?;
+        fs::create_dir_all(private_dir)?;
+        // The agent's objects go to a private store; the repository's are its read-only
+        // alternate, seen at a path that means the same inside and out (a symlink here, a
+        // bind mount there).
+        let objects = private_dir.join("objects");
+        fs::create_dir_all(objects.join("info"))?;
+        fs::create_dir_all(objects.join("pack"))?;
+        let shared = private_dir.join("repo-objects");
+        let _ = fs::remove_file(&shared);
+        std::os::unix::fs::symlink(common.join("objects"), &shared)?;
+        write_no_follow(
+            &objects.join("info/alternates"),
+            format!("{}\n", shared.display()).as_bytes(),
+        )?;
         let mut mounts = vec![
             Mount::Bind(Bind::read_only(&common)),
-            Mount::Bind(Bind::writable(common.join("objects"))),
+            Mount::Bind(Bind {
+                src: objects.clone(),
+                dest: common.join("objects"),
+                writable: true,
+            }),
+            Mount::Bind(Bind {
+                src: common.join("objects"),
+                dest: shared,
+                writable: false,
+            }),
         ];
         if common.join("worktrees").is_dir() {
             mounts.push(Mount::Tmpfs(common.join("worktrees")));
@@ -68,7 +198,6 @@ impl GitView {
         if common.join("refs/agentctl").is_dir() {
             mounts.push(Mount::Tmpfs(common.join("refs/agentctl")));
         }
-        fs::create_dir_all(private_dir)?;
         let packed = common.join("packed-refs");
         if packed.is_file() {
             let text = fs::read_to_string(&packed)?;
@@ -122,7 +251,16 @@ impl GitView {
             mounts,
             can_commit: private_ref.is_some(),
             private_ref,
+            objects: ObjectImport {
+                private: objects,
+                repo: common,
+            },
         })
+    }
+
+    /// Moves the objects the agent wrote into the repository (see [`ObjectImport`]).
+    pub fn importer(&self) -> ObjectImport {
+        self.objects.clone()
     }
 
     /// The branch tip the agent left in its private copy, if it is a well-formed object id

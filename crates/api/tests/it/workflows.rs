@@ -195,7 +195,12 @@ fn a_workflow_run_has_progress_and_takes_messages_while_a_step_runs() {
     }
     // A run whose supervisor is alive is not resumed: it is answered as it is.
     let (status, same) = d.call("POST", &format!("/v1/runs/{id}/resume"), None);
-    assert_eq!((status, &same["state"]), (200, &json!("running")), "{same}");
+    // (The new supervisor may still be between the step's start and its process's.)
+    assert_eq!(status, 200, "{same}");
+    assert!(
+        matches!(same["state"].as_str(), Some("preparing" | "running")),
+        "{same}"
+    );
     assert_eq!(same["supervisor_pid"], wf_supervisor(&d, &id));
 
     let ended = d.stop(&id);
@@ -257,7 +262,12 @@ fn resume_takes_an_interrupted_workflow_run_up_again() {
         &format!("/v1/runs/{id}/resume"),
         Some(&json!({"launch_env": {"PATH": "/usr/bin:/bin"}})),
     );
-    assert_eq!((status, &same["state"]), (200, &json!("running")), "{same}");
+    // (The new supervisor may still be between the step's start and its process's.)
+    assert_eq!(status, 200, "{same}");
+    assert!(
+        matches!(same["state"].as_str(), Some("preparing" | "running")),
+        "{same}"
+    );
     d.stop(&id);
 }
 

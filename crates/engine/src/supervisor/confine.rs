@@ -320,10 +320,19 @@ impl Confined {
             .collect()
     }
 
+    /// The private object store of the agent's git, to import from (sandboxed runs).
+    pub fn object_import(&self) -> Option<sandbox::gitview::ObjectImport> {
+        self.git.as_ref().map(GitView::importer)
+    }
+
     /// After an agent process ended: moves the run's branch to what the agent committed in its
     /// sandbox, if it is a commit. Returns the event to record, if the branch moved.
     pub fn sync_branch(&self, repo: &Path) -> Option<EventData> {
-        let tip = self.git.as_ref()?.branch_tip()?;
+        let view = self.git.as_ref()?;
+        if let Err(e) = view.importer().import() {
+            tracing::warn!(error = %e, "cannot import the agent's git objects");
+        }
+        let tip = view.branch_tip()?;
         let git = Git::new(repo);
         let current = git.resolve_commit(&self.branch).ok()?;
         if current == tip {

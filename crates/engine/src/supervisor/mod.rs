@@ -351,6 +351,9 @@ fn supervise_run(
         None
     };
     let mut checkpointer = open_checkpointer(w, layout, &id, plan);
+    if let (Some(cp), Some(objects)) = (&mut checkpointer, confined.object_import()) {
+        cp.import_objects_from(objects);
+    }
     if let Some(cp) = &mut checkpointer
         && cp.last_number().is_none()
     {
