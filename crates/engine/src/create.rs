@@ -211,6 +211,7 @@ impl Engine {
                 crate::isolation::plan(&req.isolation, &self.config.isolation, &parts, wf.def.policy.as_ref())?
             }
         };
+        required_secrets_found(&isolation, &repo, launch_env.as_ref())?;
         let (agent, plan_base) = match what {
             Prepared::Agent(agent, def) => {
                 let invocation =
@@ -377,4 +378,41 @@ fn with_required(named: &[String], required: &[String]) -> Vec<String> {
     all.sort();
     all.dedup();
     all
+}
+
+/// Fails with `SECRET_NOT_FOUND` (before anything is recorded) when a secret the run requires
+/// (`--secret`) is in none of the places it may come from. Configured sources (`[secrets]`)
+/// are trusted here and run by the supervisor (a `cmd:` may prompt): only the others are
+/// looked at.
+fn required_secrets_found(
+    iso: &model::IsolationPlan,
+    repo: &std::path::Path,
+    launch_env: Option<&BTreeMap<String, String>>,
+) -> Result<(), EngineError> {
+    let names: Vec<String> = iso
+        .required_secrets
+        .iter()
+        .filter(|n| !iso.secret_sources.contains_key(*n))
+        .cloned()
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let sources = agents::secrets::SecretSources {
+        configured: BTreeMap::new(),
+        caller_env: match launch_env {
+            Some(env) => env.clone(),
+            None => std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        },
+        dotenv: agents::config::read_dotenv(repo).unwrap_or_default(),
+        secrets_file: iso.secrets_file.clone(),
+    };
+    sources.resolve(&names).map(drop).map_err(|e| {
+        EngineError::new(ErrorCode::SecretNotFound, e.to_string()).hint(
+            "set it in your environment, the repository's .env, the secrets file (mode 0600), \
+             or give it a source under [secrets] in config.toml",
+        )
+    })
 }

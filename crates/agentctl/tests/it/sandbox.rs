@@ -1032,10 +1032,11 @@ fn secrets_come_from_their_sources_and_a_missing_one_fails_the_run() {
     use std::os::unix::fs::PermissionsExt;
     // Readable by others: refused.
     std::fs::set_permissions(&secrets_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (v, _) = env.json(&["run", "--secret", "FILE_TOKEN", "--", "true"]);
-    assert_eq!(v["state"], "failed", "{v}");
-    assert!(v["reason"].as_str().unwrap().contains("SECRET_NOT_FOUND"), "{v}");
-    assert!(v["reason"].as_str().unwrap().contains("insecure"), "{v}");
+    // Refused before anything is created, with the code and exit code 66.
+    let (v, out) = env.json(&["run", "--secret", "FILE_TOKEN", "--", "true"]);
+    assert_eq!(out.status.code(), Some(66), "{v}");
+    assert_eq!(v["error"]["code"], "SECRET_NOT_FOUND", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("insecure"), "{v}");
     std::fs::set_permissions(&secrets_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let (v, _) = env.json(&[
         "run",
@@ -1053,14 +1054,16 @@ fn secrets_come_from_their_sources_and_a_missing_one_fails_the_run() {
     assert_eq!(env.logs(id), "file=[redacted:FILE_TOKEN] cmd=[redacted:CMD_TOKEN]\n");
     let sums = std::fs::read_to_string(PathBuf::from(v["worktree"].as_str().unwrap()).join("sums")).unwrap();
     assert!(sums.starts_with(&sha256_hex(format!("{file_secret}{cmd_secret}").as_bytes())));
-    // Missing: the run fails with the code as its reason, and the agent never starts.
+    // Missing: refused before anything is created (no run).
     let (v, out) = env.json(&["run", "--secret", "MISSING_TOKEN", "--", "touch", "started"]);
-    assert!(!out.status.success());
-    assert_eq!(v["state"], "failed", "{v}");
-    assert!(v["reason"].as_str().unwrap().starts_with("SECRET_NOT_FOUND"), "{v}");
-    let id = v["id"].as_str().unwrap();
-    assert!(events_of(&env, id, "started").is_empty());
-    assert!(!PathBuf::from(v["worktree"].as_str().unwrap()).join("started").exists());
+    assert_eq!(out.status.code(), Some(66), "{v}");
+    assert_eq!(v["error"]["code"], "SECRET_NOT_FOUND", "{v}");
+    let (list, _) = env.json(&["ls"]);
+    assert_eq!(
+        list["runs"].as_array().map(Vec::len),
+        Some(1),
+        "only the run above: {list}"
+    );
     // Not a name: refused at once.
     let (v, out) = env.json(&["run", "--secret", "1BAD", "--", "true"]);
     assert_eq!(out.status.code(), Some(64), "{v}");
