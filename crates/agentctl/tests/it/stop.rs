@@ -203,11 +203,11 @@ fn a_run_started_inside_a_run_ends_with_it_and_says_why() {
     // of the outer run's process tree, so it ends with it — and its record says so.
     let bin = crate::harness::bin();
     let inner = format!(
-        "{} --json run --detach --id inner -- sleep 300 > /dev/null",
+        "{} --json run --sandbox off --detach --id inner -- sleep 300 > /dev/null",
         bin.display()
     );
     // Unsandboxed: a sandboxed agent cannot reach agentctl's state to start a run.
-    let (v, _) = env.json(&["run", "--sandbox", "off", "--grace", "300ms", "--", "sh", "-c", &inner]);
+    let (v, _) = env.json(&["run", "--sandbox", "off", "--grace", "3s", "--", "sh", "-c", &inner]);
     assert_eq!(v["state"], "succeeded", "{v}");
     let inner = env.wait("inner");
     assert_eq!(inner["state"], "cancelled", "{inner}");

@@ -1066,7 +1066,10 @@ impl Sink for EngineSink<'_, '_> {
         for ev in self.confined.drain_events() {
             self.note(ev);
         }
-        if let Some(ev) = self.monitor.tick(self.confined, &self.worktree) {
+        // Sampled once the agent runs (before, there is nothing of it to measure).
+        if self.pgid.is_some()
+            && let Some(ev) = self.monitor.tick(self.confined, &self.worktree)
+        {
             self.note(ev);
         }
         self.watch_tick();
