@@ -282,6 +282,32 @@ fn a_stop_violation_at_exit_still_fails_the_run() {
     }
 }
 
+/// The same in a workflow: a gate step that breaks a `stop` policy just before it exits ends
+/// the workflow `failed`, and the next step never starts.
+#[test]
+fn a_stop_violation_at_a_steps_exit_ends_the_workflow() {
+    let env = Env::new();
+    let policy = policy_file(
+        &env,
+        "policy.toml",
+        "forbidden = [\"*.lock\"]\non_violation = \"stop\"\n",
+    );
+    let dir = env.repo.join(".agentctl/workflows");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("locky.toml"),
+        "name = \"locky\"\n[[steps]]\nid = \"a\"\ngate = \"echo bad > a.lock\"\n\
+         [[steps]]\nid = \"b\"\ngate = \"touch b-ran\"\n[[edges]]\nfrom = \"a\"\nto = \"b\"\n",
+    )
+    .unwrap();
+    let (v, wt, _) = run(&env, &["--policy", &policy, "--workflow", "locky", "task"]);
+    assert_eq!(v["state"], "failed", "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("path policy"), "{v}");
+    assert!(!wt.join("b-ran").exists(), "the next step ran");
+    let starts = events_of(&env, id(&v), "step_started");
+    assert_eq!(starts.len(), 1, "only step a started: {starts:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Default protections
 

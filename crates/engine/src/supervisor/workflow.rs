@@ -209,7 +209,9 @@ pub(super) fn run_steps(
         sink.after_process(&ctx.spec.repo);
         let not_started = end.as_ref().err().cloned();
         let (exit, stop) = match end {
-            Ok(end) => (end.exit, end.stop),
+            // A limit or a `stop` violation found only once the step's process ended still
+            // ends the workflow.
+            Ok(end) => (end.exit, end.stop.or_else(|| sink.late_stop())),
             Err(why) => {
                 // The step failed before it ran; say why where its output would be.
                 sink.output(
