@@ -296,7 +296,9 @@ impl Engine {
         // A removed run's checkpoints are kept until `gc --prune-refs`; a new run with its id
         // would write over them.
         let refs = format!("{}{id}/", checkpoint::refs::NAMESPACE);
-        if req.id.is_some() && !self.store.layout().run_dir(&id).exists() && git.has_refs_under(&refs)? {
+        // Refs first, then the run dir (as for the branch): a concurrent create of the same id
+        // makes the run dir before its supervisor writes a checkpoint ref.
+        if req.id.is_some() && git.has_refs_under(&refs)? && !self.store.layout().run_dir(&id).exists() {
             return Err(EngineError::new(
                 ErrorCode::RunIdConflict,
                 format!(

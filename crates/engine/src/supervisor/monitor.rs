@@ -77,6 +77,10 @@ impl Monitor {
                 .exceeded(&sample)
                 .or_else(|| disk.and_then(|used| check_disk(limits, used)));
         }
+        // The agent has just ended (the loop has yet to record it): nothing left to measure.
+        if sample.pids == 0 {
+            return None;
+        }
         Some(EventData::ResourceSample {
             cpu_percent: (cpu * 10.0).round() / 10.0,
             rss_bytes: sample.memory_bytes,
