@@ -393,39 +393,30 @@ fn resolve_secrets(
     iso: &IsolationPlan,
     dotenv: &[(OsString, OsString)],
 ) -> Result<BTreeMap<String, String>, NotConfined> {
+    let utf8 = |(k, v): (OsString, OsString)| Some((k.into_string().ok()?, v.into_string().ok()?));
     let sources = agents::secrets::SecretSources {
         configured: iso.secret_sources.clone(),
-        caller_env: std::env::vars().collect(),
-        dotenv: dotenv
-            .iter()
-            .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v.to_str()?.to_owned())))
-            .collect(),
+        // A variable that is not UTF-8 cannot be a secret here: skipped, not a panic.
+        caller_env: std::env::vars_os().filter_map(utf8).collect(),
+        dotenv: dotenv.iter().cloned().filter_map(utf8).collect(),
         secrets_file: iso.secrets_file.clone(),
     };
-    let mut out = BTreeMap::new();
-    for s in sources
-        .resolve(&iso.required_secrets)
-        .map_err(|e| NotConfined::new(model::ErrorCode::SecretNotFound, e.to_string()))?
-    {
-        out.insert(s.name.clone(), s.value.expose().to_owned());
-    }
-    for name in &plan.secret_env {
-        if out.contains_key(name) {
-            continue;
-        }
-        // Optional: passed when it can be found; a configured source that fails is an error.
-        match sources.resolve(std::slice::from_ref(name)) {
-            Ok(found) => {
-                for s in found {
-                    out.insert(s.name.clone(), s.value.expose().to_owned());
-                }
-            }
-            Err(e) if iso.secret_sources.contains_key(name) => {
-                return Err(NotConfined::new(model::ErrorCode::SecretNotFound, e.to_string()));
-            }
-            Err(_) => {}
-        }
-    }
+    let not_found = |e: agents::secrets::SecretError| NotConfined::new(model::ErrorCode::SecretNotFound, e.to_string());
+    let required = sources.resolve(&iso.required_secrets).map_err(not_found)?;
+    // Optional names: passed when found. A configured source that fails, or an insecure
+    // secrets file, is an error here too (one lookup, the file read at most once).
+    let optional: Vec<String> = plan
+        .secret_env
+        .iter()
+        .filter(|n| !iso.required_secrets.contains(n))
+        .cloned()
+        .collect();
+    let (found, _missing) = sources.resolve_available(&optional).map_err(not_found)?;
+    let out = required
+        .into_iter()
+        .chain(found)
+        .map(|s| (s.name.clone(), s.value.expose().to_owned()))
+        .collect();
     Ok(out)
 }
 
