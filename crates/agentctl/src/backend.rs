@@ -92,6 +92,7 @@ impl Backend {
                     workflow: req.workflow,
                     launch_env: Some(env),
                     isolation: req.isolation,
+                    shadow: req.shadow,
                 };
                 let body = serde_json::to_value(&body).expect("requests serialize");
                 let (status, view) = d.call_status::<RunView>(Method::POST, "/v1/runs", Some(&body))?;
@@ -271,6 +272,17 @@ impl Backend {
                 Ok(engine.rm(&id, force)?)
             }
             Backend::Daemon(d) => d.call(Method::DELETE, &format!("/v1/runs/{}?force={force}", seg(text)), None),
+        }
+    }
+
+    /// Validates a finished shadow run's change and promotes it if it passes.
+    pub fn promote(&self, text: &str) -> Result<model::Promotion, CliError> {
+        match self {
+            Backend::Direct(engine) => {
+                let id = engine.resolve(text)?;
+                Ok(engine.promote(&id)?)
+            }
+            Backend::Daemon(d) => d.call(Method::POST, &format!("/v1/runs/{}/promote", seg(text)), None),
         }
     }
 

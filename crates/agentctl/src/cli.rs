@@ -76,6 +76,8 @@ pub enum Command {
     Stop(StopArgs),
     /// Remove finished runs: worktree (saved as a checkpoint first), empty branch and records.
     Rm(RmArgs),
+    /// Validate a finished shadow run's change and move its branch to it if it passes.
+    Promote(PromoteArgs),
     /// Record a checkpoint of a run's worktree now.
     Checkpoint(CheckpointArgs),
     /// List a run's checkpoints.
@@ -115,6 +117,24 @@ pub enum Command {
     Admin(AdminCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The change is the shadow branch's commits plus whatever the agent left uncommitted (as the
+run's last checkpoint has it). It is checked out clean; the path policy judges every path it
+touches; each gate (`[shadow] gates`, then the run's --gate) runs there, sandboxed and offline,
+and must exit 0. Only then does the run's branch move, in one update. Exit 0 when promoted (or
+already promoted), 65 (PROMOTION_REFUSED) when refused: the branch is then untouched.
+
+Examples:
+  agentctl promote 01J9
+  agentctl --json promote 01J9"
+)]
+pub struct PromoteArgs {
+    /// The run (an id or a unique prefix).
+    #[arg(value_name = "RUN")]
+    pub run: String,
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +250,33 @@ pub struct RunArgs {
     /// allow_executables, on_violation), over the agent's and the workflow's.
     #[arg(long, value_name = "FILE", help_heading = "Isolation")]
     pub policy: Option<PathBuf>,
+    /// Work on a shadow branch: the change reaches the run's branch only after the path policy
+    /// and the gates pass, in one update — `auto` (default) as the run succeeds, `manual` on
+    /// `agentctl promote`.
+    #[arg(
+        long,
+        value_name = "WHEN",
+        value_enum,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "auto",
+        help_heading = "Shadow workspace"
+    )]
+    pub shadow: Option<ShadowArg>,
+    /// A command (`sh -c`) the change must pass, on a clean sandboxed checkout, before it is
+    /// promoted (repeatable; after the configured `[shadow] gates`). Implies --shadow.
+    #[arg(long = "gate", value_name = "CMD", help_heading = "Shadow workspace")]
+    pub gates: Vec<String>,
+    /// Time limit of each gate (default 10m).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, help_heading = "Shadow workspace")]
+    pub gate_timeout: Option<Duration>,
+}
+
+/// `--shadow` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShadowArg {
+    Auto,
+    Manual,
 }
 
 /// `--sandbox` values.

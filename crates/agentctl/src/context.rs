@@ -76,6 +76,7 @@ pub fn engine_at(root: &Path) -> Result<Engine, CliError> {
         user_workflows_dir: config_dir().map(|d| d.join("workflows")),
         max_concurrent_runs: settings.max_concurrent_runs,
         isolation: settings.isolation(config_dir().as_deref()),
+        shadow: settings.shadow(),
         ..EngineConfig::default()
     };
     Ok(Engine::new(store, Arc::new(provider), config))

@@ -175,6 +175,7 @@ pub fn demo(g: &GlobalArgs, args: &DemoArgs) -> Result<i32, CliError> {
             }),
             ..Default::default()
         },
+        shadow: None,
     };
     let created = engine.create_run(req)?;
     let id = created.run.id.clone();

@@ -98,6 +98,7 @@ fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Wait(args) => commands::runs::wait(g, &args),
         Command::Stop(args) => commands::runs::stop(g, &args),
         Command::Rm(args) => commands::runs::rm(g, &args),
+        Command::Promote(args) => commands::runs::promote(g, &args),
         Command::Gc(args) => commands::runs::gc(g, &args),
         Command::Checkpoint(args) => commands::checkpoints::checkpoint(g, &args),
         Command::Checkpoints(args) => commands::checkpoints::checkpoints(g, &args),

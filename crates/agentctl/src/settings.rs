@@ -27,6 +27,10 @@
 //!
 //! [secrets]                  # where named secrets come from (--secret NAME, secret_env)
 //! GITHUB_TOKEN = "cmd:gh auth token"
+//!
+//! [shadow]                   # shadow runs (--shadow): gates every change must pass first
+//! gates = ["cargo test --offline"]
+//! gate_timeout = "15m"       # each gate's time limit (default 10m)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -54,6 +58,19 @@ pub struct Settings {
     /// Where named secrets come from: `env:VAR`, `file:PATH` or `cmd:COMMAND`.
     #[serde(default)]
     pub secrets: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub shadow: ShadowSettings,
+}
+
+/// `[shadow]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowSettings {
+    /// Commands every shadow run's change must pass before it is promoted.
+    #[serde(default)]
+    pub gates: Vec<String>,
+    /// Each gate's time limit (`30s`, `10m`, ...).
+    pub gate_timeout: Option<String>,
 }
 
 /// `[sandbox]`.
@@ -79,6 +96,19 @@ pub struct LimitSettings {
 }
 
 impl Settings {
+    /// `[shadow]`, as the engine takes it (checked by [`Settings::load`]).
+    pub fn shadow(&self) -> engine::shadow::ShadowDefaults {
+        engine::shadow::ShadowDefaults {
+            gates: self.shadow.gates.clone(),
+            gate_timeout_ms: self
+                .shadow
+                .gate_timeout
+                .as_deref()
+                .and_then(|t| crate::cli::parse_duration(t).ok())
+                .map(|d| d.as_millis() as u64),
+        }
+    }
+
     /// What runs get when they do not say; `dir` is the configuration directory.
     pub fn isolation(&self, dir: Option<&Path>) -> engine::isolation::IsolationDefaults {
         engine::isolation::IsolationDefaults {
@@ -204,6 +234,28 @@ impl Settings {
             return Err(
                 CliError::new(ErrorCode::InvalidConfig, format!("{}: {msg}", file.display()))
                     .hint("fix the key, or remove it for no default limit"),
+            );
+        }
+        let bad_timeout = settings
+            .shadow
+            .gate_timeout
+            .as_deref()
+            .and_then(|t| match crate::cli::parse_duration(t) {
+                Ok(d) if d.is_zero() => Some("[shadow] gate_timeout must be more than 0".to_owned()),
+                Ok(_) => None,
+                Err(e) => Some(format!("[shadow] gate_timeout: {e}")),
+            });
+        let bad_gate = settings
+            .shadow
+            .gates
+            .iter()
+            .any(|g| g.trim().is_empty() || g.contains('\0'))
+            .then(|| "[shadow] gates must be non-empty commands".to_owned());
+        let bad_shadow = bad_timeout.or(bad_gate);
+        if let Some(msg) = bad_shadow {
+            return Err(
+                CliError::new(ErrorCode::InvalidConfig, format!("{}: {msg}", file.display()))
+                    .hint("see docs/shadow.md"),
             );
         }
         if settings.max_concurrent_runs == Some(0) {

@@ -143,6 +143,36 @@ pub fn show_text(r: &RunView) -> String {
     out
 }
 
+/// `show`'s lines about a shadow run: where the agent worked and where its promotion stands.
+pub fn shadow_text(s: &model::shadow::ShadowSummary) -> String {
+    use model::shadow::PromotionStatus;
+    let mut out = String::new();
+    let bold = Style::new().bold();
+    let warn = Style::new().fg_color(Some(anstyle::AnsiColor::Yellow.into()));
+    let mut line = |k: &str, v: String| out.push_str(&format!("{bold}{k:<13}{bold:#}{v}\n"));
+    line("shadow", format!("{} (promote: {})", s.branch, s.promote.as_str()));
+    if !s.gates.is_empty() {
+        line(
+            "gates",
+            s.gates.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", "),
+        );
+    }
+    let commit = s.commit.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or("");
+    let status = match s.status {
+        PromotionStatus::Pending => "pending".to_owned(),
+        PromotionStatus::NotAttempted => format!("not attempted: the run did not succeed ({} unchanged)", s.target),
+        PromotionStatus::Validating => format!("validating {commit}"),
+        PromotionStatus::Promoted => format!("promoted {commit} onto {}", s.target),
+        PromotionStatus::Refused => format!(
+            "{warn}refused{warn:#}: {} ({} unchanged)",
+            s.reasons.join("; "),
+            s.target
+        ),
+    };
+    line("promotion", status);
+    out
+}
+
 /// `show`'s lines about the run's isolation: confinement, network, limits and how they are
 /// enforced, resource use, refusals and policy violations.
 pub fn isolation_text(s: &model::isolation::IsolationSummary) -> String {

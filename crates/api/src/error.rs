@@ -46,7 +46,10 @@ impl ApiError {
 /// The HTTP status of each error code.
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::InvalidArgument | ErrorCode::RunAmbiguous | ErrorCode::NotAWorkflowRun => StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidArgument
+        | ErrorCode::RunAmbiguous
+        | ErrorCode::NotAWorkflowRun
+        | ErrorCode::NotAShadowRun => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::RunNotFound
         | ErrorCode::AgentNotFound
@@ -59,7 +62,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::RunActive
         | ErrorCode::WorktreeDirty
         | ErrorCode::InvalidStateTransition
-        | ErrorCode::DaemonRunning => StatusCode::CONFLICT,
+        | ErrorCode::DaemonRunning
+        | ErrorCode::PromotionRefused => StatusCode::CONFLICT,
         ErrorCode::WorktreeGone => StatusCode::GONE,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::InvalidConfig

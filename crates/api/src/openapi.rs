@@ -433,6 +433,29 @@ pub static ROUTES: &[Route] = &[
         errors: &[E::RunActive, E::InvalidStateTransition, E::SpawnFailed],
     },
     Route {
+        method: Method::Post,
+        path: "/v1/runs/{id}/promote",
+        operation_id: "promoteRun",
+        tag: "runs",
+        summary: "Promote a shadow run's change",
+        description: "As `agentctl promote`: validates a finished shadow run's change — the path policy over every \
+                      path it touches, then each gate command on a clean, sandboxed checkout of it — and, only if \
+                      all pass, moves the run's branch to it in one compare-and-swap update. A refusal is a 200 \
+                      with `promoted: false` and the reasons; the branch is then untouched. Lasts as long as the \
+                      gates (not subject to the request time limit). `NOT_A_SHADOW_RUN` for a run without a \
+                      shadow workspace, `RUN_ACTIVE` while the run is active.",
+        public: false,
+        engine: true,
+        params: &[RUN_ID],
+        body: None,
+        answers: &[Answer {
+            status: 200,
+            description: "The outcome: promoted (or already promoted), or refused with the reasons.",
+            content: Content::Json(schema::<model::Promotion>),
+        }],
+        errors: &[E::NotAShadowRun, E::RunActive, E::GitFailed, E::SandboxUnavailable],
+    },
+    Route {
         method: Method::Get,
         path: "/v1/runs/{id}/events",
         operation_id: "getRunEvents",

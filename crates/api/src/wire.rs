@@ -80,6 +80,11 @@ pub struct CreateRun {
     /// limits and path policy.
     #[serde(default)]
     pub isolation: model::IsolationSpec,
+    /// Work on a shadow branch; the change reaches the run's branch only once the path policy
+    /// and the gates pass (`promote`: `auto` as the run ends, or `manual` through
+    /// `POST /v1/runs/{id}/promote`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<model::ShadowSpec>,
 }
 
 /// The optional body of `POST /v1/runs/{id}/checkpoints`.

@@ -40,6 +40,8 @@ pub struct RunRequest {
     pub workflow: Option<String>,
     /// Sandbox, network, secrets, limits and path policy.
     pub isolation: model::IsolationSpec,
+    /// Work on a shadow branch, promoted onto the run's branch once validated.
+    pub shadow: Option<model::ShadowSpec>,
 }
 
 /// A run's doer, resolved: one agent, or a workflow.
@@ -266,6 +268,11 @@ impl Engine {
             checkpoints: req.checkpoints,
             workflow: req.workflow.clone(),
             isolation: Some(req.isolation.clone()),
+            shadow: req.shadow.clone(),
+        };
+        let shadow = match &req.shadow {
+            Some(s) => Some(crate::shadow::plan(&id, s, &self.config.shadow)?),
+            None => None,
         };
         let plan = LaunchPlan {
             argv: plan_base.argv,
@@ -282,16 +289,25 @@ impl Engine {
             max_concurrent: self.config.max_concurrent_runs,
             workflow: plan_base.workflow,
             isolation: Some(isolation),
+            shadow,
         };
         // A caller-chosen id may name a branch left by an earlier run (minted ids are new). Branch
         // first, then the run dir: a concurrent create of the same id makes the run dir before
         // its supervisor makes the branch, so this order never mistakes it for a conflict.
-        if req.id.is_some() && git.branch_exists(&plan.branch)? && !self.store.layout().run_dir(&id).exists() {
-            return Err(EngineError::new(
-                ErrorCode::RunIdConflict,
-                format!("branch {} already exists in {}", plan.branch, repo.display()),
-            )
-            .hint("choose another --id, or delete the branch if it is no longer needed"));
+        for branch in [
+            Some(plan.branch.as_str()),
+            plan.shadow.as_ref().map(|s| s.branch.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if req.id.is_some() && git.branch_exists(branch)? && !self.store.layout().run_dir(&id).exists() {
+                return Err(EngineError::new(
+                    ErrorCode::RunIdConflict,
+                    format!("branch {branch} already exists in {}", repo.display()),
+                )
+                .hint("choose another --id, or delete the branch if it is no longer needed"));
+            }
         }
         // A removed run's checkpoints are kept until `gc --prune-refs`; a new run with its id
         // would write over them.

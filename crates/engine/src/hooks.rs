@@ -2,6 +2,7 @@
 //! (never the agent's worktree, whose content the agent controls), run with the worktree as the
 //! working directory and the run's identity in the environment.
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,6 +17,8 @@ pub struct HookResult {
     pub exit_code: Option<i32>,
     /// Killed because the run was asked to stop.
     pub stopped: bool,
+    /// Killed because it ran past its time limit.
+    pub timed_out: bool,
     pub elapsed: Duration,
     pub output_tail: String,
 }
@@ -44,11 +47,45 @@ pub fn run_hook(
     limit: Duration,
     should_stop: &mut dyn FnMut() -> bool,
 ) -> HookResult {
+    let env: Vec<(OsString, OsString)> = env.iter().map(|(k, v)| (k.into(), v.into())).collect();
+    let command = CommandLine {
+        argv: vec![path.as_os_str().to_owned()],
+        env,
+        env_clear: false,
+    };
+    run_command(&command, cwd, limit, should_stop)
+}
+
+/// A program to run as [`run_command`] does: `argv` (a wrapper such as the sandbox's first,
+/// when there is one) and its environment — this process's plus `env`, or only `env` when
+/// `env_clear`.
+pub struct CommandLine {
+    pub argv: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    pub env_clear: bool,
+}
+
+/// Runs a command as [`run_hook`] runs a hook: its own process group, output captured (the
+/// tail kept), killed after `limit` or when `should_stop` says so.
+pub fn run_command(
+    command: &CommandLine,
+    cwd: &Path,
+    limit: Duration,
+    should_stop: &mut dyn FnMut() -> bool,
+) -> HookResult {
     use std::os::unix::process::CommandExt;
     let started = Instant::now();
-    let mut cmd = Command::new(path);
-    cmd.current_dir(cwd)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+    let Some((program, args)) = command.argv.split_first() else {
+        return failed(started, "nothing to run".to_owned());
+    };
+    let path = Path::new(program);
+    let mut cmd = Command::new(program);
+    if command.env_clear {
+        cmd.env_clear();
+    }
+    cmd.args(args)
+        .current_dir(cwd)
+        .envs(command.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .process_group(0);
     // SAFETY: only async-signal-safe fd calls between fork and exec.
@@ -91,6 +128,7 @@ pub fn run_hook(
         let _ = tx.send(buf);
     });
     let mut stopped = false;
+    let mut timed_out = false;
     let exit_code = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status.code(),
@@ -99,6 +137,7 @@ pub fn run_hook(
                 std::thread::sleep(Duration::from_millis(10));
             }
             _ => {
+                timed_out = !stopped && started.elapsed() >= limit;
                 kill_group();
                 let _ = child.wait();
                 break None;
@@ -115,6 +154,7 @@ pub fn run_hook(
     HookResult {
         exit_code,
         stopped,
+        timed_out,
         elapsed: started.elapsed(),
         output_tail: String::from_utf8_lossy(&out[start..]).into_owned(),
     }
@@ -124,6 +164,7 @@ fn failed(started: Instant, message: String) -> HookResult {
     HookResult {
         exit_code: None,
         stopped: false,
+        timed_out: false,
         elapsed: started.elapsed(),
         output_tail: message,
     }

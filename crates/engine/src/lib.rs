@@ -17,6 +17,7 @@ pub mod queue;
 pub mod reconcile;
 pub mod repo_lock;
 pub mod route;
+pub mod shadow;
 pub mod supervisor;
 pub mod view;
 pub mod workflow;
@@ -49,6 +50,8 @@ pub struct EngineConfig {
     pub pending_start_limit: Duration,
     /// Sandbox, network, limits, policy and secrets of runs that do not say.
     pub isolation: isolation::IsolationDefaults,
+    /// `[shadow]`: gates every shadow run's change must pass, and their time limit.
+    pub shadow: shadow::ShadowDefaults,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +63,7 @@ impl Default for EngineConfig {
             poll_interval: Duration::from_millis(50),
             pending_start_limit: Duration::from_secs(30),
             isolation: isolation::IsolationDefaults::default(),
+            shadow: shadow::ShadowDefaults::default(),
         }
     }
 }

@@ -288,6 +288,20 @@ impl Engine {
                 branch_deleted = true;
             }
         }
+        // A shadow run's branch goes when it holds nothing the run's branch does not (its
+        // commits were promoted, or there were none).
+        let shadow = id.shadow_branch();
+        if rec.repo.exists() && repo.branch_exists(&shadow)? {
+            let unpromoted = match repo.branch_exists(&rec.branch)? {
+                true => repo.commits_ahead(&rec.branch, &shadow)?,
+                false => repo.commits_ahead(&rec.base_commit, &shadow)?,
+            };
+            if unpromoted == 0 {
+                repo.delete_branch(&shadow)?;
+            } else {
+                tracing::info!(branch = %shadow, unpromoted, "kept the shadow branch: it has commits never promoted");
+            }
+        }
         if let Err(e) = self.provider.destroy(id) {
             tracing::warn!(error = %e, "provider cleanup failed");
         }

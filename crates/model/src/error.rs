@@ -39,10 +39,12 @@ pub enum ErrorCode {
     NotAWorkflowRun,
     SandboxUnavailable,
     SecretNotFound,
+    NotAShadowRun,
+    PromotionRefused,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 31] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidConfig,
         ErrorCode::RunNotFound,
@@ -74,6 +76,8 @@ impl ErrorCode {
         ErrorCode::NotAWorkflowRun,
         ErrorCode::SandboxUnavailable,
         ErrorCode::SecretNotFound,
+        ErrorCode::NotAShadowRun,
+        ErrorCode::PromotionRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +113,8 @@ impl ErrorCode {
             ErrorCode::NotAWorkflowRun => "NOT_A_WORKFLOW_RUN",
             ErrorCode::SandboxUnavailable => "SANDBOX_UNAVAILABLE",
             ErrorCode::SecretNotFound => "SECRET_NOT_FOUND",
+            ErrorCode::NotAShadowRun => "NOT_A_SHADOW_RUN",
+            ErrorCode::PromotionRefused => "PROMOTION_REFUSED",
         }
     }
 
@@ -139,6 +145,9 @@ impl ErrorCode {
             ErrorCode::NotAWorkflowRun => 64,
             ErrorCode::SandboxUnavailable => 69,
             ErrorCode::SecretNotFound => 66,
+            ErrorCode::NotAShadowRun => 64,
+            // EX_DATAERR: the change itself did not pass.
+            ErrorCode::PromotionRefused => 65,
         }
     }
 }

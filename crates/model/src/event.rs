@@ -277,6 +277,40 @@ pub enum EventData {
     },
     /// The agent committed in its sandbox, and its branch was moved to that commit.
     BranchUpdated { branch: String, from: String, to: String },
+    /// A shadow run's change is being validated for promotion onto the run's branch
+    /// (`trigger`: `auto` as the run ends, `manual` for `agentctl promote`).
+    PromotionStarted {
+        commit: String,
+        trigger: String,
+        gates: u32,
+    },
+    /// A promotion gate ended.
+    GateFinished {
+        command: String,
+        exit_code: Option<i32>,
+        elapsed_ms: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        timed_out: bool,
+        #[serde(default)]
+        output_tail: String,
+    },
+    /// The change passed: the run's branch moved from `previous` to `commit` in one update.
+    Promoted {
+        branch: String,
+        commit: String,
+        previous: String,
+        commits: u64,
+        files_changed: u64,
+    },
+    /// The change did not pass: the run's branch was not touched.
+    PromotionRefused {
+        branch: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commit: Option<String>,
+        reasons: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        violations: Vec<Violation>,
+    },
 }
 
 /// One recommendation of the router, as recorded.
@@ -289,8 +323,9 @@ pub struct RouteRecommendation {
 }
 
 impl EventData {
-    /// Records about the worktree (checkpoints, file changes, rollbacks): allowed in every state
-    /// once the run exists, finished runs included, and they never change the state.
+    /// Records about the worktree and its branch (checkpoints, file changes, rollbacks,
+    /// promotions): allowed in every state once the run exists, finished runs included, and
+    /// they never change the state.
     pub fn is_worktree_record(&self) -> bool {
         matches!(
             self,
@@ -299,6 +334,10 @@ impl EventData {
                 | EventData::FilesChanged { .. }
                 | EventData::WatcherOverflow { .. }
                 | EventData::RolledBack { .. }
+                | EventData::PromotionStarted { .. }
+                | EventData::GateFinished { .. }
+                | EventData::Promoted { .. }
+                | EventData::PromotionRefused { .. }
         )
     }
 
@@ -349,6 +388,10 @@ impl EventData {
             EventData::PolicyViolation { .. } => "policy_violation",
             EventData::ResourceSample { .. } => "resource_sample",
             EventData::BranchUpdated { .. } => "branch_updated",
+            EventData::PromotionStarted { .. } => "promotion_started",
+            EventData::GateFinished { .. } => "gate_finished",
+            EventData::Promoted { .. } => "promoted",
+            EventData::PromotionRefused { .. } => "promotion_refused",
         }
     }
 }

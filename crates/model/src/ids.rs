@@ -64,6 +64,12 @@ impl RunId {
     pub fn branch(&self) -> String {
         format!("agentctl/{}", self.0)
     }
+
+    /// The branch the agent of a shadow run works on. `_` cannot start a run id, so no run's
+    /// branch is ever in the way.
+    pub fn shadow_branch(&self) -> String {
+        format!("agentctl/_shadow/{}", self.0)
+    }
 }
 
 impl fmt::Display for RunId {

@@ -44,6 +44,9 @@ pub struct RunSpec {
     /// before isolation existed (they ran unconfined).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<IsolationSpec>,
+    /// Work on a shadow branch, promoted onto the run's branch only once validated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<crate::shadow::ShadowSpec>,
 }
 
 /// How the prompt reaches the agent.
@@ -103,6 +106,17 @@ pub struct LaunchPlan {
     /// The isolation the run gets (absent: recorded before isolation existed; unconfined).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isolation: Option<IsolationPlan>,
+    /// The shadow workspace, when the run has one: the agent's worktree is on its branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<crate::shadow::ShadowPlan>,
+}
+
+impl LaunchPlan {
+    /// The branch checked out in the worktree, which the agent commits to: the shadow branch of
+    /// a shadow run, else the run's branch.
+    pub fn work_branch(&self) -> &str {
+        self.shadow.as_ref().map_or(&self.branch, |s| &s.branch)
+    }
 }
 
 /// A workflow as resolved when its run was created, so a resumed supervisor runs exactly what

@@ -3,8 +3,9 @@
 //! repository's common directory (objects, refs, config) and the worktree's private git
 //! directory (HEAD, index). Inside the sandbox:
 //!
-//! - the common directory is read-only: config, hooks, `info/` and every other branch cannot
-//!   be written, so nothing the user or the control plane later executes can be planted;
+//! - everything in the common directory is read-only: config, hooks, `info/` and every other
+//!   branch cannot be written, so nothing the user or the control plane later executes can be
+//!   planted (the directory itself is a private tmpfs, so git can take its lock files);
 //! - `objects/` is a private store, with the repository's objects as its read-only alternate:
 //!   what the agent writes is imported by the supervisor ([`ObjectImport`]), re-hashed, so it
 //!   can neither rewrite nor forge an object of the user's;
@@ -167,8 +168,22 @@ impl GitView {
             &objects.join("info/alternates"),
             format!("{}\n", shared.display()).as_bytes(),
         )?;
-        let mut mounts = vec![
-            Mount::Bind(Bind::read_only(&common)),
+        // The common directory itself is a private tmpfs holding read-only binds of what is in
+        // it: nothing in it can be changed, but git can create its lock files there (a commit
+        // takes `packed-refs.lock` to delete pseudo-refs), which vanish with the sandbox.
+        let mut mounts = vec![Mount::Tmpfs(common.clone())];
+        let mut entries: Vec<PathBuf> = fs::read_dir(&common)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<io::Result<_>>()?;
+        entries.sort();
+        for entry in entries {
+            let name = entry.file_name().unwrap_or_default();
+            if name == "objects" || name == "worktrees" || name.to_string_lossy().ends_with(".lock") {
+                continue;
+            }
+            mounts.push(Mount::Bind(Bind::read_only(&entry)));
+        }
+        mounts.extend([
             Mount::Bind(Bind {
                 src: objects.clone(),
                 dest: common.join("objects"),
@@ -179,10 +194,9 @@ impl GitView {
                 dest: shared,
                 writable: false,
             }),
-        ];
-        if common.join("worktrees").is_dir() {
-            mounts.push(Mount::Tmpfs(common.join("worktrees")));
-        }
+        ]);
+        // Other runs' (and the user's other) worktrees are not there; this one's is bound below.
+        mounts.push(Mount::Tmpfs(common.join("worktrees")));
         mounts.push(Mount::Bind(Bind::writable(&gitdir)));
         let config_worktree = gitdir.join("config.worktree");
         if !fs::symlink_metadata(&config_worktree).is_ok_and(|m| m.is_file()) {
@@ -215,9 +229,10 @@ impl GitView {
             }));
         }
         let reftable = common.join("reftable").exists();
+        // `agentctl/<run>`, or a shadow run's `agentctl/_shadow/<run>`.
         let own = branch
             .strip_prefix(RUN_BRANCH_PREFIX)
-            .filter(|rest| !rest.contains('/'));
+            .filter(|rest| rest.split('/').all(|c| !c.is_empty() && c != "." && c != ".."));
         let private_ref = match own {
             Some(leaf) if !reftable => {
                 let heads = private_dir.join("heads");
@@ -225,6 +240,9 @@ impl GitView {
                 fs::create_dir_all(&heads)?;
                 fs::create_dir_all(&logs)?;
                 let file = heads.join(leaf);
+                if let Some(parent) = file.parent() {
+                    fs::create_dir_all(parent)?;
+                }
                 // The agent can write here (it is its branch): a symlink it planted is replaced,
                 // never written through.
                 write_no_follow(&file, format!("{tip}\n").as_bytes())?;

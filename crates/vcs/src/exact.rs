@@ -142,6 +142,18 @@ impl ExactGit {
         }
     }
 
+    /// Writes the files of `commit` under `dest` (created), bytes exactly as stored, with
+    /// their modes and symlinks and nothing of git's; `index_file` is scratch space.
+    pub fn export(&self, commit: &str, dest: &Path, index_file: &Path) -> Result<(), VcsError> {
+        std::fs::create_dir_all(dest).map_err(VcsError::Spawn)?;
+        let _ = std::fs::remove_file(index_file);
+        self.run(&["read-tree", commit], Some(index_file), None)?;
+        let prefix = format!("--prefix={}/", dest.display());
+        self.run(&["checkout-index", "--all", "--force", &prefix], Some(index_file), None)?;
+        let _ = std::fs::remove_file(index_file);
+        Ok(())
+    }
+
     /// The directory calls run in.
     pub fn dir(&self) -> &Path {
         self.git.dir()

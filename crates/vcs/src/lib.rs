@@ -294,6 +294,84 @@ impl Git {
         self.run(["branch", "-D", "--", branch]).map(drop)
     }
 
+    /// Creates branch `branch` at `commit` (it must not exist).
+    pub fn create_branch(&self, branch: &str, commit: &str) -> Result<(), VcsError> {
+        let r = format!("refs/heads/{branch}");
+        let zero = "0".repeat(commit.len());
+        self.run(["update-ref", "-m", "agentctl: run branch", &r, commit, &zero])
+            .map(drop)
+    }
+
+    /// Whether `ancestor` is `descendant` or one of its ancestors.
+    pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool, VcsError> {
+        let out = self.output(["merge-base", "--is-ancestor", ancestor, descendant])?;
+        match out.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(failed(["merge-base", "--is-ancestor", ancestor, descendant], &out)),
+        }
+    }
+
+    /// The tree of a commit.
+    pub fn tree_of(&self, commit: &str) -> Result<String, VcsError> {
+        let spec = format!("{commit}^{{tree}}");
+        Ok(self
+            .run(["rev-parse", "--verify", "--end-of-options", &spec])?
+            .trim()
+            .to_owned())
+    }
+
+    /// Writes a commit of `tree` on `parent`, authored and committed by `name <email>` (so
+    /// the user's identity settings, or their absence, do not matter).
+    pub fn commit_tree(
+        &self,
+        tree: &str,
+        parent: &str,
+        message: &str,
+        name: &str,
+        email: &str,
+    ) -> Result<String, VcsError> {
+        let args = ["commit-tree", tree, "-p", parent, "-m", message];
+        let mut cmd = self.command(args);
+        for (k, v) in [
+            ("GIT_AUTHOR_NAME", name),
+            ("GIT_AUTHOR_EMAIL", email),
+            ("GIT_COMMITTER_NAME", name),
+            ("GIT_COMMITTER_EMAIL", email),
+        ] {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().map_err(VcsError::Spawn)?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(failed(args, &out))
+        }
+    }
+
+    /// Moves `refname` to `new` only if it still points at `old`: one atomic compare-and-swap,
+    /// recorded in the ref's log with `message`.
+    pub fn update_ref_cas(&self, refname: &str, new: &str, old: &str, message: &str) -> Result<(), VcsError> {
+        self.run(["update-ref", "-m", message, refname, new, old]).map(drop)
+    }
+
+    /// Every path changed between two commits, and in each commit between them
+    /// (`from..to`), each once.
+    pub fn paths_touched(&self, from: &str, to: &str) -> Result<Vec<String>, VcsError> {
+        let range = format!("{from}..{to}");
+        let mut paths: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        let total = self.run(["diff-tree", "-r", "-z", "--no-renames", "--name-only", from, to])?;
+        // `--cc`: a merge's own changes (what its resolution did) count too.
+        let each = self.run(["log", "-z", "--cc", "--no-renames", "--format=", "--name-only", &range])?;
+        for p in total.split('\0').chain(each.split('\0')) {
+            let p = p.trim_start_matches('\n');
+            if !p.is_empty() {
+                paths.insert(p.to_owned());
+            }
+        }
+        Ok(paths.into_iter().collect())
+    }
+
     /// `git diff --stat` between two revisions.
     pub fn diff_stat(&self, from: &str, to: &str) -> Result<String, VcsError> {
         self.run_content(&["diff", "--no-ext-diff", "--no-textconv", "--stat", from, to])

@@ -7,7 +7,7 @@ use engine::RunRequest;
 use model::{ErrorCode, RunId};
 
 use crate::backend::Backend;
-use crate::cli::{GlobalArgs, NetworkArg, RunArgs, SandboxArg};
+use crate::cli::{GlobalArgs, NetworkArg, RunArgs, SandboxArg, ShadowArg};
 use crate::context;
 use crate::exit::{self, CliError};
 use crate::follow::{self, FollowOptions, Print};
@@ -42,8 +42,10 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
         launch_env: None,
         workflow: args.workflow.clone(),
         isolation: isolation(&args)?,
+        shadow: shadow(&args),
     };
     warn_unconfined(&req.isolation);
+    let req_shadow = req.shadow.is_some();
     let backend = Backend::open(g)?;
     let (run, created) = backend.create_run(req)?;
     let id = run.id.clone();
@@ -98,8 +100,24 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> Result<i32, CliError> {
             eprintln!("  its supervisor is gone; continue it with: agentctl resume {id}");
         }
         eprintln!("  worktree: {}\n  branch:   {}", rec.worktree.display(), rec.branch);
+        if req_shadow {
+            eprintln!("  shadow:   {} (the agent's own commits)", id.shadow_branch());
+        }
     }
     Ok(exit::outcome_code(&rec))
+}
+
+/// The shadow workspace asked for: `--shadow[=WHEN]`, implied by `--gate` and `--gate-timeout`.
+fn shadow(args: &RunArgs) -> Option<model::ShadowSpec> {
+    let asked = args.shadow.is_some() || !args.gates.is_empty() || args.gate_timeout.is_some();
+    asked.then(|| model::ShadowSpec {
+        promote: match args.shadow {
+            Some(ShadowArg::Manual) => model::PromoteMode::Manual,
+            _ => model::PromoteMode::Auto,
+        },
+        gates: args.gates.clone(),
+        gate_timeout_ms: args.gate_timeout.map(|d| d.as_millis() as u64),
+    })
 }
 
 /// The task: the PROMPT argument, `--prompt`, or the contents of `--prompt-file`.

@@ -8,7 +8,7 @@ use model::{ErrorCode, RunState};
 use store::RunFilter;
 
 use crate::backend::Backend;
-use crate::cli::{GcArgs, GlobalArgs, LogsArgs, LsArgs, RmArgs, ShowArgs, StopArgs, WaitArgs};
+use crate::cli::{GcArgs, GlobalArgs, LogsArgs, LsArgs, PromoteArgs, RmArgs, ShowArgs, StopArgs, WaitArgs};
 use crate::exit::{self, CliError};
 use crate::follow::{self, FollowOptions, Print};
 use crate::view::{self, RunView};
@@ -75,6 +75,7 @@ pub fn show(g: &GlobalArgs, args: &ShowArgs) -> Result<i32, CliError> {
     let rec = backend.run(&args.run)?;
     let all = backend.events(&rec.id)?;
     let isolation = model::isolation::IsolationSummary::from_events(&all);
+    let shadow = model::shadow::ShadowSummary::from_events(&all);
     let events = args.events.then_some(all);
     let progress = super::workflow::progress_of(&backend, &rec)?;
     if g.json {
@@ -84,6 +85,9 @@ pub fn show(g: &GlobalArgs, args: &ShowArgs) -> Result<i32, CliError> {
         }
         if let Some(i) = &isolation {
             v["isolation"] = serde_json::to_value(i).expect("isolation serializes");
+        }
+        if let Some(s) = &shadow {
+            v["shadow"] = serde_json::to_value(s).expect("shadow serializes");
         }
         if let Some(evs) = &events {
             v["events"] = serde_json::to_value(evs).expect("events serialize");
@@ -95,6 +99,9 @@ pub fn show(g: &GlobalArgs, args: &ShowArgs) -> Result<i32, CliError> {
     let _ = write!(out, "{}", view::show_text(&rec));
     if let Some(i) = &isolation {
         let _ = write!(out, "{}", view::isolation_text(i));
+    }
+    if let Some(s) = &shadow {
+        let _ = write!(out, "{}", view::shadow_text(s));
     }
     if let Some(p) = &progress {
         let _ = write!(out, "{}", super::workflow::progress_text(p));
@@ -239,6 +246,67 @@ pub fn rm(g: &GlobalArgs, args: &RmArgs) -> Result<i32, CliError> {
         view::print_json(&serde_json::json!({ "removed": reports }));
     }
     Ok(0)
+}
+
+/// `agentctl promote RUN`: exit 0 when the change is on the run's branch, `PROMOTION_REFUSED`'s
+/// code when it was refused (the reasons on stderr, or in the JSON).
+pub fn promote(g: &GlobalArgs, args: &PromoteArgs) -> Result<i32, CliError> {
+    let p = Backend::open(g)?.promote(&args.run)?;
+    let refused = model::ErrorCode::PromotionRefused;
+    if g.json {
+        view::print_json(&p);
+        return Ok(if p.promoted { 0 } else { refused.exit_code() });
+    }
+    let commit = p.commit.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or("?");
+    if p.already {
+        println!("{} already holds the change ({commit})", p.branch);
+        return Ok(0);
+    }
+    for gate in &p.gates {
+        let how = match (gate.passed(), gate.failure()) {
+            (true, _) => "passed".to_owned(),
+            (false, Some(why)) => why,
+            (false, None) => "failed".to_owned(),
+        };
+        eprintln!("  gate `{}`: {how} ({} ms)", gate.command, gate.elapsed_ms);
+    }
+    if p.promoted {
+        println!(
+            "promoted {commit} onto {} ({} commit{}, {} file{} changed)",
+            p.branch,
+            p.commits,
+            if p.commits == 1 { "" } else { "s" },
+            p.files_changed,
+            if p.files_changed == 1 { "" } else { "s" }
+        );
+        return Ok(0);
+    }
+    for v in &p.violations {
+        eprintln!("  policy: {v}");
+    }
+    if let Some(last) = p
+        .gates
+        .last()
+        .filter(|g| !g.passed() && !g.output_tail.trim().is_empty())
+    {
+        eprintln!("  output of `{}` (end):", last.command);
+        for line in last
+            .output_tail
+            .trim_end()
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            eprintln!("    {line}");
+        }
+    }
+    Err(CliError::new(
+        refused,
+        format!("promotion refused; {} is unchanged: {}", p.branch, p.reasons.join("; ")),
+    ))
 }
 
 pub fn gc(g: &GlobalArgs, args: &GcArgs) -> Result<i32, CliError> {

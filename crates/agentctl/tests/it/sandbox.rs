@@ -675,7 +675,9 @@ fn attack_suite_72_attempts_72_blocked_and_the_host_unharmed() {
     let main_ok = git(&env.repo, &["rev-parse", "main"]) == main_before;
     tally.denied(&out, "move_users_branch", main_ok);
     tally.denied(&out, "create_tag", meta_ok);
-    tally.denied(&out, "write_packed_refs", meta_ok);
+    // The common directory is a private tmpfs of read-only binds (git takes its lock files
+    // there): a `packed-refs` the repository does not have yet lands in that private view.
+    tally.contained(&out, "write_packed_refs", meta_ok);
     tally.denied(&out, "write_repo_head", meta_ok);
     tally.denied(&out, "create_branch_ref_file", meta_ok);
     // Its own branch moved with the commit it made (the private copy synced back).

@@ -1,5 +1,6 @@
 //! The `/v1` router: which path goes to which handler, and what wraps them — bearer-token auth
-//! on everything but the health checks, a body-size limit, a per-request timeout, and JSON
+//! on everything but the health checks, a body-size limit, a per-request timeout (not for
+//! streams and promotions), and JSON
 //! error bodies for unknown routes and methods.
 
 mod checkpoints;
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs", get(runs::list).post(runs::create))
         .route("/v1/runs/{id}", get(runs::get).delete(runs::delete))
         .route("/v1/runs/{id}/stop", post(runs::stop))
+        .route("/v1/runs/{id}/promote", post(runs::promote))
         .route("/v1/runs/{id}/events", get(runs::events))
         .route("/v1/runs/{id}/logs", get(runs::logs))
         .route(
@@ -80,8 +82,9 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
 }
 
 async fn time_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    // Streams last as long as the client wants them.
-    if crate::stream::is_stream_request(&req) {
+    // Streams last as long as the client wants them; a promotion as long as its gates (each
+    // has its own time limit).
+    if crate::stream::is_stream_request(&req) || runs::is_promotion(&req) {
         return next.run(req).await;
     }
     match tokio::time::timeout(state.request_timeout, next.run(req)).await {

@@ -74,6 +74,9 @@ pub async fn create(
     for arg in &body.command {
         no_nul("command", arg)?;
     }
+    for gate in body.shadow.iter().flat_map(|s| &s.gates) {
+        no_nul("shadow.gates", gate)?;
+    }
     for (k, v) in body
         .env
         .iter()
@@ -100,6 +103,7 @@ pub async fn create(
         launch_env: body.launch_env,
         workflow: body.workflow,
         isolation: body.isolation,
+        shadow: body.shadow,
     };
     let created = blocking(&state, move |engine| Ok(engine.create_run(req)?)).await?;
     let status = if created.created {
@@ -238,6 +242,27 @@ pub async fn stop(
         StatusCode::ACCEPTED
     };
     Ok((status, Json(RunView::from(&rec))))
+}
+
+/// `POST /v1/runs/{id}/promote`: as `agentctl promote` — validates a finished shadow run's
+/// change (path policy, then gates) and moves the run's branch to it in one update. A refusal
+/// is a 200 with `promoted: false` and the reasons; the request lasts as long as the gates
+/// (it is exempt from the request time limit).
+pub async fn promote(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<model::Promotion>, ApiError> {
+    let promotion = blocking(&state, move |engine| {
+        let id = engine.resolve(&id)?;
+        Ok(engine.promote(&id)?)
+    })
+    .await?;
+    Ok(Json(promotion))
+}
+
+/// Whether a request is a promotion, which runs gates for as long as they take.
+pub(crate) fn is_promotion(req: &axum::extract::Request) -> bool {
+    req.method() == axum::http::Method::POST && req.uri().path().ends_with("/promote")
 }
 
 /// `DELETE /v1/runs/{id}[?force=true]`: as `agentctl rm` (the worktree is saved as a checkpoint

@@ -128,7 +128,7 @@ impl Confined {
             env,
             redactor,
             git: None,
-            branch: plan.branch.clone(),
+            branch: plan.work_branch().to_owned(),
             _proxy: None,
             refusals: None,
             enforcer: None,
@@ -183,14 +183,15 @@ impl Confined {
                 })?;
             let private = run_dir.join("sandbox");
             let tip = Git::new(repo)
-                .resolve_commit(&plan.branch)
+                .resolve_commit(plan.work_branch())
                 .unwrap_or_else(|_| plan.base_commit.clone());
-            let view = GitView::prepare(&plan.worktree, &plan.branch, &tip, &private.join("git")).map_err(|e| {
-                NotConfined::new(
-                    model::ErrorCode::SandboxUnavailable,
-                    format!("cannot arrange the worktree's git metadata for the sandbox: {e}"),
-                )
-            })?;
+            let view =
+                GitView::prepare(&plan.worktree, plan.work_branch(), &tip, &private.join("git")).map_err(|e| {
+                    NotConfined::new(
+                        model::ErrorCode::SandboxUnavailable,
+                        format!("cannot arrange the worktree's git metadata for the sandbox: {e}"),
+                    )
+                })?;
             git_mode = Some(if view.can_commit { "commit" } else { "read_only" }.to_owned());
             if !view.can_commit {
                 warnings.push("git refs are read-only in this sandbox: the agent cannot commit".to_owned());
@@ -212,22 +213,7 @@ impl Confined {
             mounts.push(Mount::Bind(Bind::read_only(&exe)));
             let home = std::env::var_os("HOME").map(PathBuf::from).filter(|h| h.is_absolute());
             let state_root = run_dir.parent().and_then(Path::parent).map(Path::to_path_buf);
-            for dir in program_dirs(plan, home.as_deref(), state_root.as_deref()) {
-                mounts.push(Mount::Bind(Bind::read_only(&dir)));
-                for name in MASKED_IN_TOOLS {
-                    let secret = dir.join(name);
-                    if secret.is_file() {
-                        mounts.push(Mount::Bind(Bind {
-                            src: PathBuf::from("/dev/null"),
-                            dest: secret,
-                            writable: false,
-                        }));
-                    }
-                }
-            }
-            for extra in iso.read_only.iter().filter(|p| p.is_absolute() && p.exists()) {
-                mounts.push(Mount::Bind(Bind::read_only(extra)));
-            }
+            mounts.extend(tool_mounts(plan, &iso, home.as_deref(), state_root.as_deref()));
             for file in named_files(plan, state_root.as_deref()) {
                 mounts.push(Mount::Bind(Bind::read_only(file)));
             }
@@ -418,6 +404,111 @@ fn resolve_secrets(
         .map(|s| (s.name.clone(), s.value.expose().to_owned()))
         .collect();
     Ok(out)
+}
+
+/// A redactor for the run's secrets, resolved again as its supervisor resolved them, for text
+/// recorded outside the supervisor (a manual promotion's gate output). Best effort: a secret
+/// that cannot be resolved any more is not in it (nor, then, anywhere this process can see).
+pub(crate) fn redactor_for(plan: &LaunchPlan, repo: &Path) -> Redactor {
+    let iso = plan.isolation.clone().unwrap_or_else(IsolationPlan::unconfined);
+    let dotenv: Vec<(OsString, OsString)> = agents::config::read_dotenv(repo)
+        .map(|vars| vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        .unwrap_or_default();
+    let secrets = match resolve_secrets(plan, &iso, &dotenv) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e.message, "cannot resolve the run's secrets to redact them");
+            BTreeMap::new()
+        }
+    };
+    Redactor::new(
+        &secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The read-only mounts of the programs the run's processes use (see [`program_dirs`]), their
+/// credential files masked, and of the paths `[sandbox] read_only` names.
+fn tool_mounts(plan: &LaunchPlan, iso: &IsolationPlan, home: Option<&Path>, state_root: Option<&Path>) -> Vec<Mount> {
+    let mut mounts = Vec::new();
+    for dir in program_dirs(plan, home, state_root) {
+        mounts.push(Mount::Bind(Bind::read_only(&dir)));
+        for name in MASKED_IN_TOOLS {
+            let secret = dir.join(name);
+            if secret.is_file() {
+                mounts.push(Mount::Bind(Bind {
+                    src: PathBuf::from("/dev/null"),
+                    dest: secret,
+                    writable: false,
+                }));
+            }
+        }
+    }
+    for extra in iso.read_only.iter().filter(|p| p.is_absolute() && p.exists()) {
+        mounts.push(Mount::Bind(Bind::read_only(extra)));
+    }
+    mounts
+}
+
+/// How a promotion gate of a shadow run is started: `sh -c COMMAND` in `dir` (a clean export
+/// of the change, with no git metadata). Sandboxed like the run's agent — system read-only,
+/// only `dir` writable, the state directory hidden, a clean environment — and never with any
+/// network, whatever the run's mode: a gate runs code the agent wrote. No secret is given.
+/// Unsandboxed when the run is (`--sandbox=off`).
+pub(crate) fn gate_command(
+    plan: &LaunchPlan,
+    state_root: &Path,
+    dir: &Path,
+    command: &str,
+    extra_env: &[(String, String)],
+) -> Result<crate::hooks::CommandLine, NotConfined> {
+    let iso = plan.isolation.clone().unwrap_or_else(IsolationPlan::unconfined);
+    let argv: Vec<String> = vec!["/bin/sh".to_owned(), "-c".to_owned(), command.to_owned()];
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    let sandboxed = iso.sandbox == SandboxMode::On;
+    if sandboxed {
+        for (k, v) in std::env::vars_os() {
+            if k.to_str()
+                .is_some_and(|k| KEPT_ENV.contains(&k) || k.starts_with("LC_"))
+            {
+                env.push((k, v));
+            }
+        }
+        env.push(("AGENTCTL_SANDBOXED".into(), "1".into()));
+        env.push(("IS_SANDBOX".into(), "1".into()));
+    }
+    env.extend(plan.env.iter().map(|(k, v)| (k.into(), v.into())));
+    env.extend(extra_env.iter().map(|(k, v)| (k.into(), v.into())));
+    if !sandboxed {
+        return Ok(crate::hooks::CommandLine {
+            argv: argv.into_iter().map(OsString::from).collect(),
+            env,
+            env_clear: false,
+        });
+    }
+    let unavailable = |message: String| NotConfined::new(model::ErrorCode::SandboxUnavailable, message);
+    let bwrap = sandbox::bwrap::find_bwrap()
+        .and_then(|b| sandbox::bwrap::probe(&b).map(|()| b))
+        .map_err(|e| unavailable(format!("{} ({})", e.message, e.hint)))?;
+    let exe = std::env::current_exe().map_err(|e| unavailable(format!("cannot find the agentctl binary: {e}")))?;
+    let home = std::env::var_os("HOME").map(PathBuf::from).filter(|h| h.is_absolute());
+    let mut mounts = vec![Mount::Bind(Bind::read_only(&exe))];
+    mounts.extend(tool_mounts(plan, &iso, home.as_deref(), Some(state_root)));
+    let confinement = Confinement {
+        worktree: dir.to_path_buf(),
+        home,
+        hide: vec![state_root.to_path_buf()],
+        mounts,
+        network: NetworkView::Isolated,
+        init: vec![exe.into_os_string(), "__sandbox-exec".into(), "--".into()],
+    };
+    Ok(crate::hooks::CommandLine {
+        argv: confinement.command_line(&bwrap, &argv),
+        env,
+        env_clear: true,
+    })
 }
 
 /// Directories a sandboxed agent needs to find and run its programs that the sandbox would not

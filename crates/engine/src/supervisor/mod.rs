@@ -22,8 +22,8 @@ use vcs::Git;
 use crate::checkpointer::Checkpointer;
 use crate::hooks;
 
-mod confine;
-mod guard;
+pub(crate) mod confine;
+pub(crate) mod guard;
 mod monitor;
 mod workflow;
 
@@ -158,7 +158,7 @@ fn base_env(id: &RunId, layout: &StateLayout, plan: &LaunchPlan) -> Vec<(String,
             "AGENTCTL_WORKTREE".to_owned(),
             plan.worktree.to_string_lossy().into_owned(),
         ),
-        ("AGENTCTL_BRANCH".to_owned(), plan.branch.clone()),
+        ("AGENTCTL_BRANCH".to_owned(), plan.work_branch().to_owned()),
         ("AGENTCTL_BASE_COMMIT".to_owned(), plan.base_commit.clone()),
         (
             "AGENTCTL_STATE_DIR".to_owned(),
@@ -256,19 +256,23 @@ fn supervise_run(
                 // A supervisor that died while making the worktree may have left it half made;
                 // nothing has worked in it yet.
                 git.worktree_remove(&plan.worktree)?;
-                if git.branch_exists(&plan.branch)? {
-                    git.delete_branch(&plan.branch)?;
+                if git.branch_exists(plan.work_branch())? {
+                    git.delete_branch(plan.work_branch())?;
                 }
             }
-            git.worktree_add(&plan.worktree, &plan.branch, &plan.base_commit)
-                .map_err(crate::EngineError::from)
+            git.worktree_add(&plan.worktree, plan.work_branch(), &plan.base_commit)?;
+            // A shadow run's own branch waits at the base for a promotion.
+            if plan.shadow.is_some() && !git.branch_exists(&plan.branch)? {
+                git.create_branch(&plan.branch, &plan.base_commit)?;
+            }
+            Ok::<(), crate::EngineError>(())
         });
         if let Err(e) = added {
             return finish(w, RunState::Failed, format!("cannot create worktree: {e}"));
         }
         w.append(EventData::WorktreeReady {
             path: plan.worktree.clone(),
-            branch: plan.branch.clone(),
+            branch: plan.work_branch().to_owned(),
             base_commit: plan.base_commit.clone(),
             elapsed_ms: t.elapsed().as_millis() as u64,
         })?;
@@ -447,8 +451,11 @@ fn supervise_run(
     // Nothing of the run outlives it, including what the post-run hook left running.
     end_leftovers(w, Duration::from_millis(plan.grace_ms))?;
     // The final state of the worktree, whatever the watcher saw or missed.
+    let mut final_tree = None;
     if let Some(mut cp) = checkpointer {
-        record_checkpoint(&mut cp, w, CheckpointTrigger::Final, None, false)?;
+        if record_checkpoint(&mut cp, w, CheckpointTrigger::Final, None, false)? {
+            final_tree = cp.last_tree().map(|t| t.to_string());
+        }
         // The policy over everything the run changed, for what the watcher did not report
         // (it lost events, or was off).
         if let Some(mut guard) = guard
@@ -456,6 +463,15 @@ fn supervise_run(
         {
             w.append(guard::event(&verdict, "flagged"))?;
         }
+    }
+    let mut end = end;
+    if let Some(shadow) = &plan.shadow
+        && shadow.promote == model::PromoteMode::Auto
+        && end.state == RunState::Succeeded
+    {
+        promote_at_end(
+            w, &id, spec, plan, shadow, layout, final_tree, &confined, files, rx, &mut end,
+        );
     }
     tracing::info!(run.state = end.state.as_str(), reason = %end.reason, "run finished");
     w.append(EventData::Finished {
@@ -465,6 +481,62 @@ fn supervise_run(
         signal: end.exit.signal,
     })?;
     Ok(())
+}
+
+/// A shadow run that succeeded promotes its change as it ends; a refusal fails the run (the
+/// branch did not get the change), a stop meanwhile cancels it.
+#[allow(clippy::too_many_arguments)]
+fn promote_at_end(
+    w: &mut RunWriter<'_>,
+    id: &RunId,
+    spec: &RunSpec,
+    plan: &LaunchPlan,
+    shadow: &model::ShadowPlan,
+    layout: &StateLayout,
+    final_tree: Option<String>,
+    confined: &confine::Confined,
+    files: &RunFiles,
+    rx: &Receiver<LoopEvent>,
+    end: &mut RunEnd,
+) {
+    let redact = |text: &str| confined.redactor.redact_str(text);
+    // The final checkpoint's tree, else the last one recorded (the final may have failed).
+    let final_tree = final_tree.or_else(|| {
+        crate::checkpointer::checkpoints_in(id, w.events())
+            .last()
+            .map(|c| c.tree.clone())
+    });
+    let attempt = crate::shadow::Attempt {
+        id,
+        repo: &spec.repo,
+        plan,
+        shadow,
+        run_dir: &layout.run_dir(id),
+        state_root: layout.root(),
+        trigger: model::PromoteMode::Auto,
+        final_tree,
+        redact: &redact,
+    };
+    let attempted = crate::shadow::lock(&layout.run_dir(id), id)
+        .and_then(|_lock| crate::shadow::attempt(&attempt, w, &mut || early_stop(files, rx).is_some()));
+    match attempted {
+        Ok(done) if done.stopped => {
+            end.state = RunState::Cancelled;
+            end.reason = "stopped while its change was validated for promotion; the branch is unchanged".to_owned();
+        }
+        Ok(done) if !done.promotion.promoted => {
+            end.state = RunState::Failed;
+            end.reason = format!(
+                "promotion refused, the branch is unchanged: {}",
+                done.promotion.reasons.join("; ")
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            end.state = RunState::Failed;
+            end.reason = format!("cannot promote the change ({}): {}", e.code, e.message);
+        }
+    }
 }
 
 /// What the supervisor needs to start the run's processes.

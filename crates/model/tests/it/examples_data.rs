@@ -19,6 +19,7 @@ pub fn created() -> EventData {
         checkpoints: Default::default(),
         workflow: None,
         isolation: None,
+        shadow: None,
     };
     let plan = LaunchPlan {
         argv: vec!["claude".into(), "-p".into(), "fix the flaky test".into()],
@@ -35,6 +36,7 @@ pub fn created() -> EventData {
         max_concurrent: None,
         workflow: None,
         isolation: None,
+        shadow: None,
     };
     EventData::Created {
         spec: Box::new(spec),

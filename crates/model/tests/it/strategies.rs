@@ -75,6 +75,7 @@ pub fn spec() -> impl Strategy<Value = RunSpec> {
                 checkpoints: Default::default(),
                 workflow: None,
                 isolation: None,
+                shadow: None,
             },
         )
 }
@@ -117,6 +118,7 @@ pub fn plan() -> impl Strategy<Value = LaunchPlan> {
                     max_concurrent: None,
                     workflow: None,
                     isolation: None,
+                    shadow: None,
                 }
             },
         )

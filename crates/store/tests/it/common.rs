@@ -33,6 +33,7 @@ pub fn spec(agent: &str, labels: &[(&str, &str)]) -> RunSpec {
         checkpoints: Default::default(),
         workflow: None,
         isolation: None,
+        shadow: None,
     }
 }
 
@@ -52,6 +53,7 @@ pub fn plan(layout: &StateLayout, id: &RunId) -> LaunchPlan {
         max_concurrent: None,
         workflow: None,
         isolation: None,
+        shadow: None,
     }
 }
 

@@ -1,0 +1,442 @@
+//! The shadow workspace: promoting a shadow run's change onto the run's branch
+//! ([`model::shadow`]). The agent worked on the shadow branch; what it left — its commits, and
+//! whatever it did not commit, as the run's last checkpoint has it — becomes one candidate
+//! commit. The candidate is exported to a clean directory (bytes exactly as stored, no git
+//! metadata), the path policy judges every path the change touches there, and the gate
+//! commands run there, sandboxed and offline, each to exit 0. Only then is the run's branch
+//! moved, by one compare-and-swap `update-ref` from where it was; on any refusal it is not
+//! touched and the reasons are recorded (`promotion_refused`) and returned.
+//!
+//! A crash at any point leaves the branch where it was (the ref update is the last step and
+//! atomic) and at worst an export directory under the run's directory, removed by the next
+//! attempt.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use model::shadow::{DEFAULT_GATE_TIMEOUT_MS, GateResult, PromoteMode, Promotion, ShadowPlan, ShadowSpec};
+use model::{ErrorCode, EventData, LaunchPlan, RunId, RunState};
+use nix::fcntl::{Flock, FlockArg};
+use store::{LockMode, RunWriter};
+use vcs::Git;
+
+use crate::{Engine, EngineError};
+
+/// Who the commit of a shadow run's uncommitted work is by.
+const AUTHOR_NAME: &str = "agentctl";
+const AUTHOR_EMAIL: &str = "agentctl@localhost";
+
+/// `[shadow]`: what every shadow run gets.
+#[derive(Clone, Debug, Default)]
+pub struct ShadowDefaults {
+    /// Gates every shadow run's change must pass (before the run's own).
+    pub gates: Vec<String>,
+    /// Each gate's time limit.
+    pub gate_timeout_ms: Option<u64>,
+}
+
+/// Resolves a run's shadow workspace at creation.
+pub(crate) fn plan(id: &RunId, spec: &ShadowSpec, defaults: &ShadowDefaults) -> Result<ShadowPlan, EngineError> {
+    let mut gates = Vec::new();
+    for gate in defaults.gates.iter().chain(&spec.gates) {
+        let gate = gate.trim();
+        if gate.is_empty() || gate.contains('\0') {
+            return Err(EngineError::new(
+                ErrorCode::InvalidArgument,
+                format!("invalid gate command {gate:?}: it must be a non-empty shell command"),
+            ));
+        }
+        gates.push(gate.to_owned());
+    }
+    let gate_timeout_ms = spec
+        .gate_timeout_ms
+        .or(defaults.gate_timeout_ms)
+        .unwrap_or(DEFAULT_GATE_TIMEOUT_MS);
+    if gate_timeout_ms == 0 {
+        return Err(EngineError::new(
+            ErrorCode::InvalidArgument,
+            "the gate timeout must be positive",
+        ));
+    }
+    Ok(ShadowPlan {
+        branch: id.shadow_branch(),
+        promote: spec.promote,
+        gates,
+        gate_timeout_ms,
+    })
+}
+
+/// One promotion attempt's inputs.
+pub(crate) struct Attempt<'a> {
+    pub id: &'a RunId,
+    pub repo: &'a Path,
+    pub plan: &'a LaunchPlan,
+    pub shadow: &'a ShadowPlan,
+    /// The run's directory (the export and the lock go there).
+    pub run_dir: &'a Path,
+    /// The state directory, hidden from gates.
+    pub state_root: &'a Path,
+    /// `auto` or `manual`.
+    pub trigger: PromoteMode,
+    /// The tree of the run's last checkpoint (the worktree as the agent left it); absent when
+    /// the run has none, and then nothing is promoted: what the agent left uncommitted is
+    /// known to no one.
+    pub final_tree: Option<String>,
+    /// Takes secret values out of gate output before it is recorded.
+    pub redact: &'a dyn Fn(&str) -> String,
+}
+
+/// How an attempt ended.
+pub(crate) struct Attempted {
+    pub promotion: Promotion,
+    /// A stop request ended it (a gate was killed); nothing was promoted.
+    pub stopped: bool,
+}
+
+/// Held while a run's change is being promoted.
+pub(crate) struct PromotionLock {
+    _lock: Flock<File>,
+}
+
+/// Takes the run's promotion lock (one promotion of a run at a time), or says another
+/// promotion holds it.
+pub(crate) fn lock(run_dir: &Path, id: &RunId) -> Result<PromotionLock, EngineError> {
+    let path = run_dir.join("promote.lock");
+    let io = |e: std::io::Error| EngineError::new(ErrorCode::Io, format!("{}: {e}", path.display()));
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(PromotionLock { _lock: lock }),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(EngineError::new(
+            ErrorCode::RunActive,
+            format!("the change of run {id} is being promoted already"),
+        )
+        .hint("wait for that promotion to end (agentctl show)")),
+        Err((_, e)) => Err(io(e.into())),
+    }
+}
+
+/// Removes the export directory when dropped.
+struct Export(PathBuf);
+
+impl Drop for Export {
+    fn drop(&mut self) {
+        if self.0.exists()
+            && let Err(e) = fs::remove_dir_all(&self.0)
+        {
+            tracing::warn!(error = %e, dir = %self.0.display(), "cannot remove the promotion export");
+        }
+    }
+}
+
+fn git_err(e: vcs::VcsError) -> EngineError {
+    EngineError::new(ErrorCode::GitFailed, e.to_string())
+}
+
+/// Validates the run's change and, if it passes, promotes it (see the module docs). Refusals
+/// are an `Ok` promotion with `promoted = false`; errors are failures to even try — one after
+/// the attempt was recorded as started is recorded as its refusal too. The caller holds the
+/// run's promotion [`lock`].
+pub(crate) fn attempt(
+    a: &Attempt<'_>,
+    w: &mut RunWriter<'_>,
+    should_stop: &mut dyn FnMut() -> bool,
+) -> Result<Attempted, EngineError> {
+    let _span = tracing::info_span!("run.promote", run.id = %a.id, trigger = a.trigger.as_str()).entered();
+    let mut started = None;
+    let out = try_attempt(a, w, &mut started, should_stop);
+    if let (Err(e), Some(commit)) = (&out, started) {
+        let _ = w.append(EventData::PromotionRefused {
+            branch: a.plan.branch.clone(),
+            commit: Some(commit),
+            reasons: vec![format!("the promotion failed ({}): {}", e.code, e.message)],
+            violations: Vec::new(),
+        });
+    }
+    out
+}
+
+fn try_attempt(
+    a: &Attempt<'_>,
+    w: &mut RunWriter<'_>,
+    started: &mut Option<String>,
+    should_stop: &mut dyn FnMut() -> bool,
+) -> Result<Attempted, EngineError> {
+    let git = Git::new(a.repo);
+    let base = &a.plan.base_commit;
+    let branch = &a.plan.branch;
+    let mut refused = Promotion {
+        promoted: false,
+        branch: branch.clone(),
+        commit: None,
+        previous: None,
+        commits: 0,
+        files_changed: 0,
+        already: false,
+        reasons: Vec::new(),
+        violations: Vec::new(),
+        gates: Vec::new(),
+    };
+    let Ok(previous) = git.resolve_commit(branch) else {
+        refused
+            .reasons
+            .push(format!("the run's branch {branch} no longer exists"));
+        return refuse(w, refused);
+    };
+    refused.previous = Some(previous.clone());
+    // The candidate: the agent's commits (when they build on the base), plus one commit of what
+    // it left uncommitted.
+    let tip = git
+        .resolve_commit(&a.shadow.branch)
+        .ok()
+        .filter(|t| git.is_ancestor(base, t).unwrap_or(false))
+        .unwrap_or_else(|| base.clone());
+    let Some(tree) = a.final_tree.clone() else {
+        refused.reasons.push(
+            "no checkpoint holds the worktree's final state, so what the agent left uncommitted is unknown \
+             (take one with `agentctl checkpoint RUN`, then promote)"
+                .to_owned(),
+        );
+        return refuse(w, refused);
+    };
+    // Promoted before (the same change): nothing to do. The commit of uncommitted work is
+    // written anew by each attempt, so compare content, not ids.
+    let same_as_before = previous != *base
+        && git.tree_of(&previous).map_err(git_err)? == tree
+        && git.is_ancestor(&tip, &previous).map_err(git_err)?;
+    if same_as_before {
+        return Ok(Attempted {
+            promotion: Promotion {
+                promoted: true,
+                already: true,
+                commit: Some(previous.clone()),
+                ..refused
+            },
+            stopped: false,
+        });
+    }
+    let candidate = if git.tree_of(&tip).map_err(git_err)? == tree {
+        tip
+    } else {
+        let message = format!(
+            "agentctl: work of run {} its agent did not commit\n\nThe worktree of the shadow run as its last checkpoint holds it.",
+            a.id
+        );
+        git.commit_tree(&tree, &tip, &message, AUTHOR_NAME, AUTHOR_EMAIL)
+            .map_err(git_err)?
+    };
+    refused.commit = Some(candidate.clone());
+    if candidate == previous {
+        // Nothing new: the branch already holds it (a repeated `promote`).
+        return Ok(Attempted {
+            promotion: Promotion {
+                promoted: true,
+                already: true,
+                ..refused
+            },
+            stopped: false,
+        });
+    }
+    if !git.is_ancestor(&previous, &candidate).map_err(git_err)? {
+        refused.reasons.push(format!(
+            "the run's branch {branch} moved to {} since the run started; promoting would drop those commits",
+            short(&previous)
+        ));
+        return refuse(w, refused);
+    }
+    *started = Some(candidate.clone());
+    w.append(EventData::PromotionStarted {
+        commit: candidate.clone(),
+        trigger: a.trigger.as_str().to_owned(),
+        gates: a.shadow.gates.len() as u32,
+    })?;
+    let files = git.paths_touched(base, &candidate).map_err(git_err)?;
+    refused.files_changed = git
+        .run([
+            "diff-tree",
+            "-r",
+            "--no-renames",
+            "--name-only",
+            "-z",
+            base.as_str(),
+            candidate.as_str(),
+        ])
+        .map(|out| out.split('\0').filter(|p| !p.is_empty()).count() as u64)
+        .unwrap_or(files.len() as u64);
+    // A clean export of the candidate: what the policy judges and the gates run on.
+    let dir = a.run_dir.join("promote");
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| EngineError::new(ErrorCode::Io, format!("{}: {e}", dir.display())))?;
+    }
+    let export = Export(dir.clone());
+    let tree_dir = export.0.join("tree");
+    let exact = Git::new(a.repo).exact().map_err(git_err)?;
+    exact
+        .export(&candidate, &tree_dir, &dir.join("index"))
+        .map_err(git_err)?;
+    // The path policy, over every path any commit of the change touched.
+    let def = a.plan.isolation.as_ref().map(|i| i.policy.clone()).unwrap_or_default();
+    if let Some(mut guard) = crate::supervisor::guard::PathGuard::new(&def, a.repo, base) {
+        let paths: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
+        if let Some(verdict) = guard.check(&tree_dir, &paths) {
+            refused.reasons.push(format!(
+                "the path policy is broken: {}",
+                verdict
+                    .violations
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+            refused.violations = verdict.violations;
+            return refuse(w, refused);
+        }
+    }
+    // The gates, in order; the first failure ends them.
+    let env = [
+        ("AGENTCTL_RUN_ID".to_owned(), a.id.to_string()),
+        ("AGENTCTL_BASE_COMMIT".to_owned(), base.clone()),
+        ("AGENTCTL_PROMOTE_COMMIT".to_owned(), candidate.clone()),
+        ("AGENTCTL_GATE".to_owned(), "1".to_owned()),
+    ];
+    let limit = Duration::from_millis(a.shadow.gate_timeout_ms);
+    for gate in &a.shadow.gates {
+        let command = crate::supervisor::confine::gate_command(a.plan, a.state_root, &tree_dir, gate, &env)
+            .map_err(|e| EngineError::new(e.code, e.message))?;
+        let r = crate::hooks::run_command(&command, &tree_dir, limit, should_stop);
+        let result = GateResult {
+            command: gate.clone(),
+            exit_code: r.exit_code,
+            elapsed_ms: r.elapsed.as_millis() as u64,
+            timed_out: r.timed_out,
+            output_tail: (a.redact)(&r.output_tail),
+        };
+        w.append(EventData::GateFinished {
+            command: result.command.clone(),
+            exit_code: result.exit_code,
+            elapsed_ms: result.elapsed_ms,
+            timed_out: result.timed_out,
+            output_tail: result.output_tail.clone(),
+        })?;
+        let failure = result.failure();
+        refused.gates.push(result);
+        if r.stopped {
+            refused.reasons.push(format!("stopped while gate `{gate}` ran"));
+            let attempted = refuse(w, refused)?;
+            return Ok(Attempted {
+                stopped: true,
+                ..attempted
+            });
+        }
+        if let Some(why) = failure {
+            refused.reasons.push(why);
+            return refuse(w, refused);
+        }
+    }
+    // Everything passed: one compare-and-swap moves the branch.
+    let refname = format!("refs/heads/{branch}");
+    let message = format!("agentctl: promote run {}", a.id);
+    if let Err(e) = git.update_ref_cas(&refname, &candidate, &previous, &message) {
+        refused.reasons.push(format!(
+            "the run's branch {branch} changed while the change was validated: {e}"
+        ));
+        return refuse(w, refused);
+    }
+    let commits = git.commits_ahead(&previous, &candidate).unwrap_or(0);
+    w.append(EventData::Promoted {
+        branch: branch.clone(),
+        commit: candidate.clone(),
+        previous: previous.clone(),
+        commits,
+        files_changed: refused.files_changed,
+    })?;
+    tracing::info!(commit = %candidate, commits, "promoted");
+    Ok(Attempted {
+        promotion: Promotion {
+            promoted: true,
+            commits,
+            ..refused
+        },
+        stopped: false,
+    })
+}
+
+/// Records a refusal.
+fn refuse(w: &mut RunWriter<'_>, promotion: Promotion) -> Result<Attempted, EngineError> {
+    tracing::info!(reasons = ?promotion.reasons, "promotion refused");
+    w.append(EventData::PromotionRefused {
+        branch: promotion.branch.clone(),
+        commit: promotion.commit.clone(),
+        reasons: promotion.reasons.clone(),
+        violations: promotion.violations.clone(),
+    })?;
+    Ok(Attempted {
+        promotion,
+        stopped: false,
+    })
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
+impl Engine {
+    /// `agentctl promote RUN`: validates a finished shadow run's change and, if it passes,
+    /// moves the run's branch to it (see the module docs). A refusal is returned, not an error.
+    pub fn promote(&self, id: &RunId) -> Result<Promotion, EngineError> {
+        let rec = self.refresh(id, "promote")?;
+        let events = self.store.events(id)?;
+        let Some(EventData::Created { spec, plan }) = events.first().map(|e| e.data.clone()) else {
+            return Err(EngineError::new(
+                ErrorCode::Internal,
+                format!("run {id} has no created event"),
+            ));
+        };
+        let Some(shadow) = &plan.shadow else {
+            return Err(EngineError::new(
+                ErrorCode::NotAShadowRun,
+                format!("run {id} has no shadow workspace: its agent worked on its branch directly"),
+            )
+            .hint("start runs with --shadow to have their change validated before it reaches the branch"));
+        };
+        if !rec.state.is_terminal() {
+            let hint = match shadow.promote {
+                PromoteMode::Auto => format!("it promotes its change itself when it succeeds (agentctl wait {id})"),
+                PromoteMode::Manual => format!("promote it once it has ended (agentctl wait {id})"),
+            };
+            return Err(EngineError::new(ErrorCode::RunActive, format!("run {id} is {}", rec.state)).hint(hint));
+        }
+        let layout = self.store.layout();
+        // The promotion lock before the log: a second `promote` is told, not kept waiting.
+        let _lock = lock(&layout.run_dir(id), id)?;
+        let mut w = self.store.writer(id, LockMode::Wait)?;
+        if !w.state().is_some_and(RunState::is_terminal) {
+            return Err(EngineError::new(ErrorCode::RunActive, format!("run {id} is active")));
+        }
+        let final_tree = crate::checkpointer::checkpoints_in(id, w.events())
+            .last()
+            .map(|c| c.tree.clone());
+        let redactor = crate::supervisor::confine::redactor_for(&plan, &spec.repo);
+        let redact = |text: &str| redactor.redact_str(text);
+        let attempt_in = Attempt {
+            id,
+            repo: &spec.repo,
+            plan: &plan,
+            shadow,
+            run_dir: &layout.run_dir(id),
+            state_root: layout.root(),
+            trigger: PromoteMode::Manual,
+            final_tree,
+            redact: &redact,
+        };
+        let out = attempt(&attempt_in, &mut w, &mut || false);
+        drop(w);
+        let _ = self.store.sync_run(id);
+        Ok(out?.promotion)
+    }
+}
