@@ -232,7 +232,9 @@ pub struct RunArgs {
     pub allow_domains: Vec<String>,
     /// Give the agent this secret variable (from your environment, .env, the secrets file or a
     /// configured source); its value is never stored and is redacted from the output.
-    #[arg(long = "secret", value_name = "NAME", help_heading = "Isolation")]
+    /// `NAME@HOST[,HOST]` (with --network proxy) keeps the value out of the sandbox: the agent
+    /// gets a placeholder the proxy replaces with it only in traffic to those hosts.
+    #[arg(long = "secret", value_name = "NAME[@HOST]", help_heading = "Isolation")]
     pub secrets: Vec<String>,
     /// Memory limit of the agent's processes (e.g. 2G, 512MiB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, help_heading = "Isolation")]

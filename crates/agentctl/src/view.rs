@@ -200,7 +200,15 @@ pub fn isolation_text(s: &model::isolation::IsolationSummary) -> String {
         line("network", v);
     }
     if !s.secrets.is_empty() {
-        line("secrets", s.secrets.join(", "));
+        let mut v = s.secrets.join(", ");
+        if !s.proxied_secrets.is_empty() {
+            v.push_str(&format!(
+                " ({} only through the proxy: the agent has placeholders; put in on {} connection(s))",
+                s.proxied_secrets.join(", "),
+                s.injected
+            ));
+        }
+        line("secrets", v);
     }
     if !s.limits.is_empty() {
         let l = &s.limits;

@@ -53,11 +53,39 @@ pub(crate) fn plan(
             .max_by_key(|n| n.openness())
             .unwrap_or(NetworkMode::None)
     });
+    // `--secret NAME@HOST[,HOST…]`: kept out of the sandbox, put in by the proxy for those hosts
+    // (which it then allows).
+    let mut required_secrets = Vec::new();
+    let mut proxied_secrets: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for entry in &spec.secrets {
+        let (name, hosts) = match entry.split_once('@') {
+            Some((name, hosts)) => (name, Some(hosts)),
+            None => (entry.as_str(), None),
+        };
+        if !agents::secrets::is_valid_secret_name(name) {
+            return Err(invalid(format!(
+                "`{name}` is not a valid secret name (letters, digits and `_`, not starting with a digit)"
+            )));
+        }
+        required_secrets.push(name.to_owned());
+        if let Some(hosts) = hosts {
+            let hosts: Vec<String> = hosts
+                .split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect();
+            if hosts.is_empty() {
+                return Err(invalid(format!("`--secret {entry}` names no host after `@`")));
+            }
+            proxied_secrets.entry(name.to_owned()).or_default().extend(hosts);
+        }
+    }
     let mut allow_domains: Vec<String> = agents
         .iter()
         .flat_map(|a| a.domains.iter().cloned())
         .chain(defaults.allow_domains.iter().cloned())
         .chain(spec.allow_domains.iter().cloned())
+        .chain(proxied_secrets.values().flatten().cloned())
         .map(|d| d.trim().to_ascii_lowercase())
         .collect();
     allow_domains.sort();
@@ -65,12 +93,13 @@ pub(crate) fn plan(
     if let Err(e) = sandbox::net::EgressPolicy::new(allow_domains.clone(), spec.allow_internal_network) {
         return Err(invalid(format!("bad allowed domain: {e}")));
     }
-    for name in &spec.secrets {
-        if !agents::secrets::is_valid_secret_name(name) {
-            return Err(invalid(format!(
-                "`{name}` is not a valid secret name (letters, digits and `_`, not starting with a digit)"
-            )));
-        }
+    if !proxied_secrets.is_empty() && (sandbox != SandboxMode::On || network != NetworkMode::Proxy) {
+        return Err(invalid(format!(
+            "`--secret NAME@HOST` keeps the secret out of the sandbox and lets the egress proxy put it in: \
+             it needs the sandbox and `--network proxy` (this run has sandbox {}, network {})",
+            sandbox.as_str(),
+            network.as_str()
+        )));
     }
     let limits = defaults.limits.merge(&spec.limits);
     // The limits may come from the command line or the configuration: name the limit.
@@ -121,7 +150,8 @@ pub(crate) fn plan(
         allow_domains,
         limits,
         policy,
-        required_secrets: spec.secrets.clone(),
+        required_secrets,
+        proxied_secrets,
         secret_sources: defaults.secret_sources.clone(),
         secrets_file: defaults.secrets_file.clone(),
         read_only: defaults.read_only.clone(),

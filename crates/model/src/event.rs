@@ -254,6 +254,10 @@ pub enum EventData {
         /// The secret variables the agent receives, by name (never their values).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         secrets: Vec<String>,
+        /// Those of them it receives only as placeholders, which the egress proxy replaces with
+        /// the values in traffic to their hosts (`--secret NAME@HOST`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        proxied_secrets: Vec<String>,
         /// What the agent may do with git: `commit` (its own branch) or `read_only`; absent when
         /// the sandbox is off.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -264,6 +268,13 @@ pub enum EventData {
     },
     /// The egress proxy refused a connection.
     NetworkRefused { host: String, port: u16, reason: String },
+    /// The egress proxy put the values of these secrets in place of their placeholders on a
+    /// connection to `host` (names only).
+    SecretInjected {
+        host: String,
+        port: u16,
+        secrets: Vec<String>,
+    },
     /// Paths that break the run's path policy, and what was done about them (`flagged`,
     /// `reverted`, `stopped`).
     PolicyViolation { violations: Vec<Violation>, action: String },
@@ -349,6 +360,7 @@ impl EventData {
             self,
             EventData::Isolated { .. }
                 | EventData::NetworkRefused { .. }
+                | EventData::SecretInjected { .. }
                 | EventData::PolicyViolation { .. }
                 | EventData::ResourceSample { .. }
                 | EventData::BranchUpdated { .. }
@@ -385,6 +397,7 @@ impl EventData {
             EventData::Routed { .. } => "routed",
             EventData::Isolated { .. } => "isolated",
             EventData::NetworkRefused { .. } => "network_refused",
+            EventData::SecretInjected { .. } => "secret_injected",
             EventData::PolicyViolation { .. } => "policy_violation",
             EventData::ResourceSample { .. } => "resource_sample",
             EventData::BranchUpdated { .. } => "branch_updated",

@@ -149,6 +149,11 @@ pub struct IsolationPlan {
     /// own `secret_env` names are passed when present.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_secrets: Vec<String>,
+    /// Secrets kept out of the sandbox (`--secret NAME@HOST`): the agent gets a placeholder of
+    /// the same length, which the egress proxy replaces with the value only in traffic to these
+    /// hosts (and back again in what they answer). By name: hosts, never values.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub proxied_secrets: std::collections::BTreeMap<String, Vec<String>>,
     /// Where configured secrets come from (`env:NAME`, `file:PATH`, `cmd:COMMAND`), by name:
     /// references, never values.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -174,6 +179,7 @@ impl IsolationPlan {
             limits: ResourceLimitsSpec::default(),
             policy: PolicyDef::default(),
             required_secrets: Vec::new(),
+            proxied_secrets: Default::default(),
             secret_sources: Default::default(),
             secrets_file: None,
             read_only: Vec::new(),
@@ -197,6 +203,12 @@ pub struct IsolationSummary {
     pub enforcement: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Secrets the agent got only as placeholders (the proxy puts the values in).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxied_secrets: Vec<String>,
+    /// Connections on which the proxy put secret values in.
+    #[serde(default)]
+    pub injected: u64,
     pub git: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -237,10 +249,12 @@ impl IsolationSummary {
                     limits,
                     enforcement,
                     secrets,
+                    proxied_secrets,
                     git,
                     warnings,
                     ..
                 } => {
+                    s.proxied_secrets = proxied_secrets.clone();
                     seen = true;
                     s.sandbox = Some(*sandbox);
                     s.mechanism = Some(mechanism.clone());
@@ -253,6 +267,7 @@ impl IsolationSummary {
                     s.warnings = warnings.clone();
                 }
                 EventData::NetworkRefused { .. } => s.refused += 1,
+                EventData::SecretInjected { .. } => s.injected += 1,
                 EventData::PolicyViolation { violations, .. } => s.violations += violations.len() as u64,
                 EventData::ResourceSample {
                     cpu_percent,

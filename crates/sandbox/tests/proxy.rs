@@ -135,7 +135,7 @@ fn refused_reasons(events: &Events) -> Vec<RefusalReason> {
         .iter()
         .filter_map(|e| match e {
             ProxyEvent::Refused(r) => Some(r.reason.clone()),
-            ProxyEvent::Allowed { .. } => None,
+            _ => None,
         })
         .collect()
 }

@@ -143,6 +143,36 @@ impl Env {
     }
 }
 
+/// Every file under `dir`, recursively (symlinks not followed), with its bytes.
+pub fn all_files(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() {
+            all_files(&p, out);
+        } else if ft.is_file()
+            && let Ok(bytes) = std::fs::read(&p)
+        {
+            out.push((p, bytes));
+        }
+    }
+}
+
+/// Whether `needle` (not empty) occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The `data` of each of a run's events of type `kind`, in order.
+pub fn events_of(env: &Env, id: &str, kind: &str) -> Vec<Value> {
+    env.events(id)
+        .into_iter()
+        .filter(|e| e["data"]["type"] == kind)
+        .map(|e| e["data"].clone())
+        .collect()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -15,19 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Env, stderr};
+use crate::harness::{Env, events_of, stderr};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// The data of the run's events of type `kind`, in order.
-fn events_of(env: &Env, id: &str, kind: &str) -> Vec<Value> {
-    env.events(id)
-        .into_iter()
-        .filter(|e| e["data"]["type"] == kind)
-        .map(|e| e["data"].clone())
-        .collect()
-}
 
 /// The `resource_sample` events recorded before the agent's `exited` event (while it ran).
 fn samples_while_running(env: &Env, id: &str) -> Vec<Value> {

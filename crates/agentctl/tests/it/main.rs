@@ -22,6 +22,7 @@ mod reconcile;
 mod records;
 mod route;
 mod sandbox;
+mod secret_proxy;
 mod shadow;
 mod stop;
 mod streams;

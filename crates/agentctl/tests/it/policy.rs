@@ -11,19 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Env, git, stderr};
+use crate::harness::{Env, events_of, git, stderr};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// The data of the run's events of type `kind`, in order.
-fn events_of(env: &Env, id: &str, kind: &str) -> Vec<Value> {
-    env.events(id)
-        .into_iter()
-        .filter(|e| e["data"]["type"] == kind)
-        .map(|e| e["data"].clone())
-        .collect()
-}
 
 /// Every `(path, rule)` of every `policy_violation` event, with the event's action.
 fn violations(env: &Env, id: &str) -> Vec<(String, String, String)> {

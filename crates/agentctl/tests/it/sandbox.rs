@@ -25,7 +25,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::api::Daemon;
-use crate::harness::{Env, git, stderr, stdout};
+use crate::harness::{Env, all_files, contains, events_of, git, stderr, stdout};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -183,35 +183,6 @@ fn start_with(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> String {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(&out), stderr(&out)));
     assert!(out.status.success(), "run failed: {v}\n{}", stderr(&out));
     v["id"].as_str().unwrap().to_owned()
-}
-
-/// The data of the run's events of type `kind`.
-fn events_of(env: &Env, id: &str, kind: &str) -> Vec<Value> {
-    env.events(id)
-        .into_iter()
-        .filter(|e| e["data"]["type"] == kind)
-        .map(|e| e["data"].clone())
-        .collect()
-}
-
-/// Every file under `dir`, recursively (symlinks not followed), with its bytes.
-fn all_files(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let p = e.path();
-        let Ok(ft) = e.file_type() else { continue };
-        if ft.is_dir() {
-            all_files(&p, out);
-        } else if ft.is_file()
-            && let Ok(bytes) = std::fs::read(&p)
-        {
-            out.push((p, bytes));
-        }
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// What of a repository's git metadata an agent must never change: config, HEAD, hooks, info,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::api::Daemon;
-use crate::harness::{Env, git, stderr, stdout};
+use crate::harness::{Env, events_of, git, stderr, stdout};
 
 /// An agent that commits one file on its (shadow) branch and leaves another uncommitted, plus
 /// an ignored file that must not reach a gate's checkout.
@@ -21,14 +21,6 @@ git -c user.name=agent -c user.email=agent@example.com commit -qm "add hello"
 printf 'draft\n' > notes.txt
 printf 'junk\n' > build.tmp
 "#;
-
-fn events_of(env: &Env, id: &str, kind: &str) -> Vec<Value> {
-    env.events(id)
-        .into_iter()
-        .filter(|e| e["data"]["type"] == kind)
-        .map(|e| e["data"].clone())
-        .collect()
-}
 
 fn rev(repo: &Path, name: &str) -> String {
     git(repo, &["rev-parse", name]).trim().to_owned()

@@ -15,7 +15,8 @@ use model::{EventData, IsolationPlan, LaunchPlan, NetworkMode, SandboxMode};
 use sandbox::bwrap::{Bind, Confinement, Mount, NetworkView};
 use sandbox::gitview::GitView;
 use sandbox::limits::{ChildSetup, Enforcer, ResourceLimits};
-use sandbox::net::{EgressPolicy, EgressProxy, ProxyEvent, ProxyHandle, ProxyListener};
+use sandbox::net::mitm::{Interception, MitmCa, SecretBinding};
+use sandbox::net::{EgressPolicy, EgressProxy, ProxyEvent, ProxyHandle, ProxyListener, ProxyOptions};
 use supervise::redact::Redactor;
 use vcs::Git;
 
@@ -120,7 +121,30 @@ impl Confined {
                     .to_owned(),
             );
         }
-        env.extend(secrets.iter().map(|(k, v)| (k.into(), v.into())));
+        // A secret the proxy puts in (`--secret NAME@HOST`) never enters the sandbox: the agent
+        // gets a stand-in of the same length.
+        let mut bindings = Vec::new();
+        for (name, value) in &secrets {
+            match iso.proxied_secrets.get(name) {
+                Some(hosts) if sandboxed => {
+                    let placeholder = sandbox::net::mitm::placeholder_for(value).map_err(|e| {
+                        NotConfined::new(
+                            model::ErrorCode::InvalidArgument,
+                            format!("secret {name} cannot be kept out of the sandbox: {e}"),
+                        )
+                    })?;
+                    env.push((name.into(), placeholder.clone().into()));
+                    bindings.push(SecretBinding {
+                        name: name.clone(),
+                        placeholder,
+                        value: value.clone(),
+                        hosts: hosts.clone(),
+                    });
+                }
+                _ => env.push((name.into(), value.into())),
+            }
+        }
+        let proxied: Vec<String> = bindings.iter().map(|b| b.name.clone()).collect();
         let mut confined = Confined {
             plan: iso.clone(),
             wrapper: Vec::new(),
@@ -227,7 +251,17 @@ impl Confined {
                 }
                 NetworkMode::Proxy => {
                     let socket = private.join("proxy.sock");
-                    let (proxy, rx) = start_proxy(&iso, &socket)?;
+                    let interception = if bindings.is_empty() {
+                        None
+                    } else {
+                        let (interception, trust) = intercept(std::mem::take(&mut bindings), &private)?;
+                        for file in [&trust.bundle, &trust.ca] {
+                            mounts.push(Mount::Bind(Bind::read_only(file)));
+                        }
+                        confined.env.extend(trust.env());
+                        Some(Arc::new(interception))
+                    };
+                    let (proxy, rx) = start_proxy(&iso, &socket, interception)?;
                     confined._proxy = Some(proxy);
                     confined.refusals = Some(rx);
                     let url = format!("http://127.0.0.1:{BRIDGE_PORT}");
@@ -278,6 +312,7 @@ impl Confined {
             limits: iso.limits.clone(),
             enforcement,
             secrets: secrets.keys().cloned().collect(),
+            proxied_secrets: proxied,
             git: git_mode,
             warnings,
         };
@@ -301,6 +336,9 @@ impl Confined {
                     port: r.port,
                     reason: r.reason.to_string(),
                 }),
+                ProxyEvent::Substituted { host, port, secrets } => {
+                    Some(EventData::SecretInjected { host, port, secrets })
+                }
                 _ => None,
             })
             .collect()
@@ -348,7 +386,11 @@ impl Confined {
 }
 
 /// Starts the egress proxy on a unix socket at `socket`.
-fn start_proxy(iso: &IsolationPlan, socket: &Path) -> Result<(ProxyHandle, Receiver<ProxyEvent>), NotConfined> {
+fn start_proxy(
+    iso: &IsolationPlan,
+    socket: &Path,
+    interception: Option<Arc<Interception>>,
+) -> Result<(ProxyHandle, Receiver<ProxyEvent>), NotConfined> {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         NotConfined::new(model::ErrorCode::SandboxUnavailable, format!("{what}: {e}"))
     };
@@ -367,9 +409,82 @@ fn start_proxy(iso: &IsolationPlan, socket: &Path) -> Result<(ProxyHandle, Recei
             let _ = tx.send(ev);
         }
     });
-    let handle = EgressProxy::start(ProxyListener::Unix(listener), policy, on_event)
+    let options = ProxyOptions {
+        interception,
+        ..ProxyOptions::default()
+    };
+    let handle = EgressProxy::start_with(ProxyListener::Unix(listener), policy, on_event, options)
         .map_err(|e| fail("cannot start the egress proxy", &e))?;
     Ok((handle, rx))
+}
+
+/// The CA files a sandboxed agent trusts when the proxy stands in for some of its secrets.
+struct ProxyTrust {
+    /// The system's CA bundle plus the run's CA (for OpenSSL, curl, Python, git).
+    bundle: PathBuf,
+    /// The run's CA alone (for Node's `NODE_EXTRA_CA_CERTS`).
+    ca: PathBuf,
+}
+
+impl ProxyTrust {
+    /// The variables that point TLS clients at these files.
+    fn env(&self) -> Vec<(OsString, OsString)> {
+        let mut env: Vec<(OsString, OsString)> = [
+            "SSL_CERT_FILE",
+            "CURL_CA_BUNDLE",
+            "REQUESTS_CA_BUNDLE",
+            "GIT_SSL_CAINFO",
+            "DENO_CERT",
+        ]
+        .into_iter()
+        .map(|k| (k.into(), self.bundle.clone().into_os_string()))
+        .collect();
+        env.push(("NODE_EXTRA_CA_CERTS".into(), self.ca.clone().into_os_string()));
+        env
+    }
+}
+
+/// Where the system keeps its CA bundle (Debian, then Fedora/RHEL, then Alpine/openSUSE).
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+];
+
+/// Extra CA certificates the proxy trusts upstream, besides the system's (a corporate TLS
+/// inspection proxy, a test server): a PEM file named by this variable.
+const UPSTREAM_CA_VAR: &str = "AGENTCTL_PROXY_CA_FILE";
+
+/// Sets up the proxy's interception of the connections that carry stand-in secrets: a CA of
+/// the run's own (its key only in memory) and the files that make the agent trust it.
+fn intercept(bindings: Vec<SecretBinding>, private: &Path) -> Result<(Interception, ProxyTrust), NotConfined> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        NotConfined::new(model::ErrorCode::SandboxUnavailable, format!("{what}: {e}"))
+    };
+    let ca = MitmCa::generate().map_err(|e| fail("cannot make the proxy's certificate authority", &e))?;
+    let pem = ca.cert_pem();
+    let system = SYSTEM_BUNDLES
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    std::fs::create_dir_all(private).map_err(|e| fail("cannot create the sandbox's directory", &e))?;
+    let trust = ProxyTrust {
+        bundle: private.join("ca-bundle.pem"),
+        ca: private.join("agentctl-ca.pem"),
+    };
+    std::fs::write(&trust.bundle, format!("{system}\n{pem}")).map_err(|e| fail("cannot write the CA bundle", &e))?;
+    std::fs::write(&trust.ca, &pem).map_err(|e| fail("cannot write the CA certificate", &e))?;
+    let extra_roots = std::env::var_os(UPSTREAM_CA_VAR)
+        .map(PathBuf::from)
+        .filter(|p| !p.as_os_str().is_empty());
+    Ok((
+        Interception {
+            bindings,
+            ca,
+            extra_roots,
+        },
+        trust,
+    ))
 }
 
 /// The secrets the agent gets, by name: the run's required ones (an error when one cannot be

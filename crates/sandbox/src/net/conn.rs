@@ -1,8 +1,8 @@
 //! Socket plumbing shared by the egress proxy and the in-sandbox bridge: one stream type over
 //! TCP and UNIX sockets, an accept loop that stops promptly when asked (it waits in `poll` on
 //! the listener and on a wake-up socket, never in a bare `accept`), a tracker that caps
-//! concurrent connections and can shut every live one down, and the byte relay between two
-//! streams with half-close handling.
+//! concurrent connections and can shut every live one down, the byte relay between two
+//! streams with half-close handling, and the lingering close of a refused connection.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -11,12 +11,12 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 /// The relay's buffer size, per direction.
-const RELAY_BUF: usize = 16 * 1024;
+pub(crate) const RELAY_BUF: usize = 16 * 1024;
 
 /// A connected socket, TCP or UNIX.
 #[derive(Debug)]
@@ -51,6 +51,15 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.set_nonblocking(on),
             Stream::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
         }
     }
 }
@@ -338,6 +347,26 @@ fn pump(mut from: &Stream, mut to: &Stream) {
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+/// Half-closes and reads (a little of) what the client still sends, so closing with unread
+/// data does not reset the connection before the client has read the response.
+pub(crate) fn linger(client: &Stream) {
+    const MAX_DRAIN: usize = 64 * 1024;
+    let _ = client.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut buf = [0u8; 4096];
+    let mut drained = 0;
+    while drained < MAX_DRAIN {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() || client.set_read_timeout(Some(remaining)).is_err() {
+            return;
+        }
+        match (&*client).read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
+    }
 }
 
 #[cfg(test)]

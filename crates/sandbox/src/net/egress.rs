@@ -314,6 +314,9 @@ pub enum RefusalReason {
     BadRequest(String),
     /// No checked address accepted the connection.
     ConnectFailed(String),
+    /// An intercepted connection's TLS handshake failed: with the agent (it does not trust the
+    /// run's CA) or with the upstream (its certificate is not valid for the host).
+    TlsFailed(String),
 }
 
 impl RefusalReason {
@@ -325,6 +328,7 @@ impl RefusalReason {
             RefusalReason::ResolveFailed(_) => "resolve-failed",
             RefusalReason::BadRequest(_) => "bad-request",
             RefusalReason::ConnectFailed(_) => "connect-failed",
+            RefusalReason::TlsFailed(_) => "tls-failed",
         }
     }
 }
@@ -339,6 +343,7 @@ impl fmt::Display for RefusalReason {
             RefusalReason::ResolveFailed(e) => write!(f, "cannot resolve host: {}", one_line(e)),
             RefusalReason::BadRequest(e) => write!(f, "bad request: {}", one_line(e)),
             RefusalReason::ConnectFailed(e) => write!(f, "cannot connect: {}", one_line(e)),
+            RefusalReason::TlsFailed(e) => write!(f, "TLS failed: {}", one_line(e)),
         }
     }
 }
@@ -577,6 +582,11 @@ mod tests {
                 RefusalReason::ConnectFailed("refused".into()),
                 "connect-failed",
                 "cannot connect: refused",
+            ),
+            (
+                RefusalReason::TlsFailed("unknown issuer".into()),
+                "tls-failed",
+                "TLS failed: unknown issuer",
             ),
         ];
         for (reason, code, text) in cases {

@@ -7,15 +7,21 @@
 //! bridge. The proxy alone enforces the `EgressPolicy` (`egress`): allowed hosts, then public
 //! addresses only (`ranges`) unless internal ones are allowed, connecting to exactly the
 //! addresses it checked. Nothing relies on the agent's cooperation.
+//!
+//! A secret can be kept out of the sandbox altogether (`mitm`): the agent gets a placeholder,
+//! and the proxy, terminating TLS for the hosts the secret is bound to with a CA of the run's
+//! own, puts the value in on the way out and takes it out again on the way back.
 
 pub mod bridge;
 mod conn;
 pub mod egress;
 mod http;
+pub mod mitm;
 pub mod proxy;
 pub mod ranges;
 
 pub use bridge::{BridgeHandle, run_bridge, serve_then_run};
 pub use egress::{EgressPolicy, Host, PolicyError, Refusal, RefusalReason};
+pub use mitm::{Interception, MitmCa, SecretBinding, SecretError, placeholder_for};
 pub use proxy::{EgressProxy, EventSink, ProxyAddr, ProxyEvent, ProxyHandle, ProxyListener, ProxyOptions};
 pub use ranges::is_internal;

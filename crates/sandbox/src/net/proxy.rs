@@ -7,6 +7,10 @@
 //!
 //! - `CONNECT host:port` opens a tunnel: once the target has passed the policy it is answered
 //!   `200 Connection established` and bytes are relayed both ways until both sides have closed.
+//!   When `ProxyOptions::interception` binds a secret to the host, the tunnel is intercepted
+//!   instead (see `mitm`): TLS on both sides, the secret's placeholder replaced by its value on
+//!   the way up and back on the way down. A failed handshake on either side is refused
+//!   (`tls-failed`, after the `Allowed` event), never tunneled blindly.
 //! - An absolute-form `http://` request is sent upstream rewritten to origin-form (`Host` from
 //!   the target, proxy headers dropped, `Connection: close`), then relayed until the upstream
 //!   has answered.
@@ -28,9 +32,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub use super::conn::ProxyListener;
-use super::conn::{AcceptLoop, RelayMode, Slot, Stream, Tracker, relay};
+use super::conn::{AcceptLoop, RelayMode, Slot, Stream, Tracker, linger, relay};
 use super::egress::{EgressPolicy, Host, Refusal, RefusalReason};
 use super::http::{self, MAX_HEAD, Request};
+use super::mitm::{HandshakeTimeouts, Interception, Interceptor, Plan, Report};
 
 /// Something the proxy did, for the supervisor's record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,20 +44,33 @@ pub enum ProxyEvent {
     Refused(Refusal),
     /// A connection to `addr` was opened for a request to `host:port` (the host normalized).
     Allowed { host: String, port: u16, addr: SocketAddr },
+    /// On an intercepted connection to `host:port`, the placeholders of these secrets (by name)
+    /// were replaced by their values on the way upstream. Reported as soon as a secret is first
+    /// put in, so at most once per secret and connection: usually once per connection.
+    Substituted {
+        host: String,
+        port: u16,
+        secrets: Vec<String>,
+    },
 }
 
 /// The callback receiving `ProxyEvent`s, called from the connection threads.
 pub type EventSink = Arc<dyn Fn(ProxyEvent) + Send + Sync>;
 
-/// Limits of an egress proxy.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Limits of an egress proxy, and the secrets it stands in for.
+#[derive(Clone, Debug)]
 pub struct ProxyOptions {
     /// Concurrent connections served; more are answered 503 and closed.
     pub max_connections: usize,
-    /// Time allowed for a client to send its request head.
+    /// Time allowed for a client to send its request head, and on an intercepted connection
+    /// to complete its TLS handshake.
     pub head_timeout: Duration,
-    /// Time allowed to connect upstream, over all of a host's addresses.
+    /// Time allowed to connect upstream, over all of a host's addresses, and on an
+    /// intercepted connection for the upstream's TLS handshake.
     pub connect_timeout: Duration,
+    /// Secrets the agent has only as placeholders, put in on the connections to their hosts
+    /// (see `mitm`). `None`: no connection is intercepted.
+    pub interception: Option<Arc<Interception>>,
 }
 
 impl Default for ProxyOptions {
@@ -61,6 +79,7 @@ impl Default for ProxyOptions {
             max_connections: 256,
             head_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            interception: None,
         }
     }
 }
@@ -101,6 +120,7 @@ struct Ctx {
     policy: EgressPolicy,
     on_event: EventSink,
     options: ProxyOptions,
+    interceptor: Option<Interceptor>,
 }
 
 impl EgressProxy {
@@ -110,6 +130,8 @@ impl EgressProxy {
     }
 
     /// Starts a proxy accepting on `listener`, enforcing `policy`, reporting to `on_event`.
+    /// With an interception, its bindings are checked (an invalid one is an `InvalidInput`
+    /// error) and the upstream roots loaded (an error when there are none).
     pub fn start_with(
         listener: ProxyListener,
         policy: EgressPolicy,
@@ -120,11 +142,13 @@ impl EgressProxy {
             ProxyListener::Tcp(l) => ProxyAddr::Tcp(l.local_addr()?),
             ProxyListener::Unix(l) => ProxyAddr::Unix(l.local_addr()?.as_pathname().map(|p| p.to_path_buf())),
         };
+        let interceptor = options.interception.clone().map(Interceptor::new).transpose()?;
         let tracker = Tracker::new(options.max_connections);
         let ctx = Arc::new(Ctx {
             policy,
             on_event,
             options,
+            interceptor,
         });
         let accept_tracker = Arc::clone(&tracker);
         let accept = AcceptLoop::spawn("egress-accept", listener, move |stream| {
@@ -211,8 +235,15 @@ fn handle(ctx: &Ctx, client: &Stream, slot: &Slot) {
         port,
         addr,
     });
+    let plan = match (&ctx.interceptor, &head) {
+        (Some(interceptor), None) => interceptor.plan(&host, port),
+        _ => None,
+    };
+    if let Some(plan) = plan {
+        return intercept(ctx, client, &upstream, &plan, &buf[end..]);
+    }
     let started = match &head {
-        None => (&*client).write_all(b"HTTP/1.1 200 Connection established\r\n\r\n"),
+        None => (&*client).write_all(ESTABLISHED),
         Some(head) => (&*upstream).write_all(head),
     };
     // Bytes the client sent after its head belong upstream.
@@ -224,6 +255,38 @@ fn handle(ctx: &Ctx, client: &Stream, slot: &Slot) {
         return;
     }
     relay(client, &upstream, mode);
+}
+
+/// The answer to a `CONNECT` whose target passed the policy.
+const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
+
+/// Serves a tunnel a secret binding applies to (see `mitm`): reports the secrets put in, or
+/// the failed handshake as a refusal.
+fn intercept(ctx: &Ctx, client: &Stream, upstream: &Stream, plan: &Plan<'_>, early: &[u8]) {
+    if (&*client).write_all(ESTABLISHED).is_err() {
+        return;
+    }
+    let timeouts = HandshakeTimeouts {
+        agent: ctx.options.head_timeout,
+        upstream: ctx.options.connect_timeout,
+    };
+    let substituted = |secrets: Vec<String>| {
+        tracing::debug!(host = %plan.host(), port = plan.port(), ?secrets, "secrets put in");
+        (ctx.on_event)(ProxyEvent::Substituted {
+            host: plan.host().to_string(),
+            port: plan.port(),
+            secrets,
+        });
+    };
+    let refused = |refusal: Refusal| {
+        tracing::info!(%refusal, "egress refused");
+        (ctx.on_event)(ProxyEvent::Refused(refusal));
+    };
+    let report = Report {
+        substituted: &substituted,
+        refused: &refused,
+    };
+    plan.run(client, upstream, early, timeouts, &report);
 }
 
 /// Reads until a complete request head. `Ok(None)` when the client closed or sent nothing in
@@ -315,32 +378,12 @@ fn refuse(ctx: &Ctx, client: &Stream, refusal: Refusal) {
     let status = match refusal.reason {
         RefusalReason::NotAllowed | RefusalReason::InternalAddress(_) => 403,
         RefusalReason::BadRequest(_) => 400,
-        RefusalReason::ResolveFailed(_) | RefusalReason::ConnectFailed(_) => 502,
+        RefusalReason::ResolveFailed(_) | RefusalReason::ConnectFailed(_) | RefusalReason::TlsFailed(_) => 502,
     };
     tracing::info!(%refusal, "egress refused");
     let resp = http::error_response(status, Some(refusal.reason.code()), &refusal.to_string());
     (ctx.on_event)(ProxyEvent::Refused(refusal));
     if (&*client).write_all(&resp).is_ok() {
         linger(client);
-    }
-}
-
-/// Half-closes and reads (a little of) what the client still sends, so closing with unread
-/// data does not reset the connection before the client has read the response.
-fn linger(client: &Stream) {
-    const MAX_DRAIN: usize = 64 * 1024;
-    let _ = client.shutdown(Shutdown::Write);
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let mut buf = [0u8; 4096];
-    let mut drained = 0;
-    while drained < MAX_DRAIN {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() || client.set_read_timeout(Some(remaining)).is_err() {
-            return;
-        }
-        match (&*client).read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => drained += n,
-        }
     }
 }
