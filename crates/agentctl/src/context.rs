@@ -67,10 +67,7 @@ pub fn engine_at(root: &Path) -> Result<Engine, CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(ErrorCode::Internal, format!("cannot find the agentctl binary: {e}")))?;
     let provider = LocalProvider::new(exe, root, layout.runs_dir());
-    let settings = match config_dir() {
-        Some(d) => crate::settings::Settings::load(&d.join("config.toml"))?,
-        None => crate::settings::Settings::default(),
-    };
+    let settings = settings()?;
     let config = EngineConfig {
         user_agents_file: config_dir().map(|d| d.join("agents.toml")),
         user_workflows_dir: config_dir().map(|d| d.join("workflows")),
@@ -80,6 +77,14 @@ pub fn engine_at(root: &Path) -> Result<Engine, CliError> {
         ..EngineConfig::default()
     };
     Ok(Engine::new(store, Arc::new(provider), config))
+}
+
+/// The user's `config.toml` (the defaults when there is none).
+pub fn settings() -> Result<crate::settings::Settings, CliError> {
+    match config_dir() {
+        Some(d) => crate::settings::Settings::load(&d.join("config.toml")),
+        None => Ok(crate::settings::Settings::default()),
+    }
 }
 
 /// The current directory, or `--repo`.

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Keep this much of a hook's output in its event.
-const TAIL: usize = 4096;
+pub const TAIL: usize = 4096;
 
 /// How one hook ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +52,7 @@ pub fn run_hook(
         argv: vec![path.as_os_str().to_owned()],
         env,
         env_clear: false,
+        keep: TAIL,
     };
     run_command(&command, cwd, limit, should_stop)
 }
@@ -63,6 +64,8 @@ pub struct CommandLine {
     pub argv: Vec<OsString>,
     pub env: Vec<(OsString, OsString)>,
     pub env_clear: bool,
+    /// How many bytes of the end of its output to keep (the rest is read and dropped).
+    pub keep: usize,
 }
 
 /// Runs a command as [`run_hook`] runs a hook: its own process group, output captured (the
@@ -121,11 +124,23 @@ pub fn run_command(
         let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
     };
     let (tx, rx) = std::sync::mpsc::channel();
+    let keep = command.keep.max(1);
     std::thread::spawn(move || {
+        // Only the tail is kept, however much the command writes.
         let mut reader = reader;
-        let mut buf = Vec::new();
-        let _ = reader.read_to_end(&mut buf);
-        let _ = tx.send(buf);
+        let mut tail: std::collections::VecDeque<u8> = std::collections::VecDeque::with_capacity(keep);
+        let mut chunk = [0u8; 8192];
+        loop {
+            match reader.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    tail.extend(&chunk[..n]);
+                    let extra = tail.len().saturating_sub(keep);
+                    tail.drain(..extra);
+                }
+            }
+        }
+        let _ = tx.send(Vec::from(tail));
     });
     let mut stopped = false;
     let mut timed_out = false;
@@ -150,7 +165,7 @@ pub fn run_command(
         kill_group();
         rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default()
     });
-    let start = out.len().saturating_sub(TAIL);
+    let start = out.len().saturating_sub(command.keep);
     HookResult {
         exit_code,
         stopped,

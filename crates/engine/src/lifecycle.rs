@@ -25,6 +25,19 @@ pub struct RmReport {
     pub branch_commits: u64,
     /// The checkpoint holding the worktree's last state (kept on its ref until `gc --prune-refs`).
     pub checkpoint: Option<CheckpointInfo>,
+    /// A shadow run's shadow branch, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_branch: Option<String>,
+    /// Whether it was deleted (it held nothing the run's branch lacks).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow_branch_deleted: bool,
+    /// Its commits never promoted onto the run's branch (it is kept when non-zero).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shadow_unpromoted: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Options for `gc`.
@@ -291,16 +304,17 @@ impl Engine {
         // A shadow run's branch goes when it holds nothing the run's branch does not (its
         // commits were promoted, or there were none).
         let shadow = id.shadow_branch();
+        let (mut shadow_branch, mut shadow_branch_deleted, mut shadow_unpromoted) = (None, false, 0);
         if rec.repo.exists() && repo.branch_exists(&shadow)? {
-            let unpromoted = match repo.branch_exists(&rec.branch)? {
+            shadow_unpromoted = match repo.branch_exists(&rec.branch)? {
                 true => repo.commits_ahead(&rec.branch, &shadow)?,
                 false => repo.commits_ahead(&rec.base_commit, &shadow)?,
             };
-            if unpromoted == 0 {
+            if shadow_unpromoted == 0 {
                 repo.delete_branch(&shadow)?;
-            } else {
-                tracing::info!(branch = %shadow, unpromoted, "kept the shadow branch: it has commits never promoted");
+                shadow_branch_deleted = true;
             }
+            shadow_branch = Some(shadow);
         }
         if let Err(e) = self.provider.destroy(id) {
             tracing::warn!(error = %e, "provider cleanup failed");
@@ -315,6 +329,9 @@ impl Engine {
             branch_deleted,
             branch_commits,
             checkpoint,
+            shadow_branch,
+            shadow_branch_deleted,
+            shadow_unpromoted,
         })
     }
 

@@ -79,12 +79,13 @@ pub(crate) struct Attempt<'a> {
     pub state_root: &'a Path,
     /// `auto` or `manual`.
     pub trigger: PromoteMode,
-    /// The tree of the run's last checkpoint (the worktree as the agent left it); absent when
-    /// the run has none, and then nothing is promoted: what the agent left uncommitted is
-    /// known to no one.
-    pub final_tree: Option<String>,
-    /// Takes secret values out of gate output before it is recorded.
-    pub redact: &'a dyn Fn(&str) -> String,
+    /// The tree of the checkpoint holding the worktree as the agent left it; the error says
+    /// why there is none to trust (then nothing is promoted: what the agent left uncommitted
+    /// is known to no one).
+    pub final_tree: Result<String, String>,
+    /// Takes secret values out of gate output before it is recorded; `None` when it cannot
+    /// (a secret of the run could not be resolved here): then no output is recorded.
+    pub redact: Option<&'a dyn Fn(&str) -> String>,
 }
 
 /// How an attempt ended.
@@ -126,12 +127,44 @@ struct Export(PathBuf);
 
 impl Drop for Export {
     fn drop(&mut self) {
-        if self.0.exists()
-            && let Err(e) = fs::remove_dir_all(&self.0)
-        {
+        if let Err(e) = remove_tree(&self.0) {
             tracing::warn!(error = %e, dir = %self.0.display(), "cannot remove the promotion export");
         }
     }
+}
+
+/// Removes a directory tree a gate may have made unwritable (`chmod 000` on a directory):
+/// owner permissions are given back first. Nothing there is followed out of the tree.
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fn unlock(dir: &Path) {
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        if let Ok(entries) = fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    unlock(&e.path());
+                }
+            }
+        }
+    }
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            unlock(dir);
+            fs::remove_dir_all(dir)
+        }
+        Ok(_) => fs::remove_file(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The last `max` bytes of `text`, cut at a character boundary.
+fn tail_of(text: &str, max: usize) -> String {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_owned()
 }
 
 fn git_err(e: vcs::VcsError) -> EngineError {
@@ -196,20 +229,21 @@ fn try_attempt(
         .ok()
         .filter(|t| git.is_ancestor(base, t).unwrap_or(false))
         .unwrap_or_else(|| base.clone());
-    let Some(tree) = a.final_tree.clone() else {
-        refused.reasons.push(
-            "no checkpoint holds the worktree's final state, so what the agent left uncommitted is unknown \
-             (take one with `agentctl checkpoint RUN`, then promote)"
-                .to_owned(),
-        );
-        return refuse(w, refused);
+    let tree = match &a.final_tree {
+        Ok(tree) => tree.clone(),
+        Err(why) => {
+            refused.reasons.push(format!(
+                "{why}, so what the agent left uncommitted is unknown (take one with `agentctl checkpoint RUN`, then promote)"
+            ));
+            return refuse(w, refused);
+        }
     };
-    // Promoted before (the same change): nothing to do. The commit of uncommitted work is
-    // written anew by each attempt, so compare content, not ids.
-    let same_as_before = previous != *base
-        && git.tree_of(&previous).map_err(git_err)? == tree
-        && git.is_ancestor(&tip, &previous).map_err(git_err)?;
-    if same_as_before {
+    // Promoted before, as this log says, and nothing changed since: nothing to do.
+    let last_promoted = w.events().iter().rev().find_map(|e| match &e.data {
+        EventData::Promoted { commit, .. } => Some(commit.clone()),
+        _ => None,
+    });
+    if last_promoted.as_deref() == Some(previous.as_str()) && git.tree_of(&previous).map_err(git_err)? == tree {
         return Ok(Attempted {
             promotion: Promotion {
                 promoted: true,
@@ -220,28 +254,27 @@ fn try_attempt(
             stopped: false,
         });
     }
-    let candidate = if git.tree_of(&tip).map_err(git_err)? == tree {
-        tip
+    // The branch already holds exactly this on top of the agent's commits (a promotion cut
+    // short before it was recorded): that commit is validated again. Otherwise the candidate
+    // builds on this run's last recorded promotion, else on the agent's commits.
+    let holds_it = previous != *base
+        && git.tree_of(&previous).map_err(git_err)? == tree
+        && git.is_ancestor(&tip, &previous).map_err(git_err)?;
+    let ours = last_promoted.as_deref() == Some(previous.as_str());
+    let parent = if ours { previous.clone() } else { tip };
+    let candidate = if holds_it {
+        previous.clone()
+    } else if git.tree_of(&parent).map_err(git_err)? == tree {
+        parent
     } else {
         let message = format!(
             "agentctl: work of run {} its agent did not commit\n\nThe worktree of the shadow run as its last checkpoint holds it.",
             a.id
         );
-        git.commit_tree(&tree, &tip, &message, AUTHOR_NAME, AUTHOR_EMAIL)
+        git.commit_tree(&tree, &parent, &message, AUTHOR_NAME, AUTHOR_EMAIL)
             .map_err(git_err)?
     };
     refused.commit = Some(candidate.clone());
-    if candidate == previous {
-        // Nothing new: the branch already holds it (a repeated `promote`).
-        return Ok(Attempted {
-            promotion: Promotion {
-                promoted: true,
-                already: true,
-                ..refused
-            },
-            stopped: false,
-        });
-    }
     if !git.is_ancestor(&previous, &candidate).map_err(git_err)? {
         refused.reasons.push(format!(
             "the run's branch {branch} moved to {} since the run started; promoting would drop those commits",
@@ -256,6 +289,13 @@ fn try_attempt(
         gates: a.shadow.gates.len() as u32,
     })?;
     let files = git.paths_touched(base, &candidate).map_err(git_err)?;
+    // Paths are judged by name: one git cannot give as UTF-8 cannot be judged, so it is refused.
+    if let Some(odd) = files.iter().find(|p| p.contains('\u{FFFD}')) {
+        refused.reasons.push(format!(
+            "the change has a path that is not valid UTF-8 ({odd:?}); the path policy cannot judge it"
+        ));
+        return refuse(w, refused);
+    }
     refused.files_changed = git
         .run([
             "diff-tree",
@@ -270,18 +310,25 @@ fn try_attempt(
         .unwrap_or(files.len() as u64);
     // A clean export of the candidate: what the policy judges and the gates run on.
     let dir = a.run_dir.join("promote");
-    if dir.exists() {
-        fs::remove_dir_all(&dir).map_err(|e| EngineError::new(ErrorCode::Io, format!("{}: {e}", dir.display())))?;
-    }
+    remove_tree(&dir).map_err(|e| EngineError::new(ErrorCode::Io, format!("{}: {e}", dir.display())))?;
     let export = Export(dir.clone());
     let tree_dir = export.0.join("tree");
     let exact = Git::new(a.repo).exact().map_err(git_err)?;
-    exact
-        .export(&candidate, &tree_dir, &dir.join("index"))
-        .map_err(git_err)?;
-    // The path policy, over every path any commit of the change touched.
+    let fresh_export = || -> Result<(), EngineError> {
+        remove_tree(&tree_dir).map_err(|e| EngineError::new(ErrorCode::Io, format!("{}: {e}", tree_dir.display())))?;
+        exact.export(&candidate, &tree_dir, &dir.join("index")).map_err(git_err)
+    };
+    fresh_export()?;
+    // The path policy, over every path any commit of the change touched. A policy that does
+    // not compile refuses (it never fails open).
     let def = a.plan.isolation.as_ref().map(|i| i.policy.clone()).unwrap_or_default();
-    if let Some(mut guard) = crate::supervisor::guard::PathGuard::new(&def, a.repo, base) {
+    let Some(mut guard) = crate::supervisor::guard::PathGuard::new(&def, a.repo, base) else {
+        refused
+            .reasons
+            .push("the run's path policy is not valid (any more), so the change cannot be judged".to_owned());
+        return refuse(w, refused);
+    };
+    {
         let paths: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
         if let Some(verdict) = guard.check(&tree_dir, &paths) {
             refused.reasons.push(format!(
@@ -305,7 +352,12 @@ fn try_attempt(
         ("AGENTCTL_GATE".to_owned(), "1".to_owned()),
     ];
     let limit = Duration::from_millis(a.shadow.gate_timeout_ms);
-    for gate in &a.shadow.gates {
+    for (i, gate) in a.shadow.gates.iter().enumerate() {
+        // Each gate gets the change as committed: an earlier gate (code the agent wrote) may
+        // have rewritten the export.
+        if i > 0 {
+            fresh_export()?;
+        }
         let command = crate::supervisor::confine::gate_command(a.plan, a.state_root, &tree_dir, gate, &env)
             .map_err(|e| EngineError::new(e.code, e.message))?;
         let r = crate::hooks::run_command(&command, &tree_dir, limit, should_stop);
@@ -314,7 +366,10 @@ fn try_attempt(
             exit_code: r.exit_code,
             elapsed_ms: r.elapsed.as_millis() as u64,
             timed_out: r.timed_out,
-            output_tail: (a.redact)(&r.output_tail),
+            output_tail: match a.redact {
+                Some(redact) => tail_of(&redact(&r.output_tail), crate::hooks::TAIL),
+                None => "(not recorded: a secret of the run cannot be resolved here to redact it)".to_owned(),
+            },
         };
         w.append(EventData::GateFinished {
             command: result.command.clone(),
@@ -343,7 +398,7 @@ fn try_attempt(
     let message = format!("agentctl: promote run {}", a.id);
     if let Err(e) = git.update_ref_cas(&refname, &candidate, &previous, &message) {
         refused.reasons.push(format!(
-            "the run's branch {branch} changed while the change was validated: {e}"
+            "cannot move the run's branch {branch} (it changed while the change was validated, or git failed): {e}"
         ));
         return refuse(w, refused);
     }
@@ -364,6 +419,29 @@ fn try_attempt(
         },
         stopped: false,
     })
+}
+
+/// The tree of the run's last checkpoint, if it holds the worktree as the agent left it: no
+/// checkpoint failed after it, and the agent's branch did not move after it (a checkpoint older
+/// than the agent's last commit would undo that commit's work).
+fn last_trusted_tree(events: &[model::Event]) -> Result<String, String> {
+    let last = events
+        .iter()
+        .rposition(|e| matches!(e.data, EventData::Checkpointed { .. }))
+        .ok_or_else(|| "the run has no checkpoint".to_owned())?;
+    let stale = events[last..].iter().any(|e| {
+        matches!(
+            e.data,
+            EventData::CheckpointFailed { .. } | EventData::BranchUpdated { .. }
+        )
+    });
+    if stale {
+        return Err("the run's last checkpoint is older than its worktree's last state (a later checkpoint failed, or the agent committed after it)".to_owned());
+    }
+    match &events[last].data {
+        EventData::Checkpointed { tree, .. } => Ok(tree.clone()),
+        _ => Err("the run has no checkpoint".to_owned()),
+    }
 }
 
 /// Records a refusal.
@@ -418,11 +496,10 @@ impl Engine {
         if !w.state().is_some_and(RunState::is_terminal) {
             return Err(EngineError::new(ErrorCode::RunActive, format!("run {id} is active")));
         }
-        let final_tree = crate::checkpointer::checkpoints_in(id, w.events())
-            .last()
-            .map(|c| c.tree.clone());
+        let final_tree = last_trusted_tree(w.events());
         let redactor = crate::supervisor::confine::redactor_for(&plan, &spec.repo);
-        let redact = |text: &str| redactor.redact_str(text);
+        let redact = |text: &str| redactor.as_ref().map_or_else(String::new, |r| r.redact_str(text));
+        let redact: Option<&dyn Fn(&str) -> String> = redactor.is_some().then_some(&redact as _);
         let attempt_in = Attempt {
             id,
             repo: &spec.repo,
@@ -432,7 +509,7 @@ impl Engine {
             state_root: layout.root(),
             trigger: PromoteMode::Manual,
             final_tree,
-            redact: &redact,
+            redact,
         };
         let out = attempt(&attempt_in, &mut w, &mut || false);
         drop(w);

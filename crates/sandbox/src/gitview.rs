@@ -53,6 +53,8 @@ pub struct ObjectImport {
     private: PathBuf,
     /// The repository's common git directory.
     repo: PathBuf,
+    /// The line the private store's `info/alternates` must hold (the repository's objects).
+    alternate: PathBuf,
 }
 
 impl ObjectImport {
@@ -63,6 +65,9 @@ impl ObjectImport {
         if ids.is_empty() {
             return Ok(0);
         }
+        // The agent could have pointed its store's alternates anywhere on the host; git here
+        // (outside the sandbox) would read objects from there. Put it back first.
+        self.reset_alternates()?;
         let git = |dir: &Path| {
             let mut c = Command::new("git");
             c.env_clear()
@@ -104,6 +109,24 @@ impl ObjectImport {
             let _ = fs::remove_file(f);
         }
         Ok(ids.len())
+    }
+
+    /// Rewrites `info/alternates` to name only the repository's objects, replacing whatever
+    /// the agent put there (a symlinked `info` directory included).
+    fn reset_alternates(&self) -> io::Result<()> {
+        let info = self.private.join("info");
+        match fs::symlink_metadata(&info) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                fs::remove_file(&info)?;
+                fs::create_dir(&info)?;
+            }
+            Err(_) => fs::create_dir(&info)?,
+        }
+        write_no_follow(
+            &info.join("alternates"),
+            format!("{}\n", self.alternate.display()).as_bytes(),
+        )
     }
 
     /// The ids of the private store's objects, and the files that hold them.
@@ -272,6 +295,7 @@ impl GitView {
             objects: ObjectImport {
                 private: objects,
                 repo: common,
+                alternate: private_dir.join("repo-objects"),
             },
         })
     }

@@ -352,7 +352,8 @@ impl Git {
     /// Moves `refname` to `new` only if it still points at `old`: one atomic compare-and-swap,
     /// recorded in the ref's log with `message`.
     pub fn update_ref_cas(&self, refname: &str, new: &str, old: &str, message: &str) -> Result<(), VcsError> {
-        self.run(["update-ref", "-m", message, refname, new, old]).map(drop)
+        self.run(["update-ref", "--no-deref", "-m", message, refname, new, old])
+            .map(drop)
     }
 
     /// Every path changed between two commits, and in each commit between them
@@ -361,8 +362,16 @@ impl Git {
         let range = format!("{from}..{to}");
         let mut paths: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         let total = self.run(["diff-tree", "-r", "-z", "--no-renames", "--name-only", from, to])?;
-        // `--cc`: a merge's own changes (what its resolution did) count too.
-        let each = self.run(["log", "-z", "--cc", "--no-renames", "--format=", "--name-only", &range])?;
+        // A merge's changes against each of its parents count too.
+        let each = self.run([
+            "log",
+            "-z",
+            "--diff-merges=separate",
+            "--no-renames",
+            "--format=",
+            "--name-only",
+            &range,
+        ])?;
         for p in total.split('\0').chain(each.split('\0')) {
             let p = p.trim_start_matches('\n');
             if !p.is_empty() {

@@ -189,9 +189,19 @@ fn isolation(args: &RunArgs) -> Result<model::IsolationSpec, CliError> {
 /// An unconfined run is said out loud on stderr, `--json` or not (it is also recorded in the
 /// run's events).
 fn warn_unconfined(iso: &model::IsolationSpec) {
+    // Off by `--sandbox=off`, or by `[sandbox] mode = "off"` for runs that do not say.
+    let configured_off = || {
+        context::settings()
+            .ok()
+            .is_some_and(|s| s.sandbox.mode == Some(model::SandboxMode::Off))
+    };
     if iso.sandbox == Some(model::SandboxMode::Off) {
         eprintln!(
             "agentctl: WARNING: --sandbox=off: the agent runs unconfined; it can read and write everything you can and reach any network"
+        );
+    } else if iso.sandbox.is_none() && configured_off() {
+        eprintln!(
+            "agentctl: WARNING: [sandbox] mode = \"off\" in config.toml: the agent runs unconfined; it can read and write everything you can and reach any network"
         );
     } else if iso.network == Some(model::NetworkMode::Host) {
         eprintln!("agentctl: WARNING: --network=host: the agent can reach any address, local services included");

@@ -233,6 +233,17 @@ pub fn rm(g: &GlobalArgs, args: &RmArgs) -> Result<i32, CliError> {
                 "no branch".to_owned()
             };
             println!("removed run {} ({branch})", report.id);
+            if let Some(shadow) = &report.shadow_branch {
+                if report.shadow_branch_deleted {
+                    println!("  deleted shadow branch {shadow}");
+                } else {
+                    println!(
+                        "  kept shadow branch {shadow} ({} commit{} never promoted)",
+                        report.shadow_unpromoted,
+                        if report.shadow_unpromoted == 1 { "" } else { "s" }
+                    );
+                }
+            }
             if let Some(cp) = report.checkpoint.as_ref().filter(|c| c.created) {
                 println!(
                     "  its uncheckpointed changes are saved as checkpoint {} ({})",

@@ -885,6 +885,8 @@ python3 -B -m unittest -q test_calc 2>/dev/null && { echo "test passed before th
 sed -i 's/a - b/a + b/' calc.py
 python3 -B -m unittest -q test_calc
 echo fixed >> NOTES.md
+# An alternate of the agent's choosing, which agentctl's import (outside) must not follow.
+echo /tmp/agentctl-evil-objects >> "$(git rev-parse --git-common-dir)/objects/info/alternates"
 git add -A
 git -c user.name=agent -c user.email=agent@example.com commit -qm "fix add"
 git log -1 --format='committed %H'
@@ -911,6 +913,17 @@ git log -1 --format='committed %H'
         .find_map(|l| l.strip_prefix("committed "))
         .unwrap_or_else(|| panic!("{log}"))
         .to_owned();
+    // The import put the store's alternates back to the repository's objects alone.
+    let alternates = env
+        .state
+        .join("runs")
+        .join(id)
+        .join("sandbox/git/objects/info/alternates");
+    let alternates = std::fs::read_to_string(&alternates).unwrap();
+    assert!(
+        !alternates.contains("evil") && alternates.lines().count() == 1,
+        "{alternates}"
+    );
     // The branch moved to the agent's commit, recorded.
     let moved = events_of(&env, id, "branch_updated");
     assert_eq!(moved.len(), 1, "{moved:?}");
@@ -1107,6 +1120,18 @@ fn sandbox_off_warns_records_and_lets_the_attacks_through() {
     let human = env.run(&["run", "--sandbox=off", "--", "true"]);
     assert!(human.status.success(), "{}", stderr(&human));
     assert!(stderr(&human).contains("WARNING"), "{}", stderr(&human));
+    // Off by configuration is as loud, and names where it comes from.
+    let config = env.dir.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("config.toml"), "[sandbox]\nmode = \"off\"\n").unwrap();
+    let configured = env.run(&["run", "--", "true"]);
+    assert!(configured.status.success(), "{}", stderr(&configured));
+    assert!(
+        stderr(&configured).contains("WARNING") && stderr(&configured).contains("config.toml"),
+        "{}",
+        stderr(&configured)
+    );
+    std::fs::remove_file(config.join("config.toml")).unwrap();
     // The harmless part of the suite's scripts: writes into a temp dir, reads, loopback.
     let body = format!(
         "{TRY}{READ_ATTACKS}

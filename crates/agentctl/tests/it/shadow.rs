@@ -3,7 +3,7 @@
 //! in one ref update — and a failing gate, a policy violation, a branch moved meanwhile or a
 //! stop leaves the branch exactly where it was. Real git, real bubblewrap, real processes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -363,13 +363,17 @@ fn rm_keeps_a_shadow_branch_with_unpromoted_commits() {
     let env = Env::new();
     let (v, _) = env.json(&["run", "--shadow=manual", "--", "sh", "-c", WORK]);
     let id = v["id"].as_str().unwrap().to_owned();
-    let out = env.run(&["rm", &id]);
+    let (report, out) = env.json(&["rm", &id]);
     assert!(out.status.success(), "{}", stderr(&out));
     let shadow = format!("agentctl/_shadow/{id}");
     assert_eq!(
         git(&env.repo, &["log", "-1", "--format=%s", &shadow]).trim(),
         "add hello"
     );
+    let removed = &report["removed"][0];
+    assert_eq!(removed["shadow_branch"], shadow.as_str(), "{report}");
+    assert_eq!(removed["shadow_unpromoted"], 1, "{report}");
+    assert!(removed.get("shadow_branch_deleted").is_none(), "{report}");
 }
 
 #[test]
@@ -493,4 +497,76 @@ fn an_auto_run_that_failed_is_not_promoted_but_can_be_by_hand() {
     assert!(out.status.success(), "{p}");
     assert_eq!(git(&env.repo, &["show", &format!("agentctl/{id}:half.txt")]), "half\n");
     assert_eq!(env.show(&id)["shadow"]["status"], "promoted");
+}
+
+#[test]
+fn each_gate_sees_the_change_as_committed_and_gate_output_is_bounded() {
+    let env = Env::new();
+    let base = rev(&env.repo, "HEAD");
+    // The change's own check fails; the first gate (code the agent could control) rewrites it
+    // in the export, locks a directory there and floods its output.
+    let (v, _) = env.json(&[
+        "run",
+        "--gate",
+        "echo 'exit 0' > check.sh; mkdir -p locked/in && chmod 000 locked; yes | head -c 20000000",
+        "--gate",
+        "sh check.sh",
+        "--",
+        "sh",
+        "-c",
+        "printf 'echo checking; exit 5\\n' > check.sh",
+    ]);
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(v["state"], "failed", "{v}");
+    let gates = events_of(&env, &id, "gate_finished");
+    assert_eq!(gates.len(), 2, "{gates:?}");
+    assert_eq!(gates[0]["exit_code"], 0);
+    assert!(gates[0]["output_tail"].as_str().unwrap().len() <= 4096);
+    assert_eq!(
+        gates[1]["exit_code"], 5,
+        "the second gate ran on a rewritten export: {gates:?}"
+    );
+    assert_eq!(rev(&env.repo, &format!("agentctl/{id}")), base);
+    // The locked export was removed all the same.
+    assert!(!env.state.join("runs").join(&id).join("promote").exists());
+}
+
+#[test]
+fn a_path_that_is_not_utf8_refuses_the_promotion() {
+    let env = Env::new();
+    let base = rev(&env.repo, "HEAD");
+    let (v, _) = env.json(&[
+        "run",
+        "--shadow",
+        "--",
+        "sh",
+        "-c",
+        "printf '#!/bin/sh\\n' > \"$(printf 'run\\377.sh')\" && chmod +x \"$(printf 'run\\377.sh')\"",
+    ]);
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(v["state"], "failed", "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("UTF-8"), "{v}");
+    assert_eq!(rev(&env.repo, &format!("agentctl/{id}")), base);
+}
+
+#[test]
+fn a_later_checkpoint_is_promoted_on_top_of_the_earlier_promotion() {
+    let env = Env::new();
+    let (v, _) = env.json(&["run", "--shadow=manual", "--", "sh", "-c", "echo one > one.txt"]);
+    let id = v["id"].as_str().unwrap().to_owned();
+    let branch = format!("agentctl/{id}");
+    let (p, out) = env.json(&["promote", &id]);
+    assert!(out.status.success(), "{p}");
+    let first = rev(&env.repo, &branch);
+    // You finish the work in the worktree, record it, and promote again.
+    let wt = PathBuf::from(v["worktree"].as_str().unwrap());
+    std::fs::write(wt.join("two.txt"), "two\n").unwrap();
+    let out = env.run(&["checkpoint", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (p, out) = env.json(&["promote", &id]);
+    assert!(out.status.success(), "{p}");
+    assert_eq!(p["already"], Value::Null, "{p}");
+    let second = rev(&env.repo, &branch);
+    assert_eq!(rev(&env.repo, &format!("{second}^")), first);
+    assert_eq!(git(&env.repo, &["show", &format!("{branch}:two.txt")]), "two\n");
 }

@@ -449,6 +449,9 @@ fn answers_match_their_schemas() {
         branch_deleted: false,
         branch_commits: 2,
         checkpoint: Some(checkpoint_info()),
+        shadow_branch: Some("agentctl/_shadow/fix-1".into()),
+        shadow_branch_deleted: false,
+        shadow_unpromoted: 1,
     };
     assert_conforms("RmReport", &serde_json::to_value(&rm).unwrap());
 

@@ -522,9 +522,9 @@ fn resolve_secrets(
 }
 
 /// A redactor for the run's secrets, resolved again as its supervisor resolved them, for text
-/// recorded outside the supervisor (a manual promotion's gate output). Best effort: a secret
-/// that cannot be resolved any more is not in it (nor, then, anywhere this process can see).
-pub(crate) fn redactor_for(plan: &LaunchPlan, repo: &Path) -> Redactor {
+/// recorded outside the supervisor (a manual promotion's gate output). `None` when one of
+/// them cannot be resolved here: text that might hold it must then not be recorded.
+pub(crate) fn redactor_for(plan: &LaunchPlan, repo: &Path) -> Option<Redactor> {
     let iso = plan.isolation.clone().unwrap_or_else(IsolationPlan::unconfined);
     let dotenv: Vec<(OsString, OsString)> = agents::config::read_dotenv(repo)
         .map(|vars| vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
@@ -533,15 +533,15 @@ pub(crate) fn redactor_for(plan: &LaunchPlan, repo: &Path) -> Redactor {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e.message, "cannot resolve the run's secrets to redact them");
-            BTreeMap::new()
+            return None;
         }
     };
-    Redactor::new(
+    Some(Redactor::new(
         &secrets
             .iter()
             .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
             .collect::<Vec<_>>(),
-    )
+    ))
 }
 
 /// The read-only mounts of the programs the run's processes use (see [`program_dirs`]), their
@@ -601,6 +601,7 @@ pub(crate) fn gate_command(
             argv: argv.into_iter().map(OsString::from).collect(),
             env,
             env_clear: false,
+            keep: GATE_KEEP,
         });
     }
     let unavailable = |message: String| NotConfined::new(model::ErrorCode::SandboxUnavailable, message);
@@ -623,8 +624,13 @@ pub(crate) fn gate_command(
         argv: confinement.command_line(&bwrap, &argv),
         env,
         env_clear: true,
+        keep: GATE_KEEP,
     })
 }
+
+/// How much of a gate's output is kept before redaction: the recorded tail, plus room for a
+/// secret straddling its start (so redaction sees it whole).
+const GATE_KEEP: usize = crate::hooks::TAIL + 4096;
 
 /// Directories a sandboxed agent needs to find and run its programs that the sandbox would not
 /// show (they are not system directories): each `PATH` directory, and the real directory of

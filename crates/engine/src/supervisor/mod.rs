@@ -260,11 +260,12 @@ fn supervise_run(
                     git.delete_branch(plan.work_branch())?;
                 }
             }
-            git.worktree_add(&plan.worktree, plan.work_branch(), &plan.base_commit)?;
-            // A shadow run's own branch waits at the base for a promotion.
+            // A shadow run's own branch waits at the base for a promotion (made first: a
+            // worktree is never left without it).
             if plan.shadow.is_some() && !git.branch_exists(&plan.branch)? {
                 git.create_branch(&plan.branch, &plan.base_commit)?;
             }
+            git.worktree_add(&plan.worktree, plan.work_branch(), &plan.base_commit)?;
             Ok::<(), crate::EngineError>(())
         });
         if let Err(e) = added {
@@ -500,12 +501,8 @@ fn promote_at_end(
     end: &mut RunEnd,
 ) {
     let redact = |text: &str| confined.redactor.redact_str(text);
-    // The final checkpoint's tree, else the last one recorded (the final may have failed).
-    let final_tree = final_tree.or_else(|| {
-        crate::checkpointer::checkpoints_in(id, w.events())
-            .last()
-            .map(|c| c.tree.clone())
-    });
+    // Only the final checkpoint holds the worktree as the agent left it.
+    let final_tree = final_tree.ok_or_else(|| "the run's final checkpoint failed".to_owned());
     let attempt = crate::shadow::Attempt {
         id,
         repo: &spec.repo,
@@ -515,7 +512,7 @@ fn promote_at_end(
         state_root: layout.root(),
         trigger: model::PromoteMode::Auto,
         final_tree,
-        redact: &redact,
+        redact: Some(&redact),
     };
     let attempted = crate::shadow::lock(&layout.run_dir(id), id)
         .and_then(|_lock| crate::shadow::attempt(&attempt, w, &mut || early_stop(files, rx).is_some()));
