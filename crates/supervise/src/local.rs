@@ -48,6 +48,10 @@ impl RunFiles {
     pub fn new(run_dir: impl Into<PathBuf>) -> Self {
         RunFiles { dir: run_dir.into() }
     }
+    /// The run's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
     pub fn lock_path(&self) -> PathBuf {
         self.dir.join("supervisor.lock")
     }

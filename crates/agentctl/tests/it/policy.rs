@@ -358,6 +358,18 @@ sleep 1
         "{vs:?}; files_changed: {:?}",
         events_of(&env, id(&v), "files_changed")
     );
+    // A sandboxed run's planted repository leaves the worktree (kept in the run's directory);
+    // the rest of the directory stays.
+    assert!(
+        vs.iter()
+            .any(|(p, r, a)| p == "vendor/.git" && r == "git_metadata" && a == "quarantined"),
+        "{vs:?}"
+    );
+    let wt = PathBuf::from(v["worktree"].as_str().unwrap());
+    assert!(!wt.join("vendor/.git").exists());
+    assert!(wt.join("vendor/README").exists());
+    let quarantine = env.state.join("runs").join(id(&v)).join("quarantine");
+    assert_eq!(std::fs::read_dir(&quarantine).unwrap().count(), 1);
 }
 
 /// `allow_executables = true` lets the agent create executables; the other protections stay.

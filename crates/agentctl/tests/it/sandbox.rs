@@ -1514,11 +1514,10 @@ for objs in stores:
     assert!(!log.contains(&mark), "run B read run A's file: {log}");
 }
 
-/// A nested repository the agent plants in its worktree carries its own config: the user's
-/// `git status` in the worktree (the natural way to review a run) runs its fsmonitor and
-/// filters — outside any sandbox. agentctl's own commands do not (checked by the suite).
+/// A nested repository the agent plants in its worktree carries its own config, which the
+/// user's `git status` in the worktree (the natural way to review a run) would run outside any
+/// sandbox: it is quarantined out of the worktree as the agent's process ends.
 #[test]
-#[ignore = "WEAKNESS: a nested repo planted in the worktree runs its config (core.fsmonitor, filters) when the user runs `git status` there"]
 fn reviewing_a_worktree_with_git_status_runs_nothing_the_agent_planted() {
     let env = Env::new();
     let outside = env.dir.path().join("outside");

@@ -25,6 +25,7 @@ use crate::hooks;
 pub(crate) mod confine;
 pub(crate) mod guard;
 mod monitor;
+mod quarantine;
 mod workflow;
 
 pub use workflow::MessageReceipt;
@@ -908,6 +909,18 @@ impl EngineSink<'_, '_> {
         }
         if let Some(ev) = self.confined.sync_branch(repo) {
             self.note(ev);
+        }
+        // A sandboxed agent's planted repositories leave the worktree before anyone runs git
+        // there.
+        if !self.confined.wrapper.is_empty() {
+            let moved = quarantine::sweep(&self.worktree, self.files.dir());
+            if !moved.is_empty() {
+                self.flagged.extend(moved.iter().map(|v| v.path.clone()));
+                self.note(EventData::PolicyViolation {
+                    violations: moved,
+                    action: "quarantined".to_owned(),
+                });
+            }
         }
     }
 
