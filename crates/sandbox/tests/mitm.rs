@@ -1,10 +1,13 @@
 //! End-to-end tests of secret interception over real sockets on loopback: an HTTPS upstream
 //! with a certificate from a test CA, the egress proxy with a secret bound to its host, and a
 //! rustls client that trusts the run's CA speaking HTTP/1.1 through a `CONNECT` tunnel. The
-//! value reaches the upstream in place of the placeholder, comes back as the placeholder, across
-//! write boundaries, over kept-alive connections and large bodies; unbound hosts are tunneled
-//! untouched; a failed handshake on either side is a `tls-failed` refusal; shutdown ends
-//! intercepted connections.
+//! value reaches the upstream in place of the placeholder in the headers of the first request
+//! head only (however the head is cut into writes), never in a body nor in a pipelined request,
+//! and comes back as the placeholder, large bodies included; every connection carries one
+//! request (`Connection: close`); a `Host` naming another host (`host-mismatch`) and an
+//! absolute-form target (`bad-request`) are refused with nothing sent upstream; unbound hosts
+//! are tunneled untouched; a failed handshake on either side is a `tls-failed` refusal;
+//! shutdown ends intercepted connections.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -73,9 +76,15 @@ struct Seen {
     body: Vec<u8>,
 }
 
-/// An HTTPS server on 127.0.0.1 speaking HTTP/1.1 with keep-alive: it records each request
-/// and answers `auth=<its Authorization header>\n` followed by the request's body.
+/// An HTTPS server on 127.0.0.1 speaking HTTP/1.1: it records each request and answers
+/// `auth=<its Authorization header>\n` followed by the request's body, then closes the
+/// connection if the request asked for it (`Connection: close`).
 fn upstream(ca: &TestCa) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    upstream_with(ca, true)
+}
+
+/// `upstream`, keeping connections alive even when asked to close them unless `honor_close`.
+fn upstream_with(ca: &TestCa, honor_close: bool) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
     let (cert, key) = ca.server_cert();
     let config = ServerConfig::builder_with_provider(ring())
         .with_safe_default_protocol_versions()
@@ -93,14 +102,14 @@ fn upstream(ca: &TestCa) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
             let Ok(tcp) = tcp else { continue };
             let (config, log) = (Arc::clone(&config), Arc::clone(&log));
             thread::spawn(move || {
-                let _ = serve(tcp, config, &log);
+                let _ = serve(tcp, config, &log, honor_close);
             });
         }
     });
     (addr, seen)
 }
 
-fn serve(tcp: TcpStream, config: Arc<ServerConfig>, log: &Mutex<Vec<Seen>>) -> io::Result<()> {
+fn serve(tcp: TcpStream, config: Arc<ServerConfig>, log: &Mutex<Vec<Seen>>, honor_close: bool) -> io::Result<()> {
     tcp.set_read_timeout(Some(WAIT))?;
     let mut tls = StreamOwned::new(ServerConnection::new(config).map_err(io::Error::other)?, tcp);
     while let Some(head) = read_head(&mut tls)? {
@@ -116,6 +125,11 @@ fn serve(tcp: TcpStream, config: Arc<ServerConfig>, log: &Mutex<Vec<Seen>>) -> i
         write!(tls, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", answer.len())?;
         tls.write_all(&answer)?;
         tls.flush()?;
+        if honor_close && header(&head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+            tls.conn.send_close_notify();
+            tls.flush()?;
+            break;
+        }
     }
     Ok(())
 }
@@ -251,8 +265,14 @@ fn open(proxy: SocketAddr, target: &str, name: &str, config: Arc<ClientConfig>) 
 
 /// The request `exchange` sends.
 fn request(auth: &str, body: &[u8]) -> Vec<u8> {
+    request_to("localhost", auth, body)
+}
+
+/// A request for `host` authorized with `auth` and carrying `body`, on a kept-alive connection.
+fn request_to(host: &str, auth: &str, body: &[u8]) -> Vec<u8> {
     let mut req = format!(
-        "POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {auth}\r\nContent-Length: {}\r\n\r\n",
+        "POST /v1/messages HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {auth}\r\n\
+         Connection: keep-alive\r\nKeep-Alive: timeout=60\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -291,39 +311,80 @@ fn seen_auth(seen: &Mutex<Vec<Seen>>) -> Vec<String> {
         .collect()
 }
 
+/// Whether the agent's connection was closed (after any response already read).
+fn closed(tls: &mut Tls) -> bool {
+    let mut buf = [0u8; 1];
+    matches!(tls.read(&mut buf), Ok(0) | Err(_))
+}
+
 #[test]
-fn the_value_goes_up_and_comes_back_as_the_placeholder_on_a_kept_alive_connection() {
+fn the_value_goes_up_in_the_headers_and_comes_back_as_the_placeholder_one_request_per_connection() {
     let ca = TestCa::new();
     let (up, seen) = upstream(&ca);
     let p = proxy(&["localhost"], Some(ca.path()));
     assert_eq!(p.placeholder.len(), SECRET.len());
+    for _ in 0..2 {
+        let mut tls = open(
+            p.addr,
+            &format!("localhost:{}", up.port()),
+            "localhost",
+            p.trusting_client(),
+        );
+        let body = format!("post this: {}", p.placeholder);
+        let (head, answer) = exchange(&mut tls, &p.placeholder, body.as_bytes());
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+        // The upstream echoed the key; the agent sees its placeholder in its place.
+        assert_eq!(
+            String::from_utf8(answer).unwrap(),
+            format!("auth=Bearer {}\n{body}", p.placeholder)
+        );
+        // The upstream was asked to close, and did.
+        assert!(closed(&mut tls), "the connection stays open");
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    for s in &seen {
+        assert_eq!(header(&s.head, "authorization").unwrap(), format!("Bearer {SECRET}"));
+        assert_eq!(header(&s.head, "connection").as_deref(), Some("close"));
+        assert_eq!(header(&s.head, "keep-alive"), None);
+        assert_eq!(s.head.matches("onnection:").count(), 1, "{}", s.head);
+        // The body went up as the agent wrote it: a placeholder is never put in there.
+        assert_eq!(
+            String::from_utf8(s.body.clone()).unwrap(),
+            format!("post this: {}", p.placeholder)
+        );
+    }
+    // Reported once per connection, by name.
+    let event = ("localhost".to_owned(), up.port(), vec!["API_KEY".to_owned()]);
+    assert_eq!(p.substituted(), [event.clone(), event]);
+    wait_until("the connections to end", || p.handle.active_connections() == 0);
+}
+
+#[test]
+fn a_pipelined_request_goes_up_without_the_value() {
+    let ca = TestCa::new();
+    // An upstream ignoring `Connection: close`, so that it reads the second request.
+    let (up, seen) = upstream_with(&ca, false);
+    let p = proxy(&["localhost"], Some(ca.path()));
     let mut tls = open(
         p.addr,
         &format!("localhost:{}", up.port()),
         "localhost",
         p.trusting_client(),
     );
-    for _ in 0..2 {
-        let (head, body) = exchange(&mut tls, &p.placeholder, b"");
-        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-        // The upstream echoed the key; the agent sees its placeholder in its place.
-        assert_eq!(
-            String::from_utf8(body).unwrap(),
-            format!("auth=Bearer {}\n", p.placeholder)
-        );
-    }
-    assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let mut both = request(&p.placeholder, b"");
+    both.extend_from_slice(&request_to("other.example", &p.placeholder, b""));
+    tls.write_all(&both).unwrap();
+    tls.flush().unwrap();
+    let (_, first) = response(&mut tls);
+    let (_, second) = response(&mut tls);
+    assert_eq!(first, format!("auth=Bearer {}\n", p.placeholder).into_bytes());
+    assert_eq!(second, first);
     assert_eq!(
         seen_auth(&seen),
-        [format!("Bearer {SECRET}"), format!("Bearer {SECRET}")]
+        [format!("Bearer {SECRET}"), format!("Bearer {}", p.placeholder)]
     );
-    // Reported once for the connection, by name.
-    assert_eq!(
-        p.substituted(),
-        [("localhost".to_owned(), up.port(), vec!["API_KEY".to_owned()])]
-    );
-    drop(tls);
-    wait_until("the connection to end", || p.handle.active_connections() == 0);
 }
 
 #[test]
@@ -338,7 +399,7 @@ fn a_placeholder_cut_across_many_small_writes_is_replaced() {
         p.trusting_client(),
     );
     let body = format!("{{\"key\":\"{0}\",\"again\":\"{0}\"}}", p.placeholder);
-    for piece in request(&p.placeholder, body.as_bytes()).chunks(5) {
+    for piece in request(&p.placeholder, body.as_bytes()).chunks(3) {
         // Each piece its own TLS record, most of them read by the proxy on their own.
         tls.write_all(piece).unwrap();
         tls.flush().unwrap();
@@ -350,10 +411,8 @@ fn a_placeholder_cut_across_many_small_writes_is_replaced() {
         header(&seen[0].head, "authorization").unwrap(),
         format!("Bearer {SECRET}")
     );
-    assert_eq!(
-        String::from_utf8(seen[0].body.clone()).unwrap(),
-        format!("{{\"key\":\"{SECRET}\",\"again\":\"{SECRET}\"}}")
-    );
+    // Only the head is substituted.
+    assert_eq!(String::from_utf8(seen[0].body.clone()).unwrap(), body);
     assert_eq!(
         String::from_utf8(answer).unwrap(),
         format!("auth=Bearer {}\n{body}", p.placeholder)
@@ -361,7 +420,7 @@ fn a_placeholder_cut_across_many_small_writes_is_replaced() {
 }
 
 #[test]
-fn large_bodies_are_substituted_both_ways() {
+fn large_bodies_go_up_verbatim_and_come_back_substituted() {
     let ca = TestCa::new();
     let (up, seen) = upstream(&ca);
     let p = proxy(&[".localhost"], Some(ca.path()));
@@ -371,16 +430,20 @@ fn large_bodies_are_substituted_both_ways() {
         "localhost",
         p.trusting_client(),
     );
-    let unit = format!("<{}>0123456789", p.placeholder);
+    // Placeholders, and values the upstream will echo.
+    let unit = format!("<{}>0123456789<{SECRET}>", p.placeholder);
     let body = unit.repeat(400_000 / unit.len());
     let (_, answer) = exchange(&mut tls, &p.placeholder, body.as_bytes());
-    let expected_up = body.replace(&p.placeholder, SECRET);
     let got = seen.lock().unwrap()[0].body.clone();
-    assert!(got == expected_up.as_bytes(), "the upstream got the values");
-    let expected_down = format!("auth=Bearer {}\n{body}", p.placeholder);
+    assert!(got == body.as_bytes(), "the upstream got the body as sent");
+    let expected_down = format!(
+        "auth=Bearer {}\n{}",
+        p.placeholder,
+        body.replace(SECRET, &p.placeholder)
+    );
     assert!(
         answer == expected_down.as_bytes(),
-        "the agent got the placeholders back"
+        "the agent got placeholders in place of the values"
     );
 }
 
@@ -462,7 +525,9 @@ fn an_ip_literal_host_gets_a_certificate_for_its_address() {
     let (up, seen) = upstream(&ca);
     let p = proxy(&["127.0.0.1"], Some(ca.path()));
     let mut tls = open(p.addr, &up.to_string(), "127.0.0.1", p.trusting_client());
-    let (_, body) = exchange(&mut tls, &p.placeholder, b"");
+    tls.write_all(&request_to(&up.to_string(), &p.placeholder, b""))
+        .unwrap();
+    let (_, body) = response(&mut tls);
     assert_eq!(
         String::from_utf8(body).unwrap(),
         format!("auth=Bearer {}\n", p.placeholder)
@@ -474,7 +539,8 @@ fn an_ip_literal_host_gets_a_certificate_for_its_address() {
 #[test]
 fn shutdown_ends_intercepted_connections() {
     let ca = TestCa::new();
-    let (up, _) = upstream(&ca);
+    // An upstream keeping the connection open after its response.
+    let (up, _) = upstream_with(&ca, false);
     let mut p = proxy(&["localhost"], Some(ca.path()));
     let mut tls = open(
         p.addr,
@@ -491,6 +557,96 @@ fn shutdown_ends_intercepted_connections() {
     assert!(matches!(tls.read(&mut buf), Ok(0) | Err(_)));
     assert!(started.elapsed() < Duration::from_secs(5));
     wait_until("the connection thread to end", || p.handle.active_connections() == 0);
+}
+
+#[test]
+fn shutdown_ends_a_connection_waiting_for_its_first_head() {
+    let ca = TestCa::new();
+    let (up, seen) = upstream(&ca);
+    let mut p = proxy(&["localhost"], Some(ca.path()));
+    let mut tls = open(
+        p.addr,
+        &format!("localhost:{}", up.port()),
+        "localhost",
+        p.trusting_client(),
+    );
+    tls.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    tls.flush().unwrap();
+    wait_until("the connection", || p.handle.active_connections() == 1);
+    let started = Instant::now();
+    p.handle.shutdown();
+    assert!(closed(&mut tls));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    wait_until("the connection thread to end", || p.handle.active_connections() == 0);
+    assert!(seen.lock().unwrap().is_empty());
+    assert!(p.refusals().is_empty());
+}
+
+/// Sends `raw(placeholder)` as the first request on a new intercepted connection to the
+/// upstream and returns the answer, the refusals reported and what the upstream received.
+fn refused(raw: impl FnOnce(&str) -> Vec<u8>) -> ((String, Vec<u8>), Vec<RefusalReason>, Vec<Seen>) {
+    let ca = TestCa::new();
+    let (up, seen) = upstream(&ca);
+    let p = proxy(&["localhost"], Some(ca.path()));
+    let mut tls = open(
+        p.addr,
+        &format!("localhost:{}", up.port()),
+        "localhost",
+        p.trusting_client(),
+    );
+    tls.write_all(&raw(&p.placeholder)).unwrap();
+    tls.flush().unwrap();
+    let answer = response(&mut tls);
+    assert!(closed(&mut tls));
+    drop(tls);
+    wait_until("the connection to end", || p.handle.active_connections() == 0);
+    assert!(p.substituted().is_empty());
+    let seen = seen.lock().unwrap().clone();
+    (answer, p.refusals(), seen)
+}
+
+#[test]
+fn a_host_header_naming_another_host_is_refused_and_nothing_goes_up() {
+    for host in ["other.example", "other.example:443", "localhost.other.example"] {
+        let ((head, body), refusals, seen) = refused(|placeholder| request_to(host, placeholder, b"{}"));
+        assert!(head.starts_with("HTTP/1.1 421 Misdirected Request\r\n"), "{head}");
+        assert_eq!(header(&head, "x-agentctl-refused").as_deref(), Some("host-mismatch"));
+        let body = String::from_utf8(body).unwrap();
+        assert!(body.contains("host mismatch"), "{body}");
+        let [RefusalReason::HostMismatch(msg)] = &refusals[..] else {
+            panic!("{refusals:?}");
+        };
+        assert!(msg.contains("other.example"), "{msg}");
+        assert!(seen.is_empty(), "the upstream got {seen:?}");
+    }
+}
+
+#[test]
+fn malformed_first_heads_are_refused_and_nothing_goes_up() {
+    let cases: [&[u8]; 4] = [
+        // Absolute form: a shared front would route by the target, not by `Host`.
+        b"GET https://other.example/ HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nHost: other.example\r\n\r\n",
+        b"GET / HTTP/1.1\r\nAuthorization: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: localhost\nHost: other.example\r\n\r\n",
+    ];
+    for raw in cases {
+        let ((head, _), refusals, seen) = refused(|_| raw.to_vec());
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        assert_eq!(header(&head, "x-agentctl-refused").as_deref(), Some("bad-request"));
+        assert!(matches!(&refusals[..], [RefusalReason::BadRequest(_)]), "{refusals:?}");
+        assert!(seen.is_empty(), "the upstream got {seen:?}");
+    }
+    // A head over the bound, never ended.
+    let mut huge = b"GET / HTTP/1.1\r\nHost: localhost\r\n".to_vec();
+    while huge.len() <= 64 * 1024 {
+        huge.extend_from_slice(b"X-Filler: 0123456789012345678901234567890123456789\r\n");
+    }
+    let ((head, body), refusals, seen) = refused(|_| huge);
+    assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+    assert!(String::from_utf8(body).unwrap().contains("larger than 64 KiB"));
+    assert!(matches!(&refusals[..], [RefusalReason::BadRequest(_)]), "{refusals:?}");
+    assert!(seen.is_empty());
 }
 
 #[test]

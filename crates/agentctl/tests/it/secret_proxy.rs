@@ -108,6 +108,8 @@ fn a_proxied_secret_never_enters_the_sandbox_and_reaches_only_its_host() {
 printf '%s' "$API_KEY" > given.txt
 curl -sS --fail -m 10 "https://localhost:$1/v1" -H "Authorization: Bearer $API_KEY"
 curl -sS -k -m 10 "https://127.0.0.1:$1/other" -H "Authorization: Bearer $API_KEY" > /dev/null
+# Fronting: the bound host's tunnel, another site's Host header. Refused before anything goes up.
+echo "fronted=$(curl -s -m 10 -o /dev/null -w '%{http_code}' "https://localhost:$1/x" -H 'Host: other.example' -H "Authorization: Bearer $API_KEY")"
 "#;
     let out = env
         .cmd()
@@ -149,6 +151,14 @@ curl -sS -k -m 10 "https://127.0.0.1:$1/other" -H "Authorization: Bearer $API_KE
     // The answer echoing the key came back with the placeholder in its place.
     let log = env.logs(&id);
     assert!(log.contains(&format!("you sent: Bearer {given}")), "{log}");
+    assert!(log.contains("fronted=421"), "{log}");
+    let refused = events_of(&env, &id, "network_refused");
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["reason"].as_str().unwrap_or("").contains("host")),
+        "{refused:?}"
+    );
     // Recorded by name.
     let iso = &events_of(&env, &id, "isolated")[0];
     assert_eq!(iso["proxied_secrets"], serde_json::json!(["API_KEY"]), "{iso}");

@@ -317,6 +317,9 @@ pub enum RefusalReason {
     /// An intercepted connection's TLS handshake failed: with the agent (it does not trust the
     /// run's CA) or with the upstream (its certificate is not valid for the host).
     TlsFailed(String),
+    /// On an intercepted connection, the request's `Host` names another host than the tunnel
+    /// (a shared front could send it, and the secret, to another site).
+    HostMismatch(String),
 }
 
 impl RefusalReason {
@@ -329,6 +332,7 @@ impl RefusalReason {
             RefusalReason::BadRequest(_) => "bad-request",
             RefusalReason::ConnectFailed(_) => "connect-failed",
             RefusalReason::TlsFailed(_) => "tls-failed",
+            RefusalReason::HostMismatch(_) => "host-mismatch",
         }
     }
 }
@@ -344,6 +348,7 @@ impl fmt::Display for RefusalReason {
             RefusalReason::BadRequest(e) => write!(f, "bad request: {}", one_line(e)),
             RefusalReason::ConnectFailed(e) => write!(f, "cannot connect: {}", one_line(e)),
             RefusalReason::TlsFailed(e) => write!(f, "TLS failed: {}", one_line(e)),
+            RefusalReason::HostMismatch(e) => write!(f, "host mismatch: {}", one_line(e)),
         }
     }
 }
@@ -587,6 +592,11 @@ mod tests {
                 RefusalReason::TlsFailed("unknown issuer".into()),
                 "tls-failed",
                 "TLS failed: unknown issuer",
+            ),
+            (
+                RefusalReason::HostMismatch("other.example".into()),
+                "host-mismatch",
+                "host mismatch: other.example",
             ),
         ];
         for (reason, code, text) in cases {

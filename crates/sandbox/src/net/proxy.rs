@@ -8,8 +8,9 @@
 //! - `CONNECT host:port` opens a tunnel: once the target has passed the policy it is answered
 //!   `200 Connection established` and bytes are relayed both ways until both sides have closed.
 //!   When `ProxyOptions::interception` binds a secret to the host, the tunnel is intercepted
-//!   instead (see `mitm`): TLS on both sides, the secret's placeholder replaced by its value on
-//!   the way up and back on the way down. A failed handshake on either side is refused
+//!   instead (see `mitm`): TLS on both sides, the secret's placeholder replaced by its value in
+//!   the header lines of the first request head (whose `Host` must name the tunnel's host) and
+//!   the value replaced by the placeholder on the way down. A failed handshake on either side is refused
 //!   (`tls-failed`, after the `Allowed` event), never tunneled blindly.
 //! - An absolute-form `http://` request is sent upstream rewritten to origin-form (`Host` from
 //!   the target, proxy headers dropped, `Connection: close`), then relayed until the upstream
@@ -378,6 +379,7 @@ fn refuse(ctx: &Ctx, client: &Stream, refusal: Refusal) {
     let status = match refusal.reason {
         RefusalReason::NotAllowed | RefusalReason::InternalAddress(_) => 403,
         RefusalReason::BadRequest(_) => 400,
+        RefusalReason::HostMismatch(_) => 421,
         RefusalReason::ResolveFailed(_) | RefusalReason::ConnectFailed(_) | RefusalReason::TlsFailed(_) => 502,
     };
     tracing::info!(%refusal, "egress refused");

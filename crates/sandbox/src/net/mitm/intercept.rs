@@ -1,8 +1,9 @@
 //! The interception of a `CONNECT` tunnel: the proxy's checked configuration (`Interception`
 //! made into an `Interceptor`: the bindings' host matchers and the upstream TLS configuration),
 //! the choice of the bindings that apply to a tunnel (`Plan`), and serving it: the handshake
-//! with the agent, then with the upstream, then the substituting relay; or, when a handshake
-//! fails, the refusal, answered to the agent over its TLS session when it has one.
+//! with the agent, its first request head read and checked, the handshake with the upstream,
+//! then the head rewritten with the values put in and the relay; or, when a handshake or the
+//! check fails, the refusal, answered to the agent over its TLS session when it has one.
 
 use std::io::{self, Write};
 use std::net::Shutdown;
@@ -14,6 +15,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConnection};
 
 use super::ca::MitmCa;
+use super::head;
 use super::relay::Relay;
 use super::secret::{SecretBinding, SecretError};
 use super::substitute::Substituter;
@@ -89,7 +91,7 @@ impl Interceptor {
 /// Time limits of the two handshakes of an intercepted connection.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HandshakeTimeouts {
-    /// For the agent to complete its handshake.
+    /// For the agent to complete its handshake, and then again to send its first request head.
     pub(crate) agent: Duration,
     /// For the upstream to complete its handshake.
     pub(crate) upstream: Duration,
@@ -99,16 +101,24 @@ pub(crate) struct HandshakeTimeouts {
 pub(crate) struct Report<'a> {
     /// The names of secrets put in for the first time on the connection.
     pub(crate) substituted: &'a dyn Fn(Vec<String>),
-    /// A failed handshake, reported before the agent is answered.
+    /// A failed handshake or a refused request head, reported before the agent is answered.
     pub(crate) refused: &'a dyn Fn(Refusal),
 }
 
-/// How the handshakes of an intercepted connection failed.
-enum HandshakeFailure {
-    /// With the agent: there is no session to answer it over.
-    Agent(String),
-    /// With the upstream: the agent's session is there to answer it over.
-    Upstream(String, Box<Connection>),
+/// Why an intercepted connection was refused, and the agent's session to answer over, unless
+/// the handshake with the agent is what failed.
+struct Failure {
+    reason: RefusalReason,
+    agent: Option<Box<Connection>>,
+}
+
+impl Failure {
+    fn answered(reason: RefusalReason, agent_tls: Connection) -> Failure {
+        Failure {
+            reason,
+            agent: Some(Box::new(agent_tls)),
+        }
+    }
 }
 
 /// An intercepted tunnel to `host:port`, with the bindings that apply to it.
@@ -131,11 +141,13 @@ impl Plan<'_> {
     }
 
     /// Serves the tunnel once its `200` has been sent: the handshake with the agent (`early`
-    /// holds bytes it sent right behind its request head), then with the upstream over
-    /// `upstream`, then the substituting relay until both sides have closed or either fails.
-    /// Reports each secret as soon as it is first put in on this connection. A failed
-    /// handshake is reported as a refusal, after which the agent is answered `502` over its TLS
-    /// session when the failure was the upstream's. Both sockets are shut down on return.
+    /// holds bytes it sent right behind its `CONNECT` head), its first request head read and
+    /// checked (see `head::check`), then the handshake with the upstream over `upstream`, then
+    /// the head rewritten with the values put in (reported at once) sent up, followed by the
+    /// relay until both sides have closed or either fails. A failed handshake or a refused head
+    /// is reported as a refusal, after which the agent is answered over its TLS session when it
+    /// has one (`400`, `421` or `502`); nothing of the agent's is then sent upstream. Both
+    /// sockets are shut down on return.
     pub(crate) fn run(
         &self,
         client: &Stream,
@@ -144,82 +156,87 @@ impl Plan<'_> {
         timeouts: HandshakeTimeouts,
         report: &Report<'_>,
     ) {
-        match self.handshakes(client, upstream, early, timeouts) {
-            Ok((agent_tls, upstream_tls)) => {
-                self.relay(agent_tls, client, upstream_tls, upstream, report);
-                let _ = upstream.shutdown(Shutdown::Both);
-                let _ = client.shutdown(Shutdown::Both);
+        if let Err(failure) = self.serve(client, upstream, early, timeouts, report) {
+            let _ = upstream.shutdown(Shutdown::Both);
+            let refusal = Refusal {
+                host: self.host.to_string(),
+                port: self.port,
+                reason: failure.reason,
+            };
+            (report.refused)(refusal.clone());
+            if let Some(mut tls) = failure.agent {
+                answer_refusal(&mut tls, client, &refusal);
             }
-            Err(failure) => {
-                let _ = upstream.shutdown(Shutdown::Both);
-                let (msg, agent_tls) = match failure {
-                    HandshakeFailure::Agent(e) => (format!("handshake with the agent: {e}"), None),
-                    HandshakeFailure::Upstream(e, tls) => (format!("handshake with the upstream: {e}"), Some(tls)),
-                };
-                let refusal = Refusal {
-                    host: self.host.to_string(),
-                    port: self.port,
-                    reason: RefusalReason::TlsFailed(msg),
-                };
-                (report.refused)(refusal.clone());
-                if let Some(mut tls) = agent_tls {
-                    answer_refusal(&mut tls, client, &refusal);
-                }
-                linger(client);
-            }
+            linger(client);
         }
+        let _ = upstream.shutdown(Shutdown::Both);
+        let _ = client.shutdown(Shutdown::Both);
     }
 
-    /// The handshake with the agent, then with the upstream.
-    fn handshakes(
+    /// Everything `run` does but reporting and answering a refusal.
+    fn serve(
         &self,
         client: &Stream,
         upstream: &Stream,
         early: &[u8],
         timeouts: HandshakeTimeouts,
-    ) -> Result<(Connection, Connection), HandshakeFailure> {
-        let agent_tls = self
-            .accept_agent(client, early, timeouts.agent)
-            .map_err(HandshakeFailure::Agent)?;
-        match self.connect_upstream(upstream, timeouts.upstream) {
-            Ok(upstream_tls) => Ok((agent_tls, upstream_tls)),
-            Err(e) => Err(HandshakeFailure::Upstream(e, Box::new(agent_tls))),
+        report: &Report<'_>,
+    ) -> Result<(), Failure> {
+        let tls_failed = |side: &str, e: String| RefusalReason::TlsFailed(format!("handshake with the {side}: {e}"));
+        let mut agent_tls = self.accept_agent(client, early, timeouts.agent).map_err(|e| Failure {
+            reason: tls_failed("agent", e),
+            agent: None,
+        })?;
+        let (buf, end) = match head::read(&mut agent_tls, client, timeouts.agent) {
+            Ok(Some(read)) => read,
+            // The agent left, or never asked anything: nobody to answer, nothing sent up.
+            Ok(None) => return Ok(()),
+            Err(msg) => return Err(Failure::answered(RefusalReason::BadRequest(msg), agent_tls)),
+        };
+        let checked = match head::check(&buf[..end], &self.host) {
+            Ok(checked) => checked,
+            Err(reason) => return Err(Failure::answered(reason, agent_tls)),
+        };
+        let upstream_tls = match self.connect_upstream(upstream, timeouts.upstream) {
+            Ok(tls) => tls,
+            Err(e) => return Err(Failure::answered(tls_failed("upstream", e), agent_tls)),
+        };
+        let mut subst = Substituter::new(
+            self.bindings
+                .iter()
+                .map(|b| (b.placeholder.as_bytes(), b.value.as_bytes())),
+        );
+        let mut first = checked.rewrite(&mut subst);
+        // The start of the body, read along with the head, goes up as is.
+        first.extend_from_slice(&buf[end..]);
+        let names: Vec<String> = subst
+            .take_fresh()
+            .into_iter()
+            .filter_map(|i| self.bindings.get(i).map(|b| b.name.clone()))
+            .collect();
+        if !names.is_empty() {
+            (report.substituted)(names);
         }
+        self.relay(agent_tls, client, upstream_tls, upstream, first);
+        Ok(())
     }
 
-    /// Relays between the two sessions through the substitutions (see `Relay`).
+    /// Sends `first` up, then relays between the two sessions (see `Relay`).
     fn relay(
         &self,
         agent_tls: Connection,
         client: &Stream,
         upstream_tls: Connection,
         upstream: &Stream,
-        report: &Report<'_>,
+        first: Vec<u8>,
     ) {
         tracing::debug!(host = %self.host, port = self.port, "egress intercepted");
-        let up = self
-            .bindings
-            .iter()
-            .map(|b| (b.placeholder.as_bytes(), b.value.as_bytes()));
         let down = self
             .bindings
             .iter()
             .map(|b| (b.value.as_bytes(), b.placeholder.as_bytes()));
-        let mut relay = Relay::new(
-            agent_tls,
-            client,
-            upstream_tls,
-            upstream,
-            Substituter::new(up),
-            Substituter::new(down),
-        );
-        let fresh = |fresh: Vec<usize>| {
-            let names = fresh
-                .into_iter()
-                .filter_map(|i| self.bindings.get(i).map(|b| b.name.clone()));
-            (report.substituted)(names.collect());
-        };
-        if let Err(e) = relay.run(&fresh) {
+        let mut relay = Relay::new(agent_tls, client, upstream_tls, upstream, first, Substituter::new(down));
+        if let Err(e) = relay.run() {
             tracing::debug!(host = %self.host, port = self.port, error = %e, "intercepted connection failed");
         }
     }
@@ -264,10 +281,11 @@ impl Plan<'_> {
 }
 
 /// Answers the agent with the refusal over its TLS session (the plain-text answer a refused
-/// request gets, sent encrypted), ending the session.
+/// request gets, sent encrypted: `400` for a malformed head, `421 Misdirected Request` for a
+/// `Host` naming another host, `502` for the upstream's failed handshake), ending the session.
 fn answer_refusal(tls: &mut Connection, client: &Stream, refusal: &Refusal) {
     const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
-    let response = http::error_response(502, Some(refusal.reason.code()), &refusal.to_string());
+    let response = refusal_response(refusal);
     if tls.writer().write_all(&response).is_err() || client.set_write_timeout(Some(ANSWER_TIMEOUT)).is_err() {
         return;
     }
@@ -276,6 +294,62 @@ fn answer_refusal(tls: &mut Connection, client: &Stream, refusal: &Refusal) {
     while tls.wants_write() {
         if !matches!(tls.write_tls(&mut io), Ok(n) if n > 0) {
             return;
+        }
+    }
+}
+
+/// The response answering `refusal` on an intercepted connection.
+fn refusal_response(refusal: &Refusal) -> Vec<u8> {
+    let status = match refusal.reason {
+        RefusalReason::BadRequest(_) => 400,
+        RefusalReason::HostMismatch(_) => 421,
+        _ => 502,
+    };
+    let mut response = http::error_response(status, Some(refusal.reason.code()), &refusal.to_string());
+    if status == 421 {
+        // `error_response` knows no reason phrase for 421.
+        let line_end = response.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
+        response.splice(..line_end, b"HTTP/1.1 421 Misdirected Request".iter().copied());
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_answered_with_their_status_and_code() {
+        let refusal = |reason| Refusal {
+            host: "localhost".into(),
+            port: 443,
+            reason,
+        };
+        let cases = [
+            (
+                RefusalReason::HostMismatch("x".into()),
+                "HTTP/1.1 421 Misdirected Request\r\n",
+                "host-mismatch",
+            ),
+            (
+                RefusalReason::BadRequest("x".into()),
+                "HTTP/1.1 400 Bad Request\r\n",
+                "bad-request",
+            ),
+            (
+                RefusalReason::TlsFailed("x".into()),
+                "HTTP/1.1 502 Bad Gateway\r\n",
+                "tls-failed",
+            ),
+        ];
+        for (reason, status_line, code) in cases {
+            let response = String::from_utf8(refusal_response(&refusal(reason))).unwrap();
+            assert!(response.starts_with(status_line), "{response}");
+            assert!(
+                response.contains(&format!("\r\nX-Agentctl-Refused: {code}\r\n")),
+                "{response}"
+            );
+            assert!(response.contains("\r\nConnection: close\r\n"), "{response}");
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The relay of an intercepted connection once both handshakes are done: two TLS sessions on
-//! nonblocking sockets (`Side`), the plaintext flowing between them through a substitution each
-//! way (`Flow`), and the `poll` loop that drives them (`Relay`), passing each side's end on to
-//! the other (a `close_notify` only for a clean end, then a half-close).
+//! nonblocking sockets (`Side`), the plaintext flowing between them (`Flow`): verbatim on the way
+//! up, behind the first request head already rewritten (see `head`), through the substitution
+//! of values by placeholders on the way back; and the `poll` loop that drives them (`Relay`),
+//! passing each side's end on to the other (a `close_notify` only for a clean end, then a
+//! half-close).
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -91,10 +93,10 @@ impl<'a> Side<'a> {
     }
 }
 
-/// The plaintext going from one side to the other, through its substitution.
+/// The plaintext going from one side to the other, through its substitution if it has one.
 struct Flow {
-    subst: Substituter,
-    /// Substituted plaintext the destination's session has not taken yet.
+    subst: Option<Substituter>,
+    /// Plaintext the destination's session has not taken yet.
     pending: Vec<u8>,
     /// How the source ended, once it has: cleanly (`close_notify`) or not.
     ended: Option<bool>,
@@ -103,10 +105,11 @@ struct Flow {
 }
 
 impl Flow {
-    fn new(subst: Substituter) -> Self {
+    /// A flow through `subst` (verbatim without), starting with `pending`.
+    fn new(subst: Option<Substituter>, pending: Vec<u8>) -> Self {
         Flow {
             subst,
-            pending: Vec::new(),
+            pending,
             ended: None,
             closing: false,
         }
@@ -135,7 +138,10 @@ impl Flow {
             }
             match src.tls.reader().read(buf) {
                 Ok(0) => self.end(true),
-                Ok(n) => self.subst.feed(&buf[..n], &mut self.pending),
+                Ok(n) => match &mut self.subst {
+                    Some(subst) => subst.feed(&buf[..n], &mut self.pending),
+                    None => self.pending.extend_from_slice(&buf[..n]),
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => self.end(false),
                 Err(e) => return Err(format!("TLS: {e}")),
@@ -145,7 +151,9 @@ impl Flow {
 
     fn end(&mut self, clean: bool) {
         self.ended = Some(clean);
-        self.subst.finish(&mut self.pending);
+        if let Some(subst) = &mut self.subst {
+            subst.finish(&mut self.pending);
+        }
     }
 }
 
@@ -153,43 +161,39 @@ impl Flow {
 pub(super) struct Relay<'a> {
     agent: Side<'a>,
     upstream: Side<'a>,
-    /// Agent to upstream: placeholders become values.
+    /// Agent to upstream: verbatim, after the rewritten first head.
     up: Flow,
     /// Upstream to agent: values become placeholders.
     down: Flow,
 }
 
 impl<'a> Relay<'a> {
-    /// The relay between the agent's session over `client` and the upstream's over `upstream`,
-    /// through `up` on the way up and `down` on the way back.
+    /// The relay between the agent's session over `client` and the upstream's over `upstream`:
+    /// `first` sent up first, then what the agent sends, verbatim; what comes back through
+    /// `down`.
     pub(super) fn new(
         agent_tls: Connection,
         client: &'a Stream,
         upstream_tls: Connection,
         upstream: &'a Stream,
-        up: Substituter,
+        first: Vec<u8>,
         down: Substituter,
     ) -> Self {
         Relay {
             agent: Side::new(agent_tls, client),
             upstream: Side::new(upstream_tls, upstream),
-            up: Flow::new(up),
-            down: Flow::new(down),
+            up: Flow::new(None, first),
+            down: Flow::new(Some(down), Vec::new()),
         }
     }
 
-    /// Relays until each side has ended and that end was passed on, or until an error. Reports
-    /// the bindings first substituted on the way up through `report`.
-    pub(super) fn run(&mut self, report: &dyn Fn(Vec<usize>)) -> Result<(), String> {
+    /// Relays until each side has ended and that end was passed on, or until an error.
+    pub(super) fn run(&mut self) -> Result<(), String> {
         self.agent.sock.set_nonblocking(true).map_err(|e| e.to_string())?;
         self.upstream.sock.set_nonblocking(true).map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; RELAY_BUF];
         loop {
             self.up.transfer(&mut self.agent, &mut self.upstream, &mut buf)?;
-            let fresh = self.up.subst.take_fresh();
-            if !fresh.is_empty() {
-                report(fresh);
-            }
             self.down.transfer(&mut self.upstream, &mut self.agent, &mut buf)?;
             self.upstream.flush()?;
             self.agent.flush()?;
