@@ -103,6 +103,7 @@ impl Engine {
             if let Err(e) = self.provider.destroy(id) {
                 tracing::warn!(error = %e, "cannot clean up after lost supervisor");
             }
+            end_run_cgroup(id);
             // A workflow that got as far as running can be taken up again from its last
             // completed step; anything else is lost.
             let resumable = writer.state().is_some_and(|s| resumable_when_orphaned(&rec.agent, s));
@@ -443,6 +444,19 @@ impl Engine {
             out.push(item);
         }
         Ok(out)
+    }
+}
+
+/// Ends and removes what is left in a lost run's cgroup (`agentctl-<id>`, made by its
+/// supervisor for its limits): a supervisor killed as it started the agent can leave the agent's
+/// sandbox running, before bubblewrap armed its own parent-death signal. Everything in that
+/// cgroup is the run's; nothing outside it is touched.
+fn end_run_cgroup(id: &RunId) {
+    let backend = sandbox::limits::detect_host(None);
+    match sandbox::limits::cleanup_stale(&backend, sandbox::limits::CGROUP_PREFIX, |run| run != id.as_str()) {
+        Ok(removed) if !removed.is_empty() => tracing::info!(?removed, "ended what was left of the lost run"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot end what is left of the lost run's cgroup"),
     }
 }
 

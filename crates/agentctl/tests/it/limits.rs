@@ -665,7 +665,6 @@ fn a_killed_supervisors_cgroups_are_cleaned_up() {
 /// `--die-with-parent`) must not leave an unsupervised agent behind: once the run is `lost`,
 /// nothing of it may run.
 #[test]
-#[ignore = "BUG: a supervisor SIGKILLed as it starts the agent can leave the sandbox running (bubblewrap drops the parent-death signal it inherits); the next run with limits of the state dir kills and removes its cgroup"]
 fn a_supervisor_killed_as_it_starts_the_agent_leaves_no_orphan() {
     if cgroups().is_none() {
         eprintln!("skipped: no cgroup backend on this host");

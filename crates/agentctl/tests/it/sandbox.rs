@@ -743,9 +743,10 @@ fn attack_suite_72_attempts_72_blocked_and_the_host_unharmed() {
     }
 
     // 5. Secrets: the agent had the value, the output and the state dir never have it.
-    let out_log = env.logs(&secrets);
+    // The whole output: read once the run has ended (python is slow to start under load).
     let v = env.wait(&secrets);
     assert_eq!(v["state"], "succeeded", "{v}");
+    let out_log = env.logs(&secrets);
     let iso = &events_of(&env, &secrets, "isolated")[0];
     assert_eq!(iso["secrets"], serde_json::json!(["MY_TOKEN"]), "{iso}");
     let wt = PathBuf::from(v["worktree"].as_str().unwrap());
