@@ -210,6 +210,41 @@ fn thousands(x: f64) -> String {
     out
 }
 
+/// Waits for `run --detach` to exit and returns the run id it printed.
+fn run_id(
+    child: &mut std::process::Child,
+    stdout_path: &std::path::Path,
+    stderr_path: &std::path::Path,
+) -> Result<model::RunId, CliError> {
+    let status = child.wait().map_err(|e| io_error("agentctl run", e))?;
+    if !status.success() {
+        let err = std::fs::read_to_string(stderr_path).unwrap_or_default();
+        return Err(io_error(format_args!("agentctl run failed ({status})"), err.trim()));
+    }
+    let out = std::fs::read_to_string(stdout_path).map_err(|e| io_error(stdout_path.display(), e))?;
+    let text = out.lines().next().unwrap_or("").trim();
+    model::RunId::parse(text).map_err(|e| io_error(format_args!("agentctl run printed {text:?}"), e))
+}
+
+/// Writes back dirty pages left by earlier steps (generating the repository, removing the last
+/// worktree), so neither contender pays for the other's writeback.
+fn settle() {
+    nix::unistd::sync();
+}
+
+/// A temporary directory for one benchmark (removed when dropped), and its canonical path.
+fn scratch_root(prefix: &str) -> Result<(tempfile::TempDir, std::path::PathBuf), CliError> {
+    let tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| io_error("cannot create a temporary directory", e))?;
+    let root = tmp
+        .path()
+        .canonicalize()
+        .map_err(|e| io_error(tmp.path().display(), e))?;
+    Ok((tmp, root))
+}
+
 /// An I/O failure of the benchmark itself, as the user sees it.
 fn io_error(what: impl std::fmt::Display, e: impl std::fmt::Display) -> CliError {
     CliError::new(ErrorCode::Io, format!("bench: {what}: {e}"))

@@ -84,11 +84,7 @@ fn default_output() -> String {
 impl AgentDef {
     /// The network mode of its runs unless the caller says otherwise.
     pub fn default_network(&self) -> model::NetworkMode {
-        self.network.unwrap_or(if self.domains.is_empty() {
-            model::NetworkMode::None
-        } else {
-            model::NetworkMode::Proxy
-        })
+        model::NetworkMode::of_agent(self.network, &self.domains)
     }
 
     /// The program this definition runs (first element of the command).

@@ -201,11 +201,7 @@ impl Engine {
                     .agents
                     .values()
                     .map(|a| crate::isolation::AgentIsolation {
-                        network: a.network.unwrap_or(if a.domains.is_empty() {
-                            model::NetworkMode::None
-                        } else {
-                            model::NetworkMode::Proxy
-                        }),
+                        network: model::NetworkMode::of_agent(a.network, &a.domains),
                         domains: &a.domains,
                         policy: a.policy.as_ref(),
                     })

@@ -288,7 +288,8 @@ fn try_attempt(
         trigger: a.trigger.as_str().to_owned(),
         gates: a.shadow.gates.len() as u32,
     })?;
-    let files = git.paths_touched(base, &candidate).map_err(git_err)?;
+    let touched = git.paths_touched(base, &candidate).map_err(git_err)?;
+    let files = &touched.all;
     // Paths are judged by name: one git cannot give as UTF-8 cannot be judged, so it is refused.
     if let Some(odd) = files.iter().find(|p| p.contains('\u{FFFD}')) {
         refused.reasons.push(format!(
@@ -296,18 +297,7 @@ fn try_attempt(
         ));
         return refuse(w, refused);
     }
-    refused.files_changed = git
-        .run([
-            "diff-tree",
-            "-r",
-            "--no-renames",
-            "--name-only",
-            "-z",
-            base.as_str(),
-            candidate.as_str(),
-        ])
-        .map(|out| out.split('\0').filter(|p| !p.is_empty()).count() as u64)
-        .unwrap_or(files.len() as u64);
+    refused.files_changed = touched.differ as u64;
     // A clean export of the candidate: what the policy judges and the gates run on.
     let dir = a.run_dir.join("promote");
     remove_tree(&dir).map_err(|e| EngineError::new(ErrorCode::Io, format!("{}: {e}", dir.display())))?;

@@ -48,6 +48,15 @@ impl NetworkMode {
         }
     }
 
+    /// An agent's mode: the one it names, else `proxy` when it lists API domains, else `none`.
+    pub fn of_agent(named: Option<NetworkMode>, domains: &[String]) -> NetworkMode {
+        named.unwrap_or(if domains.is_empty() {
+            NetworkMode::None
+        } else {
+            NetworkMode::Proxy
+        })
+    }
+
     /// How permissive a mode is, for combining the modes of a workflow's agents.
     pub fn openness(self) -> u8 {
         match self {

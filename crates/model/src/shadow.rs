@@ -174,17 +174,10 @@ impl ShadowSummary {
     /// The summary of a run's events; `None` for a run without a shadow workspace.
     pub fn from_events(events: &[crate::Event]) -> Option<ShadowSummary> {
         use crate::EventData;
-        let plan = events.iter().find_map(|e| match &e.data {
-            EventData::Created { plan, .. } => plan.shadow.clone(),
+        let (plan, target) = events.iter().find_map(|e| match &e.data {
+            EventData::Created { plan, .. } => Some((plan.shadow.clone()?, plan.branch.clone())),
             _ => None,
         })?;
-        let target = events
-            .iter()
-            .find_map(|e| match &e.data {
-                EventData::Created { plan, .. } => Some(plan.branch.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
         let mut s = ShadowSummary {
             branch: plan.branch,
             target,

@@ -356,12 +356,13 @@ impl Git {
             .map(drop)
     }
 
-    /// Every path changed between two commits, and in each commit between them
-    /// (`from..to`), each once.
-    pub fn paths_touched(&self, from: &str, to: &str) -> Result<Vec<String>, VcsError> {
+    /// The paths that differ between two commits, and every path changed in them or in any
+    /// commit between them (`from..to`), each once.
+    pub fn paths_touched(&self, from: &str, to: &str) -> Result<PathsTouched, VcsError> {
         let range = format!("{from}..{to}");
         let mut paths: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         let total = self.run(["diff-tree", "-r", "-z", "--no-renames", "--name-only", from, to])?;
+        let differ = total.split('\0').filter(|p| !p.is_empty()).count();
         // A merge's changes against each of its parents count too.
         let each = self.run([
             "log",
@@ -378,13 +379,25 @@ impl Git {
                 paths.insert(p.to_owned());
             }
         }
-        Ok(paths.into_iter().collect())
+        Ok(PathsTouched {
+            differ,
+            all: paths.into_iter().collect(),
+        })
     }
 
     /// `git diff --stat` between two revisions.
     pub fn diff_stat(&self, from: &str, to: &str) -> Result<String, VcsError> {
         self.run_content(&["diff", "--no-ext-diff", "--no-textconv", "--stat", from, to])
     }
+}
+
+/// What [`Git::paths_touched`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathsTouched {
+    /// How many paths differ between the two commits.
+    pub differ: usize,
+    /// Every path changed along the way, sorted.
+    pub all: Vec<String>,
 }
 
 pub(crate) fn failed<I, S>(args: I, out: &Output) -> VcsError

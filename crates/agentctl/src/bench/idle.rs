@@ -68,14 +68,7 @@ pub fn bench(g: &GlobalArgs, p: Params) -> Result<i32, CliError> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(|e| io_error("signal handler", e))?;
     }
     let progress = Progress { quiet: g.json };
-    let tmp = tempfile::Builder::new()
-        .prefix("agentctl-bench-idle-")
-        .tempdir()
-        .map_err(|e| io_error("cannot create a temporary directory", e))?;
-    let root = tmp
-        .path()
-        .canonicalize()
-        .map_err(|e| io_error(tmp.path().display(), e))?;
+    let (tmp, root) = super::scratch_root("agentctl-bench-idle-")?;
     let exe = std::env::current_exe().map_err(|e| io_error("cannot find the agentctl executable", e))?;
     let mut fleet = Fleet::new(exe, &root, Arc::clone(&stop), progress);
     let measured = fleet.measure(&p);

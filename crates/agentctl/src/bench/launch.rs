@@ -6,14 +6,14 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use model::{EventData, RunId};
 use store::StateLayout;
 use vcs::Git;
 
-use super::{LAUNCH_GOAL_RATIO, Progress, Summary, invalid, io_error, ms, ratio};
+use super::{LAUNCH_GOAL_RATIO, Progress, Summary, invalid, io_error, ms, ratio, run_id, settle};
 use crate::exit::CliError;
 
 /// Files per leaf directory of the generated repository.
@@ -279,18 +279,6 @@ impl Launcher<'_> {
     }
 }
 
-/// Waits for `run --detach` to exit and returns the run id it printed.
-fn run_id(child: &mut Child, stdout_path: &Path, stderr_path: &Path) -> Result<RunId, CliError> {
-    let status = child.wait().map_err(|e| io_error("agentctl run", e))?;
-    if !status.success() {
-        let err = fs::read_to_string(stderr_path).unwrap_or_default();
-        return Err(io_error(format_args!("agentctl run failed ({status})"), err.trim()));
-    }
-    let out = fs::read_to_string(stdout_path).map_err(|e| io_error(stdout_path.display(), e))?;
-    let text = out.lines().next().unwrap_or("").trim();
-    RunId::parse(text).map_err(|e| io_error(format_args!("agentctl run printed {text:?}"), e))
-}
-
 /// The reason of the run's `finished` event, if it has one.
 fn finished(state: &Path, id: &RunId) -> Option<String> {
     let events = store::eventlog::read_events(&StateLayout::new(state).events_path(id)).ok()?;
@@ -298,12 +286,6 @@ fn finished(state: &Path, id: &RunId) -> Option<String> {
         EventData::Finished { reason, .. } => Some(reason),
         _ => None,
     })
-}
-
-/// Writes back dirty pages left by earlier steps (generating the repository, removing the last
-/// worktree), so neither contender pays for the other's writeback.
-fn settle() {
-    nix::unistd::sync();
 }
 
 /// The `elapsed_ms` of the run's `worktree_ready` event.

@@ -11,17 +11,17 @@
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use model::{ErrorCode, Event, EventData, RunId, RunState};
+use model::{ErrorCode, Event, EventData, RunState};
 use sandbox::bwrap::{Bind, Confinement, Mount, NetworkView};
 use sandbox::gitview::GitView;
 use serde_json::json;
 use store::StateLayout;
 use vcs::Git;
 
-use super::{Progress, Summary, invalid, io_error, ms, percentile, ratio};
+use super::{Progress, Summary, invalid, io_error, ms, percentile, ratio, run_id, settle};
 use crate::cli::GlobalArgs;
 use crate::exit::CliError;
 
@@ -320,14 +320,7 @@ fn measure(iterations: usize, progress: &Progress) -> Result<SandboxResult, CliE
             )
         })?;
     let exe = std::env::current_exe().map_err(|e| io_error("cannot find the agentctl executable", e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix("agentctl-bench-sandbox-")
-        .tempdir()
-        .map_err(|e| io_error("cannot create a temporary directory", e))?;
-    let root = tmp
-        .path()
-        .canonicalize()
-        .map_err(|e| io_error(tmp.path().display(), e))?;
+    let (_tmp, root) = super::scratch_root("agentctl-bench-sandbox-")?;
     let repo = root.join("repo");
     let state = root.join("state");
     fs::create_dir_all(&state).map_err(|e| io_error(state.display(), e))?;
@@ -529,24 +522,6 @@ fn alive(pid: u32, start_time: u64) -> bool {
     let state = fields.next();
     let started = fields.nth(18).and_then(|s| s.parse::<u64>().ok());
     state != Some("Z") && started == Some(start_time)
-}
-
-/// Waits for `run --detach` to exit and returns the run id it printed.
-fn run_id(child: &mut Child, stdout_path: &Path, stderr_path: &Path) -> Result<RunId, CliError> {
-    let status = child.wait().map_err(|e| io_error("agentctl run", e))?;
-    if !status.success() {
-        let err = fs::read_to_string(stderr_path).unwrap_or_default();
-        return Err(io_error(format_args!("agentctl run failed ({status})"), err.trim()));
-    }
-    let out = fs::read_to_string(stdout_path).map_err(|e| io_error(stdout_path.display(), e))?;
-    let text = out.lines().next().unwrap_or("").trim();
-    RunId::parse(text).map_err(|e| io_error(format_args!("agentctl run printed {text:?}"), e))
-}
-
-/// Writes back dirty pages left by earlier steps, so neither contender pays for the other's
-/// writeback.
-fn settle() {
-    nix::unistd::sync();
 }
 
 /// The sandbox's setup on its own: a linked worktree of the scratch repository confined as a

@@ -102,14 +102,7 @@ impl Confined {
         let mut env: Vec<(OsString, OsString)> = Vec::new();
         let sandboxed = iso.sandbox == SandboxMode::On;
         if sandboxed {
-            for (k, v) in std::env::vars_os() {
-                let keep = k
-                    .to_str()
-                    .is_some_and(|k| KEPT_ENV.contains(&k) || k.starts_with("LC_"));
-                if keep {
-                    env.push((k, v));
-                }
-            }
+            env.extend(kept_env());
             env.push(("AGENTCTL_SANDBOXED".into(), "1".into()));
             // What agent CLIs look for to know they are confined (Claude Code accepts
             // `bypassPermissions` as root only then).
@@ -197,14 +190,7 @@ impl Confined {
         }
         let mut git_mode = None;
         if sandboxed {
-            let bwrap = sandbox::bwrap::find_bwrap()
-                .and_then(|b| sandbox::bwrap::probe(&b).map(|()| b))
-                .map_err(|e| {
-                    NotConfined::new(
-                        model::ErrorCode::SandboxUnavailable,
-                        format!("{} ({})", e.message, e.hint),
-                    )
-                })?;
+            let (bwrap, exe) = sandbox_tools()?;
             let private = run_dir.join("sandbox");
             let tip = Git::new(repo)
                 .resolve_commit(plan.work_branch())
@@ -228,12 +214,6 @@ impl Confined {
                 mounts.push(Mount::Bind(Bind::read_only(prompt)));
             }
             mounts.push(Mount::Bind(Bind::writable(control_dir)));
-            let exe = std::env::current_exe().map_err(|e| {
-                NotConfined::new(
-                    model::ErrorCode::SandboxUnavailable,
-                    format!("cannot find the agentctl binary: {e}"),
-                )
-            })?;
             mounts.push(Mount::Bind(Bind::read_only(&exe)));
             let home = std::env::var_os("HOME").map(PathBuf::from).filter(|h| h.is_absolute());
             let state_root = run_dir.parent().and_then(Path::parent).map(Path::to_path_buf);
@@ -544,6 +524,24 @@ pub(crate) fn redactor_for(plan: &LaunchPlan, repo: &Path) -> Option<Redactor> {
     ))
 }
 
+/// What of this process's environment a sandboxed process keeps ([`KEPT_ENV`] and `LC_*`).
+fn kept_env() -> impl Iterator<Item = (OsString, OsString)> {
+    std::env::vars_os().filter(|(k, _)| {
+        k.to_str()
+            .is_some_and(|k| KEPT_ENV.contains(&k) || k.starts_with("LC_"))
+    })
+}
+
+/// A bubblewrap that works here, and the agentctl binary a sandbox runs first.
+fn sandbox_tools() -> Result<(PathBuf, PathBuf), NotConfined> {
+    let unavailable = |message: String| NotConfined::new(model::ErrorCode::SandboxUnavailable, message);
+    let bwrap = sandbox::bwrap::find_bwrap()
+        .and_then(|b| sandbox::bwrap::probe(&b).map(|()| b))
+        .map_err(|e| unavailable(format!("{} ({})", e.message, e.hint)))?;
+    let exe = std::env::current_exe().map_err(|e| unavailable(format!("cannot find the agentctl binary: {e}")))?;
+    Ok((bwrap, exe))
+}
+
 /// The read-only mounts of the programs the run's processes use (see [`program_dirs`]), their
 /// credential files masked, and of the paths `[sandbox] read_only` names.
 fn tool_mounts(plan: &LaunchPlan, iso: &IsolationPlan, home: Option<&Path>, state_root: Option<&Path>) -> Vec<Mount> {
@@ -584,13 +582,7 @@ pub(crate) fn gate_command(
     let mut env: Vec<(OsString, OsString)> = Vec::new();
     let sandboxed = iso.sandbox == SandboxMode::On;
     if sandboxed {
-        for (k, v) in std::env::vars_os() {
-            if k.to_str()
-                .is_some_and(|k| KEPT_ENV.contains(&k) || k.starts_with("LC_"))
-            {
-                env.push((k, v));
-            }
-        }
+        env.extend(kept_env());
         env.push(("AGENTCTL_SANDBOXED".into(), "1".into()));
         env.push(("IS_SANDBOX".into(), "1".into()));
     }
@@ -604,11 +596,7 @@ pub(crate) fn gate_command(
             keep: GATE_KEEP,
         });
     }
-    let unavailable = |message: String| NotConfined::new(model::ErrorCode::SandboxUnavailable, message);
-    let bwrap = sandbox::bwrap::find_bwrap()
-        .and_then(|b| sandbox::bwrap::probe(&b).map(|()| b))
-        .map_err(|e| unavailable(format!("{} ({})", e.message, e.hint)))?;
-    let exe = std::env::current_exe().map_err(|e| unavailable(format!("cannot find the agentctl binary: {e}")))?;
+    let (bwrap, exe) = sandbox_tools()?;
     let home = std::env::var_os("HOME").map(PathBuf::from).filter(|h| h.is_absolute());
     let mut mounts = vec![Mount::Bind(Bind::read_only(&exe))];
     mounts.extend(tool_mounts(plan, &iso, home.as_deref(), Some(state_root)));

@@ -913,13 +913,15 @@ impl EngineSink<'_, '_> {
         // A sandboxed agent's planted repositories leave the worktree before anyone runs git
         // there.
         if !self.confined.wrapper.is_empty() {
-            let moved = quarantine::sweep(&self.worktree, self.files.dir());
-            if !moved.is_empty() {
-                self.flagged.extend(moved.iter().map(|v| v.path.clone()));
-                self.note(EventData::PolicyViolation {
-                    violations: moved,
-                    action: "quarantined".to_owned(),
-                });
+            let swept = quarantine::sweep(&self.worktree, self.files.dir());
+            for (violations, action) in [(swept.moved, "quarantined"), (swept.stuck, "flagged")] {
+                if !violations.is_empty() {
+                    self.flagged.extend(violations.iter().map(|v| v.path.clone()));
+                    self.note(EventData::PolicyViolation {
+                        violations,
+                        action: action.to_owned(),
+                    });
+                }
             }
         }
     }

@@ -45,19 +45,23 @@ fn planted(worktree: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Moves every planted `.git` out of `worktree` into `run_dir/quarantine/`; returns the
-/// violations to record (paths relative to the worktree).
-pub(crate) fn sweep(worktree: &Path, run_dir: &Path) -> Vec<Violation> {
+/// What a sweep did: the planted `.git`s it moved out, and those it could not (left in place,
+/// to be recorded as flagged). Paths relative to the worktree.
+#[derive(Default)]
+pub(crate) struct Swept {
+    pub moved: Vec<Violation>,
+    pub stuck: Vec<Violation>,
+}
+
+/// Moves every planted `.git` out of `worktree` into `run_dir/quarantine/`.
+pub(crate) fn sweep(worktree: &Path, run_dir: &Path) -> Swept {
+    let mut swept = Swept::default();
     let planted = planted(worktree);
     if planted.is_empty() {
-        return Vec::new();
+        return swept;
     }
     let into = run_dir.join("quarantine");
-    if let Err(e) = fs::create_dir_all(&into) {
-        tracing::warn!(error = %e, "cannot make the quarantine directory");
-        return Vec::new();
-    }
-    let mut moved = Vec::new();
+    let made = fs::create_dir_all(&into);
     for path in planted {
         let rel = path
             .strip_prefix(worktree)
@@ -66,15 +70,23 @@ pub(crate) fn sweep(worktree: &Path, run_dir: &Path) -> Vec<Violation> {
             .into_owned();
         let n = fs::read_dir(&into).map(|d| d.count()).unwrap_or(0);
         let dest = into.join(format!("{n}-{}", rel.replace('/', "%")));
-        match fs::rename(&path, &dest) {
-            Ok(()) => moved.push(Violation {
-                path: rel,
-                rule: Rule::GitMetadata,
-            }),
-            Err(e) => tracing::warn!(error = %e, path = %path.display(), "cannot quarantine a planted repository"),
+        let violation = Violation {
+            path: rel,
+            rule: Rule::GitMetadata,
+        };
+        let moved = match &made {
+            Ok(()) => fs::rename(&path, &dest),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        };
+        match moved {
+            Ok(()) => swept.moved.push(violation),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot quarantine a planted repository");
+                swept.stuck.push(violation);
+            }
         }
     }
-    moved
+    swept
 }
 
 #[cfg(test)]
@@ -92,12 +104,13 @@ mod tests {
         fs::write(wt.join(".git"), "gitdir: /elsewhere\n").unwrap();
         fs::create_dir_all(wt.join("c")).unwrap();
         fs::write(wt.join("c/.git"), "gitdir: /x\n").unwrap();
-        let moved = sweep(&wt, &run);
-        let paths: Vec<&str> = moved.iter().map(|v| v.path.as_str()).collect();
+        let swept = sweep(&wt, &run);
+        assert!(swept.stuck.is_empty());
+        let paths: Vec<&str> = swept.moved.iter().map(|v| v.path.as_str()).collect();
         assert_eq!(paths, ["a/b/.git", "c/.git"]);
         assert!(wt.join(".git").is_file());
         assert!(!wt.join("a/b/.git").exists() && wt.join("a/b/file.txt").exists());
         assert_eq!(fs::read_dir(run.join("quarantine")).unwrap().count(), 2);
-        assert!(sweep(&wt, &run).is_empty());
+        assert!(sweep(&wt, &run).moved.is_empty());
     }
 }
