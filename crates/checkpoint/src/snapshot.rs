@@ -13,7 +13,7 @@ use gix::ObjectId;
 use gix::bstr::{BStr, BString};
 use gix::objs::Write as _;
 use gix::objs::tree::EntryKind;
-use vcs::{ExactGit, Git};
+use vcs::{ExactGit, Git, RunStore};
 
 use crate::{CheckpointError, Result, parse_id};
 
@@ -40,6 +40,14 @@ pub struct Snapshotter {
     /// Which names count as `.git` in disguise here, as gix reads the settings.
     protect: gix::validate::path::component::Options,
     trees: RefCell<TreeCache>,
+    /// Where new objects go when not into the repository's own store (a run's store).
+    sink: Option<RunSink>,
+}
+
+/// A run's object store as the snapshotter writes to it: loose objects and packs.
+struct RunSink {
+    loose: gix::odb::loose::Store,
+    pack_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Snapshotter {
@@ -83,7 +91,20 @@ impl Snapshotter {
             repo,
             protect,
             trees: RefCell::default(),
+            sink: None,
         })
+    }
+
+    /// The same snapshotter, writing every object it creates (blobs, trees, checkpoint
+    /// commits) into the run store `store` instead of the repository's own; the store must be
+    /// visible to the repository already ([`RunStore::ensure`]).
+    pub fn writing_to(mut self, store: &RunStore) -> Self {
+        self.git = self.git.writing_to(store);
+        self.sink = Some(RunSink {
+            loose: gix::odb::loose::Store::at(store.path(), self.repo.object_hash()),
+            pack_dir: store.path().join("pack"),
+        });
+        self
     }
 
     pub fn worktree(&self) -> &Path {
@@ -188,7 +209,7 @@ impl Snapshotter {
             trees: &trees,
             excludes: &mut excludes,
             editor: &mut editor,
-            objects: NewObjects::new(&self.repo),
+            objects: NewObjects::new(&self.repo, self.sink.as_ref()),
             root: &ws,
             read: 0,
             good_dirs: Default::default(),
@@ -317,13 +338,22 @@ impl Snapshotter {
             email: AUTHOR_EMAIL.into(),
             time: gix::date::Time::now_utc(),
         };
-        let mut t1 = gix::date::parse::TimeBuf::default();
-        let mut t2 = gix::date::parse::TimeBuf::default();
-        let commit = self
-            .repo
-            .new_commit_as(sig.to_ref(&mut t1), sig.to_ref(&mut t2), message, tree, [parent])
-            .map_err(|e| CheckpointError::git("write commit", e))?;
-        Ok(commit.id)
+        let commit = gix::objs::Commit {
+            tree,
+            parents: [parent].into_iter().collect(),
+            author: sig.clone(),
+            committer: sig,
+            encoding: None,
+            message: message.into(),
+            extra_headers: Vec::new(),
+        };
+        let mut data = Vec::new();
+        gix::objs::WriteTo::write_to(&commit, &mut data).map_err(|e| CheckpointError::git("encode commit", e))?;
+        let kind = gix::objs::Kind::Commit;
+        let id = gix::objs::compute_hash(self.repo.object_hash(), kind, &data)
+            .map_err(|e| CheckpointError::git("hash object", e))?;
+        NewObjects::new(&self.repo, self.sink.as_ref()).write_loose(kind, &data, id)?;
+        Ok(id)
     }
 
     /// Points the hidden ref `name` at `commit`. A ref already there with the same target is
@@ -718,6 +748,7 @@ const HELD_BYTES: usize = 32 << 20;
 /// returns the tree that names them.
 struct NewObjects<'r> {
     repo: &'r gix::Repository,
+    sink: Option<&'r RunSink>,
     held: Vec<(ObjectId, gix::objs::Kind, Vec<u8>)>,
     held_bytes: usize,
     /// Every object this scan has stored, holds or found stored, so none is looked up twice.
@@ -725,9 +756,10 @@ struct NewObjects<'r> {
 }
 
 impl<'r> NewObjects<'r> {
-    fn new(repo: &'r gix::Repository) -> Self {
+    fn new(repo: &'r gix::Repository, sink: Option<&'r RunSink>) -> Self {
         NewObjects {
             repo,
+            sink,
             held: Vec::new(),
             held_bytes: 0,
             seen: Default::default(),
@@ -757,11 +789,11 @@ impl<'r> NewObjects<'r> {
     }
 
     fn write_loose(&self, kind: gix::objs::Kind, data: &[u8], id: ObjectId) -> Result<()> {
-        self.repo
-            .objects
-            .write_buf_with_known_id(kind, data, id)
-            .map(drop)
-            .map_err(|e| CheckpointError::git("write object", e))
+        let written = match self.sink {
+            Some(sink) => sink.loose.write_buf_with_known_id(kind, data, id),
+            None => self.repo.objects.write_buf_with_known_id(kind, data, id),
+        };
+        written.map(drop).map_err(|e| CheckpointError::git("write object", e))
     }
 
     /// Stores the objects held: as one pack when there are [`PACK_MIN_OBJECTS`] or more and the
@@ -775,7 +807,10 @@ impl<'r> NewObjects<'r> {
             }
             return Ok(());
         }
-        let dir = self.repo.objects.store_ref().path().join("pack");
+        let dir = match self.sink {
+            Some(sink) => sink.pack_dir.clone(),
+            None => self.repo.objects.store_ref().path().join("pack"),
+        };
         write_pack(&dir, self.repo.object_hash(), &held).map_err(|e| CheckpointError::io(&dir, e))?;
         // A lookup that may refresh the store's view makes this handle load the new index, so
         // the next scans find these objects rather than store them again.

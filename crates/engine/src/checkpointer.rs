@@ -119,7 +119,7 @@ impl Checkpointer {
                 format!("run {id} has no worktree at {}", worktree.display()),
             ));
         }
-        let snap = Snapshotter::open(worktree, &index_path(layout, id)).map_err(cp_err)?;
+        let snap = crate::objects::snapshotter(worktree, &index_path(layout, id), id)?;
         let base_commit = checkpoint::parse_id(base_commit).map_err(cp_err)?;
         let last = checkpoints_in(id, events).last().map(|c| {
             Ok::<_, EngineError>((

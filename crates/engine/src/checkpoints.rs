@@ -254,7 +254,7 @@ impl Engine {
                 return Err(worktree_gone(&rec));
             }
             let index = live_index(self.store.layout(), id)?;
-            let snap = checkpoint::Snapshotter::open(&rec.worktree, &index).map_err(cp_err)?;
+            let snap = crate::objects::snapshotter(&rec.worktree, &index, id)?;
             DiffSide {
                 name: "live".to_owned(),
                 commit: None,

@@ -12,6 +12,7 @@ pub mod error;
 pub mod hooks;
 pub mod isolation;
 pub mod lifecycle;
+mod objects;
 pub mod policy;
 pub mod queue;
 pub mod reconcile;

@@ -271,7 +271,10 @@ fn try_attempt(
             "agentctl: work of run {} its agent did not commit\n\nThe worktree of the shadow run as its last checkpoint holds it.",
             a.id
         );
-        git.commit_tree(&tree, &parent, &message, AUTHOR_NAME, AUTHOR_EMAIL)
+        let store = crate::objects::run_store(a.repo, a.id)?;
+        git.clone()
+            .writing_to(&store)
+            .commit_tree(&tree, &parent, &message, AUTHOR_NAME, AUTHOR_EMAIL)
             .map_err(git_err)?
     };
     refused.commit = Some(candidate.clone());

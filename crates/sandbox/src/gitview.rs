@@ -7,8 +7,11 @@
 //!   branch cannot be written, so nothing the user or the control plane later executes can be
 //!   planted (the directory itself is a private tmpfs, so git can take its lock files);
 //! - `objects/` is a private store, with the repository's objects as its read-only alternate:
-//!   what the agent writes is imported by the supervisor ([`ObjectImport`]), re-hashed, so it
-//!   can neither rewrite nor forge an object of the user's;
+//!   what the agent writes is imported by the supervisor ([`ObjectImport`]) into the run's own
+//!   store, re-hashed, so it can neither rewrite nor forge an object of the user's;
+//! - of the repository's alternates, the sandbox sees the run's own store and the user's
+//!   alternates ([`RunObjects`]): not agentctl's directory (`<common>/agentctl`) with every
+//!   other run's store, so another run's checkpoints and commits cannot be read;
 //! - the worktree's git directory is writable, except `commondir`, `gitdir` and
 //!   `config.worktree`, which would redirect or configure later git commands;
 //! - the worktree's `.git` file is read-only;
@@ -31,6 +34,15 @@ use crate::bwrap::{Bind, Mount};
 /// Prefix of every run branch (`agentctl/<run id>`).
 const RUN_BRANCH_PREFIX: &str = "agentctl/";
 
+/// The objects of the run a view is for: its store, and what the repository's objects'
+/// `info/alternates` shows inside the sandbox (absolute paths: the store and the user's own
+/// alternates, never the directory listing every run's store).
+#[derive(Clone, Debug)]
+pub struct RunObjects {
+    pub store: PathBuf,
+    pub alternates: Vec<PathBuf>,
+}
+
 /// The sandbox's arrangement of one worktree's git metadata.
 #[derive(Clone, Debug)]
 pub struct GitView {
@@ -51,6 +63,8 @@ pub struct GitView {
 #[derive(Clone, Debug)]
 pub struct ObjectImport {
     private: PathBuf,
+    /// The run's store the objects go to (the repository's own store when `None`).
+    store: Option<PathBuf>,
     /// The repository's common git directory.
     repo: PathBuf,
     /// The line the private store's `info/alternates` must hold (the repository's objects).
@@ -90,7 +104,13 @@ impl ObjectImport {
         let mut stdin = pack.stdin.take().expect("piped");
         let list: String = ids.iter().map(|id| format!("{id}\n")).collect();
         let writer = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
-        let index = git(&self.repo)
+        let mut index = git(&self.repo);
+        if let Some(store) = &self.store {
+            index
+                .env("GIT_OBJECT_DIRECTORY", store)
+                .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", self.repo.join("objects"));
+        }
+        let index = index
             .args(["index-pack", "--stdin", "--fix-thin"])
             .stdin(pack.stdout.take().expect("piped"))
             .stdout(Stdio::null())
@@ -173,7 +193,13 @@ impl ObjectImport {
 impl GitView {
     /// Prepares the view of `worktree` (a linked worktree on `branch`, whose tip is `tip`),
     /// keeping private files under `private_dir`.
-    pub fn prepare(worktree: &Path, branch: &str, tip: &str, private_dir: &Path) -> io::Result<GitView> {
+    pub fn prepare(
+        worktree: &Path,
+        branch: &str,
+        tip: &str,
+        private_dir: &Path,
+        run_objects: Option<&RunObjects>,
+    ) -> io::Result<GitView> {
         let dot_git = worktree.join(".git");
         let gitdir = read_gitdir(&dot_git)?;
         let common = common_dir(&gitdir)?;
@@ -201,7 +227,11 @@ impl GitView {
         entries.sort();
         for entry in entries {
             let name = entry.file_name().unwrap_or_default();
-            if name == "objects" || name == "worktrees" || name.to_string_lossy().ends_with(".lock") {
+            if name == "objects"
+                || name == "worktrees"
+                || name == "agentctl"
+                || name.to_string_lossy().ends_with(".lock")
+            {
                 continue;
             }
             mounts.push(Mount::Bind(Bind::read_only(&entry)));
@@ -214,10 +244,27 @@ impl GitView {
             }),
             Mount::Bind(Bind {
                 src: common.join("objects"),
-                dest: shared,
+                dest: shared.clone(),
                 writable: false,
             }),
         ]);
+        if let Some(run) = run_objects {
+            // The repository's `objects/info` is replaced: its alternates by the run's, and its
+            // commit-graph (which lists every run's commits, unreadable here) left out.
+            mounts.push(Mount::Bind(Bind::read_only(&run.store)));
+            let info = private_dir.join("repo-objects-info");
+            let _ = fs::remove_dir_all(&info);
+            fs::create_dir_all(&info)?;
+            let text: String = run.alternates.iter().map(|p| format!("{}\n", p.display())).collect();
+            fs::write(info.join("alternates"), text)?;
+            if common.join("objects/info").is_dir() {
+                mounts.push(Mount::Bind(Bind {
+                    src: info,
+                    dest: shared.join("info"),
+                    writable: false,
+                }));
+            }
+        }
         // Other runs' (and the user's other) worktrees are not there; this one's is bound below.
         mounts.push(Mount::Tmpfs(common.join("worktrees")));
         mounts.push(Mount::Bind(Bind::writable(&gitdir)));
@@ -294,6 +341,7 @@ impl GitView {
             private_ref,
             objects: ObjectImport {
                 private: objects,
+                store: run_objects.map(|r| r.store.clone()),
                 repo: common,
                 alternate: private_dir.join("repo-objects"),
             },

@@ -154,6 +154,12 @@ impl ExactGit {
         Ok(())
     }
 
+    /// The same runner, writing new objects into `store` (see [`crate::RunStore`]).
+    pub fn writing_to(mut self, store: &crate::RunStore) -> ExactGit {
+        self.git = self.git.writing_to(store);
+        self
+    }
+
     /// The directory calls run in.
     pub fn dir(&self) -> &Path {
         self.git.dir()

@@ -14,8 +14,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
 mod exact;
+mod stores;
 
 pub use exact::{EMPTY_TREE, ExactGit};
+pub use stores::{RunStore, publish, sandbox_alternates};
 
 /// Git failures.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,8 @@ pub enum VcsError {
 #[derive(Clone, Debug)]
 pub struct Git {
     dir: PathBuf,
+    /// The run store new objects go to, when not the repository's own.
+    writes_to: Option<RunStore>,
 }
 
 /// Arguments that keep repository-controlled code from running inside our git calls.
@@ -68,7 +72,22 @@ const SCRUBBED_ENV: &[&str] = &[
 
 impl Git {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Git { dir: dir.into() }
+        Git {
+            dir: dir.into(),
+            writes_to: None,
+        }
+    }
+
+    /// The same runner, writing new objects into `store` (see [`RunStore`]).
+    pub fn writing_to(mut self, store: &RunStore) -> Git {
+        self.writes_to = Some(store.clone());
+        self
+    }
+
+    /// The repository's common git directory (absolute).
+    pub fn common_dir(&self) -> Result<PathBuf, VcsError> {
+        let out = self.run(["rev-parse", "--path-format=absolute", "--git-common-dir"])?;
+        Ok(PathBuf::from(out.trim()))
     }
 
     pub fn dir(&self) -> &Path {
@@ -88,6 +107,9 @@ impl Git {
         cmd.env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_OPTIONAL_LOCKS", "0")
             .stdin(Stdio::null());
+        if let Some(store) = &self.writes_to {
+            cmd.envs(store.git_env());
+        }
         cmd
     }
 

@@ -543,7 +543,18 @@ impl Setup {
         let tip = git.resolve_commit("HEAD").map_err(|e| e.to_string())?;
         let branch = "agentctl/bench-sandbox-setup";
         git.worktree_add(&worktree, branch, &tip).map_err(|e| e.to_string())?;
-        let view = GitView::prepare(&worktree, branch, &tip, &dir.join("private/git"))
+        // As a run's supervisor does: the run's object store, what the history took from
+        // other runs' stores copied in, then the view.
+        let store = vcs::RunStore::of_repo(repo, "bench-sandbox-setup").map_err(|e| e.to_string())?;
+        store.ensure().map_err(|e| e.to_string())?;
+        vcs::publish(store.common(), Some(&store), &[&tip]).map_err(|e| e.to_string())?;
+        let mut alternates = vcs::sandbox_alternates(store.common()).map_err(|e| e.to_string())?;
+        alternates.push(store.path());
+        let objects = sandbox::gitview::RunObjects {
+            store: store.path(),
+            alternates,
+        };
+        let view = GitView::prepare(&worktree, branch, &tip, &dir.join("private/git"), Some(&objects))
             .map_err(|e| format!("cannot arrange the git view: {e}"))?;
         let mut mounts = view.mounts.clone();
         mounts.push(Mount::Bind(Bind::writable(&control)));

@@ -1472,14 +1472,22 @@ print("no leak after", i, "swaps")
     assert!(!log.contains("LEAKED"), "{log}");
 }
 
-/// Other runs' worktrees, gitdirs and refs are hidden, but their checkpoints' objects are in
-/// the shared object store, readable by every sandboxed agent.
+/// Another run's checkpoints and commits are in its own object store, which no other sandbox
+/// sees: an agent that asks git for every object it has, and reads every file under the
+/// repository's git directory it can reach, finds none of them.
 #[test]
-#[ignore = "BUG: the repository's object store is every run's read-only alternate: a run can read the objects of another run's checkpoints (paths and refs are hidden); runs that must not see each other need separate repositories"]
 fn a_run_cannot_read_another_runs_files_through_the_object_store() {
     let env = Env::new();
-    let mark = format!("OTHERRUNFILE-{}", random_hex(24));
-    let a = env.start(&["--", "sh", "-c", &format!("echo {mark} > marker.txt; sleep 20")]);
+    let uncommitted = format!("OTHERRUNFILE-{}", random_hex(24));
+    let committed = format!("OTHERRUNCOMMIT-{}", random_hex(24));
+    let a = env.start(&[
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "echo {committed} > committed.txt && git add committed.txt && git -c user.name=a -c user.email=a@b commit -qm c && echo {uncommitted} > marker.txt; sleep 20"
+        ),
+    ]);
     let wt = PathBuf::from(env.show(&a)["worktree"].as_str().unwrap().to_owned());
     let t = Instant::now();
     while !wt.join("marker.txt").exists() {
@@ -1490,29 +1498,97 @@ fn a_run_cannot_read_another_runs_files_through_the_object_store() {
     assert!(out.status.success(), "{}", stderr(&out));
     let script = r#"
 import os, sys, zlib, subprocess
-objs = os.path.join(subprocess.check_output(["git", "rev-parse", "--git-common-dir"]).decode().strip(), "objects")
-# The store the agent writes, and every alternate it reads from.
-stores = [objs]
-try:
-    stores += [l.strip() for l in open(os.path.join(objs, "info", "alternates")) if l.strip()]
-except OSError:
-    pass
-for objs in stores:
-    for d in os.listdir(objs):
-        if len(d) != 2:
-            continue
-        for f in os.listdir(os.path.join(objs, d)):
+common = subprocess.check_output(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"]).decode().strip()
+# Everything git can read here, loose or packed, through every alternate it follows.
+every = subprocess.run(["git", "cat-file", "--batch-all-objects", "--batch"], capture_output=True).stdout
+for m in (b"OTHERRUNFILE-", b"OTHERRUNCOMMIT-"):
+    if m in every:
+        i = every.index(m)
+        print("GIT", every[i:i + 40].decode(errors="replace"))
+# Every file under the git directory and the alternates named anywhere, read raw and inflated.
+roots = [common]
+seen = set()
+while roots:
+    root = roots.pop()
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            if p in seen:
+                continue
+            seen.add(p)
             try:
-                data = zlib.decompress(open(os.path.join(objs, d, f), "rb").read())
+                data = open(p, "rb").read()
             except Exception:
                 continue
-            if b"OTHERRUNFILE-" in data:
-                print("FOUND", data.split(b"\0", 1)[1].decode().strip())
+            if f == "alternates":
+                for l in data.decode(errors="replace").splitlines():
+                    l = l.strip()
+                    if l:
+                        roots.append(l if os.path.isabs(l) else os.path.join(d, "..", l))
+            try:
+                data = data + zlib.decompress(data)
+            except Exception:
+                pass
+            for m in (b"OTHERRUNFILE-", b"OTHERRUNCOMMIT-"):
+                if m in data:
+                    print("FILE", p)
+print("searched", len(seen), "files")
 "#;
     let (v, _) = env.json(&["run", "--", "python3", "-c", script]);
     let log = env.logs(v["id"].as_str().unwrap());
     env.run(&["stop", &a]);
-    assert!(!log.contains(&mark), "run B read run A's file: {log}");
+    env.wait(&a);
+    // Outside any sandbox git sees both: the run's branch and its checkpoint resolve.
+    assert!(git(&env.repo, &["show", &format!("agentctl/{a}:committed.txt")]).contains(&committed));
+    assert!(git(&env.repo, &["show", &format!("refs/agentctl/runs/{a}/1:marker.txt")]).contains(&uncommitted));
+    assert!(log.contains("searched"), "the search did not run: {log}");
+    assert!(
+        !log.contains(&uncommitted),
+        "run B read run A's checkpointed file: {log}"
+    );
+    assert!(!log.contains(&committed), "run B read run A's commit: {log}");
+    assert!(
+        !log.contains("GIT ") && !log.contains("FILE "),
+        "run B found run A's objects: {log}"
+    );
+}
+
+/// What the user takes from a run into the repository's history (a merge of its branch) is
+/// readable in later sandboxes, also after `git gc`; the repository stays whole for git.
+#[test]
+fn a_merged_run_branch_is_readable_in_later_sandboxes_and_the_repository_stays_whole() {
+    let env = Env::new();
+    let mark = format!("MERGEDWORK-{}", random_hex(24));
+    let (a, _) = env.json(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "echo {mark} > merged.txt && git add merged.txt && git -c user.name=a -c user.email=a@b commit -qm work"
+        ),
+    ]);
+    let a = a["id"].as_str().unwrap().to_owned();
+    git(&env.repo, &["merge", "-q", "--no-edit", &format!("agentctl/{a}")]);
+    let reader = "git log -p HEAD > /dev/null && git show HEAD:merged.txt && git fsck --connectivity-only --no-dangling 2>&1 && echo READ-OK";
+    let check = |when: &str| {
+        let (v, _) = env.json(&["run", "--", "sh", "-c", reader]);
+        let log = env.logs(v["id"].as_str().unwrap());
+        assert!(
+            log.contains(&mark) && log.contains("READ-OK"),
+            "{when}: the sandbox cannot read the merged work: {log}"
+        );
+    };
+    check("after the merge");
+    for args in [
+        &["fsck", "--no-dangling"][..],
+        &["gc", "-q"][..],
+        &["fsck", "--no-dangling"][..],
+    ] {
+        let out = Command::new("git").current_dir(&env.repo).args(args).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    }
+    check("after git gc");
 }
 
 /// A nested repository the agent plants in its worktree carries its own config, which the

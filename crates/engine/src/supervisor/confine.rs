@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
 
-use model::{EventData, IsolationPlan, LaunchPlan, NetworkMode, SandboxMode};
+use model::{EventData, IsolationPlan, LaunchPlan, NetworkMode, RunId, SandboxMode};
 use sandbox::bwrap::{Bind, Confinement, Mount, NetworkView};
-use sandbox::gitview::GitView;
+use sandbox::gitview::{GitView, RunObjects};
 use sandbox::limits::{ChildSetup, Enforcer, ResourceLimits};
 use sandbox::net::mitm::{Interception, MitmCa, SecretBinding};
 use sandbox::net::{EgressPolicy, EgressProxy, ProxyEvent, ProxyHandle, ProxyListener, ProxyOptions};
@@ -79,6 +79,7 @@ impl NotConfined {
 impl Confined {
     /// Sets up the isolation `plan` records, for a run whose files are under `run_dir`.
     pub fn prepare(
+        id: &RunId,
         plan: &LaunchPlan,
         run_dir: &Path,
         control_dir: &Path,
@@ -195,13 +196,20 @@ impl Confined {
             let tip = Git::new(repo)
                 .resolve_commit(plan.work_branch())
                 .unwrap_or_else(|_| plan.base_commit.clone());
-            let view =
-                GitView::prepare(&plan.worktree, plan.work_branch(), &tip, &private.join("git")).map_err(|e| {
-                    NotConfined::new(
-                        model::ErrorCode::SandboxUnavailable,
-                        format!("cannot arrange the worktree's git metadata for the sandbox: {e}"),
-                    )
-                })?;
+            let run_objects = run_objects(repo, id, plan, &tip)?;
+            let view = GitView::prepare(
+                &plan.worktree,
+                plan.work_branch(),
+                &tip,
+                &private.join("git"),
+                Some(&run_objects),
+            )
+            .map_err(|e| {
+                NotConfined::new(
+                    model::ErrorCode::SandboxUnavailable,
+                    format!("cannot arrange the worktree's git metadata for the sandbox: {e}"),
+                )
+            })?;
             git_mode = Some(if view.can_commit { "commit" } else { "read_only" }.to_owned());
             if !view.can_commit {
                 warnings.push("git refs are read-only in this sandbox: the agent cannot commit".to_owned());
@@ -504,6 +512,28 @@ fn resolve_secrets(
 /// A redactor for the run's secrets, resolved again as its supervisor resolved them, for text
 /// recorded outside the supervisor (a manual promotion's gate output). `None` when one of
 /// them cannot be resolved here: text that might hold it must then not be recorded.
+/// The run's object store for its sandbox's git view, after copying into the repository's own
+/// store what the user's history took from other runs' stores (which the sandbox cannot see).
+fn run_objects(repo: &Path, id: &RunId, plan: &LaunchPlan, tip: &str) -> Result<RunObjects, NotConfined> {
+    let unavailable = |e: String| {
+        NotConfined::new(
+            model::ErrorCode::SandboxUnavailable,
+            format!("cannot prepare the run's object store: {e}"),
+        )
+    };
+    let store = crate::objects::run_store(repo, id).map_err(|e| unavailable(e.to_string()))?;
+    // Without it the agent may find objects of the user's history missing; never a leak.
+    if let Err(e) = vcs::publish(store.common(), Some(&store), &[plan.base_commit.as_str(), tip]) {
+        tracing::warn!(error = %e, "cannot copy run objects the repository's history reaches into its own store");
+    }
+    let mut alternates = vcs::sandbox_alternates(store.common()).map_err(|e| unavailable(e.to_string()))?;
+    alternates.push(store.path());
+    Ok(RunObjects {
+        store: store.path(),
+        alternates,
+    })
+}
+
 pub(crate) fn redactor_for(plan: &LaunchPlan, repo: &Path) -> Option<Redactor> {
     let iso = plan.isolation.clone().unwrap_or_else(IsolationPlan::unconfined);
     let dotenv: Vec<(OsString, OsString)> = agents::config::read_dotenv(repo)

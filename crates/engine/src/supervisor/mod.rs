@@ -328,14 +328,20 @@ fn supervise_run(
         Ok(vars) => vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
         Err(e) => return finish(w, RunState::Failed, format!("cannot read .env: {e}")),
     };
-    let confined =
-        match confine::Confined::prepare(plan, &layout.run_dir(&id), &files.control_dir(), &spec.repo, &dotenv) {
-            Ok((confined, event)) => {
-                w.append(event)?;
-                confined
-            }
-            Err(e) => return finish(w, RunState::Failed, e.reason()),
-        };
+    let confined = match confine::Confined::prepare(
+        &id,
+        plan,
+        &layout.run_dir(&id),
+        &files.control_dir(),
+        &spec.repo,
+        &dotenv,
+    ) {
+        Ok((confined, event)) => {
+            w.append(event)?;
+            confined
+        }
+        Err(e) => return finish(w, RunState::Failed, e.reason()),
+    };
     let output = match OutputWriter::open(&files.output_path()) {
         Ok(o) => o,
         Err(e) => return finish(w, RunState::Failed, format!("cannot open output log: {e}")),

@@ -1,0 +1,440 @@
+//! Run object stores: where the objects written on a run's behalf go — its checkpoints, the
+//! commits its sandboxed agent makes, the commit a promotion adds — so that another sandboxed
+//! run, which sees the repository's own objects and its own store only, cannot read them.
+//!
+//! Layout, in the repository's common git directory:
+//!
+//! - `agentctl/stores/<run>/`: one object directory per run (loose objects and packs);
+//! - `objects/info/alternates` gains a line per store, `../agentctl/stores/<run>` (relative,
+//!   so the repository can move; directly there, since gix resolves an alternate's own
+//!   relative alternates against the repository's objects where git resolves them against
+//!   the alternate), so git outside any sandbox (the user's, agentctl's) sees every run's
+//!   objects: run branches and checkpoint refs resolve, `git gc` and `git fsck` are content.
+//!
+//! A sandbox's view leaves those lines out but its own run's (see the sandbox's git view). What it then lacks is
+//! what the user took from a run into the repository's own history — merged a run's branch,
+//! checked a file out of it — since those objects stay in the run's store. [`publish`] copies
+//! them into the repository's own store before a sandbox starts: every object reachable from
+//! the user's refs (and the run's base) that the repository's own store lacks. It walks only
+//! what is new since the tips it verified last time (`agentctl/published`), and it copies
+//! again what it copied before when the repository's packs changed — `git gc` drops a local
+//! copy of an object an alternate also holds.
+//!
+//! Stores are never deleted: other runs' checkpoints and the user's history may need their
+//! objects. A run removed with `agentctl rm` leaves its store behind.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use crate::{Git, VcsError, failed};
+
+/// How the repository's `objects/info/alternates` names a run store (relative to `objects`).
+const STORE_LINE_PREFIX: &str = "../agentctl/stores/";
+
+/// One run's object store in one repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunStore {
+    common: PathBuf,
+    run: String,
+}
+
+impl RunStore {
+    /// The store of run `run` in the repository whose common git directory is `common`.
+    pub fn new(common: &Path, run: &str) -> RunStore {
+        RunStore {
+            common: common.to_owned(),
+            run: run.to_owned(),
+        }
+    }
+
+    /// The store of run `run` in the repository containing `dir`.
+    pub fn of_repo(dir: &Path, run: &str) -> Result<RunStore, VcsError> {
+        Ok(RunStore::new(&Git::new(dir).common_dir()?, run))
+    }
+
+    /// The store's object directory.
+    pub fn path(&self) -> PathBuf {
+        self.common.join("agentctl/stores").join(&self.run)
+    }
+
+    /// The repository's own object directory.
+    pub fn repo_objects(&self) -> PathBuf {
+        self.common.join("objects")
+    }
+
+    /// The repository's common git directory.
+    pub fn common(&self) -> &Path {
+        &self.common
+    }
+
+    /// Creates the store and makes it visible to git outside sandboxes (listed in the
+    /// repository's alternates). Idempotent; safe against concurrent callers. Returns whether
+    /// it was listed just now (a repository opened before does not see it yet).
+    pub fn ensure(&self) -> Result<bool, VcsError> {
+        let io = |e| VcsError::Spawn(e);
+        let line = format!("{STORE_LINE_PREFIX}{}", self.run);
+        let alternates = self.repo_objects().join("info/alternates");
+        // Fast path: already listed (the store directory is created before it is listed).
+        if read_lines(&alternates).map_err(io)?.contains(&line) {
+            return Ok(false);
+        }
+        let stores = self.common.join("agentctl/stores");
+        let first = !stores.exists();
+        fs::create_dir_all(&stores).map_err(io)?;
+        let _lock = lock(&self.common.join("agentctl/stores.lock")).map_err(io)?;
+        fs::create_dir_all(self.path().join("pack")).map_err(io)?;
+        fs::create_dir_all(self.path().join("info")).map_err(io)?;
+        if first {
+            // Until now no run had a store: everything the user's refs reach is in the
+            // repository's own store, so they are verified as they are.
+            let tips = user_tips(&self.common)?;
+            let state = Published {
+                packs: pack_names(&self.repo_objects()).map_err(io)?,
+                tips: tips.into_iter().collect(),
+                objects: BTreeSet::new(),
+            };
+            state.write(&self.common).map_err(io)?;
+        }
+        append_line(&alternates, &line).map_err(io)?;
+        Ok(true)
+    }
+
+    /// The environment that makes git write new objects into this store while reading every
+    /// object git outside a sandbox sees.
+    pub fn git_env(&self) -> [(&'static str, PathBuf); 2] {
+        [
+            ("GIT_OBJECT_DIRECTORY", self.path()),
+            ("GIT_ALTERNATE_OBJECT_DIRECTORIES", self.repo_objects()),
+        ]
+    }
+}
+
+/// The lines of the repository's `objects/info/alternates` a sandbox keeps: all but the run
+/// stores, each as an absolute path (the sandbox sees the repository's objects at another path, where
+/// relative lines would mean something else).
+pub fn sandbox_alternates(common: &Path) -> io::Result<Vec<PathBuf>> {
+    let objects = common.join("objects");
+    Ok(read_lines(&objects.join("info/alternates"))?
+        .into_iter()
+        .filter(|l| !l.starts_with(STORE_LINE_PREFIX) && !l.starts_with('#'))
+        .map(|l| {
+            let p = PathBuf::from(&l);
+            if p.is_absolute() { p } else { objects.join(p) }
+        })
+        .collect())
+}
+
+/// What [`publish`] remembers between calls (`agentctl/published`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Published {
+    /// The names of the repository's packs when the state was written.
+    packs: Vec<String>,
+    /// The tips verified last time.
+    tips: BTreeSet<String>,
+    /// The objects copied into the repository's own store so far.
+    objects: BTreeSet<String>,
+}
+
+impl Published {
+    fn path(common: &Path) -> PathBuf {
+        common.join("agentctl/published")
+    }
+
+    fn read(common: &Path) -> io::Result<Published> {
+        let mut state = Published::default();
+        for line in read_lines(&Self::path(common))? {
+            match line.split_once(' ') {
+                Some(("packs", rest)) => state.packs = rest.split_whitespace().map(str::to_owned).collect(),
+                Some(("tip", id)) => {
+                    state.tips.insert(id.to_owned());
+                }
+                Some(("obj", id)) => {
+                    state.objects.insert(id.to_owned());
+                }
+                _ => {}
+            }
+        }
+        Ok(state)
+    }
+
+    fn write(&self, common: &Path) -> io::Result<()> {
+        let mut text = format!("packs {}\n", self.packs.join(" "));
+        for t in &self.tips {
+            text.push_str(&format!("tip {t}\n"));
+        }
+        for o in &self.objects {
+            text.push_str(&format!("obj {o}\n"));
+        }
+        write_atomic(&Self::path(common), text.as_bytes())
+    }
+}
+
+/// Copies into the repository's own store every object a sandbox of `own`'s run (or of no run)
+/// would need and not see: what the user's refs, and `extra` (the run's base), reach and only
+/// run stores hold. Returns how many objects were copied. A repository without run stores has
+/// nothing to do.
+pub fn publish(common: &Path, own: Option<&RunStore>, extra: &[&str]) -> Result<usize, VcsError> {
+    let io = |e| VcsError::Spawn(e);
+    if !common.join("agentctl/stores").is_dir() {
+        return Ok(0);
+    }
+    let _lock = lock(&common.join("agentctl/publish.lock")).map_err(io)?;
+    let objects = common.join("objects");
+    let mut state = Published::read(common).map_err(io)?;
+    let mut copy: BTreeSet<String> = BTreeSet::new();
+    // `git gc` drops the repository's copy of an object an alternate also holds: copy again.
+    if pack_names(&objects).map_err(io)? != state.packs && !state.objects.is_empty() {
+        let view = OwnView::new(common, None).map_err(io)?;
+        copy.extend(view.absent(state.objects.iter().cloned())?);
+    }
+    let tips = user_tips(common)?;
+    let fresh: Vec<&String> = tips.iter().filter(|t| !state.tips.contains(*t)).collect();
+    let extra: Vec<&str> = extra.iter().copied().filter(|e| !tips.contains(*e)).collect();
+    // The tips verified before that still exist (a deleted branch's may have been pruned).
+    let known: Vec<String> = if fresh.is_empty() && extra.is_empty() {
+        Vec::new()
+    } else {
+        existing(common, state.tips.iter().cloned())?
+    };
+    if !fresh.is_empty() {
+        let listed = reachable(common, fresh.iter().map(|s| s.as_str()), &known)?;
+        let view = OwnView::new(common, None).map_err(io)?;
+        copy.extend(view.absent(listed)?);
+    }
+    // The run's own base may hold its own commits (a resumed run): those stay in its store,
+    // which its sandbox sees. Not remembered as verified: another run's view differs.
+    if !extra.is_empty() {
+        let mut negatives = known.clone();
+        negatives.extend(tips.iter().cloned());
+        let listed = reachable(common, extra.iter().copied(), &negatives)?;
+        let view = OwnView::new(common, own).map_err(io)?;
+        copy.extend(view.absent(listed)?);
+    }
+    if !copy.is_empty() {
+        copy_into_repository(common, &copy)?;
+        tracing::info!(
+            objects = copy.len(),
+            "copied run objects the repository's history reaches into its own store"
+        );
+    }
+    let copied = copy.len();
+    let before = state.clone();
+    state.objects.extend(copy);
+    state.tips = tips;
+    state.packs = pack_names(&objects).map_err(io)?;
+    if state != before {
+        state.write(common).map_err(io)?;
+    }
+    Ok(copied)
+}
+
+/// The tips of the user's refs (every ref but run branches and agentctl's hidden refs), and
+/// `HEAD`.
+fn user_tips(common: &Path) -> Result<BTreeSet<String>, VcsError> {
+    let git = Git::new(common);
+    let out = git.run(["for-each-ref", "--format=%(objectname) %(refname)"])?;
+    let mut tips: BTreeSet<String> = out
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, name)| !name.starts_with("refs/heads/agentctl/") && !name.starts_with("refs/agentctl/"))
+        .map(|(id, _)| id.to_owned())
+        .collect();
+    if let Ok(head) = git.run(["rev-parse", "--verify", "--quiet", "HEAD"]) {
+        let head = head.trim();
+        if !head.is_empty() {
+            tips.insert(head.to_owned());
+        }
+    }
+    Ok(tips)
+}
+
+/// Which of `ids` exist (in any store).
+fn existing(common: &Path, ids: impl Iterator<Item = String>) -> Result<Vec<String>, VcsError> {
+    let input: String = ids.map(|i| format!("{i}\n")).collect();
+    if input.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = Git::new(common).run_with_stdin(
+        &["cat-file", "--batch-check=%(objectname)", "--buffer"],
+        input.as_bytes(),
+    )?;
+    Ok(out
+        .lines()
+        .filter(|l| !l.ends_with(" missing"))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Every object reachable from `tips` and not from `not`.
+fn reachable<'a>(common: &Path, tips: impl Iterator<Item = &'a str>, not: &[String]) -> Result<Vec<String>, VcsError> {
+    let mut input = String::new();
+    for t in tips {
+        input.push_str(t);
+        input.push('\n');
+    }
+    for n in not {
+        input.push('^');
+        input.push_str(n);
+        input.push('\n');
+    }
+    let out = Git::new(common).run_with_stdin(&["rev-list", "--objects", "--stdin"], input.as_bytes())?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Copies `ids` (found in any store) into the repository's own store, as one pack.
+fn copy_into_repository(common: &Path, ids: &BTreeSet<String>) -> Result<(), VcsError> {
+    let git = Git::new(common);
+    let mut pack = git.command(["pack-objects", "--stdout", "-q"]);
+    pack.env("GIT_DIR", common)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut pack = pack.spawn().map_err(VcsError::Spawn)?;
+    let mut stdin = pack.stdin.take().expect("piped");
+    let list: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    let writer = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
+    let mut index = git.command(["index-pack", "--stdin"]);
+    index
+        .env("GIT_DIR", common)
+        .stdin(pack.stdout.take().expect("piped"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let index = index.output().map_err(VcsError::Spawn)?;
+    let packed = pack.wait_with_output().map_err(VcsError::Spawn)?;
+    let _ = writer.join();
+    if !packed.status.success() {
+        return Err(failed(["pack-objects"], &packed));
+    }
+    if !index.status.success() {
+        return Err(failed(["index-pack"], &index));
+    }
+    Ok(())
+}
+
+/// A view of the repository's own objects (its user alternates too, and one run's store when
+/// given) without the run stores: a scratch object directory linking to the repository's loose
+/// object directories and packs.
+struct OwnView {
+    common: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl OwnView {
+    fn new(common: &Path, own: Option<&RunStore>) -> io::Result<OwnView> {
+        let scratch = common.join("agentctl/tmp");
+        fs::create_dir_all(&scratch)?;
+        let dir = tempfile::Builder::new().prefix("view-").tempdir_in(&scratch)?;
+        let objects = common.join("objects");
+        std::os::unix::fs::symlink(objects.join("pack"), dir.path().join("pack"))?;
+        for byte in 0..=255u8 {
+            let name = format!("{byte:02x}");
+            std::os::unix::fs::symlink(objects.join(&name), dir.path().join(&name))?;
+        }
+        fs::create_dir(dir.path().join("info"))?;
+        let mut lines: Vec<PathBuf> = sandbox_alternates(common)?;
+        lines.extend(own.map(RunStore::path));
+        let text: String = lines.iter().map(|l| format!("{}\n", l.display())).collect();
+        fs::write(dir.path().join("info/alternates"), text)?;
+        Ok(OwnView {
+            common: common.to_owned(),
+            dir,
+        })
+    }
+
+    /// Which of `ids` this view lacks.
+    fn absent(&self, ids: impl IntoIterator<Item = String>) -> Result<Vec<String>, VcsError> {
+        let input: String = ids.into_iter().map(|i| format!("{i}\n")).collect();
+        if input.is_empty() {
+            return Ok(Vec::new());
+        }
+        let git = Git::new(&self.common);
+        let args = ["cat-file", "--batch-check=%(objectname)", "--buffer"];
+        let mut cmd = git.command(args);
+        cmd.env("GIT_DIR", &self.common)
+            .env("GIT_OBJECT_DIRECTORY", self.dir.path());
+        let out = crate::exact::output_with_stdin(&mut cmd, Some(input.as_bytes()))?;
+        if !out.status.success() {
+            return Err(failed(args, &out));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_suffix(" missing"))
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+/// The names of the packs in an object directory, sorted.
+fn pack_names(objects: &Path) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    match fs::read_dir(objects.join("pack")) {
+        Ok(dir) => {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(stem) = name.strip_suffix(".idx") {
+                    names.push(stem.to_owned());
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// A file's non-empty lines; none when it does not exist.
+fn read_lines(path: &Path) -> io::Result<Vec<String>> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Adds `line` to a file of lines unless it is there (rewritten atomically, other lines kept).
+fn append_line(path: &Path, line: &str) -> io::Result<()> {
+    let mut lines = read_lines(path)?;
+    if lines.iter().any(|l| l == line) {
+        return Ok(());
+    }
+    lines.push(line.to_owned());
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    write_atomic(path, text.as_bytes())
+}
+
+/// Replaces `path` by a file holding `bytes`: written beside it, synced, renamed over it.
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Holds an exclusive lock on `path` (created) until dropped.
+fn lock(path: &Path) -> io::Result<nix::fcntl::Flock<fs::File>> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))
+}
