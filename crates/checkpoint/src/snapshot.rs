@@ -799,9 +799,30 @@ impl<'r> NewObjects<'r> {
     /// Stores the objects held: as one pack when there are [`PACK_MIN_OBJECTS`] or more and the
     /// object store has fewer than [`MAX_PACKS`] packs, loose otherwise.
     fn flush(&mut self) -> Result<()> {
-        let held = std::mem::take(&mut self.held);
+        let mut held = std::mem::take(&mut self.held);
         self.held_bytes = 0;
-        if held.len() < PACK_MIN_OBJECTS || self.repo.objects.store_ref().metrics().known_packs >= MAX_PACKS {
+        if self.sink.is_some() && !held.is_empty() {
+            // A run's store must not double an object the repository has (`git gc` would drop
+            // the repository's copy, which sandboxes read): the view of the stores is refreshed
+            // once — the repository may have packs that are newer than this handle — and what
+            // they hold already is left out.
+            let _ = self.repo.has_object(held[0].0);
+            held.retain(|(id, _, _)| !self.repo.objects.exists_without_refresh(id));
+            if held.is_empty() {
+                return Ok(());
+            }
+        }
+        // The packs of the store written to: every store's count together would pass the
+        // limit as soon as there are a few runs.
+        let packs = match self.sink {
+            Some(sink) => std::fs::read_dir(&sink.pack_dir).map_or(0, |d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+                    .count()
+            }),
+            None => self.repo.objects.store_ref().metrics().known_packs,
+        };
+        if held.len() < PACK_MIN_OBJECTS || packs >= MAX_PACKS {
             for (id, kind, data) in &held {
                 self.write_loose(*kind, data, *id)?;
             }

@@ -100,7 +100,7 @@ pub struct Checkpointer {
     last: Option<(u32, ObjectId, ObjectId)>,
     /// Objects a sandboxed agent wrote, imported before each snapshot (the worktree's index
     /// that seeds a scan may name them).
-    objects: Option<sandbox::gitview::ObjectImport>,
+    objects: Option<(sandbox::gitview::ObjectImport, vcs::RunStore)>,
 }
 
 impl Checkpointer {
@@ -139,8 +139,8 @@ impl Checkpointer {
     }
 
     /// Imports the objects a sandboxed agent writes to its private store before each snapshot.
-    pub fn import_objects_from(&mut self, objects: sandbox::gitview::ObjectImport) {
-        self.objects = Some(objects);
+    pub fn import_objects_from(&mut self, objects: sandbox::gitview::ObjectImport, store: vcs::RunStore) {
+        self.objects = Some((objects, store));
     }
 
     pub fn snapshotter(&self) -> &Snapshotter {
@@ -170,8 +170,8 @@ impl Checkpointer {
         paused: bool,
     ) -> Result<CheckpointInfo, EngineError> {
         let started = Instant::now();
-        if let Some(objects) = &self.objects
-            && let Err(e) = objects.import()
+        if let Some((objects, store)) = &self.objects
+            && let Err(e) = crate::objects::import(objects, store)
         {
             tracing::warn!(error = %e, "cannot import the agent's git objects before a checkpoint");
         }

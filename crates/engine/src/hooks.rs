@@ -53,6 +53,7 @@ pub fn run_hook(
         env,
         env_clear: false,
         keep: TAIL,
+        limits: None,
     };
     run_command(&command, cwd, limit, should_stop)
 }
@@ -66,6 +67,9 @@ pub struct CommandLine {
     pub env_clear: bool,
     /// How many bytes of the end of its output to keep (the rest is read and dropped).
     pub keep: usize,
+    /// Resource limits the process takes on between fork and exec (a cgroup to join,
+    /// rlimits), so what it starts is limited from its first instruction.
+    pub limits: Option<sandbox::limits::ChildSetup>,
 }
 
 /// Runs a command as [`run_hook`] runs a hook: its own process group, output captured (the
@@ -91,9 +95,14 @@ pub fn run_command(
         .envs(command.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .process_group(0);
-    // SAFETY: only async-signal-safe fd calls between fork and exec.
+    let limits = command.limits.clone();
+    // SAFETY: only async-signal-safe calls between fork and exec (fd closing, writes to
+    // cgroup files already open, setrlimit).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            if let Some(limits) = &limits {
+                limits.apply()?;
+            }
             supervise::spawn::close_inherited_fds();
             Ok(())
         });

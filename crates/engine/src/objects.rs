@@ -34,3 +34,10 @@ pub(crate) fn snapshotter(worktree: &Path, index_file: &Path, id: &RunId) -> Res
     };
     Ok(snap.writing_to(&store))
 }
+
+/// Imports what a sandboxed agent wrote into its run's store, judged against what the run may
+/// read (the repository's objects and its store; see [`sandbox::gitview::ObjectImport`]).
+pub(crate) fn import(objects: &sandbox::gitview::ObjectImport, store: &RunStore) -> std::io::Result<usize> {
+    let view = vcs::RepoView::new(store.common(), Some(store))?;
+    objects.import(view.path())
+}

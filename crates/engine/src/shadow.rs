@@ -86,6 +86,8 @@ pub(crate) struct Attempt<'a> {
     /// Takes secret values out of gate output before it is recorded; `None` when it cannot
     /// (a secret of the run could not be resolved here): then no output is recorded.
     pub redact: Option<&'a dyn Fn(&str) -> String>,
+    /// The run's resource limits, which every gate takes on (a gate runs code the agent wrote).
+    pub limits: Option<sandbox::limits::ChildSetup>,
 }
 
 /// How an attempt ended.
@@ -351,8 +353,9 @@ fn try_attempt(
         if i > 0 {
             fresh_export()?;
         }
-        let command = crate::supervisor::confine::gate_command(a.plan, a.state_root, &tree_dir, gate, &env)
-            .map_err(|e| EngineError::new(e.code, e.message))?;
+        let command =
+            crate::supervisor::confine::gate_command(a.plan, a.state_root, &tree_dir, gate, &env, a.limits.clone())
+                .map_err(|e| EngineError::new(e.code, e.message))?;
         let r = crate::hooks::run_command(&command, &tree_dir, limit, should_stop);
         let result = GateResult {
             command: gate.clone(),
@@ -493,6 +496,7 @@ impl Engine {
         let redactor = crate::supervisor::confine::redactor_for(&plan, &spec.repo);
         let redact = |text: &str| redactor.as_ref().map_or_else(String::new, |r| r.redact_str(text));
         let redact: Option<&dyn Fn(&str) -> String> = redactor.is_some().then_some(&redact as _);
+        let enforcer = crate::supervisor::confine::gate_limits(id, &plan);
         let attempt_in = Attempt {
             id,
             repo: &spec.repo,
@@ -503,9 +507,15 @@ impl Engine {
             trigger: PromoteMode::Manual,
             final_tree,
             redact,
+            limits: enforcer.as_ref().map(sandbox::limits::Enforcer::child_setup),
         };
         let out = attempt(&attempt_in, &mut w, &mut || false);
         drop(w);
+        if let Some(e) = enforcer
+            && let Err(e) = e.finish()
+        {
+            tracing::warn!(error = %e, "cannot remove the gates' cgroup");
+        }
         let _ = self.store.sync_run(id);
         Ok(out?.promotion)
     }

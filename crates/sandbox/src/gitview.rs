@@ -57,9 +57,17 @@ pub struct GitView {
 }
 
 /// The objects a sandboxed agent wrote (commits, `git add`), kept in its private store until
-/// they are imported into the repository: re-packed and indexed by `git index-pack`, which
+/// they are imported into the run's store: re-packed and indexed by `git index-pack`, which
 /// names every object by the hash of its content — an object the agent forged under another
 /// name is stored under its true one, never over an object of the user's.
+///
+/// The private store is the agent's: a name is a claim, a file may be a symlink to another
+/// run's object, its alternates may point anywhere. So the import copies only regular files
+/// (never following a link) into a scratch store, whose only alternate is the view of the
+/// run's own objects the caller gives (the repository's and the run's, never other runs'), and
+/// packs from there: an object comes in only if the agent wrote its content or could see it.
+/// Objects that view has already are left out, so the run's store never doubles one of the
+/// repository's (`git gc` would drop the repository's copy).
 #[derive(Clone, Debug)]
 pub struct ObjectImport {
     private: PathBuf,
@@ -72,16 +80,28 @@ pub struct ObjectImport {
 }
 
 impl ObjectImport {
-    /// Imports every object of the private store into the repository and removes it from the
-    /// store. Returns how many were imported.
-    pub fn import(&self) -> io::Result<usize> {
-        let (ids, files) = self.private_objects()?;
+    /// The repository's common git directory.
+    pub fn common(&self) -> &Path {
+        &self.repo
+    }
+
+    /// Imports the objects of the private store that `view` (an object directory showing what
+    /// the run may read: the repository's objects and the run's store) lacks, and removes them
+    /// from the private store. Returns how many were imported.
+    pub fn import(&self, view: &Path) -> io::Result<usize> {
+        // The agent could have pointed its store's alternates anywhere on the host; git in the
+        // sandbox must find the repository's objects there again.
+        self.reset_alternates()?;
+        let scratch = tempfile::Builder::new()
+            .prefix("import-")
+            .tempdir_in(self.private.parent().unwrap_or(Path::new("/tmp")))?;
+        let (ids, files) = self.copy_private_objects(scratch.path())?;
         if ids.is_empty() {
+            remove_all(&files);
             return Ok(0);
         }
-        // The agent could have pointed its store's alternates anywhere on the host; git here
-        // (outside the sandbox) would read objects from there. Put it back first.
-        self.reset_alternates()?;
+        fs::create_dir_all(scratch.path().join("info"))?;
+        fs::write(scratch.path().join("info/alternates"), format!("{}\n", view.display()))?;
         let git = |dir: &Path| {
             let mut c = Command::new("git");
             c.env_clear()
@@ -92,17 +112,45 @@ impl ObjectImport {
                 .args(["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]);
             c
         };
-        // pack-objects reads the private store (with the repository as its alternate: a
-        // complete pack, no thin deltas); index-pack writes it into the repository.
+        // Only what the run cannot read already.
+        let check = git(&self.repo)
+            .env("GIT_OBJECT_DIRECTORY", view)
+            .args(["cat-file", "--batch-check=%(objectname)", "--buffer"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let new_ids = {
+            let mut check = check;
+            let mut stdin = check.stdin.take().expect("piped");
+            let list: String = ids.iter().map(|id| format!("{id}\n")).collect();
+            let writer = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
+            let out = check.wait_with_output()?;
+            let _ = writer.join();
+            if !out.status.success() {
+                return Err(io::Error::other("cannot check which of the agent's objects are new"));
+            }
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.strip_suffix(" missing"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        if new_ids.is_empty() {
+            remove_all(&files);
+            return Ok(0);
+        }
+        // pack-objects reads the scratch store (with the view as its alternate: a complete
+        // pack, no thin deltas); index-pack writes it into the run's store.
         let mut pack = git(&self.repo)
-            .env("GIT_OBJECT_DIRECTORY", &self.private)
+            .env("GIT_OBJECT_DIRECTORY", scratch.path())
             .args(["pack-objects", "--stdout", "-q"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
         let mut stdin = pack.stdin.take().expect("piped");
-        let list: String = ids.iter().map(|id| format!("{id}\n")).collect();
+        let list: String = new_ids.iter().map(|id| format!("{id}\n")).collect();
         let writer = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
         let mut index = git(&self.repo);
         if let Some(store) = &self.store {
@@ -125,10 +173,8 @@ impl ObjectImport {
                 String::from_utf8_lossy(&index.stderr).trim()
             )));
         }
-        for f in files {
-            let _ = fs::remove_file(f);
-        }
-        Ok(ids.len())
+        remove_all(&files);
+        Ok(new_ids.len())
     }
 
     /// Rewrites `info/alternates` to name only the repository's objects, replacing whatever
@@ -149,8 +195,10 @@ impl ObjectImport {
         )
     }
 
-    /// The ids of the private store's objects, and the files that hold them.
-    fn private_objects(&self) -> io::Result<(Vec<String>, Vec<PathBuf>)> {
+    /// Copies the private store's objects — regular files in real directories only, opened
+    /// without following links — into the object directory `to`. Returns their ids and the
+    /// private files they came from.
+    fn copy_private_objects(&self, to: &Path) -> io::Result<(Vec<String>, Vec<PathBuf>)> {
         let mut ids = Vec::new();
         let mut files = Vec::new();
         for dir in fs::read_dir(&self.private)?.flatten() {
@@ -161,18 +209,38 @@ impl ObjectImport {
             }
             for obj in fs::read_dir(dir.path())?.flatten() {
                 let rest = obj.file_name().to_string_lossy().into_owned();
-                if matches!(rest.len(), 38 | 62) && rest.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    ids.push(format!("{name}{rest}"));
-                    files.push(obj.path());
+                let named = matches!(rest.len(), 38 | 62) && rest.bytes().all(|b| b.is_ascii_hexdigit());
+                if !named || !obj.file_type().is_ok_and(|t| t.is_file()) {
+                    continue;
                 }
+                let Some(bytes) = read_file_no_follow(&obj.path()) else {
+                    continue;
+                };
+                fs::create_dir_all(to.join(&name))?;
+                fs::write(to.join(&name).join(&rest), bytes)?;
+                ids.push(format!("{name}{rest}"));
+                files.push(obj.path());
             }
         }
-        for entry in fs::read_dir(self.private.join("pack"))?.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "idx") {
+        let pack_dir = self.private.join("pack");
+        fs::create_dir_all(to.join("pack"))?;
+        if fs::symlink_metadata(&pack_dir).is_ok_and(|m| m.is_dir()) {
+            for entry in fs::read_dir(&pack_dir)?.flatten() {
+                let path = entry.path();
+                if path.extension().is_none_or(|e| e != "idx") || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                    continue;
+                }
+                let pack = path.with_extension("pack");
+                let (Some(idx), Some(data)) = (read_file_no_follow(&path), read_file_no_follow(&pack)) else {
+                    continue;
+                };
+                let name = entry.file_name();
+                let copied = to.join("pack").join(&name);
+                fs::write(&copied, idx)?;
+                fs::write(copied.with_extension("pack"), data)?;
                 let out = Command::new("git")
                     .args(["show-index"])
-                    .stdin(fs::File::open(&path)?)
+                    .stdin(fs::File::open(&copied)?)
                     .output()?;
                 for line in String::from_utf8_lossy(&out.stdout).lines() {
                     if let Some(id) = line.split_whitespace().nth(1) {
@@ -188,6 +256,30 @@ impl ObjectImport {
         ids.dedup();
         Ok((ids, files))
     }
+}
+
+/// Removes files, ignoring those already gone.
+fn remove_all(files: &[PathBuf]) {
+    for f in files {
+        let _ = fs::remove_file(f);
+    }
+}
+
+/// A regular file's bytes, opened without following a symlink; `None` for anything else.
+fn read_file_no_follow(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 impl GitView {
@@ -354,7 +446,7 @@ impl GitView {
     }
 
     /// The branch tip the agent left in its private copy, if it is a well-formed object id
-    /// (the caller checks that it is a commit descending from what it expects).
+    /// (the caller checks that it is a commit whose history the run may read).
     pub fn branch_tip(&self) -> Option<String> {
         let text = read_no_follow(self.private_ref.as_ref()?)?;
         let tip = text.trim();

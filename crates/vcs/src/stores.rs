@@ -172,61 +172,77 @@ impl Published {
     }
 }
 
-/// Copies into the repository's own store every object a sandbox of `own`'s run (or of no run)
-/// would need and not see: what the user's refs, and `extra` (the run's base), reach and only
-/// run stores hold. Returns how many objects were copied. A repository without run stores has
-/// nothing to do.
-pub fn publish(common: &Path, own: Option<&RunStore>, extra: &[&str]) -> Result<usize, VcsError> {
+/// Makes what a sandbox of `own`'s run (or of no run) needs and would not see readable to it:
+/// every object the user's refs reach that only run stores hold is copied into the repository's
+/// own store; every object the run's `base` reaches (a base on another run's branch, which the
+/// user chose) that neither that store nor the run's has is copied into the run's store. Returns
+/// how many objects were copied. A repository without run stores has nothing to do.
+pub fn publish(common: &Path, own: Option<&RunStore>, base: Option<&str>) -> Result<usize, VcsError> {
     let io = |e| VcsError::Spawn(e);
     if !common.join("agentctl/stores").is_dir() {
         return Ok(0);
     }
     let _lock = lock(&common.join("agentctl/publish.lock")).map_err(io)?;
     let objects = common.join("objects");
+    // The packs as they are before anything is copied: a `git gc` that ends meanwhile changes
+    // them, and the next call checks the copies again.
+    let packs = pack_names(&objects).map_err(io)?;
     let mut state = Published::read(common).map_err(io)?;
+    let before = state.clone();
     let mut copy: BTreeSet<String> = BTreeSet::new();
     // `git gc` drops the repository's copy of an object an alternate also holds: copy again.
-    if pack_names(&objects).map_err(io)? != state.packs && !state.objects.is_empty() {
-        let view = OwnView::new(common, None).map_err(io)?;
+    if packs != state.packs && !state.objects.is_empty() {
+        let view = RepoView::new(common, None).map_err(io)?;
         copy.extend(view.absent(state.objects.iter().cloned())?);
     }
     let tips = user_tips(common)?;
     let fresh: Vec<&String> = tips.iter().filter(|t| !state.tips.contains(*t)).collect();
-    let extra: Vec<&str> = extra.iter().copied().filter(|e| !tips.contains(*e)).collect();
+    let base = base.filter(|b| !tips.contains(*b));
     // The tips verified before that still exist (a deleted branch's may have been pruned).
-    let known: Vec<String> = if fresh.is_empty() && extra.is_empty() {
+    let known: Vec<String> = if fresh.is_empty() && base.is_none() {
         Vec::new()
     } else {
         existing(common, state.tips.iter().cloned())?
     };
     if !fresh.is_empty() {
         let listed = reachable(common, fresh.iter().map(|s| s.as_str()), &known)?;
-        let view = OwnView::new(common, None).map_err(io)?;
-        copy.extend(view.absent(listed)?);
-    }
-    // The run's own base may hold its own commits (a resumed run): those stay in its store,
-    // which its sandbox sees. Not remembered as verified: another run's view differs.
-    if !extra.is_empty() {
-        let mut negatives = known.clone();
-        negatives.extend(tips.iter().cloned());
-        let listed = reachable(common, extra.iter().copied(), &negatives)?;
-        let view = OwnView::new(common, own).map_err(io)?;
+        let view = RepoView::new(common, None).map_err(io)?;
         copy.extend(view.absent(listed)?);
     }
     if !copy.is_empty() {
-        copy_into_repository(common, &copy)?;
+        // Recorded first: a copy that is made but not recorded would never be checked again.
+        state.objects.extend(copy.iter().cloned());
+        state.write(common).map_err(io)?;
+        let name = copy_objects(common, &objects, &copy)?;
         tracing::info!(
             objects = copy.len(),
             "copied run objects the repository's history reaches into its own store"
         );
+        state.packs = packs.iter().cloned().chain(name).collect();
+        state.packs.sort();
+    } else {
+        state.packs = packs;
     }
-    let copied = copy.len();
-    let before = state.clone();
-    state.objects.extend(copy);
-    state.tips = tips;
-    state.packs = pack_names(&objects).map_err(io)?;
+    let mut copied = copy.len();
+    state.tips = tips.clone();
     if state != before {
         state.write(common).map_err(io)?;
+    }
+    // A base beyond the user's refs (another run's branch) goes into the run's own store only:
+    // no other sandbox sees it.
+    if let (Some(base), Some(own)) = (base, own) {
+        let mut negatives = known;
+        negatives.extend(tips);
+        let listed = reachable(common, std::iter::once(base), &negatives)?;
+        let missing: BTreeSet<String> = RepoView::new(common, Some(own))
+            .map_err(io)?
+            .absent(listed)?
+            .into_iter()
+            .collect();
+        if !missing.is_empty() {
+            copy_objects(common, &own.path(), &missing)?;
+            copied += missing.len();
+        }
     }
     Ok(copied)
 }
@@ -288,8 +304,9 @@ fn reachable<'a>(common: &Path, tips: impl Iterator<Item = &'a str>, not: &[Stri
         .collect())
 }
 
-/// Copies `ids` (found in any store) into the repository's own store, as one pack.
-fn copy_into_repository(common: &Path, ids: &BTreeSet<String>) -> Result<(), VcsError> {
+/// Copies `ids` (found in any store) into the object directory `dest`, as one pack. Returns the
+/// pack's name (`pack-<hash>`).
+fn copy_objects(common: &Path, dest: &Path, ids: &BTreeSet<String>) -> Result<Option<String>, VcsError> {
     let git = Git::new(common);
     let mut pack = git.command(["pack-objects", "--stdout", "-q"]);
     pack.env("GIT_DIR", common)
@@ -303,8 +320,10 @@ fn copy_into_repository(common: &Path, ids: &BTreeSet<String>) -> Result<(), Vcs
     let mut index = git.command(["index-pack", "--stdin"]);
     index
         .env("GIT_DIR", common)
+        .env("GIT_OBJECT_DIRECTORY", dest)
+        .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", common.join("objects"))
         .stdin(pack.stdout.take().expect("piped"))
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let index = index.output().map_err(VcsError::Spawn)?;
     let packed = pack.wait_with_output().map_err(VcsError::Spawn)?;
@@ -315,19 +334,24 @@ fn copy_into_repository(common: &Path, ids: &BTreeSet<String>) -> Result<(), Vcs
     if !index.status.success() {
         return Err(failed(["index-pack"], &index));
     }
-    Ok(())
+    // index-pack prints `pack\t<hash>`.
+    Ok(String::from_utf8_lossy(&index.stdout)
+        .split_whitespace()
+        .last()
+        .map(|h| format!("pack-{h}")))
 }
 
 /// A view of the repository's own objects (its user alternates too, and one run's store when
-/// given) without the run stores: a scratch object directory linking to the repository's loose
-/// object directories and packs.
-struct OwnView {
+/// given) without the other run stores: a scratch object directory (removed when dropped)
+/// linking to the repository's loose object directories and packs. What a sandbox of that run
+/// sees; git run with `GIT_OBJECT_DIRECTORY` set to [`RepoView::path`] reads nothing else.
+pub struct RepoView {
     common: PathBuf,
     dir: tempfile::TempDir,
 }
 
-impl OwnView {
-    fn new(common: &Path, own: Option<&RunStore>) -> io::Result<OwnView> {
+impl RepoView {
+    pub fn new(common: &Path, own: Option<&RunStore>) -> io::Result<RepoView> {
         let scratch = common.join("agentctl/tmp");
         fs::create_dir_all(&scratch)?;
         let dir = tempfile::Builder::new().prefix("view-").tempdir_in(&scratch)?;
@@ -342,23 +366,37 @@ impl OwnView {
         lines.extend(own.map(RunStore::path));
         let text: String = lines.iter().map(|l| format!("{}\n", l.display())).collect();
         fs::write(dir.path().join("info/alternates"), text)?;
-        Ok(OwnView {
+        Ok(RepoView {
             common: common.to_owned(),
             dir,
         })
     }
 
+    /// The view's object directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A git runner in the repository that reads objects through this view only.
+    pub fn command<I, S>(&self, args: I) -> std::process::Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Git::new(&self.common).command(args);
+        cmd.env("GIT_DIR", &self.common)
+            .env("GIT_OBJECT_DIRECTORY", self.dir.path());
+        cmd
+    }
+
     /// Which of `ids` this view lacks.
-    fn absent(&self, ids: impl IntoIterator<Item = String>) -> Result<Vec<String>, VcsError> {
+    pub fn absent(&self, ids: impl IntoIterator<Item = String>) -> Result<Vec<String>, VcsError> {
         let input: String = ids.into_iter().map(|i| format!("{i}\n")).collect();
         if input.is_empty() {
             return Ok(Vec::new());
         }
-        let git = Git::new(&self.common);
         let args = ["cat-file", "--batch-check=%(objectname)", "--buffer"];
-        let mut cmd = git.command(args);
-        cmd.env("GIT_DIR", &self.common)
-            .env("GIT_OBJECT_DIRECTORY", self.dir.path());
+        let mut cmd = self.command(args);
         let out = crate::exact::output_with_stdin(&mut cmd, Some(input.as_bytes()))?;
         if !out.status.success() {
             return Err(failed(args, &out));

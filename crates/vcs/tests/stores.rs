@@ -121,13 +121,13 @@ fn publish_copies_what_the_users_history_reaches_and_nothing_else() {
     let (merged_blob, merged) = commit_in_store(&repo, &s1, "agentctl/r1", "merged\n");
     let (private_blob, _) = commit_in_store(&repo, &s2, "agentctl/r2", "private\n");
     assert_eq!(
-        publish(&common, None, &[]).unwrap(),
+        publish(&common, None, None).unwrap(),
         0,
         "nothing of the user's reaches a run store"
     );
     git(&repo, &["merge", "-q", "--ff-only", &merged]);
     assert_eq!(
-        publish(&common, None, &[]).unwrap(),
+        publish(&common, None, None).unwrap(),
         3,
         "the merged commit, its tree and blob"
     );
@@ -137,13 +137,25 @@ fn publish_copies_what_the_users_history_reaches_and_nothing_else() {
         "an unmerged run's work stays in its store"
     );
     assert_eq!(
-        publish(&common, None, &[]).unwrap(),
+        publish(&common, None, None).unwrap(),
         0,
         "verified tips are not walked again"
     );
     // A run's own base (a resumed run's branch) is judged with its own store in view.
     let (_, resumed) = commit_in_store(&repo, &s2, "agentctl/r2b", "resumed\n");
-    assert_eq!(publish(&common, Some(&s2), &[&resumed]).unwrap(), 0);
+    assert_eq!(publish(&common, Some(&s2), Some(&resumed)).unwrap(), 0);
+    // A base on another run's branch: copied into the run's own store, not the repository's.
+    let s3 = RunStore::of_repo(&repo, "r3").unwrap();
+    s3.ensure().unwrap();
+    let (_, other) = commit_in_store(&repo, &s2, "agentctl/r2c", "based on\n");
+    let copied = publish(&common, Some(&s3), Some(&other)).unwrap();
+    assert!(copied >= 3, "{copied}");
+    let view = vcs::RepoView::new(&common, Some(&s3)).unwrap();
+    assert!(view.absent([other.clone()]).unwrap().is_empty(), "run 3 sees its base");
+    assert!(
+        !in_own_store(&repo, &other),
+        "another run's work stays out of the shared store"
+    );
 }
 
 #[test]
@@ -154,11 +166,11 @@ fn publish_copies_again_what_git_gc_dropped_from_the_repositorys_store() {
     store.ensure().unwrap();
     let (blob, commit) = commit_in_store(&repo, &store, "agentctl/r1", "merged\n");
     git(&repo, &["merge", "-q", "--ff-only", &commit]);
-    assert_eq!(publish(&common, None, &[]).unwrap(), 3);
+    assert_eq!(publish(&common, None, None).unwrap(), 3);
     // gc packs locally only what no alternate holds: the copies go.
     git(&repo, &["gc", "-q"]);
     let dropped = !in_own_store(&repo, &blob);
-    let copied = publish(&common, None, &[]).unwrap();
+    let copied = publish(&common, None, None).unwrap();
     assert_eq!(copied, if dropped { 3 } else { 0 });
     assert!(in_own_store(&repo, &blob) && in_own_store(&repo, &commit));
     git(&repo, &["fsck", "--no-dangling"]);

@@ -547,7 +547,7 @@ impl Setup {
         // other runs' stores copied in, then the view.
         let store = vcs::RunStore::of_repo(repo, "bench-sandbox-setup").map_err(|e| e.to_string())?;
         store.ensure().map_err(|e| e.to_string())?;
-        vcs::publish(store.common(), Some(&store), &[&tip]).map_err(|e| e.to_string())?;
+        vcs::publish(store.common(), Some(&store), Some(&tip)).map_err(|e| e.to_string())?;
         let mut alternates = vcs::sandbox_alternates(store.common()).map_err(|e| e.to_string())?;
         alternates.push(store.path());
         let objects = sandbox::gitview::RunObjects {

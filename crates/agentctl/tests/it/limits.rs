@@ -33,7 +33,7 @@ fn samples_while_running(env: &Env, id: &str) -> Vec<Value> {
 /// Which cgroup backend this host gives a root supervisor, as `describe()` names it: "cgroup
 /// v2" or "cgroup v1"; `None` when the tests cannot tell (then backend-specific checks are
 /// skipped).
-fn cgroups() -> Option<&'static str> {
+pub(crate) fn cgroups() -> Option<&'static str> {
     let root = Path::new("/sys/fs/cgroup");
     if root.join("cgroup.controllers").is_file() {
         return Some("cgroup v2");

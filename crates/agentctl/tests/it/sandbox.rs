@@ -1613,3 +1613,128 @@ fn reviewing_a_worktree_with_git_status_runs_nothing_the_agent_planted() {
         .collect();
     assert!(ran.is_empty(), "the user's `git status` ran planted commands: {ran:?}");
 }
+
+/// The agent's private object store is its own to fill: an object file it plants as a link to
+/// another run's object, or names after another run's object, brings nothing of that run in
+/// when its objects are imported, and its branch cannot be pointed at another run's commit.
+#[test]
+fn a_run_cannot_import_or_adopt_another_runs_objects() {
+    let env = Env::new();
+    let secret = format!("OTHERRUNSECRET-{}", random_hex(24));
+    let (a, _) = env.json(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "echo {secret} > secret.txt && git add secret.txt && git -c user.name=a -c user.email=a@b commit -qm secret"
+        ),
+    ]);
+    let a = a["id"].as_str().unwrap().to_owned();
+    let commit = git(&env.repo, &["rev-parse", &format!("agentctl/{a}")]);
+    let commit = commit.trim();
+    let blob = git(&env.repo, &["rev-parse", &format!("agentctl/{a}:secret.txt")]);
+    let blob = blob.trim();
+    let store = env.repo.join(".git/agentctl/stores").join(&a);
+    // Run B knows A's ids (say, from a log) and the layout of the stores.
+    let script = format!(
+        r#"
+objs=$(git rev-parse --git-path objects)
+for id in {commit} {blob}; do
+  d=$objs/$(echo $id | cut -c1-2); f=$(echo $id | cut -c3-)
+  mkdir -p $d
+  ln -sf {store}/$(echo $id | cut -c1-2)/$f $d/$f.link 2>/dev/null
+  ln -sf {store}/$(echo $id | cut -c1-2)/$f $d/$f 2>/dev/null || : > $d/$f
+done
+git update-ref refs/heads/$AGENTCTL_BRANCH {commit} 2>&1 || echo "$(printf '%s' {commit})" > "$(git rev-parse --git-path refs/heads/$AGENTCTL_BRANCH)"
+echo planted
+"#,
+        store = store.display()
+    );
+    let (b, _) = env.json(&["run", "--", "sh", "-c", &script]);
+    let b = b["id"].as_str().unwrap().to_owned();
+    assert!(env.logs(&b).contains("planted"), "{}", env.logs(&b));
+    // The branch did not move to A's commit.
+    let tip = git(&env.repo, &["rev-parse", &format!("agentctl/{b}")]);
+    assert_ne!(tip.trim(), commit, "run B's branch was pointed at run A's commit");
+    // A later sandbox of run B's cannot read A's objects; nor can any run's.
+    let (c, _) = env.json(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "git cat-file -p {blob}; git cat-file --batch-all-objects --batch | grep -a OTHERRUNSECRET; echo checked"
+        ),
+    ]);
+    let log = env.logs(c["id"].as_str().unwrap());
+    assert!(log.contains("checked"), "{log}");
+    assert!(!log.contains(&secret), "a sandbox read run A's file: {log}");
+    let b_store = env.repo.join(".git/agentctl/stores").join(&b);
+    let mut files = Vec::new();
+    all_files(&b_store, &mut files);
+    for (path, bytes) in files {
+        assert!(
+            !contains(&bytes, blob.as_bytes()),
+            "run B's store names A's blob: {}",
+            path.display()
+        );
+    }
+}
+
+/// Git in the sandbox writes again an object the repository has (it cannot freshen a read-only
+/// one): the import leaves such objects out of the run's store, so a `git gc` (which drops the
+/// repository's copy of what an alternate holds) takes nothing from the user's history.
+#[test]
+fn objects_a_sandbox_rewrites_stay_the_repositorys_through_git_gc() {
+    let env = Env::new();
+    let (v, _) = env.json(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "for f in $(git ls-files); do git hash-object -w \"$f\"; done; git ls-tree -r HEAD | wc -l",
+    ]);
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    env.run(&["checkpoint", &id]);
+    // None of the repository's objects is in the run's store.
+    let store = env.repo.join(".git/agentctl/stores").join(&id);
+    let mut in_store = String::new();
+    for entry in std::fs::read_dir(&store).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.len() == 2 {
+            for obj in std::fs::read_dir(entry.path()).unwrap().flatten() {
+                in_store.push_str(&format!("{name}{}\n", obj.file_name().to_string_lossy()));
+            }
+        }
+    }
+    for idx in std::fs::read_dir(store.join("pack")).unwrap().flatten() {
+        if idx.path().extension().is_some_and(|e| e == "idx") {
+            let out = Command::new("git")
+                .arg("show-index")
+                .stdin(std::fs::File::open(idx.path()).unwrap())
+                .output()
+                .unwrap();
+            in_store.push_str(&stdout(&out));
+        }
+    }
+    let repo_objects = git(&env.repo, &["rev-list", "--objects", "HEAD"]);
+    for line in repo_objects.lines() {
+        let id = line.split_whitespace().next().unwrap();
+        assert!(!in_store.contains(id), "the run's store doubles {line}: {in_store}");
+    }
+    for args in [&["gc", "-q"][..], &["fsck", "--no-dangling"][..]] {
+        let out = Command::new("git").current_dir(&env.repo).args(args).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    }
+    let (c, _) = env.json(&[
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "git log -p HEAD > /dev/null && for f in $(git ls-files); do git cat-file -e HEAD:\"$f\" || echo MISSING $f; done; echo READ-OK",
+    ]);
+    let log = env.logs(c["id"].as_str().unwrap());
+    assert!(log.contains("READ-OK") && !log.contains("MISSING"), "{log}");
+}

@@ -570,3 +570,69 @@ fn a_later_checkpoint_is_promoted_on_top_of_the_earlier_promotion() {
     assert_eq!(rev(&env.repo, &format!("{second}^")), first);
     assert_eq!(git(&env.repo, &["show", &format!("{branch}:two.txt")]), "two\n");
 }
+
+/// A gate runs code the agent wrote (its tests), so it takes on the run's resource limits: in
+/// the supervisor's promotion and in `agentctl promote`, a gate that forks past `--pids` is
+/// refused the forks (the same gate without limits passes), and no cgroup is left behind.
+#[test]
+fn gates_take_on_the_runs_resource_limits() {
+    if crate::limits::cgroups().is_none() {
+        eprintln!("skipped: no cgroup backend on this host");
+        return;
+    }
+    let env = env_ignoring_tmp();
+    let gate = r#"python3 -c '
+import subprocess, sys
+procs = []
+for i in range(80):
+    try:
+        procs.append(subprocess.Popen(["sleep", "5"]))
+    except OSError as e:
+        print("fork refused after", len(procs), "processes")
+        break
+for p in procs:
+    p.kill()
+sys.exit(0 if len(procs) == 80 else 7)
+'"#;
+    // Without limits the gate passes: the forks are what a limit refuses.
+    let (free, _) = env.json(&["run", "--gate", gate, "--", "sh", "-c", WORK]);
+    assert_eq!(free["state"], "succeeded", "{free}");
+    // In the supervisor's promotion.
+    let (v, _) = env.json(&["run", "--pids", "40", "--gate", gate, "--", "sh", "-c", WORK]);
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(v["state"], "failed", "{v}");
+    let gates = events_of(&env, &id, "gate_finished");
+    assert_eq!(gates[0]["exit_code"], 7, "{gates:?}");
+    assert!(
+        gates[0]["output_tail"].as_str().unwrap().contains("fork refused"),
+        "{gates:?}"
+    );
+    // In `agentctl promote`.
+    let (v, _) = env.json(&[
+        "run",
+        "--shadow=manual",
+        "--pids",
+        "40",
+        "--gate",
+        gate,
+        "--",
+        "sh",
+        "-c",
+        WORK,
+    ]);
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(v["state"], "succeeded", "{v}");
+    let (p, out) = env.json(&["promote", &id]);
+    assert_eq!(out.status.code(), Some(65), "{p}");
+    let gates = events_of(&env, &id, "gate_finished");
+    assert_eq!(gates[0]["exit_code"], 7, "{gates:?}");
+    let left: Vec<String> = std::fs::read_dir("/sys/fs/cgroup/pids")
+        .into_iter()
+        .chain(std::fs::read_dir("/sys/fs/cgroup"))
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(&id))
+        .collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+}

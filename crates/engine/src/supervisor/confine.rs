@@ -50,6 +50,8 @@ pub(crate) struct Confined {
     pub env: Vec<(OsString, OsString)>,
     pub redactor: Redactor,
     git: Option<GitView>,
+    /// The run's object store (sandboxed runs).
+    store: Option<vcs::RunStore>,
     branch: String,
     _proxy: Option<ProxyHandle>,
     refusals: Option<Receiver<ProxyEvent>>,
@@ -146,6 +148,7 @@ impl Confined {
             env,
             redactor,
             git: None,
+            store: None,
             branch: plan.work_branch().to_owned(),
             _proxy: None,
             refusals: None,
@@ -196,7 +199,8 @@ impl Confined {
             let tip = Git::new(repo)
                 .resolve_commit(plan.work_branch())
                 .unwrap_or_else(|_| plan.base_commit.clone());
-            let run_objects = run_objects(repo, id, plan, &tip)?;
+            let (store, run_objects) = run_objects(repo, id, plan)?;
+            confined.store = Some(store);
             let view = GitView::prepare(
                 &plan.worktree,
                 plan.work_branch(),
@@ -333,15 +337,25 @@ impl Confined {
     }
 
     /// The private object store of the agent's git, to import from (sandboxed runs).
-    pub fn object_import(&self) -> Option<sandbox::gitview::ObjectImport> {
-        self.git.as_ref().map(GitView::importer)
+    pub fn object_import(&self) -> Option<(sandbox::gitview::ObjectImport, vcs::RunStore)> {
+        Some((self.git.as_ref()?.importer(), self.store.clone()?))
     }
 
     /// After an agent process ended: moves the run's branch to what the agent committed in its
-    /// sandbox, if it is a commit. Returns the event to record, if the branch moved.
+    /// sandbox, if it is a commit whose history the run can read (the repository's objects and
+    /// its store: never another run's commit, nor one naming another run's trees). Returns the
+    /// event to record, if the branch moved.
     pub fn sync_branch(&self, repo: &Path) -> Option<EventData> {
         let view = self.git.as_ref()?;
-        if let Err(e) = view.importer().import() {
+        let store = self.store.as_ref()?;
+        let objects = match vcs::RepoView::new(store.common(), Some(store)) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make the run's view of its objects; the branch is not synced");
+                return None;
+            }
+        };
+        if let Err(e) = view.importer().import(objects.path()) {
             tracing::warn!(error = %e, "cannot import the agent's git objects");
         }
         let tip = view.branch_tip()?;
@@ -350,11 +364,36 @@ impl Confined {
         if current == tip {
             return None;
         }
-        let kind = git.run(["cat-file", "-t", tip.as_str()]).ok()?;
-        if kind.trim() != "commit" {
+        let kind = objects
+            .command(["cat-file", "-t", tip.as_str()])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        if kind.as_deref() != Some("commit") {
             tracing::warn!(
                 tip,
-                "the sandbox's branch points at something that is not a commit; ignored"
+                "the sandbox's branch points at something that is not a commit the run can read; ignored"
+            );
+            return None;
+        }
+        let complete = objects
+            .command([
+                "rev-list",
+                "--objects",
+                "--quiet",
+                tip.as_str(),
+                "--not",
+                current.as_str(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !complete {
+            tracing::warn!(
+                tip,
+                "the sandbox's branch names objects the run cannot read (another run's, or none); ignored"
             );
             return None;
         }
@@ -514,7 +553,7 @@ fn resolve_secrets(
 /// them cannot be resolved here: text that might hold it must then not be recorded.
 /// The run's object store for its sandbox's git view, after copying into the repository's own
 /// store what the user's history took from other runs' stores (which the sandbox cannot see).
-fn run_objects(repo: &Path, id: &RunId, plan: &LaunchPlan, tip: &str) -> Result<RunObjects, NotConfined> {
+fn run_objects(repo: &Path, id: &RunId, plan: &LaunchPlan) -> Result<(vcs::RunStore, RunObjects), NotConfined> {
     let unavailable = |e: String| {
         NotConfined::new(
             model::ErrorCode::SandboxUnavailable,
@@ -523,15 +562,16 @@ fn run_objects(repo: &Path, id: &RunId, plan: &LaunchPlan, tip: &str) -> Result<
     };
     let store = crate::objects::run_store(repo, id).map_err(|e| unavailable(e.to_string()))?;
     // Without it the agent may find objects of the user's history missing; never a leak.
-    if let Err(e) = vcs::publish(store.common(), Some(&store), &[plan.base_commit.as_str(), tip]) {
+    if let Err(e) = vcs::publish(store.common(), Some(&store), Some(plan.base_commit.as_str())) {
         tracing::warn!(error = %e, "cannot copy run objects the repository's history reaches into its own store");
     }
     let mut alternates = vcs::sandbox_alternates(store.common()).map_err(|e| unavailable(e.to_string()))?;
     alternates.push(store.path());
-    Ok(RunObjects {
+    let objects = RunObjects {
         store: store.path(),
         alternates,
-    })
+    };
+    Ok((store, objects))
 }
 
 pub(crate) fn redactor_for(plan: &LaunchPlan, repo: &Path) -> Option<Redactor> {
@@ -599,13 +639,15 @@ fn tool_mounts(plan: &LaunchPlan, iso: &IsolationPlan, home: Option<&Path>, stat
 /// of the change, with no git metadata). Sandboxed like the run's agent — system read-only,
 /// only `dir` writable, the state directory hidden, a clean environment — and never with any
 /// network, whatever the run's mode: a gate runs code the agent wrote. No secret is given.
-/// Unsandboxed when the run is (`--sandbox=off`).
+/// Unsandboxed when the run is (`--sandbox=off`). `limits` are the run's resource limits
+/// ([`gate_limits`]), sandboxed or not.
 pub(crate) fn gate_command(
     plan: &LaunchPlan,
     state_root: &Path,
     dir: &Path,
     command: &str,
     extra_env: &[(String, String)],
+    limits: Option<ChildSetup>,
 ) -> Result<crate::hooks::CommandLine, NotConfined> {
     let iso = plan.isolation.clone().unwrap_or_else(IsolationPlan::unconfined);
     let argv: Vec<String> = vec!["/bin/sh".to_owned(), "-c".to_owned(), command.to_owned()];
@@ -624,6 +666,7 @@ pub(crate) fn gate_command(
             env,
             env_clear: false,
             keep: GATE_KEEP,
+            limits,
         });
     }
     let (bwrap, exe) = sandbox_tools()?;
@@ -643,7 +686,28 @@ pub(crate) fn gate_command(
         env,
         env_clear: true,
         keep: GATE_KEEP,
+        limits,
     })
+}
+
+/// The resource limits gates take on when no supervisor's are at hand (`agentctl promote`):
+/// the run's `--memory`, `--cpus` and `--pids`, in a cgroup of their own
+/// (`agentctl-<run>.promote`, removed when the returned enforcer finishes) where the machine
+/// allows, else rlimits. `None` for a run without limits.
+pub(crate) fn gate_limits(id: &RunId, plan: &LaunchPlan) -> Option<Enforcer> {
+    let iso = plan.isolation.as_ref()?;
+    if iso.limits.is_empty() {
+        return None;
+    }
+    let limits = ResourceLimits {
+        memory_bytes: iso.limits.memory_bytes,
+        cpus: iso.limits.cpus,
+        pids: iso.limits.pids,
+        disk_bytes: None,
+        file_size_bytes: None,
+    };
+    let backend = sandbox::limits::detect_host(None);
+    Some(Enforcer::start(backend, &format!("{id}.promote"), &limits))
 }
 
 /// How much of a gate's output is kept before redaction: the recorded tail, plus room for a

@@ -363,8 +363,8 @@ fn supervise_run(
         None
     };
     let mut checkpointer = open_checkpointer(w, layout, &id, plan);
-    if let (Some(cp), Some(objects)) = (&mut checkpointer, confined.object_import()) {
-        cp.import_objects_from(objects);
+    if let (Some(cp), Some((objects, store))) = (&mut checkpointer, confined.object_import()) {
+        cp.import_objects_from(objects, store);
     }
     if let Some(cp) = &mut checkpointer
         && cp.last_number().is_none()
@@ -520,6 +520,7 @@ fn promote_at_end(
         trigger: model::PromoteMode::Auto,
         final_tree,
         redact: Some(&redact),
+        limits: confined.child_setup(),
     };
     let attempted = crate::shadow::lock(&layout.run_dir(id), id)
         .and_then(|_lock| crate::shadow::attempt(&attempt, w, &mut || early_stop(files, rx).is_some()));
