@@ -42,6 +42,9 @@ pub struct Snapshotter {
     trees: RefCell<TreeCache>,
     /// Where new objects go when not into the repository's own store (a run's store).
     sink: Option<RunSink>,
+    /// Whether the first full scan may reuse the worktree's own index (see
+    /// [`Snapshotter::distrust_worktree_index`]).
+    seed_from_worktree: bool,
 }
 
 /// A run's object store as the snapshotter writes to it: loose objects and packs.
@@ -92,6 +95,7 @@ impl Snapshotter {
             protect,
             trees: RefCell::default(),
             sink: None,
+            seed_from_worktree: true,
         })
     }
 
@@ -120,10 +124,18 @@ impl Snapshotter {
         &self.git
     }
 
+    /// Never seeds the private index from the worktree's own: a sandboxed agent writes that
+    /// index, and an entry whose stat data matches its file is taken without reading the file
+    /// — an entry naming another run's object would put that object into the checkpoint (and
+    /// a rollback would write it into the worktree). The first full scan then reads every file.
+    pub fn distrust_worktree_index(&mut self) {
+        self.seed_from_worktree = false;
+    }
+
     /// Seeds the private index from the worktree's own (atomically), so a first full scan
     /// reuses the stat data git already has.
     fn ensure_index(&self) -> Result<()> {
-        if self.index_file.exists() {
+        if self.index_file.exists() || !self.seed_from_worktree {
             return Ok(());
         }
         let real = self.repo.index_path();

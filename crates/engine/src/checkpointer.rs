@@ -139,7 +139,10 @@ impl Checkpointer {
     }
 
     /// Imports the objects a sandboxed agent writes to its private store before each snapshot.
+    /// The agent's worktree index is then not trusted either (see
+    /// [`Snapshotter::distrust_worktree_index`]).
     pub fn import_objects_from(&mut self, objects: sandbox::gitview::ObjectImport, store: vcs::RunStore) {
+        self.snap.distrust_worktree_index();
         self.objects = Some((objects, store));
     }
 

@@ -61,12 +61,16 @@ pub struct GitView {
 /// names every object by the hash of its content — an object the agent forged under another
 /// name is stored under its true one, never over an object of the user's.
 ///
-/// The private store is the agent's: a name is a claim, a file may be a symlink to another
-/// run's object, its alternates may point anywhere. So the import copies only regular files
-/// (never following a link) into a scratch store, whose only alternate is the view of the
-/// run's own objects the caller gives (the repository's and the run's, never other runs'), and
-/// packs from there: an object comes in only if the agent wrote its content or could see it.
-/// Objects that view has already are left out, so the run's store never doubles one of the
+/// The private store is the agent's, and it may change it while the import runs: a name is a
+/// claim, a file or a directory may become a link to another run's objects or the
+/// repository's. So the import first moves the store's object directories out of the agent's
+/// reach (a rename moves a link itself, never what it points to), then copies regular files
+/// only, each opened without following a link, into fresh directories nobody else holds, and
+/// works there alone: it never reads, writes or deletes through a path the agent can change.
+/// The copies are indexed in a staging store whose only alternate is the view of what the run
+/// may read (the repository's objects and the run's, never other runs'); of the objects found
+/// there, by their true ids, those the view lacks go to the run's store. So an object comes in
+/// only if the agent wrote its content, and the run's store never doubles one of the
 /// repository's (`git gc` would drop the repository's copy).
 #[derive(Clone, Debug)]
 pub struct ObjectImport {
@@ -75,9 +79,11 @@ pub struct ObjectImport {
     store: Option<PathBuf>,
     /// The repository's common git directory.
     repo: PathBuf,
-    /// The line the private store's `info/alternates` must hold (the repository's objects).
-    alternate: PathBuf,
 }
+
+/// Files larger than this in the agent's store are not imported (a sparse file could fill the
+/// state directory's disk).
+const MAX_IMPORTED_FILE: u64 = 1 << 30;
 
 impl ObjectImport {
     /// The repository's common git directory.
@@ -86,200 +92,215 @@ impl ObjectImport {
     }
 
     /// Imports the objects of the private store that `view` (an object directory showing what
-    /// the run may read: the repository's objects and the run's store) lacks, and removes them
-    /// from the private store. Returns how many were imported.
+    /// the run may read: the repository's objects and the run's store) lacks, and takes them
+    /// out of the private store. Returns how many were imported.
     pub fn import(&self, view: &Path) -> io::Result<usize> {
-        // The agent could have pointed its store's alternates anywhere on the host; git in the
-        // sandbox must find the repository's objects there again.
-        self.reset_alternates()?;
-        let scratch = tempfile::Builder::new()
+        let work = tempfile::Builder::new()
             .prefix("import-")
             .tempdir_in(self.private.parent().unwrap_or(Path::new("/tmp")))?;
-        let (ids, files) = self.copy_private_objects(scratch.path())?;
+        let moved = work.path().join("moved");
+        let clean = work.path().join("clean");
+        let staged = work.path().join("staged");
+        for dir in [&moved, &clean, &staged] {
+            fs::create_dir_all(dir.join("pack"))?;
+            fs::create_dir_all(dir.join("info"))?;
+        }
+        // Out of the agent's reach first: each object directory (or whatever stands there).
+        for entry in fs::read_dir(&self.private)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let hex2 = name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            if hex2 || name == "pack" {
+                let to = if name == "pack" {
+                    moved.join("pack-in")
+                } else {
+                    moved.join(&name)
+                };
+                let _ = fs::rename(entry.path(), to);
+            }
+        }
+        let ids = copy_regular_objects(&self.repo, &moved, &clean)?;
         if ids.is_empty() {
-            remove_all(&files);
             return Ok(0);
         }
-        fs::create_dir_all(scratch.path().join("info"))?;
-        fs::write(scratch.path().join("info/alternates"), format!("{}\n", view.display()))?;
-        let git = |dir: &Path| {
+        let git = |objects: &Path, alternates: Option<&Path>| {
             let mut c = Command::new("git");
             c.env_clear()
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
                 .env("GIT_CONFIG_NOSYSTEM", "1")
                 .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .env("GIT_DIR", dir)
+                .env("GIT_DIR", &self.repo)
+                .env("GIT_OBJECT_DIRECTORY", objects)
                 .args(["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]);
+            if let Some(a) = alternates {
+                c.env("GIT_ALTERNATE_OBJECT_DIRECTORIES", a);
+            }
             c
         };
-        // Only what the run cannot read already.
-        let check = git(&self.repo)
-            .env("GIT_OBJECT_DIRECTORY", view)
-            .args(["cat-file", "--batch-check=%(objectname)", "--buffer"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let new_ids = {
-            let mut check = check;
-            let mut stdin = check.stdin.take().expect("piped");
-            let list: String = ids.iter().map(|id| format!("{id}\n")).collect();
-            let writer = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
-            let out = check.wait_with_output()?;
-            let _ = writer.join();
-            if !out.status.success() {
-                return Err(io::Error::other("cannot check which of the agent's objects are new"));
-            }
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|l| l.strip_suffix(" missing"))
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        };
-        if new_ids.is_empty() {
-            remove_all(&files);
+        fs::write(clean.join("info/alternates"), format!("{}\n", view.display()))?;
+        fs::write(staged.join("info/alternates"), format!("{}\n", view.display()))?;
+        // Stage: what the claimed ids hold, indexed under their true ids. Names that hold
+        // nothing readable are dropped.
+        let readable = batch_check(git(&clean, None), &ids, true)?;
+        if readable.is_empty() {
             return Ok(0);
         }
-        // pack-objects reads the scratch store (with the view as its alternate: a complete
-        // pack, no thin deltas); index-pack writes it into the run's store.
-        let mut pack = git(&self.repo)
-            .env("GIT_OBJECT_DIRECTORY", scratch.path())
-            .args(["pack-objects", "--stdout", "-q"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let mut stdin = pack.stdin.take().expect("piped");
-        let list: String = new_ids.iter().map(|id| format!("{id}\n")).collect();
-        let writer = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
-        let mut index = git(&self.repo);
-        if let Some(store) = &self.store {
-            index
-                .env("GIT_OBJECT_DIRECTORY", store)
-                .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", self.repo.join("objects"));
+        pack_into(git(&clean, None), git(&staged, None), &readable)?;
+        let mut true_ids = Vec::new();
+        for entry in fs::read_dir(staged.join("pack"))?.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "idx") {
+                true_ids.extend(show_index(&self.repo, &entry.path())?);
+            }
         }
-        let index = index
-            .args(["index-pack", "--stdin", "--fix-thin"])
-            .stdin(pack.stdout.take().expect("piped"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()?;
-        let packed = pack.wait_with_output()?;
-        let _ = writer.join();
-        if !packed.status.success() || !index.status.success() {
-            return Err(io::Error::other(format!(
-                "cannot import the agent's objects: {}{}",
-                String::from_utf8_lossy(&packed.stderr).trim(),
-                String::from_utf8_lossy(&index.stderr).trim()
-            )));
+        // Only what the run cannot read already.
+        let new_ids = batch_check(git(view, None), &true_ids, false)?;
+        if new_ids.is_empty() {
+            return Ok(0);
         }
-        remove_all(&files);
+        let dest = self.store.clone().unwrap_or_else(|| self.repo.join("objects"));
+        pack_into(
+            git(&staged, None),
+            git(&dest, Some(&self.repo.join("objects"))),
+            &new_ids,
+        )?;
         Ok(new_ids.len())
     }
+}
 
-    /// Rewrites `info/alternates` to name only the repository's objects, replacing whatever
-    /// the agent put there (a symlinked `info` directory included).
-    fn reset_alternates(&self) -> io::Result<()> {
-        let info = self.private.join("info");
-        match fs::symlink_metadata(&info) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                fs::remove_file(&info)?;
-                fs::create_dir(&info)?;
-            }
-            Err(_) => fs::create_dir(&info)?,
-        }
-        write_no_follow(
-            &info.join("alternates"),
-            format!("{}\n", self.alternate.display()).as_bytes(),
-        )
+/// The ids of `ids` an object directory has (`present`) or lacks.
+fn batch_check(mut cmd: Command, ids: &[String], present: bool) -> io::Result<Vec<String>> {
+    let mut child = cmd
+        .args(["cat-file", "--batch-check=%(objectname)", "--buffer"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let list: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    let writer = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
+    let out = child.wait_with_output()?;
+    let _ = writer.join();
+    if !out.status.success() {
+        return Err(io::Error::other("cannot check the agent's objects"));
     }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| match l.strip_suffix(" missing") {
+            Some(id) if !present => Some(id.to_owned()),
+            None if present => Some(l.trim().to_owned()),
+            _ => None,
+        })
+        .collect())
+}
 
-    /// Copies the private store's objects — regular files in real directories only, opened
-    /// without following links — into the object directory `to`. Returns their ids and the
-    /// private files they came from.
-    fn copy_private_objects(&self, to: &Path) -> io::Result<(Vec<String>, Vec<PathBuf>)> {
-        let mut ids = Vec::new();
-        let mut files = Vec::new();
-        for dir in fs::read_dir(&self.private)?.flatten() {
-            let name = dir.file_name().to_string_lossy().into_owned();
-            let hex2 = name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
-            if !hex2 || !dir.file_type().is_ok_and(|t| t.is_dir()) {
+/// Packs `ids` as `from` reads them and indexes the pack as `into` writes (a complete pack: no
+/// thin deltas).
+fn pack_into(mut from: Command, mut into: Command, ids: &[String]) -> io::Result<()> {
+    let mut pack = from
+        .args(["pack-objects", "--stdout", "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = pack.stdin.take().expect("piped");
+    let list: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    let writer = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
+    let index = into
+        .args(["index-pack", "--stdin"])
+        .stdin(pack.stdout.take().expect("piped"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()?;
+    let packed = pack.wait_with_output()?;
+    let _ = writer.join();
+    if !packed.status.success() || !index.status.success() {
+        return Err(io::Error::other(format!(
+            "cannot import the agent's objects: {}{}",
+            String::from_utf8_lossy(&packed.stderr).trim(),
+            String::from_utf8_lossy(&index.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Copies the objects under `moved` (object directories taken from the agent's store; `pack-in`
+/// its pack directory) into the fresh object directory `to`: regular files in real
+/// directories only, each opened without following a link and at most [`MAX_IMPORTED_FILE`]
+/// long. Returns the ids their names claim.
+fn copy_regular_objects(repo: &Path, moved: &Path, to: &Path) -> io::Result<Vec<String>> {
+    let is_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    let mut ids = Vec::new();
+    for dir in fs::read_dir(moved)?.flatten() {
+        let name = dir.file_name().to_string_lossy().into_owned();
+        if name.len() != 2 || !is_dir(&dir.path()) {
+            continue;
+        }
+        for obj in fs::read_dir(dir.path())?.flatten() {
+            let rest = obj.file_name().to_string_lossy().into_owned();
+            let named = matches!(rest.len(), 38 | 62) && rest.bytes().all(|b| b.is_ascii_hexdigit());
+            if !named {
                 continue;
             }
-            for obj in fs::read_dir(dir.path())?.flatten() {
-                let rest = obj.file_name().to_string_lossy().into_owned();
-                let named = matches!(rest.len(), 38 | 62) && rest.bytes().all(|b| b.is_ascii_hexdigit());
-                if !named || !obj.file_type().is_ok_and(|t| t.is_file()) {
-                    continue;
-                }
-                let Some(bytes) = read_file_no_follow(&obj.path()) else {
-                    continue;
-                };
-                fs::create_dir_all(to.join(&name))?;
-                fs::write(to.join(&name).join(&rest), bytes)?;
+            fs::create_dir_all(to.join(&name))?;
+            if copy_no_follow(&obj.path(), &to.join(&name).join(&rest))? {
                 ids.push(format!("{name}{rest}"));
-                files.push(obj.path());
             }
         }
-        let pack_dir = self.private.join("pack");
-        fs::create_dir_all(to.join("pack"))?;
-        if fs::symlink_metadata(&pack_dir).is_ok_and(|m| m.is_dir()) {
-            for entry in fs::read_dir(&pack_dir)?.flatten() {
-                let path = entry.path();
-                if path.extension().is_none_or(|e| e != "idx") || !entry.file_type().is_ok_and(|t| t.is_file()) {
-                    continue;
-                }
-                let pack = path.with_extension("pack");
-                let (Some(idx), Some(data)) = (read_file_no_follow(&path), read_file_no_follow(&pack)) else {
-                    continue;
-                };
-                let name = entry.file_name();
-                let copied = to.join("pack").join(&name);
-                fs::write(&copied, idx)?;
-                fs::write(copied.with_extension("pack"), data)?;
-                let out = Command::new("git")
-                    .args(["show-index"])
-                    .stdin(fs::File::open(&copied)?)
-                    .output()?;
-                for line in String::from_utf8_lossy(&out.stdout).lines() {
-                    if let Some(id) = line.split_whitespace().nth(1) {
-                        ids.push(id.to_owned());
-                    }
-                }
-                for ext in ["idx", "pack", "rev", "bitmap", "keep", "promisor", "mtimes"] {
-                    files.push(path.with_extension(ext));
-                }
+    }
+    let packs = moved.join("pack-in");
+    if is_dir(&packs) {
+        for entry in fs::read_dir(&packs)?.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "idx") {
+                continue;
             }
+            let copied = to.join("pack").join(entry.file_name());
+            if !copy_no_follow(&path, &copied)?
+                || !copy_no_follow(&path.with_extension("pack"), &copied.with_extension("pack"))?
+            {
+                let _ = fs::remove_file(&copied);
+                continue;
+            }
+            ids.extend(show_index(repo, &copied)?);
         }
-        ids.sort();
-        ids.dedup();
-        Ok((ids, files))
     }
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
 }
 
-/// Removes files, ignoring those already gone.
-fn remove_all(files: &[PathBuf]) {
-    for f in files {
-        let _ = fs::remove_file(f);
-    }
+/// The ids a pack index lists (read in the repository, for its object format: outside one,
+/// `git show-index` reads nothing).
+fn show_index(repo: &Path, idx: &Path) -> io::Result<Vec<String>> {
+    let out = Command::new("git")
+        .env("GIT_DIR", repo)
+        .args(["show-index"])
+        .stdin(fs::File::open(idx)?)
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect())
 }
 
-/// A regular file's bytes, opened without following a symlink; `None` for anything else.
-fn read_file_no_follow(path: &Path) -> Option<Vec<u8>> {
+/// Copies a regular file (opened without following a link, at most [`MAX_IMPORTED_FILE`]
+/// long) to `to`, streaming. Returns whether it did.
+fn copy_no_follow(from: &Path, to: &Path) -> io::Result<bool> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
+    let Ok(f) = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    if !f.metadata().ok()?.is_file() {
-        return None;
+        .open(from)
+    else {
+        return Ok(false);
+    };
+    match f.metadata() {
+        Ok(m) if m.is_file() && m.len() <= MAX_IMPORTED_FILE => {}
+        _ => return Ok(false),
     }
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes).ok()?;
-    Some(bytes)
+    let mut out = fs::File::create(to)?;
+    io::copy(&mut f.take(MAX_IMPORTED_FILE), &mut out)?;
+    Ok(true)
 }
 
 impl GitView {
@@ -435,7 +456,6 @@ impl GitView {
                 private: objects,
                 store: run_objects.map(|r| r.store.clone()),
                 repo: common,
-                alternate: private_dir.join("repo-objects"),
             },
         })
     }
