@@ -81,9 +81,91 @@ pub struct ObjectImport {
     repo: PathBuf,
 }
 
-/// Files larger than this in the agent's store are not imported (a sparse file could fill the
-/// state directory's disk).
-const MAX_IMPORTED_FILE: u64 = 1 << 30;
+/// At most this many bytes of the agent's files are copied by one import (a sparse file costs
+/// the agent nothing and the state directory's disk its whole length); what is past it waits
+/// for the next import.
+const MAX_IMPORT_BYTES: u64 = 1 << 30;
+
+/// At most this many directory entries of the agent's store are read by one import (it can
+/// keep adding entries to a directory it holds open).
+const MAX_IMPORT_ENTRIES: usize = 200_000;
+
+/// What one import may still read.
+struct Budget {
+    bytes: u64,
+    entries: usize,
+}
+
+impl Budget {
+    /// Takes one directory entry; false when none is left.
+    fn entry(&mut self) -> bool {
+        self.entries = self.entries.saturating_sub(1);
+        self.entries > 0
+    }
+}
+
+/// A directory of the supervisor's, removed with `rm -rf` when dropped: the agent may have
+/// moved a tree of any depth into it, which a recursive removal in this process could not
+/// always take (one stack frame and descriptor per level).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(parent: &Path) -> io::Result<Scratch> {
+        // Leftovers of imports that could not be cleaned up go first.
+        if let Ok(dir) = fs::read_dir(parent) {
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with("import-") {
+                    remove_tree(&e.path());
+                }
+            }
+        }
+        let dir = tempfile::Builder::new().prefix("import-").tempdir_in(parent)?;
+        Ok(Scratch(dir.keep()))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        remove_tree(&self.0);
+    }
+}
+
+/// `rm -rf` of a tree (iterative, never follows a link, stays on one file system).
+fn remove_tree(path: &Path) {
+    let _ = Command::new("rm")
+        .args(["-rf", "--one-file-system", "--"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Bounds a git process working on the agent's objects: a small pack can claim objects of any
+/// size (a compression or delta bomb), so memory, CPU time and file size are capped.
+fn bounded(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for (resource, limit) in [
+                (libc::RLIMIT_AS, 8u64 << 30),
+                (libc::RLIMIT_CPU, 600),
+                (libc::RLIMIT_FSIZE, 2u64 << 30),
+            ] {
+                let l = libc::rlimit {
+                    rlim_cur: limit as libc::rlim_t,
+                    rlim_max: limit as libc::rlim_t,
+                };
+                if libc::setrlimit(resource, &l) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
 
 impl ObjectImport {
     /// The repository's common git directory.
@@ -95,18 +177,23 @@ impl ObjectImport {
     /// the run may read: the repository's objects and the run's store) lacks, and takes them
     /// out of the private store. Returns how many were imported.
     pub fn import(&self, view: &Path) -> io::Result<usize> {
-        let work = tempfile::Builder::new()
-            .prefix("import-")
-            .tempdir_in(self.private.parent().unwrap_or(Path::new("/tmp")))?;
-        let moved = work.path().join("moved");
-        let clean = work.path().join("clean");
-        let staged = work.path().join("staged");
+        let work = Scratch::new(self.private.parent().unwrap_or(Path::new("/tmp")))?;
+        let moved = work.0.join("moved");
+        let clean = work.0.join("clean");
+        let staged = work.0.join("staged");
         for dir in [&moved, &clean, &staged] {
             fs::create_dir_all(dir.join("pack"))?;
             fs::create_dir_all(dir.join("info"))?;
         }
+        let mut budget = Budget {
+            bytes: MAX_IMPORT_BYTES,
+            entries: MAX_IMPORT_ENTRIES,
+        };
         // Out of the agent's reach first: each object directory (or whatever stands there).
         for entry in fs::read_dir(&self.private)?.flatten() {
+            if !budget.entry() {
+                break;
+            }
             let name = entry.file_name().to_string_lossy().into_owned();
             let hex2 = name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
             if hex2 || name == "pack" {
@@ -118,19 +205,22 @@ impl ObjectImport {
                 let _ = fs::rename(entry.path(), to);
             }
         }
-        let ids = copy_regular_objects(&self.repo, &moved, &clean)?;
+        let ids = copy_regular_objects(&self.repo, &moved, &clean, &mut budget)?;
         if ids.is_empty() {
             return Ok(0);
         }
         let git = |objects: &Path, alternates: Option<&Path>| {
             let mut c = Command::new("git");
+            bounded(&mut c);
             c.env_clear()
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
                 .env("GIT_CONFIG_NOSYSTEM", "1")
                 .env("GIT_CONFIG_GLOBAL", "/dev/null")
                 .env("GIT_DIR", &self.repo)
                 .env("GIT_OBJECT_DIRECTORY", objects)
-                .args(["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]);
+                .args(["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"])
+                // Within the memory cap: git maps packs in windows and gives them back.
+                .args(["-c", "core.packedGitLimit=1g", "-c", "core.packedGitWindowSize=256m"]);
             if let Some(a) = alternates {
                 c.env("GIT_ALTERNATE_OBJECT_DIRECTORIES", a);
             }
@@ -144,7 +234,7 @@ impl ObjectImport {
         if readable.is_empty() {
             return Ok(0);
         }
-        pack_into(git(&clean, None), git(&staged, None), &readable)?;
+        pack_into(git(&clean, None), git(&staged, None), &readable, true)?;
         let mut true_ids = Vec::new();
         for entry in fs::read_dir(staged.join("pack"))?.flatten() {
             if entry.path().extension().is_some_and(|e| e == "idx") {
@@ -161,6 +251,7 @@ impl ObjectImport {
             git(&staged, None),
             git(&dest, Some(&self.repo.join("objects"))),
             &new_ids,
+            false,
         )?;
         Ok(new_ids.len())
     }
@@ -193,8 +284,9 @@ fn batch_check(mut cmd: Command, ids: &[String], present: bool) -> io::Result<Ve
 }
 
 /// Packs `ids` as `from` reads them and indexes the pack as `into` writes (a complete pack: no
-/// thin deltas).
-fn pack_into(mut from: Command, mut into: Command, ids: &[String]) -> io::Result<()> {
+/// thin deltas); with `fsck`, an object that is not well formed (a tree naming `.git`, a
+/// broken header) fails the whole pack, so none reaches a store the repository reads.
+fn pack_into(mut from: Command, mut into: Command, ids: &[String], fsck: bool) -> io::Result<()> {
     let mut pack = from
         .args(["pack-objects", "--stdout", "-q"])
         .stdin(Stdio::piped())
@@ -206,6 +298,7 @@ fn pack_into(mut from: Command, mut into: Command, ids: &[String]) -> io::Result
     let writer = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
     let index = into
         .args(["index-pack", "--stdin"])
+        .args(fsck.then_some("--fsck-objects"))
         .stdin(pack.stdout.take().expect("piped"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -224,24 +317,28 @@ fn pack_into(mut from: Command, mut into: Command, ids: &[String]) -> io::Result
 
 /// Copies the objects under `moved` (object directories taken from the agent's store; `pack-in`
 /// its pack directory) into the fresh object directory `to`: regular files in real
-/// directories only, each opened without following a link and at most [`MAX_IMPORTED_FILE`]
-/// long. Returns the ids their names claim.
-fn copy_regular_objects(repo: &Path, moved: &Path, to: &Path) -> io::Result<Vec<String>> {
+/// directories only, each opened without following a link, within `budget`. The agent's pack
+/// indexes are never read: each copied pack is indexed here (`git index-pack`, which reads the
+/// objects themselves). Returns the ids the loose files' names claim and the packs hold.
+fn copy_regular_objects(repo: &Path, moved: &Path, to: &Path, budget: &mut Budget) -> io::Result<Vec<String>> {
     let is_dir = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
     let mut ids = Vec::new();
-    for dir in fs::read_dir(moved)?.flatten() {
+    'dirs: for dir in fs::read_dir(moved)?.flatten() {
         let name = dir.file_name().to_string_lossy().into_owned();
         if name.len() != 2 || !is_dir(&dir.path()) {
             continue;
         }
         for obj in fs::read_dir(dir.path())?.flatten() {
+            if !budget.entry() {
+                break 'dirs;
+            }
             let rest = obj.file_name().to_string_lossy().into_owned();
             let named = matches!(rest.len(), 38 | 62) && rest.bytes().all(|b| b.is_ascii_hexdigit());
             if !named {
                 continue;
             }
             fs::create_dir_all(to.join(&name))?;
-            if copy_no_follow(&obj.path(), &to.join(&name).join(&rest))? {
+            if copy_no_follow(&obj.path(), &to.join(&name).join(&rest), budget)? {
                 ids.push(format!("{name}{rest}"));
             }
         }
@@ -249,18 +346,33 @@ fn copy_regular_objects(repo: &Path, moved: &Path, to: &Path) -> io::Result<Vec<
     let packs = moved.join("pack-in");
     if is_dir(&packs) {
         for entry in fs::read_dir(&packs)?.flatten() {
+            if !budget.entry() {
+                break;
+            }
             let path = entry.path();
-            if path.extension().is_none_or(|e| e != "idx") {
+            if path.extension().is_none_or(|e| e != "pack") {
                 continue;
             }
             let copied = to.join("pack").join(entry.file_name());
-            if !copy_no_follow(&path, &copied)?
-                || !copy_no_follow(&path.with_extension("pack"), &copied.with_extension("pack"))?
-            {
-                let _ = fs::remove_file(&copied);
+            if !copy_no_follow(&path, &copied, budget)? {
                 continue;
             }
-            ids.extend(show_index(repo, &copied)?);
+            let mut index = Command::new("git");
+            bounded(&mut index);
+            let indexed = index
+                .env("GIT_DIR", repo)
+                .args(["index-pack", "--fsck-objects"])
+                .arg(&copied)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            if indexed.success() {
+                ids.extend(show_index(repo, &copied.with_extension("idx"))?);
+            } else {
+                // Not a pack git can read alone (thin, truncated, malformed): left out.
+                let _ = fs::remove_file(&copied);
+            }
         }
     }
     ids.sort();
@@ -282,9 +394,9 @@ fn show_index(repo: &Path, idx: &Path) -> io::Result<Vec<String>> {
         .collect())
 }
 
-/// Copies a regular file (opened without following a link, at most [`MAX_IMPORTED_FILE`]
-/// long) to `to`, streaming. Returns whether it did.
-fn copy_no_follow(from: &Path, to: &Path) -> io::Result<bool> {
+/// Copies a regular file (opened without following a link) to `to`, streaming, if it fits in
+/// what is left of `budget`. Returns whether it did.
+fn copy_no_follow(from: &Path, to: &Path, budget: &mut Budget) -> io::Result<bool> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let Ok(f) = fs::OpenOptions::new()
@@ -295,11 +407,13 @@ fn copy_no_follow(from: &Path, to: &Path) -> io::Result<bool> {
         return Ok(false);
     };
     match f.metadata() {
-        Ok(m) if m.is_file() && m.len() <= MAX_IMPORTED_FILE => {}
+        Ok(m) if m.is_file() && m.len() <= budget.bytes => {}
         _ => return Ok(false),
     }
     let mut out = fs::File::create(to)?;
-    io::copy(&mut f.take(MAX_IMPORTED_FILE), &mut out)?;
+    // The file may grow while it is read: never past the budget.
+    let copied = io::copy(&mut f.take(budget.bytes), &mut out)?;
+    budget.bytes -= copied;
     Ok(true)
 }
 
@@ -321,8 +435,10 @@ impl GitView {
         // alternate, seen at a path that means the same inside and out (a symlink here, a
         // bind mount there).
         let objects = private_dir.join("objects");
-        fs::create_dir_all(objects.join("info"))?;
-        fs::create_dir_all(objects.join("pack"))?;
+        // The agent had these directories before (a resumed run): anything but a directory it
+        // left there — a link into the repository — is replaced, never written through.
+        real_dirs(private_dir, Path::new("objects/info"))?;
+        real_dirs(private_dir, Path::new("objects/pack"))?;
         let shared = private_dir.join("repo-objects");
         let _ = fs::remove_file(&shared);
         std::os::unix::fs::symlink(common.join("objects"), &shared)?;
@@ -420,12 +536,10 @@ impl GitView {
             Some(leaf) if !reftable => {
                 let heads = private_dir.join("heads");
                 let logs = private_dir.join("logs");
-                fs::create_dir_all(&heads)?;
-                fs::create_dir_all(&logs)?;
+                real_dirs(private_dir, Path::new("logs"))?;
                 let file = heads.join(leaf);
-                if let Some(parent) = file.parent() {
-                    fs::create_dir_all(parent)?;
-                }
+                let parent = Path::new("heads").join(leaf);
+                real_dirs(private_dir, parent.parent().unwrap_or(Path::new("heads")))?;
                 // The agent can write here (it is its branch): a symlink it planted is replaced,
                 // never written through.
                 write_no_follow(&file, format!("{tip}\n").as_bytes())?;
@@ -473,6 +587,24 @@ impl GitView {
         let ok = matches!(tip.len(), 40 | 64) && tip.bytes().all(|b| b.is_ascii_hexdigit());
         ok.then(|| tip.to_ascii_lowercase())
     }
+}
+
+/// Makes `base/rel` a directory, component by component, where each component is a real
+/// directory: anything else standing there (a symlink the agent planted, a file) is removed
+/// first, so nothing is ever created through a link. `base` itself is ours.
+fn real_dirs(base: &Path, rel: &Path) -> io::Result<PathBuf> {
+    let mut path = base.to_path_buf();
+    for component in rel.components() {
+        path.push(component);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => fs::remove_file(&path)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        fs::create_dir(&path)?;
+    }
+    Ok(path)
 }
 
 /// Replaces `path` with a new regular file holding `bytes`, without following a symlink there.

@@ -1342,13 +1342,17 @@ sleep 1.5
     );
 }
 
-/// The run's branch lives in a private directory bound writable at `refs/heads/agentctl/`.
-/// The agent replaces its ref file with a symlink to a host path; when the workflow is resumed,
-/// `GitView::prepare` writes the branch tip through it (`fs::write` follows symlinks).
+/// The run's branch lives in a private directory bound writable at `refs/heads/agentctl/`,
+/// its objects in one bound at `objects/`. The agent replaces its ref file, and its store's
+/// `info` directory, with symlinks to host paths; when the workflow is resumed,
+/// `GitView::prepare` must write through neither.
 #[test]
 fn a_resumed_workflow_does_not_write_through_a_planted_ref_symlink() {
     let env = Env::new();
     let victim = env.dir.path().join("victim-resume.txt");
+    let victim_info = env.dir.path().join("victim-info");
+    std::fs::create_dir_all(&victim_info).unwrap();
+    std::fs::write(victim_info.join("alternates"), "untouched\n").unwrap();
     std::fs::create_dir_all(env.repo.join(".agentctl/workflows")).unwrap();
     std::fs::write(
         env.repo.join(".agentctl/agents.toml"),
@@ -1363,8 +1367,11 @@ fn a_resumed_workflow_does_not_write_through_a_planted_ref_symlink() {
     std::fs::write(
         env.repo.join("plant.sh"),
         format!(
-            "ref=\"$(git rev-parse --git-common-dir)/refs/heads/$AGENTCTL_BRANCH\"\n\
+            "info=\"$(git rev-parse --git-common-dir)/objects/info\"\n\
+             if [ ! -L \"$info\" ]; then rm -rf \"$info\" && ln -s {} \"$info\"; fi\n\
+             ref=\"$(git rev-parse --git-common-dir)/refs/heads/$AGENTCTL_BRANCH\"\n\
              if [ ! -L \"$ref\" ]; then rm -f \"$ref\" && ln -s {} \"$ref\" && echo planted; sleep 30; fi\n",
+            victim_info.display(),
             victim.display()
         ),
     )
@@ -1404,6 +1411,11 @@ fn a_resumed_workflow_does_not_write_through_a_planted_ref_symlink() {
         "the resumed supervisor wrote {} on the host: {:?}",
         victim.display(),
         std::fs::read_to_string(&victim)
+    );
+    assert_eq!(
+        std::fs::read_to_string(victim_info.join("alternates")).unwrap(),
+        "untouched\n",
+        "the resumed supervisor wrote through the planted objects/info link"
     );
 }
 
@@ -1746,4 +1758,44 @@ fn objects_a_sandbox_rewrites_stay_the_repositorys_through_git_gc() {
     ]);
     let log = env.logs(c["id"].as_str().unwrap());
     assert!(log.contains("READ-OK") && !log.contains("MISSING"), "{log}");
+}
+
+/// What the agent leaves in its object store is not trusted to be small or well formed: a
+/// sparse file claiming 20 GiB is not copied, and a tree naming `.git` never reaches a store
+/// the repository reads — the user's `git fsck` stays clean and the branch does not move.
+#[test]
+fn oversized_and_malformed_objects_are_not_imported() {
+    let env = Env::new();
+    let script = r#"
+objs=$(git rev-parse --git-path objects)
+mkdir -p $objs/ab && truncate -s 20G $objs/ab/cdef0123456789abcdef0123456789abcdef01
+blob=$(echo payload | git hash-object -w --stdin)
+tree=$(printf '100644 blob %s\t.git\n' $blob | git mktree --missing 2>&1) || tree=$(printf '100644 blob %s\t.GIT\n' $blob | git mktree)
+commit=$(git -c user.name=a -c user.email=a@b commit-tree $tree -p HEAD -m evil)
+git update-ref refs/heads/$AGENTCTL_BRANCH $commit && echo "planted $tree"
+"#;
+    let (v, _) = env.json(&["run", "--", "sh", "-c", script]);
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert!(env.logs(&id).contains("planted"), "{}", env.logs(&id));
+    let base = v["base_commit"].as_str().unwrap().to_owned();
+    assert_eq!(
+        git(&env.repo, &["rev-parse", &format!("agentctl/{id}")]).trim(),
+        base,
+        "the branch moved to the malformed commit"
+    );
+    // (The worktree's own reflog, which the agent writes, may name the commit that was left
+    // out: the objects are what is checked.)
+    let out = Command::new("git")
+        .current_dir(&env.repo)
+        .args(["fsck", "--no-dangling", "--no-reflogs"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git fsck: {}{}", stdout(&out), stderr(&out));
+    // Nothing near 20 GiB was written anywhere under the state dir or the repository.
+    let du = |p: &Path| {
+        let out = Command::new("du").args(["-s", "-k"]).arg(p).output().unwrap();
+        stdout(&out).split_whitespace().next().unwrap().parse::<u64>().unwrap()
+    };
+    assert!(du(&env.state) < 100 * 1024, "state dir holds {} KiB", du(&env.state));
+    assert!(du(&env.repo) < 100 * 1024, "repository holds {} KiB", du(&env.repo));
 }
