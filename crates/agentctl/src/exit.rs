@@ -75,6 +75,16 @@ pub const EXIT_CANCELLED: i32 = 130;
 pub fn outcome_code(rec: &RunView) -> i32 {
     match rec.state {
         RunState::Succeeded => 0,
+        // The agent succeeded; its change was refused on the way to the branch.
+        RunState::Failed
+            if rec.exit_code == Some(0)
+                && rec
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with(model::shadow::PROMOTION_REFUSED_REASON)) =>
+        {
+            ErrorCode::PromotionRefused.exit_code()
+        }
         RunState::Failed => match (rec.exit_code, &rec.signal) {
             (Some(c), _) if (1..=255).contains(&c) => c,
             (_, Some(sig)) => 128 + signal_number(sig),

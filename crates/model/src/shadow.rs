@@ -12,6 +12,10 @@ use crate::policy::Violation;
 /// Each gate gets at most this long unless configured otherwise.
 pub const DEFAULT_GATE_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 
+/// How the reason of a run that failed because its automatic promotion was refused begins
+/// (the reasons follow): `run` and `wait` exit with `PROMOTION_REFUSED`'s code for it.
+pub const PROMOTION_REFUSED_REASON: &str = "promotion refused, the branch is unchanged";
+
 /// When a shadow run's change is promoted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]

@@ -136,6 +136,9 @@ fn a_failing_gate_leaves_the_branch_untouched() {
     ]);
     let id = v["id"].as_str().unwrap().to_owned();
     assert_eq!(v["state"], "failed", "{v}\n{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(65), "run exits PROMOTION_REFUSED's code");
+    let waited = env.run(&["wait", &id]);
+    assert_eq!(waited.status.code(), Some(65), "and so does wait");
     let reason = v["reason"].as_str().unwrap();
     assert!(
         reason.contains("promotion refused") && reason.contains("exit code 3"),

@@ -532,7 +532,8 @@ fn promote_at_end(
         Ok(done) if !done.promotion.promoted => {
             end.state = RunState::Failed;
             end.reason = format!(
-                "promotion refused, the branch is unchanged: {}",
+                "{}: {}",
+                model::shadow::PROMOTION_REFUSED_REASON,
                 done.promotion.reasons.join("; ")
             );
         }
