@@ -623,7 +623,8 @@ impl Drop for CgroupCleanup {
 /// A supervisor killed with SIGKILL cannot remove its run's cgroups, nor end what runs in
 /// them; the next agentctl that looks (the detector recording `lost`, the next limited run,
 /// `gc`) must — docs/events.md (`lost`) promises "a cgroup-based cleanup … together with
-/// resource limits". Today `sandbox::limits::cleanup_stale` exists but nothing calls it.
+/// resource limits": `sandbox::limits::cleanup_stale` runs as the next limited run starts, and
+/// a run found `lost` has its cgroup emptied and removed.
 #[test]
 fn a_killed_supervisors_cgroups_are_cleaned_up() {
     if cgroups().is_none() {
