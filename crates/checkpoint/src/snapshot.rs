@@ -47,10 +47,12 @@ pub struct Snapshotter {
     seed_from_worktree: bool,
 }
 
-/// A run's object store as the snapshotter writes to it: loose objects and packs.
+/// A run's object store as the snapshotter writes to it: loose objects and packs, and the
+/// run's view of objects, which decides what is stored already.
 struct RunSink {
     loose: gix::odb::loose::Store,
     pack_dir: PathBuf,
+    view: gix::odb::Handle,
 }
 
 impl std::fmt::Debug for Snapshotter {
@@ -101,14 +103,19 @@ impl Snapshotter {
 
     /// The same snapshotter, writing every object it creates (blobs, trees, checkpoint
     /// commits) into the run store `store` instead of the repository's own; the store must be
-    /// visible to the repository already ([`RunStore::ensure`]).
-    pub fn writing_to(mut self, store: &RunStore) -> Self {
+    /// visible to the repository already ([`RunStore::ensure`]). An object counts as stored
+    /// only if the run's view has it (the repository's objects and this store): one only
+    /// another run's store holds is stored again, so the run's objects stand on their own.
+    pub fn writing_to(mut self, store: &RunStore) -> Result<Self> {
+        let view = gix::odb::at(store.view_dir(), self.repo.object_hash())
+            .map_err(|e| CheckpointError::io(store.view_dir(), e))?;
         self.git = self.git.writing_to(store);
         self.sink = Some(RunSink {
             loose: gix::odb::loose::Store::at(store.path(), self.repo.object_hash()),
             pack_dir: store.path().join("pack"),
+            view,
         });
-        self
+        Ok(self)
     }
 
     pub fn worktree(&self) -> &Path {
@@ -785,7 +792,7 @@ impl<'r> NewObjects<'r> {
             .map_err(|e| CheckpointError::git("hash object", e))?;
         // Without a refresh of the store's view: an object in a pack someone else wrote since is
         // stored once more, which is harmless.
-        if !self.seen.insert(id) || self.repo.objects.exists_without_refresh(&id) {
+        if !self.seen.insert(id) || self.stored(&id) {
             return Ok(id);
         }
         if data.len() >= LOOSE_OBJECT_BYTES {
@@ -798,6 +805,15 @@ impl<'r> NewObjects<'r> {
             self.flush()?;
         }
         Ok(id)
+    }
+
+    /// Whether the object is stored where it counts (the run's view, else the repository),
+    /// without a refresh of the store's view of packs.
+    fn stored(&self, id: &gix::hash::oid) -> bool {
+        match self.sink {
+            Some(sink) => sink.view.exists_without_refresh(id),
+            None => self.repo.objects.exists_without_refresh(id),
+        }
     }
 
     fn write_loose(&self, kind: gix::objs::Kind, data: &[u8], id: ObjectId) -> Result<()> {
@@ -818,8 +834,10 @@ impl<'r> NewObjects<'r> {
             // the repository's copy, which sandboxes read): the view of the stores is refreshed
             // once — the repository may have packs that are newer than this handle — and what
             // they hold already is left out.
-            let _ = self.repo.has_object(held[0].0);
-            held.retain(|(id, _, _)| !self.repo.objects.exists_without_refresh(id));
+            if let Some(sink) = self.sink {
+                let _ = gix::objs::Exists::exists(&sink.view, &held[0].0);
+            }
+            held.retain(|(id, _, _)| !self.stored(id));
             if held.is_empty() {
                 return Ok(());
             }
@@ -845,9 +863,13 @@ impl<'r> NewObjects<'r> {
             None => self.repo.objects.store_ref().path().join("pack"),
         };
         write_pack(&dir, self.repo.object_hash(), &held).map_err(|e| CheckpointError::io(&dir, e))?;
-        // A lookup that may refresh the store's view makes this handle load the new index, so
-        // the next scans find these objects rather than store them again.
-        if !self.repo.has_object(held[0].0) {
+        // A lookup that may refresh the store's view makes the handles load the new index, so
+        // the next scans find these objects rather than store them again (and read them).
+        let readable = self.repo.has_object(held[0].0)
+            && self
+                .sink
+                .is_none_or(|sink| gix::objs::Exists::exists(&sink.view, &held[0].0));
+        if !readable {
             return Err(CheckpointError::Invalid(format!(
                 "the pack just written to {} cannot be read",
                 dir.display()

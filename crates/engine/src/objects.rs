@@ -32,7 +32,7 @@ pub(crate) fn snapshotter(worktree: &Path, index_file: &Path, id: &RunId) -> Res
     } else {
         snap
     };
-    Ok(snap.writing_to(&store))
+    snap.writing_to(&store).map_err(cp_err)
 }
 
 /// Imports what a sandboxed agent wrote into its run's store, judged against what the run may

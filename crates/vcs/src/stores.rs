@@ -70,6 +70,14 @@ impl RunStore {
         &self.common
     }
 
+    /// The store's view (`agentctl/views/<run>`): an object directory showing the repository's
+    /// own objects, the user's alternates and this store — what the run's sandbox sees. Writers
+    /// for the run read through it, so they store again what only another run's store holds
+    /// rather than name it, and the run's objects never depend on another run's store.
+    pub fn view_dir(&self) -> PathBuf {
+        self.common.join("agentctl/views").join(&self.run)
+    }
+
     /// Creates the store and makes it visible to git outside sandboxes (listed in the
     /// repository's alternates). Idempotent; safe against concurrent callers. Returns whether
     /// it was listed just now (a repository opened before does not see it yet).
@@ -78,7 +86,7 @@ impl RunStore {
         let line = format!("{STORE_LINE_PREFIX}{}", self.run);
         let alternates = self.repo_objects().join("info/alternates");
         // Fast path: already listed (the store directory is created before it is listed).
-        if read_lines(&alternates).map_err(io)?.contains(&line) {
+        if read_lines(&alternates).map_err(io)?.contains(&line) && self.view_dir().is_dir() {
             return Ok(false);
         }
         let stores = self.common.join("agentctl/stores");
@@ -87,6 +95,17 @@ impl RunStore {
         let _lock = lock(&self.common.join("agentctl/stores.lock")).map_err(io)?;
         fs::create_dir_all(self.path().join("pack")).map_err(io)?;
         fs::create_dir_all(self.path().join("info")).map_err(io)?;
+        if !self.view_dir().is_dir() {
+            // Made aside and renamed into place: a view is whole or absent.
+            let views = self.common.join("agentctl/views");
+            fs::create_dir_all(&views).map_err(io)?;
+            let tmp = tempfile::Builder::new()
+                .prefix(".tmp-")
+                .tempdir_in(&views)
+                .map_err(io)?;
+            fill_view(tmp.path(), &self.common, Some(self)).map_err(io)?;
+            fs::rename(tmp.keep(), self.view_dir()).map_err(io)?;
+        }
         if first {
             // Until now no run had a store: everything the user's refs reach is in the
             // repository's own store, so they are verified as they are.
@@ -102,12 +121,12 @@ impl RunStore {
         Ok(true)
     }
 
-    /// The environment that makes git write new objects into this store while reading every
-    /// object git outside a sandbox sees.
+    /// The environment that makes git write new objects into this store, reading what the run
+    /// may read ([`RunStore::view_dir`]).
     pub fn git_env(&self) -> [(&'static str, PathBuf); 2] {
         [
             ("GIT_OBJECT_DIRECTORY", self.path()),
-            ("GIT_ALTERNATE_OBJECT_DIRECTORIES", self.repo_objects()),
+            ("GIT_ALTERNATE_OBJECT_DIRECTORIES", self.view_dir()),
         ]
     }
 }
@@ -355,17 +374,7 @@ impl RepoView {
         let scratch = common.join("agentctl/tmp");
         fs::create_dir_all(&scratch)?;
         let dir = tempfile::Builder::new().prefix("view-").tempdir_in(&scratch)?;
-        let objects = common.join("objects");
-        std::os::unix::fs::symlink(objects.join("pack"), dir.path().join("pack"))?;
-        for byte in 0..=255u8 {
-            let name = format!("{byte:02x}");
-            std::os::unix::fs::symlink(objects.join(&name), dir.path().join(&name))?;
-        }
-        fs::create_dir(dir.path().join("info"))?;
-        let mut lines: Vec<PathBuf> = sandbox_alternates(common)?;
-        lines.extend(own.map(RunStore::path));
-        let text: String = lines.iter().map(|l| format!("{}\n", l.display())).collect();
-        fs::write(dir.path().join("info/alternates"), text)?;
+        fill_view(dir.path(), common, own)?;
         Ok(RepoView {
             common: common.to_owned(),
             dir,
@@ -407,6 +416,22 @@ impl RepoView {
             .map(str::to_owned)
             .collect())
     }
+}
+
+/// Makes `dir` an object directory showing the repository's own objects (links to its loose
+/// object directories and its pack directory), the user's alternates and `own`'s store.
+fn fill_view(dir: &Path, common: &Path, own: Option<&RunStore>) -> io::Result<()> {
+    let objects = common.join("objects");
+    std::os::unix::fs::symlink(objects.join("pack"), dir.join("pack"))?;
+    for byte in 0..=255u8 {
+        let name = format!("{byte:02x}");
+        std::os::unix::fs::symlink(objects.join(&name), dir.join(&name))?;
+    }
+    fs::create_dir(dir.join("info"))?;
+    let mut lines: Vec<PathBuf> = sandbox_alternates(common)?;
+    lines.extend(own.map(RunStore::path));
+    let text: String = lines.iter().map(|l| format!("{}\n", l.display())).collect();
+    fs::write(dir.join("info/alternates"), text)
 }
 
 /// The names of the packs in an object directory, sorted.

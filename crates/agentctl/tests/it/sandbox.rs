@@ -1799,3 +1799,41 @@ git update-ref refs/heads/$AGENTCTL_BRANCH $commit && echo "planted $tree"
     assert!(du(&env.state) < 100 * 1024, "state dir holds {} KiB", du(&env.state));
     assert!(du(&env.repo) < 100 * 1024, "repository holds {} KiB", du(&env.repo));
 }
+
+/// A run's objects stand on their own (the repository's and its store): content another run
+/// checkpointed already is stored again in this run's store, never named across stores — so
+/// its sandbox can read its own checkpoints, and one run's store never holds up another's.
+#[test]
+fn a_runs_checkpoints_never_lean_on_another_runs_store() {
+    let env = Env::new();
+    let content = format!("SHARED-{}", random_hex(24));
+    let script = format!("printf '%s\\n' {content} > same.txt");
+    let (a, _) = env.json(&["run", "--", "sh", "-c", &script]);
+    let (b, _) = env.json(&["run", "--", "sh", "-c", &script]);
+    let blob = Command::new("git")
+        .current_dir(&env.repo)
+        .args(["hash-object", "--stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(format!("{content}\n").as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let blob = stdout(&blob).trim().to_owned();
+    for run in [&a, &b] {
+        let id = run["id"].as_str().unwrap();
+        let store = env.repo.join(".git/agentctl/stores").join(id);
+        let found = Command::new("git")
+            .current_dir(&env.repo)
+            .env("GIT_OBJECT_DIRECTORY", &store)
+            .args(["cat-file", "-e", &blob])
+            .status()
+            .unwrap();
+        assert!(
+            found.success(),
+            "run {id}'s store lacks the content its checkpoint names"
+        );
+    }
+}
