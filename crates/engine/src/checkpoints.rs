@@ -373,13 +373,27 @@ impl Engine {
                 .map_err(cp_err)?
                 .get(&run)
                 .map_or(0, |r| r.len());
-            if refs == 0 {
+            let store = vcs::RunStore::of_repo(&repo, &run).ok();
+            let has_store = store.as_ref().is_some_and(|s| s.path().is_dir());
+            if refs == 0 && !has_store {
                 continue;
             }
             if !dry_run {
-                checkpoint::refs::delete_run(&git, &run).map_err(cp_err)?;
+                if refs > 0 {
+                    checkpoint::refs::delete_run(&git, &run).map_err(cp_err)?;
+                }
+                // The run's object store goes with its refs; what is still reached of it (its
+                // branch, what was merged) is kept in the repository's own store.
+                if let Some(store) = store.filter(|_| has_store) {
+                    match vcs::retire(&store) {
+                        Ok(kept) => tracing::info!(run, kept, "removed the run's object store"),
+                        Err(e) => tracing::warn!(run, error = %e, "cannot remove the run's object store; it stays"),
+                    }
+                }
             }
-            out.push(PrunedRefs { repo, run, refs });
+            if refs > 0 {
+                out.push(PrunedRefs { repo, run, refs });
+            }
         }
         if !dry_run && kept_tombstones.len() != tombstones.lines().filter(|l| !l.is_empty()).count() {
             let mut text = kept_tombstones.join("\n");

@@ -17,7 +17,7 @@ mod exact;
 mod stores;
 
 pub use exact::{EMPTY_TREE, ExactGit};
-pub use stores::{RepoView, RunStore, publish, sandbox_alternates};
+pub use stores::{RepoView, RunStore, publish, retire, sandbox_alternates};
 
 /// Git failures.
 #[derive(Debug, thiserror::Error)]

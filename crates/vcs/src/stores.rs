@@ -20,8 +20,10 @@
 //! again what it copied before when the repository's packs changed — `git gc` drops a local
 //! copy of an object an alternate also holds.
 //!
-//! Stores are never deleted: other runs' checkpoints and the user's history may need their
-//! objects. A run removed with `agentctl rm` leaves its store behind.
+//! A store goes when its run's refs are pruned ([`retire`], from `agentctl gc --prune-refs`):
+//! what anything still reaches of it — the run's branch, which `rm` keeps, what the user merged
+//! — is copied into the repository's own store first; the rest (checkpoints nobody refers to)
+//! goes with it.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -264,6 +266,104 @@ pub fn publish(common: &Path, own: Option<&RunStore>, base: Option<&str>) -> Res
         }
     }
     Ok(copied)
+}
+
+/// Removes a run's store (after its checkpoint refs are gone): every object of it that a ref,
+/// a reflog of the repository or its main worktree's index still reaches is copied into the
+/// repository's own store first, and the store leaves the repository's alternates before it is
+/// deleted, with its view. Returns how many objects were kept. Safe to repeat; a store that is
+/// not there is only taken out of the alternates.
+///
+/// Nothing else reads a run's store: other runs' writers and sandboxes read through their own
+/// views. Indexes and reflogs of other worktrees are not consulted (an agent writes its own):
+/// what only they name of the store is lost with it.
+pub fn retire(store: &RunStore) -> Result<usize, VcsError> {
+    let io = |e| VcsError::Spawn(e);
+    let common = store.common();
+    let mut kept = 0;
+    if store.path().is_dir() {
+        // Up to date first: copies `git gc` dropped, user tips new since the last sandbox.
+        publish(common, None, None)?;
+        let _lock = lock(&common.join("agentctl/publish.lock")).map_err(io)?;
+        let ids = store_objects(common, &store.path())?;
+        if !ids.is_empty() {
+            let mut state = Published::read(common).map_err(io)?;
+            let known = existing(common, state.tips.iter().cloned())?;
+            let mut input: String = known.iter().map(|k| format!("^{k}\n")).collect();
+            input.push_str("--all\n--reflog\n--indexed-objects\n");
+            let out = Git::new(common).run_with_stdin(
+                &["rev-list", "--objects", "--single-worktree", "--stdin"],
+                input.as_bytes(),
+            )?;
+            let reached: BTreeSet<String> = out
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|id| ids.contains(*id))
+                .map(str::to_owned)
+                .collect();
+            let needed: BTreeSet<String> = RepoView::new(common, None)
+                .map_err(io)?
+                .absent(reached)?
+                .into_iter()
+                .collect();
+            if !needed.is_empty() {
+                state.objects.extend(needed.iter().cloned());
+                state.write(common).map_err(io)?;
+                copy_objects(common, &common.join("objects"), &needed)?;
+                kept = needed.len();
+            }
+        }
+    }
+    let _lock = lock(&common.join("agentctl/stores.lock")).map_err(io)?;
+    let line = format!("{STORE_LINE_PREFIX}{}", store.run);
+    let alternates = store.repo_objects().join("info/alternates");
+    let lines = read_lines(&alternates).map_err(io)?;
+    if lines.contains(&line) {
+        let text: String = lines.iter().filter(|l| **l != line).map(|l| format!("{l}\n")).collect();
+        write_atomic(&alternates, text.as_bytes()).map_err(io)?;
+    }
+    for dir in [store.path(), store.view_dir()] {
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(VcsError::Spawn(e)),
+        }
+    }
+    Ok(kept)
+}
+
+/// The ids of the objects in an object directory: loose ones by name, packed ones from their
+/// indexes (ours to trust: only agentctl writes a store).
+fn store_objects(common: &Path, dir: &Path) -> Result<BTreeSet<String>, VcsError> {
+    let io = |e| VcsError::Spawn(e);
+    let mut ids = BTreeSet::new();
+    for entry in fs::read_dir(dir).map_err(io)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            for obj in fs::read_dir(entry.path()).map_err(io)?.flatten() {
+                let rest = obj.file_name().to_string_lossy().into_owned();
+                if matches!(rest.len(), 38 | 62) && rest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    ids.insert(format!("{name}{rest}"));
+                }
+            }
+        }
+    }
+    if let Ok(packs) = fs::read_dir(dir.join("pack")) {
+        for entry in packs.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "idx") {
+                let mut cmd = Git::new(common).command(["show-index"]);
+                cmd.env("GIT_DIR", common).stdin(fs::File::open(&path).map_err(io)?);
+                let out = cmd.output().map_err(VcsError::Spawn)?;
+                ids.extend(
+                    String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned)),
+                );
+            }
+        }
+    }
+    Ok(ids)
 }
 
 /// The tips of the user's refs (every ref but run branches and agentctl's hidden refs), and

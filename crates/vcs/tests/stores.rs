@@ -38,7 +38,7 @@ fn repo() -> (tempfile::TempDir, PathBuf) {
 /// Whether the repository's own store (and the user's alternates, not run stores) has `id`.
 fn in_own_store(repo: &Path, id: &str) -> bool {
     let alternates = repo.join(".git/objects/info/alternates");
-    let saved = fs::read_to_string(&alternates).unwrap();
+    let saved = fs::read_to_string(&alternates).unwrap_or_default();
     let kept: String = saved
         .lines()
         .filter(|l| !l.contains("agentctl/stores/"))
@@ -174,4 +174,35 @@ fn publish_copies_again_what_git_gc_dropped_from_the_repositorys_store() {
     assert_eq!(copied, if dropped { 3 } else { 0 });
     assert!(in_own_store(&repo, &blob) && in_own_store(&repo, &commit));
     git(&repo, &["fsck", "--no-dangling"]);
+}
+
+#[test]
+fn retiring_a_store_keeps_what_is_reached_and_drops_the_rest() {
+    let (_d, repo) = repo();
+    let common = repo.join(".git");
+    let store = RunStore::of_repo(&repo, "r1").unwrap();
+    store.ensure().unwrap();
+    let (branch_blob, branch_commit) = commit_in_store(&repo, &store, "agentctl/r1", "kept on the branch\n");
+    let (gone_blob, gone_commit) = commit_in_store(&repo, &store, "tmp-r1", "only a checkpoint\n");
+    git(&repo, &["update-ref", "refs/agentctl/runs/r1/1", &gone_commit]);
+    git(&repo, &["branch", "-D", "tmp-r1"]);
+    // The checkpoint ref is pruned, then the store retired.
+    git(&repo, &["update-ref", "-d", "refs/agentctl/runs/r1/1"]);
+    git(&repo, &["reflog", "expire", "--expire=now", "--all"]);
+    let kept = vcs::retire(&store).unwrap();
+    assert_eq!(kept, 3, "the branch's commit, tree and blob");
+    assert!(!store.path().exists() && !store.view_dir().exists());
+    let alternates = fs::read_to_string(common.join("objects/info/alternates")).unwrap();
+    assert!(!alternates.contains("stores/r1"), "{alternates}");
+    assert!(in_own_store(&repo, &branch_blob) && in_own_store(&repo, &branch_commit));
+    assert_eq!(git(&repo, &["show", "agentctl/r1:file.txt"]), "kept on the branch");
+    let gone = Command::new("git")
+        .current_dir(&repo)
+        .args(["cat-file", "-e", &gone_blob])
+        .status()
+        .unwrap();
+    assert!(!gone.success(), "an object nothing reaches went with the store");
+    git(&repo, &["fsck", "--no-dangling"]);
+    // Again: nothing left to do.
+    assert_eq!(vcs::retire(&store).unwrap(), 0);
 }

@@ -229,6 +229,17 @@ fn rm_and_gc_save_uncaptured_work_as_checkpoints_until_refs_are_pruned() {
         "refs/agentctl/runs/foreign/0",
         "every run of ours has its worktree gone, so are its refs"
     );
+    // Their object stores went with the refs; the kept branch is whole in the repository.
+    for run in ["clean", "committed", "dirty", "later", "fresh"] {
+        assert!(
+            !env.repo.join(".git/agentctl/stores").join(run).exists(),
+            "run {run}'s store is still there"
+        );
+    }
+    let alternates = std::fs::read_to_string(env.repo.join(".git/objects/info/alternates")).unwrap_or_default();
+    assert!(!alternates.contains("stores/"), "{alternates}");
+    git(&env.repo, &["log", "-p", "agentctl/committed"]);
+    git(&env.repo, &["fsck", "--no-dangling"]);
     // With its checkpoints gone, the id is free again.
     let (again, out) = env.json(&["run", "--id", "dirty", "--", "true"]);
     assert!(out.status.success(), "{again}");
