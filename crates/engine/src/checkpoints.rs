@@ -364,6 +364,9 @@ impl Engine {
             candidates.insert((PathBuf::from(repo), run.to_owned()));
         }
         let mut out = Vec::new();
+        // Runs whose store could not be removed: their tombstones stay, for the next prune
+        // (and their id stays taken).
+        let mut unretired: BTreeSet<String> = BTreeSet::new();
         for (repo, run) in candidates {
             if !repo.is_dir() {
                 continue;
@@ -387,12 +390,21 @@ impl Engine {
                 if let Some(store) = store.filter(|_| has_store) {
                     match vcs::retire(&store) {
                         Ok(kept) => tracing::info!(run, kept, "removed the run's object store"),
-                        Err(e) => tracing::warn!(run, error = %e, "cannot remove the run's object store; it stays"),
+                        Err(e) => {
+                            tracing::warn!(run, error = %e, "cannot remove the run's object store; it stays");
+                            unretired.insert(run.clone());
+                        }
                     }
                 }
             }
             if refs > 0 {
                 out.push(PrunedRefs { repo, run, refs });
+            }
+        }
+        for line in tombstones.lines().filter(|l| !l.is_empty()) {
+            if line.split_once('\t').is_some_and(|(run, _)| unretired.contains(run)) && !kept_tombstones.contains(&line)
+            {
+                kept_tombstones.push(line);
             }
         }
         if !dry_run && kept_tombstones.len() != tombstones.lines().filter(|l| !l.is_empty()).count() {

@@ -213,6 +213,9 @@ pub fn publish(common: &Path, own: Option<&RunStore>, base: Option<&str>) -> Res
     let mut copy: BTreeSet<String> = BTreeSet::new();
     // `git gc` drops the repository's copy of an object an alternate also holds: copy again.
     if packs != state.packs && !state.objects.is_empty() {
+        // An object pruned since (unreachable, its store retired) exists nowhere: forgotten.
+        let alive: BTreeSet<String> = existing(common, state.objects.iter().cloned())?.into_iter().collect();
+        state.objects.retain(|id| alive.contains(id));
         let view = RepoView::new(common, None).map_err(io)?;
         copy.extend(view.absent(state.objects.iter().cloned())?);
     }
@@ -234,7 +237,7 @@ pub fn publish(common: &Path, own: Option<&RunStore>, base: Option<&str>) -> Res
         // Recorded first: a copy that is made but not recorded would never be checked again.
         state.objects.extend(copy.iter().cloned());
         state.write(common).map_err(io)?;
-        let name = copy_objects(common, &objects, &copy)?;
+        let name = copy_objects(common, &objects, &copy, None)?;
         tracing::info!(
             objects = copy.len(),
             "copied run objects the repository's history reaches into its own store"
@@ -261,66 +264,77 @@ pub fn publish(common: &Path, own: Option<&RunStore>, base: Option<&str>) -> Res
             .into_iter()
             .collect();
         if !missing.is_empty() {
-            copy_objects(common, &own.path(), &missing)?;
+            copy_objects(common, &own.path(), &missing, None)?;
             copied += missing.len();
         }
     }
     Ok(copied)
 }
 
-/// Removes a run's store (after its checkpoint refs are gone): every object of it that a ref,
-/// a reflog of the repository or its main worktree's index still reaches is copied into the
-/// repository's own store first, and the store leaves the repository's alternates before it is
-/// deleted, with its view. Returns how many objects were kept. Safe to repeat; a store that is
-/// not there is only taken out of the alternates.
+/// Removes a run's store (after its checkpoint refs are gone): every object of it that any ref,
+/// worktree `HEAD`, index or reflog still reaches is copied into the repository's own store
+/// first (a whole walk), and the store leaves the repository's alternates before it is
+/// deleted, with its view. Returns how many objects were kept. Safe to repeat after a failure
+/// at any step; an error leaves the store in place.
 ///
-/// Nothing else reads a run's store: other runs' writers and sandboxes read through their own
-/// views. Indexes and reflogs of other worktrees are not consulted (an agent writes its own):
-/// what only they name of the store is lost with it.
+/// Nothing else of agentctl reads a run's store: other runs' writers and sandboxes read through
+/// their own views. An index or reflog an agent wrote in its worktree can name an object of the
+/// store; it is kept (copied into the repository's store) rather than lost.
 pub fn retire(store: &RunStore) -> Result<usize, VcsError> {
     let io = |e| VcsError::Spawn(e);
     let common = store.common();
+    let line = format!("{STORE_LINE_PREFIX}{}", store.run);
+    let alternates = store.repo_objects().join("info/alternates");
     let mut kept = 0;
     if store.path().is_dir() {
+        // Listed again if a retirement cut short took it out: its objects must be readable.
+        {
+            let _lock = lock(&common.join("agentctl/stores.lock")).map_err(io)?;
+            append_line(&alternates, &line).map_err(io)?;
+        }
         // Up to date first: copies `git gc` dropped, user tips new since the last sandbox.
         publish(common, None, None)?;
         let _lock = lock(&common.join("agentctl/publish.lock")).map_err(io)?;
         let ids = store_objects(common, &store.path())?;
+        let mut needed = BTreeSet::new();
         if !ids.is_empty() {
-            let mut state = Published::read(common).map_err(io)?;
-            let known = existing(common, state.tips.iter().cloned())?;
-            let mut input: String = known.iter().map(|k| format!("^{k}\n")).collect();
-            input.push_str("--all\n--reflog\n--indexed-objects\n");
-            let out = Git::new(common).run_with_stdin(
-                &["rev-list", "--objects", "--single-worktree", "--stdin"],
-                input.as_bytes(),
-            )?;
+            // A whole walk, every worktree's refs, HEAD, index and reflogs: `git gc` may have
+            // dropped the repository's copy of anything a store also holds, so no tip is
+            // taken as covering what it reaches.
+            let out = Git::new(common).run(["rev-list", "--objects", "--all", "--reflog", "--indexed-objects"])?;
             let reached: BTreeSet<String> = out
                 .lines()
                 .filter_map(|l| l.split_whitespace().next())
                 .filter(|id| ids.contains(*id))
                 .map(str::to_owned)
                 .collect();
-            let needed: BTreeSet<String> = RepoView::new(common, None)
+            needed = RepoView::new(common, None)
                 .map_err(io)?
                 .absent(reached)?
                 .into_iter()
                 .collect();
             if !needed.is_empty() {
+                let mut state = Published::read(common).map_err(io)?;
                 state.objects.extend(needed.iter().cloned());
                 state.write(common).map_err(io)?;
-                copy_objects(common, &common.join("objects"), &needed)?;
+                copy_objects(common, &common.join("objects"), &needed, None)?;
                 kept = needed.len();
             }
         }
-    }
-    let _lock = lock(&common.join("agentctl/stores.lock")).map_err(io)?;
-    let line = format!("{STORE_LINE_PREFIX}{}", store.run);
-    let alternates = store.repo_objects().join("info/alternates");
-    let lines = read_lines(&alternates).map_err(io)?;
-    if lines.contains(&line) {
-        let text: String = lines.iter().filter(|l| **l != line).map(|l| format!("{l}\n")).collect();
-        write_atomic(&alternates, text.as_bytes()).map_err(io)?;
+        {
+            let _lock = lock(&common.join("agentctl/stores.lock")).map_err(io)?;
+            remove_line(&alternates, &line).map_err(io)?;
+        }
+        // A `git gc` that ran meanwhile may have dropped the copies again (the store was still
+        // an alternate): copied again, from the store named explicitly, before it goes.
+        let lost = RepoView::new(common, None).map_err(io)?.absent(needed)?;
+        if !lost.is_empty() {
+            let lost: BTreeSet<String> = lost.into_iter().collect();
+            copy_objects(common, &common.join("objects"), &lost, Some(&store.path()))?;
+        }
+    } else {
+        let _lock = lock(&common.join("agentctl/stores.lock")).map_err(io)?;
+        remove_line(&alternates, &line).map_err(io)?;
     }
     for dir in [store.path(), store.view_dir()] {
         match fs::remove_dir_all(&dir) {
@@ -330,6 +344,16 @@ pub fn retire(store: &RunStore) -> Result<usize, VcsError> {
         }
     }
     Ok(kept)
+}
+
+/// Takes `line` out of a file of lines (rewritten atomically, other lines kept).
+fn remove_line(path: &Path, line: &str) -> io::Result<()> {
+    let lines = read_lines(path)?;
+    if lines.iter().any(|l| l == line) {
+        let text: String = lines.iter().filter(|l| *l != line).map(|l| format!("{l}\n")).collect();
+        write_atomic(path, text.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// The ids of the objects in an object directory: loose ones by name, packed ones from their
@@ -423,11 +447,19 @@ fn reachable<'a>(common: &Path, tips: impl Iterator<Item = &'a str>, not: &[Stri
         .collect())
 }
 
-/// Copies `ids` (found in any store) into the object directory `dest`, as one pack. Returns the
-/// pack's name (`pack-<hash>`).
-fn copy_objects(common: &Path, dest: &Path, ids: &BTreeSet<String>) -> Result<Option<String>, VcsError> {
+/// Copies `ids` (found in any store, or in `from`) into the object directory `dest`, as one
+/// pack. Returns the pack's name (`pack-<hash>`).
+fn copy_objects(
+    common: &Path,
+    dest: &Path,
+    ids: &BTreeSet<String>,
+    from: Option<&Path>,
+) -> Result<Option<String>, VcsError> {
     let git = Git::new(common);
     let mut pack = git.command(["pack-objects", "--stdout", "-q"]);
+    if let Some(from) = from {
+        pack.env("GIT_ALTERNATE_OBJECT_DIRECTORIES", from);
+    }
     pack.env("GIT_DIR", common)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

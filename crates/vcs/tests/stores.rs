@@ -206,3 +206,44 @@ fn retiring_a_store_keeps_what_is_reached_and_drops_the_rest() {
     // Again: nothing left to do.
     assert_eq!(vcs::retire(&store).unwrap(), 0);
 }
+
+/// `git gc` drops the repository's copy of an object a store also holds, whatever put it in
+/// the repository: retiring the store keeps it (a whole walk, no tip taken on trust), and a
+/// retirement repeated after it was cut short keeps it too.
+#[test]
+fn retiring_keeps_what_gc_left_only_in_the_store() {
+    let (_d, repo) = repo();
+    let common = repo.join(".git");
+    let store = RunStore::of_repo(&repo, "r1").unwrap();
+    store.ensure().unwrap();
+    // The user's own blob, committed (in the repository's store)...
+    fs::write(repo.join("b.txt"), "users own\n").unwrap();
+    git(&repo, &["add", "b.txt"]);
+    git(&repo, &["commit", "-qm", "b"]);
+    let blob = git(&repo, &["rev-parse", "HEAD:b.txt"]);
+    assert_eq!(publish(&common, None, None).unwrap(), 0);
+    // ...and, by whatever route, in the store too; gc then drops the repository's copy.
+    let mut pack = Command::new("git")
+        .current_dir(&repo)
+        .arg("pack-objects")
+        .arg(store.path().join("pack/pack"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    pack.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{blob}\n").as_bytes())
+        .unwrap();
+    assert!(pack.wait().unwrap().success());
+    git(&repo, &["gc", "-q"]);
+    // Cut short once: the store is no longer listed, then retired for real.
+    let alternates = common.join("objects/info/alternates");
+    let listed = fs::read_to_string(&alternates).unwrap();
+    fs::write(&alternates, listed.replace("../agentctl/stores/r1\n", "")).unwrap();
+    vcs::retire(&store).unwrap();
+    assert!(in_own_store(&repo, &blob), "the user's blob went with the store");
+    git(&repo, &["fsck", "--no-dangling"]);
+}
