@@ -168,11 +168,6 @@ fn bounded(cmd: &mut Command) -> &mut Command {
 }
 
 impl ObjectImport {
-    /// The repository's common git directory.
-    pub fn common(&self) -> &Path {
-        &self.repo
-    }
-
     /// Imports the objects of the private store that `view` (an object directory showing what
     /// the run may read: the repository's objects and the run's store) lacks, and takes them
     /// out of the private store. Returns how many were imported.
