@@ -25,7 +25,7 @@
 //! history but not commit.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -141,32 +141,6 @@ fn remove_tree(path: &Path) {
         .status();
 }
 
-/// Bounds a git process working on the agent's objects: a small pack can claim objects of any
-/// size (a compression or delta bomb), so memory, CPU time and file size are capped.
-fn bounded(cmd: &mut Command) -> &mut Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            for (resource, limit) in [
-                (libc::RLIMIT_AS, 8u64 << 30),
-                (libc::RLIMIT_CPU, 600),
-                (libc::RLIMIT_FSIZE, 2u64 << 30),
-            ] {
-                let l = libc::rlimit {
-                    rlim_cur: limit as libc::rlim_t,
-                    rlim_max: limit as libc::rlim_t,
-                };
-                if libc::setrlimit(resource, &l) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    cmd
-}
-
 impl ObjectImport {
     /// Imports the objects of the private store that `view` (an object directory showing what
     /// the run may read: the repository's objects and the run's store) lacks, and takes them
@@ -204,110 +178,40 @@ impl ObjectImport {
         if ids.is_empty() {
             return Ok(0);
         }
-        let git = |objects: &Path, alternates: Option<&Path>| {
-            let mut c = Command::new("git");
-            bounded(&mut c);
-            c.env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .env("GIT_DIR", &self.repo)
-                .env("GIT_OBJECT_DIRECTORY", objects)
-                .args(["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"])
-                // Within the memory cap: git maps packs in windows and gives them back.
-                .args(["-c", "core.packedGitLimit=1g", "-c", "core.packedGitWindowSize=256m"]);
-            if let Some(a) = alternates {
-                c.env("GIT_ALTERNATE_OBJECT_DIRECTORIES", a);
-            }
-            c
-        };
         fs::write(clean.join("info/alternates"), format!("{}\n", view.display()))?;
         fs::write(staged.join("info/alternates"), format!("{}\n", view.display()))?;
+        let git = |e: vcs::VcsError| io::Error::other(format!("cannot import the agent's objects: {e}"));
+        let dir = |objects| vcs::objects::ObjectDir {
+            objects,
+            alternate: None,
+        };
         // Stage: what the claimed ids hold, indexed under their true ids. Names that hold
         // nothing readable are dropped.
-        let readable = batch_check(git(&clean, None), &ids, true)?;
+        let readable = vcs::objects::objects_in(&self.repo, &clean, &ids, true).map_err(git)?;
         if readable.is_empty() {
             return Ok(0);
         }
-        pack_into(git(&clean, None), git(&staged, None), &readable, true)?;
+        vcs::objects::move_objects(&self.repo, dir(&clean), dir(&staged), &readable, true).map_err(git)?;
         let mut true_ids = Vec::new();
         for entry in fs::read_dir(staged.join("pack"))?.flatten() {
             if entry.path().extension().is_some_and(|e| e == "idx") {
-                true_ids.extend(show_index(&self.repo, &entry.path())?);
+                true_ids.extend(vcs::objects::index_ids(&self.repo, &entry.path()).map_err(git)?);
             }
         }
         // Only what the run cannot read already.
-        let new_ids = batch_check(git(view, None), &true_ids, false)?;
+        let new_ids = vcs::objects::objects_in(&self.repo, view, &true_ids, false).map_err(git)?;
         if new_ids.is_empty() {
             return Ok(0);
         }
-        let dest = self.store.clone().unwrap_or_else(|| self.repo.join("objects"));
-        pack_into(
-            git(&staged, None),
-            git(&dest, Some(&self.repo.join("objects"))),
-            &new_ids,
-            false,
-        )?;
+        let repo_objects = self.repo.join("objects");
+        let dest = self.store.clone().unwrap_or_else(|| repo_objects.clone());
+        let into = vcs::objects::ObjectDir {
+            objects: &dest,
+            alternate: Some(&repo_objects),
+        };
+        vcs::objects::move_objects(&self.repo, dir(&staged), into, &new_ids, false).map_err(git)?;
         Ok(new_ids.len())
     }
-}
-
-/// The ids of `ids` an object directory has (`present`) or lacks.
-fn batch_check(mut cmd: Command, ids: &[String], present: bool) -> io::Result<Vec<String>> {
-    let mut child = cmd
-        .args(["cat-file", "--batch-check=%(objectname)", "--buffer"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let list: String = ids.iter().map(|id| format!("{id}\n")).collect();
-    let writer = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
-    let out = child.wait_with_output()?;
-    let _ = writer.join();
-    if !out.status.success() {
-        return Err(io::Error::other("cannot check the agent's objects"));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| match l.strip_suffix(" missing") {
-            Some(id) if !present => Some(id.to_owned()),
-            None if present => Some(l.trim().to_owned()),
-            _ => None,
-        })
-        .collect())
-}
-
-/// Packs `ids` as `from` reads them and indexes the pack as `into` writes (a complete pack: no
-/// thin deltas); with `fsck`, an object that is not well formed (a tree naming `.git`, a
-/// broken header) fails the whole pack, so none reaches a store the repository reads.
-fn pack_into(mut from: Command, mut into: Command, ids: &[String], fsck: bool) -> io::Result<()> {
-    let mut pack = from
-        .args(["pack-objects", "--stdout", "-q"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut stdin = pack.stdin.take().expect("piped");
-    let list: String = ids.iter().map(|id| format!("{id}\n")).collect();
-    let writer = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
-    let index = into
-        .args(["index-pack", "--stdin"])
-        .args(fsck.then_some("--fsck-objects"))
-        .stdin(pack.stdout.take().expect("piped"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()?;
-    let packed = pack.wait_with_output()?;
-    let _ = writer.join();
-    if !packed.status.success() || !index.status.success() {
-        return Err(io::Error::other(format!(
-            "cannot import the agent's objects: {}{}",
-            String::from_utf8_lossy(&packed.stderr).trim(),
-            String::from_utf8_lossy(&index.stderr).trim()
-        )));
-    }
-    Ok(())
 }
 
 /// Copies the objects under `moved` (object directories taken from the agent's store; `pack-in`
@@ -352,18 +256,13 @@ fn copy_regular_objects(repo: &Path, moved: &Path, to: &Path, budget: &mut Budge
             if !copy_no_follow(&path, &copied, budget)? {
                 continue;
             }
-            let mut index = Command::new("git");
-            bounded(&mut index);
-            let indexed = index
-                .env("GIT_DIR", repo)
-                .args(["index-pack", "--fsck-objects"])
-                .arg(&copied)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()?;
-            if indexed.success() {
-                ids.extend(show_index(repo, &copied.with_extension("idx"))?);
+            let indexed =
+                vcs::objects::index_pack_in_place(repo, &copied).map_err(|e| io::Error::other(e.to_string()))?;
+            if indexed {
+                ids.extend(
+                    vcs::objects::index_ids(repo, &copied.with_extension("idx"))
+                        .map_err(|e| io::Error::other(e.to_string()))?,
+                );
             } else {
                 // Not a pack git can read alone (thin, truncated, malformed): left out.
                 let _ = fs::remove_file(&copied);
@@ -373,20 +272,6 @@ fn copy_regular_objects(repo: &Path, moved: &Path, to: &Path, budget: &mut Budge
     ids.sort();
     ids.dedup();
     Ok(ids)
-}
-
-/// The ids a pack index lists (read in the repository, for its object format: outside one,
-/// `git show-index` reads nothing).
-fn show_index(repo: &Path, idx: &Path) -> io::Result<Vec<String>> {
-    let out = Command::new("git")
-        .env("GIT_DIR", repo)
-        .args(["show-index"])
-        .stdin(fs::File::open(idx)?)
-        .output()?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        .collect())
 }
 
 /// Copies a regular file (opened without following a link) to `to`, streaming, if it fits in

@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
 mod exact;
+pub mod objects;
 mod stores;
 
 pub use exact::{EMPTY_TREE, ExactGit};

@@ -29,9 +29,9 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
-use crate::{Git, VcsError, failed};
+use crate::objects::ObjectDir;
+use crate::{Git, VcsError};
 
 /// How the repository's `objects/info/alternates` names a run store (relative to `objects`).
 const STORE_LINE_PREFIX: &str = "../agentctl/stores/";
@@ -376,14 +376,7 @@ fn store_objects(common: &Path, dir: &Path) -> Result<BTreeSet<String>, VcsError
         for entry in packs.flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "idx") {
-                let mut cmd = Git::new(common).command(["show-index"]);
-                cmd.env("GIT_DIR", common).stdin(fs::File::open(&path).map_err(io)?);
-                let out = cmd.output().map_err(VcsError::Spawn)?;
-                ids.extend(
-                    String::from_utf8_lossy(&out.stdout)
-                        .lines()
-                        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned)),
-                );
+                ids.extend(crate::objects::index_ids(common, &path)?);
             }
         }
     }
@@ -455,41 +448,21 @@ fn copy_objects(
     ids: &BTreeSet<String>,
     from: Option<&Path>,
 ) -> Result<Option<String>, VcsError> {
-    let git = Git::new(common);
-    let mut pack = git.command(["pack-objects", "--stdout", "-q"]);
-    if let Some(from) = from {
-        pack.env("GIT_ALTERNATE_OBJECT_DIRECTORIES", from);
-    }
-    pack.env("GIT_DIR", common)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut pack = pack.spawn().map_err(VcsError::Spawn)?;
-    let mut stdin = pack.stdin.take().expect("piped");
-    let list: String = ids.iter().map(|id| format!("{id}\n")).collect();
-    let writer = std::thread::spawn(move || stdin.write_all(list.as_bytes()));
-    let mut index = git.command(["index-pack", "--stdin"]);
-    index
-        .env("GIT_DIR", common)
-        .env("GIT_OBJECT_DIRECTORY", dest)
-        .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", common.join("objects"))
-        .stdin(pack.stdout.take().expect("piped"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let index = index.output().map_err(VcsError::Spawn)?;
-    let packed = pack.wait_with_output().map_err(VcsError::Spawn)?;
-    let _ = writer.join();
-    if !packed.status.success() {
-        return Err(failed(["pack-objects"], &packed));
-    }
-    if !index.status.success() {
-        return Err(failed(["index-pack"], &index));
-    }
-    // index-pack prints `pack\t<hash>`.
-    Ok(String::from_utf8_lossy(&index.stdout)
-        .split_whitespace()
-        .last()
-        .map(|h| format!("pack-{h}")))
+    let ids: Vec<String> = ids.iter().cloned().collect();
+    let objects = common.join("objects");
+    crate::objects::move_objects(
+        common,
+        ObjectDir {
+            objects: &objects,
+            alternate: from,
+        },
+        ObjectDir {
+            objects: dest,
+            alternate: Some(&objects),
+        },
+        &ids,
+        false,
+    )
 }
 
 /// A view of the repository's own objects (its user alternates too, and one run's store when
@@ -532,21 +505,8 @@ impl RepoView {
 
     /// Which of `ids` this view lacks.
     pub fn absent(&self, ids: impl IntoIterator<Item = String>) -> Result<Vec<String>, VcsError> {
-        let input: String = ids.into_iter().map(|i| format!("{i}\n")).collect();
-        if input.is_empty() {
-            return Ok(Vec::new());
-        }
-        let args = ["cat-file", "--batch-check=%(objectname)", "--buffer"];
-        let mut cmd = self.command(args);
-        let out = crate::exact::output_with_stdin(&mut cmd, Some(input.as_bytes()))?;
-        if !out.status.success() {
-            return Err(failed(args, &out));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.strip_suffix(" missing"))
-            .map(str::to_owned)
-            .collect())
+        let ids: Vec<String> = ids.into_iter().collect();
+        crate::objects::objects_in(&self.common, self.dir.path(), &ids, false)
     }
 }
 
