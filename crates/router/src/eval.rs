@@ -124,7 +124,13 @@ pub fn evaluate(router: &Router, cases: &[Case]) -> Report {
 /// without any example that is the case's task (compared ignoring case and spacing), so a task
 /// never matches itself. Cases that are no candidate's example share one router.
 pub fn evaluate_loo(candidates: &[Candidate], cases: &[Case]) -> Report {
-    let full = Router::new(candidates.to_vec());
+    evaluate_loo_with(candidates, cases, Router::new)
+}
+
+/// [`evaluate_loo`] with routers made by `build` (e.g. [`Router::with_encoder`] over a
+/// [`crate::CachingEncoder`], so each text is embedded once).
+pub fn evaluate_loo_with(candidates: &[Candidate], cases: &[Case], build: impl Fn(Vec<Candidate>) -> Router) -> Report {
+    let full = build(candidates.to_vec());
     let normal = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
     let examples: Vec<Vec<String>> = candidates
         .iter()
@@ -149,7 +155,7 @@ pub fn evaluate_loo(candidates: &[Candidate], cases: &[Case]) -> Report {
                 ..c.clone()
             })
             .collect();
-        Held::Own(Box::new(Router::new(reduced)))
+        Held::Own(Box::new(build(reduced)))
     })
 }
 

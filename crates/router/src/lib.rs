@@ -16,12 +16,18 @@
 
 pub mod eval;
 mod lexicon;
+#[cfg(feature = "embed")]
+mod minilm;
 mod router;
+mod semantic;
 mod text;
 
 use serde::Serialize;
 
+#[cfg(feature = "embed")]
+pub use minilm::{MODEL_FILES, MiniLm};
 pub use router::Router;
+pub use semantic::{CachingEncoder, EncodeError, Encoder};
 
 /// One agent the router may recommend.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
+use std::sync::Arc;
+
 use crate::lexicon::{Lexicon, MAX_PHRASE};
+use crate::semantic::{EncodeError, Encoder, SEMANTIC_WEIGHT, Semantic};
 use crate::text::{self, Token};
 use crate::{Candidate, History, Recommendation};
 
@@ -150,6 +153,8 @@ pub struct Router {
     example_postings: Vec<Vec<(u32, f64)>>,
     /// Term id → its idf over the examples (0 for a term no example has).
     example_idf: Vec<f64>,
+    /// The semantic tier, when the router was built with an encoder.
+    semantic: Option<Semantic>,
 }
 
 /// One example task of a candidate.
@@ -290,7 +295,33 @@ impl Router {
             examples,
             example_postings,
             example_idf,
+            semantic: None,
         }
+    }
+
+    /// Like [`Router::new`], with the semantic tier: `encoder` embeds every available
+    /// candidate's profile and examples now, and each task when it is asked (see [`Router`]).
+    pub fn with_encoder(candidates: Vec<Candidate>, encoder: Arc<dyn Encoder>) -> Result<Self, EncodeError> {
+        let available: Vec<&Candidate> = candidates.iter().filter(|c| c.available).collect();
+        let profiles: Vec<(&str, &[String], &str)> = available
+            .iter()
+            .map(|c| (c.name.as_str(), c.tags.as_slice(), c.description.as_str()))
+            .collect();
+        let examples: Vec<(u32, &str)> = available
+            .iter()
+            .enumerate()
+            .flat_map(|(d, c)| c.examples.iter().map(move |e| (d as u32, e.as_str())))
+            .filter(|(_, e)| !e.trim().is_empty())
+            .collect();
+        let semantic = Semantic::build(encoder, &profiles, &examples)?;
+        let mut router = Router::new(candidates);
+        router.semantic = Some(semantic);
+        Ok(router)
+    }
+
+    /// The model of the semantic tier, if the router has one.
+    pub fn model_id(&self) -> Option<&str> {
+        self.semantic.as_ref().map(|s| s.model_id())
     }
 
     /// The available candidates that match `task`, best first (see [`Router`] for the rules).
@@ -330,6 +361,16 @@ impl Router {
         for (score, v) in scores.iter_mut().zip(vote) {
             *score += EXAMPLE_WEIGHT * v;
         }
+        let meaning = if has_content {
+            self.semantic.as_ref().and_then(|s| s.answer(task))
+        } else {
+            None
+        };
+        if let Some(meaning) = &meaning {
+            for (score, s) in scores.iter_mut().zip(&meaning.scores) {
+                *score += SEMANTIC_WEIGHT * s;
+            }
+        }
         if has_content {
             for (score, doc) in scores.iter_mut().zip(&self.docs) {
                 if doc.generalist {
@@ -354,10 +395,15 @@ impl Router {
                 let similar = closest[d]
                     .filter(|&(_, sim)| sim >= QUOTE_SIMILARITY)
                     .map(|(e, _)| self.examples[e].text.as_str());
+                let meant = meaning
+                    .as_ref()
+                    .and_then(|m| m.quotes[d])
+                    .filter(|q| Some(*q) != similar);
+                let reasons = self.reasons(&self.docs[d], &query, similar, meant);
                 Recommendation {
                     agent: self.docs[d].name.clone(),
                     confidence: (s / (total + PRIOR_MASS)).clamp(0.0, 1.0),
-                    reasons: self.reasons(&self.docs[d], &query, similar),
+                    reasons,
                 }
             })
             .collect()
@@ -397,7 +443,13 @@ impl Router {
     /// concept with the task's word that led there), the name, description words the task
     /// uses, synonyms reached only through the description, the most similar example (if
     /// close enough), then the track record.
-    fn reasons(&self, doc: &Doc, query: &HashMap<TermId, QueryTerm>, similar: Option<&str>) -> Vec<String> {
+    fn reasons(
+        &self,
+        doc: &Doc,
+        query: &HashMap<TermId, QueryTerm>,
+        similar: Option<&str>,
+        meant: Option<&str>,
+    ) -> Vec<String> {
         let mut reasons = Vec::new();
         let in_query = |t: &TermId| query.contains_key(t);
         let direct = |units: &[Unit]| units.iter().any(|u| u.word.is_some_and(|w| in_query(&w)));
@@ -466,6 +518,9 @@ impl Router {
 
         if let Some(example) = similar {
             reasons.push(format!("similar to past task: \"{}\"", quote(example)));
+        }
+        if let Some(example) = meant {
+            reasons.push(format!("close in meaning to past task: \"{}\"", quote(example)));
         }
 
         if doc.generalist && reasons.is_empty() {
