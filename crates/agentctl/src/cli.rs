@@ -450,9 +450,12 @@ pub struct MsgSendArgs {
   agentctl --json route \"add tests for the parser\"
   agentctl route --eval router/eval.jsonl --agents router/agents.toml
   agentctl route --eval router/holdout.jsonl --agents router/agents.toml --examples router/examples.jsonl
+  agentctl route --model ~/.cache/agentctl/all-MiniLM-L6-v2 \"the export button does nothing since Friday\"
 
 The router ranks installed agents by their tags, description and the prompts of their recent
-successful runs, blended with their success rate. `run --agent auto` runs its first choice.")]
+successful runs, blended with their success rate. `run --agent auto` runs its first choice.
+With a sentence-embedding model (--model, AGENTCTL_ROUTER_MODEL or [router] model in
+config.toml; a build with the `embed` feature), the meaning of the task counts too.")]
 pub struct RouteArgs {
     /// The task to route.
     #[arg(value_name = "TASK", required_unless_present = "eval", conflicts_with = "eval")]
@@ -466,6 +469,10 @@ pub struct RouteArgs {
     /// With --eval: labeled past tasks used as the agents' history (a task never matches itself).
     #[arg(long, value_name = "FILE", requires = "eval")]
     pub examples: Option<PathBuf>,
+    /// The semantic tier's model directory (config.json, tokenizer.json, model.safetensors);
+    /// overrides AGENTCTL_ROUTER_MODEL and [router] model. Needs a build with `--features embed`.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
     /// Repository whose agents count too (default: the current directory's).
     #[arg(long, value_name = "DIR")]
     pub repo: Option<PathBuf>,

@@ -74,6 +74,7 @@ pub fn engine_at(root: &Path) -> Result<Engine, CliError> {
         max_concurrent_runs: settings.max_concurrent_runs,
         isolation: settings.isolation(config_dir().as_deref()),
         shadow: settings.shadow(),
+        router_model: settings.router_model(config_dir().as_deref()),
         ..EngineConfig::default()
     };
     Ok(Engine::new(store, Arc::new(provider), config))

@@ -31,6 +31,9 @@
 //! [shadow]                   # shadow runs (--shadow): gates every change must pass first
 //! gates = ["cargo test --offline"]
 //! gate_timeout = "15m"       # each gate's time limit (default 10m)
+//!
+//! [router]                   # routing (`route`, `run --agent auto`)
+//! model = "~/.cache/agentctl/all-MiniLM-L6-v2"  # the semantic tier's model (an `embed` build)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -60,6 +63,17 @@ pub struct Settings {
     pub secrets: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub shadow: ShadowSettings,
+    #[serde(default)]
+    pub router: RouterSettings,
+}
+
+/// `[router]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSettings {
+    /// The directory of the semantic tier's sentence-embedding model (`~/` is the home
+    /// directory; a relative path is relative to the configuration directory).
+    pub model: Option<String>,
 }
 
 /// `[shadow]`.
@@ -107,6 +121,22 @@ impl Settings {
                 .and_then(|t| crate::cli::parse_duration(t).ok())
                 .map(|d| d.as_millis() as u64),
         }
+    }
+
+    /// The router's model directory: `AGENTCTL_ROUTER_MODEL`, else `[router] model`; `dir` is
+    /// the configuration directory.
+    pub fn router_model(&self, dir: Option<&Path>) -> Option<PathBuf> {
+        if let Some(env) = std::env::var_os("AGENTCTL_ROUTER_MODEL").filter(|v| !v.is_empty()) {
+            return Some(PathBuf::from(env));
+        }
+        let model = self.router.model.as_deref()?;
+        Some(match (model.strip_prefix("~/"), std::env::var_os("HOME")) {
+            (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+            _ => match dir {
+                Some(d) => d.join(model),
+                None => PathBuf::from(model),
+            },
+        })
     }
 
     /// What runs get when they do not say; `dir` is the configuration directory.

@@ -71,7 +71,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::AgentUnavailable
         | ErrorCode::SecretNotFound
         | ErrorCode::WorkflowInvalid => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorCode::SandboxUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::SandboxUnavailable | ErrorCode::RouterModelUnusable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::RequestTimeout => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::StateDirUnusable
         | ErrorCode::GitFailed

@@ -19,6 +19,9 @@ use vcs::{ExactGit, Git};
 use crate::checkpointer::{CheckpointInfo, Checkpointer, RollbackInfo, checkpoints_in, not_found};
 use crate::{Engine, EngineError};
 
+/// How long `rm` and `gc` wait for a finished run's supervisor to let go of its log.
+const FINISHING_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long a request waits for a busy supervisor to take it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -291,7 +294,7 @@ impl Engine {
         if !rec.worktree.is_dir() {
             return Ok(None);
         }
-        let mut w = self.store.writer(&rec.id, LockMode::NoWait)?;
+        let mut w = self.writer_once_finished(&rec.id)?;
         let mut cp = Checkpointer::open(
             self.store.layout(),
             &rec.id,
@@ -301,6 +304,23 @@ impl Engine {
         )?;
         let info = cp.take(&mut w, trigger, None, None, false)?;
         Ok(Some(info))
+    }
+
+    /// The writer of a finished run's log. Its supervisor records the outcome, then still holds
+    /// the log for a moment while it exits (`stop` returns as soon as the outcome is recorded):
+    /// `rm` or `gc` right after waits that moment out, up to [`FINISHING_LIMIT`], rather than fail.
+    fn writer_once_finished(&self, id: &RunId) -> Result<store::RunWriter<'_>, EngineError> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.store.writer(id, LockMode::NoWait) {
+                Err(store::StoreError::EventLog(store::EventLogError::Locked { .. }))
+                    if started.elapsed() < FINISHING_LIMIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return Ok(other?),
+            }
+        }
     }
 
     /// Notes that the record of run `id` (whose checkpoints are in `repo`) is being deleted

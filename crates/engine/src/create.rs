@@ -347,6 +347,7 @@ impl Engine {
                             chosen: chosen.to_owned(),
                             recommendations: result.recommendations.clone(),
                             elapsed_ms: result.elapsed_ms.round() as u64,
+                            model: result.model.clone(),
                         })
                         .map(drop)
                     });

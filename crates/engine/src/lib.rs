@@ -8,6 +8,7 @@ pub mod checkpointer;
 pub mod checkpoints;
 pub mod collect;
 pub mod create;
+pub mod embeddings;
 pub mod error;
 pub mod hooks;
 pub mod isolation;
@@ -53,6 +54,9 @@ pub struct EngineConfig {
     pub isolation: isolation::IsolationDefaults,
     /// `[shadow]`: gates every shadow run's change must pass, and their time limit.
     pub shadow: shadow::ShadowDefaults,
+    /// The router's semantic tier: the directory of its sentence-embedding model (see
+    /// [`route`]); `None`: the lexical router alone.
+    pub router_model: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -65,6 +69,7 @@ impl Default for EngineConfig {
             pending_start_limit: Duration::from_secs(30),
             isolation: isolation::IsolationDefaults::default(),
             shadow: shadow::ShadowDefaults::default(),
+            router_model: None,
         }
     }
 }
@@ -77,6 +82,8 @@ pub struct Engine {
     store: Store,
     provider: Arc<dyn Provider>,
     config: EngineConfig,
+    /// The router's encoder, loaded on first use (a daemon loads it once).
+    encoder: std::sync::OnceLock<Arc<dyn router::Encoder>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -94,6 +101,7 @@ impl Engine {
             store,
             provider,
             config,
+            encoder: std::sync::OnceLock::new(),
         }
     }
 

@@ -355,6 +355,11 @@ impl Engine {
                 tracing::warn!(error = %e, "removing the worktree without a checkpoint (--force)");
                 None
             }
+            // Another process still holds the run's log (past the wait for a finishing
+            // supervisor): nothing is wrong with the worktree, try again later.
+            Err(e) if e.code == ErrorCode::RunActive => {
+                return Err(e.hint("another agentctl is still working on this run; retry in a moment"));
+            }
             Err(e) => {
                 return Err(EngineError::new(
                     ErrorCode::WorktreeDirty,

@@ -24,6 +24,9 @@ const EXAMPLES_PER_AGENT: usize = 50;
 #[derive(Clone, Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct RouteResult {
     pub recommendations: Vec<RouteRecommendation>,
+    /// The semantic tier's model (`all-MiniLM-L6-v2@…`), when one ranked them too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// Time to build the candidates and rank them.
     pub elapsed_ms: f64,
 }
@@ -39,7 +42,8 @@ impl Engine {
     ) -> Result<RouteResult, EngineError> {
         let started = Instant::now();
         let candidates = self.route_candidates(repo, path)?;
-        let recommendations = router::Router::new(candidates)
+        let router = self.router(candidates)?;
+        let recommendations = router
             .recommend(task)
             .into_iter()
             .map(|r| RouteRecommendation {
@@ -50,8 +54,62 @@ impl Engine {
             .collect();
         Ok(RouteResult {
             recommendations,
+            model: router.model_id().map(str::to_owned),
             elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
         })
+    }
+
+    /// Routes with the model in `dir` (the semantic tier) from now on, whatever the
+    /// configuration says.
+    pub fn set_router_model(&mut self, dir: std::path::PathBuf) {
+        self.config.router_model = Some(dir);
+        self.encoder = std::sync::OnceLock::new();
+    }
+
+    /// A router over `candidates`: with the semantic tier when `router_model` is configured.
+    pub fn router(&self, candidates: Vec<router::Candidate>) -> Result<router::Router, EngineError> {
+        let Some(dir) = &self.config.router_model else {
+            return Ok(router::Router::new(candidates));
+        };
+        let encoder = self.router_encoder(dir)?;
+        router::Router::with_encoder(candidates, encoder).map_err(|e| {
+            EngineError::new(
+                ErrorCode::RouterModelUnusable,
+                format!("router model {}: {e}", dir.display()),
+            )
+        })
+    }
+
+    /// The configured model, loaded once, its embeddings kept in `<state>/router/`.
+    #[cfg(feature = "embed")]
+    fn router_encoder(&self, dir: &Path) -> Result<std::sync::Arc<dyn router::Encoder>, EngineError> {
+        if let Some(encoder) = self.encoder.get() {
+            return Ok(encoder.clone());
+        }
+        let model = router::MiniLm::load(dir).map_err(|e| {
+            EngineError::new(ErrorCode::RouterModelUnusable, e.to_string())
+                .hint("scripts/fetch-minilm DIR puts the model in DIR; or unset AGENTCTL_ROUTER_MODEL / [router] model")
+        })?;
+        let stored = crate::embeddings::StoredEncoder::open(
+            std::sync::Arc::new(model),
+            &self.store().layout().root().join("router"),
+        )
+        .map_err(|e| EngineError::new(ErrorCode::Io, format!("cannot open the router's embeddings: {e}")))?;
+        let encoder: std::sync::Arc<dyn router::Encoder> = std::sync::Arc::new(stored);
+        Ok(self.encoder.get_or_init(|| encoder).clone())
+    }
+
+    #[cfg(not(feature = "embed"))]
+    fn router_encoder(&self, dir: &Path) -> Result<std::sync::Arc<dyn router::Encoder>, EngineError> {
+        let _ = &self.encoder;
+        Err(EngineError::new(
+            ErrorCode::RouterModelUnusable,
+            format!(
+                "a router model is configured ({}) but this agentctl was built without the semantic tier",
+                dir.display()
+            ),
+        )
+        .hint("build agentctl with `--features embed`, or unset AGENTCTL_ROUTER_MODEL / [router] model"))
     }
 
     /// Every agent of the registry (but `command`) as the router sees it: tags, description,

@@ -41,10 +41,11 @@ pub enum ErrorCode {
     SecretNotFound,
     NotAShadowRun,
     PromotionRefused,
+    RouterModelUnusable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 33] = [
+    pub const ALL: [ErrorCode; 34] = [
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidConfig,
         ErrorCode::RunNotFound,
@@ -78,6 +79,7 @@ impl ErrorCode {
         ErrorCode::SecretNotFound,
         ErrorCode::NotAShadowRun,
         ErrorCode::PromotionRefused,
+        ErrorCode::RouterModelUnusable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -115,6 +117,7 @@ impl ErrorCode {
             ErrorCode::SecretNotFound => "SECRET_NOT_FOUND",
             ErrorCode::NotAShadowRun => "NOT_A_SHADOW_RUN",
             ErrorCode::PromotionRefused => "PROMOTION_REFUSED",
+            ErrorCode::RouterModelUnusable => "ROUTER_MODEL_UNUSABLE",
         }
     }
 
@@ -148,6 +151,8 @@ impl ErrorCode {
             ErrorCode::NotAShadowRun => 64,
             // EX_DATAERR: the change itself did not pass.
             ErrorCode::PromotionRefused => 65,
+            // EX_CONFIG: the configured model cannot be used by this build or is broken.
+            ErrorCode::RouterModelUnusable => 78,
         }
     }
 }

@@ -233,6 +233,9 @@ pub enum EventData {
         chosen: String,
         recommendations: Vec<RouteRecommendation>,
         elapsed_ms: u64,
+        /// The semantic tier's model, when the router used one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
     },
     /// How the agent is confined, recorded before it first starts (a workflow: before its
     /// first step). `sandbox = off` is the loud record of an unconfined run.

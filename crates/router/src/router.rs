@@ -157,6 +157,15 @@ pub struct Router {
     semantic: Option<Semantic>,
 }
 
+/// What the semantic tier can quote for a candidate.
+#[derive(Clone, Copy)]
+struct Meant<'a> {
+    /// Its example closest in meaning, when not already quoted.
+    example: Option<&'a str>,
+    /// The piece of its profile closest in meaning.
+    profile: Option<&'a str>,
+}
+
 /// One example task of a candidate.
 #[derive(Debug)]
 struct Example {
@@ -395,10 +404,10 @@ impl Router {
                 let similar = closest[d]
                     .filter(|&(_, sim)| sim >= QUOTE_SIMILARITY)
                     .map(|(e, _)| self.examples[e].text.as_str());
-                let meant = meaning
-                    .as_ref()
-                    .and_then(|m| m.quotes[d])
-                    .filter(|q| Some(*q) != similar);
+                let meant = meaning.as_ref().map(|m| Meant {
+                    example: m.quotes[d].filter(|q| Some(*q) != similar),
+                    profile: m.profile_quotes[d],
+                });
                 let reasons = self.reasons(&self.docs[d], &query, similar, meant);
                 Recommendation {
                     agent: self.docs[d].name.clone(),
@@ -448,7 +457,7 @@ impl Router {
         doc: &Doc,
         query: &HashMap<TermId, QueryTerm>,
         similar: Option<&str>,
-        meant: Option<&str>,
+        meant: Option<Meant<'_>>,
     ) -> Vec<String> {
         let mut reasons = Vec::new();
         let in_query = |t: &TermId| query.contains_key(t);
@@ -519,8 +528,12 @@ impl Router {
         if let Some(example) = similar {
             reasons.push(format!("similar to past task: \"{}\"", quote(example)));
         }
-        if let Some(example) = meant {
+        if let Some(example) = meant.and_then(|m| m.example) {
             reasons.push(format!("close in meaning to past task: \"{}\"", quote(example)));
+        }
+        // What the profile brought, when nothing above explains the agent.
+        if let Some(piece) = meant.and_then(|m| m.profile).filter(|_| reasons.is_empty()) {
+            reasons.push(format!("close in meaning to its profile: \"{}\"", quote(piece)));
         }
 
         if doc.generalist && reasons.is_empty() {

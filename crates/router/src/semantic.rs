@@ -14,6 +14,13 @@ pub trait Encoder: Send + Sync {
     fn model_id(&self) -> &str;
     /// The text's embedding (any length; it is normalised where it is used).
     fn encode(&self, text: &str) -> Result<Vec<f32>, EncodeError>;
+
+    /// The embedding of a task being routed: like [`Encoder::encode`], but caches neither keep
+    /// nor answer it (tasks are seen once, and the cost of routing one, as measured, is the
+    /// model's; profiles and examples are encoded again and again, and cached).
+    fn encode_query(&self, text: &str) -> Result<Vec<f32>, EncodeError> {
+        self.encode(text)
+    }
 }
 
 /// An encoder that failed: the model could not be loaded, or a text could not be encoded.
@@ -58,6 +65,10 @@ impl<E: Encoder> Encoder for CachingEncoder<E> {
             .insert(text.to_owned(), v.clone());
         Ok(v)
     }
+
+    fn encode_query(&self, text: &str) -> Result<Vec<f32>, EncodeError> {
+        self.inner.encode_query(text)
+    }
 }
 
 // The numbers below are quoted in the documentation of `Router`: keep them in step.
@@ -73,12 +84,14 @@ pub(crate) const SEMANTIC_NEIGHBOURS: usize = 2;
 pub(crate) const SEMANTIC_FLOOR: f64 = 0.1;
 /// An example is quoted as a reason when its similarity in meaning reaches this.
 pub(crate) const SEMANTIC_QUOTE: f64 = 0.5;
+/// A piece of the profile is quoted as a reason when its similarity in meaning reaches this.
+pub(crate) const SEMANTIC_PROFILE_QUOTE: f64 = 0.25;
 
 /// The embeddings of the candidates, built with the router.
 pub(crate) struct Semantic {
     encoder: Arc<dyn Encoder>,
-    /// Per candidate: the unit vectors of its profile's pieces.
-    profiles: Vec<Vec<Vec<f32>>>,
+    /// Per candidate: its profile's pieces and their unit vectors.
+    profiles: Vec<Vec<(String, Vec<f32>)>>,
     /// Every example: its candidate, its text and its unit vector.
     examples: Vec<(u32, String, Vec<f32>)>,
 }
@@ -93,10 +106,11 @@ impl std::fmt::Debug for Semantic {
 }
 
 /// What the semantic tier says of one task: a score per candidate and, per candidate, its most
-/// similar example when it is close enough to quote.
+/// similar example and profile piece when they are close enough to quote.
 pub(crate) struct SemanticAnswer<'a> {
     pub scores: Vec<f64>,
     pub quotes: Vec<Option<&'a str>>,
+    pub profile_quotes: Vec<Option<&'a str>>,
 }
 
 impl Semantic {
@@ -112,9 +126,9 @@ impl Semantic {
             .iter()
             .map(|(name, tags, description)| {
                 profile_pieces(name, tags, description)
-                    .iter()
-                    .map(|p| unit(p))
-                    .collect::<Result<Vec<_>, _>>()
+                    .into_iter()
+                    .map(|p| Ok((p.clone(), unit(&p)?)))
+                    .collect::<Result<Vec<_>, EncodeError>>()
             })
             .collect::<Result<Vec<_>, _>>()?;
         let examples = examples
@@ -135,17 +149,23 @@ impl Semantic {
     /// The semantic score of every candidate for `task` (see [`crate::Router`]), or `None` when
     /// the task cannot be encoded (the router then answers on the lexical part alone).
     pub(crate) fn answer(&self, task: &str) -> Option<SemanticAnswer<'_>> {
-        let task = normalised(self.encoder.encode(task).ok()?);
+        let task = normalised(self.encoder.encode_query(task).ok()?);
         let above = |v: &[f32]| (f64::from(dot(&task, v)) - SEMANTIC_FLOOR).max(0.0) / (1.0 - SEMANTIC_FLOOR);
         let n = self.profiles.len();
-        let mut scores: Vec<f64> = self
-            .profiles
-            .iter()
-            .map(|pieces| {
-                let best = pieces.iter().map(|p| above(p)).fold(0.0, f64::max);
-                (1.0 - SEMANTIC_EXAMPLE_SHARE) * best
-            })
-            .collect();
+        let mut scores = Vec::with_capacity(n);
+        let mut profile_quotes = Vec::with_capacity(n);
+        for pieces in &self.profiles {
+            let best = pieces
+                .iter()
+                .map(|(text, v)| (text.as_str(), f64::from(dot(&task, v))))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            let score = best.map_or(0.0, |(_, cos)| (cos - SEMANTIC_FLOOR).max(0.0) / (1.0 - SEMANTIC_FLOOR));
+            scores.push((1.0 - SEMANTIC_EXAMPLE_SHARE) * score);
+            profile_quotes.push(
+                best.filter(|&(_, cos)| cos >= SEMANTIC_PROFILE_QUOTE)
+                    .map(|(text, _)| text),
+            );
+        }
         let mut sims: Vec<(usize, f64)> = self
             .examples
             .iter()
@@ -167,7 +187,11 @@ impl Semantic {
                 scores[d] += SEMANTIC_EXAMPLE_SHARE * s / SEMANTIC_NEIGHBOURS as f64;
             }
         }
-        Some(SemanticAnswer { scores, quotes })
+        Some(SemanticAnswer {
+            scores,
+            quotes,
+            profile_quotes,
+        })
     }
 }
 

@@ -1,8 +1,9 @@
 //! The evaluation data in `router/` at the repository root: the registry parses with the agents
 //! crate's loader, every label names one of its agents, and the router's accuracy on the tuning
 //! set (`eval.jsonl`) does not regress, with and without the example pool (`examples.jsonl`,
-//! measured leave-one-out since the pool holds the same tasks). The sealed held-out set is
-//! measured by an ignored test.
+//! measured leave-one-out since the pool holds the same tasks). The goal is met with the
+//! semantic tier (`minilm.rs`, `embed` feature); an ignored test states that the lexical tier
+//! alone misses it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -90,6 +91,7 @@ fn the_held_out_sets_keep_their_measured_accuracy() {
     let pool = pool();
     let history = eval::examples_by_agent(&cases("history.jsonl"));
     let with_history = candidates(&history);
+    let candidates_with = candidates;
     let candidates = candidates(&pool);
     let names: BTreeSet<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
     let examples: BTreeSet<&str> = pool.values().flatten().map(String::as_str).collect();
@@ -98,6 +100,15 @@ fn the_held_out_sets_keep_their_measured_accuracy() {
     assert!(second.iter().all(|c| !history_tasks.contains(c.task.as_str())));
     let report = eval::evaluate(&Router::new(with_history), &second);
     assert!(report.top1 >= 0.816, "holdout-2.jsonl: {report}");
+    // The third sealed set, with every earlier labelled task as history: 88.9% (64 of 72).
+    let history_3 = eval::examples_by_agent(&cases("history-3.jsonl"));
+    let third = cases("holdout-3.jsonl");
+    let earlier: BTreeSet<&str> = history_3.values().flatten().map(String::as_str).collect();
+    assert_eq!(earlier.len(), 348);
+    assert!(third.iter().all(|c| !earlier.contains(c.task.as_str())));
+    let report = eval::evaluate(&Router::new(candidates_with(&history_3)), &third);
+    assert!(report.top1 >= 0.888, "holdout-3.jsonl: {report}");
+    assert!(report.top3 >= 0.99, "holdout-3.jsonl: {report}");
     for (file, floor) in [("holdout.jsonl", 0.85), ("holdout-earlier.jsonl", 0.729)] {
         let holdout = cases(file);
         assert!(holdout.len() >= 40, "{file}");
@@ -115,11 +126,16 @@ fn the_held_out_sets_keep_their_measured_accuracy() {
 /// The goal for top-1 accuracy on tasks not tuned on.
 const GOAL: f64 = 0.9;
 
-/// The goal on the sealed set: not met (85.0%); kept so the gap stays visible.
+/// The goal for the lexical tier alone: not met on the sealed sets (85.0% on `holdout.jsonl`,
+/// 88.9% on `holdout-3.jsonl`); kept so the gap stays visible. With the semantic tier it is
+/// met (`minilm.rs`: 94.4% on `holdout-3.jsonl`).
 #[test]
-#[ignore = "the goal (90% top-1 on the sealed held-out set) is not met yet: 85.0% measured"]
-fn the_router_meets_the_goal_on_the_sealed_held_out_set() {
+#[ignore = "the lexical tier alone misses the goal (90% top-1 on sealed sets): 85.0% and 88.9% measured"]
+fn the_lexical_router_meets_the_goal_on_the_sealed_held_out_sets() {
     let pool = pool();
     let report = eval::evaluate(&Router::new(candidates(&pool)), &cases("holdout.jsonl"));
+    assert!(report.top1 >= GOAL, "{report}");
+    let history_3 = eval::examples_by_agent(&cases("history-3.jsonl"));
+    let report = eval::evaluate(&Router::new(candidates(&history_3)), &cases("holdout-3.jsonl"));
     assert!(report.top1 >= GOAL, "{report}");
 }

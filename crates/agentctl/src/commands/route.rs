@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use model::ErrorCode;
-use router::{Candidate, Router, eval};
+use router::{Candidate, eval};
 
 use crate::cli::{GlobalArgs, RouteArgs};
 use crate::context;
@@ -19,7 +19,7 @@ pub fn route(g: &GlobalArgs, args: &RouteArgs) -> Result<i32, CliError> {
         return evaluate(g, args, set, repo.as_deref());
     }
     let task = args.task.as_deref().unwrap_or_default();
-    let engine = context::engine_at(&context::state_dir(g)?)?;
+    let engine = engine(g, args)?;
     let result = engine.route(task, repo.as_deref(), None)?;
     if g.json {
         view::print_json(&result);
@@ -31,6 +31,9 @@ pub fn route(g: &GlobalArgs, args: &RouteArgs) -> Result<i32, CliError> {
         return Ok(0);
     }
     let bold = anstyle::Style::new().bold();
+    if let Some(model) = &result.model {
+        let _ = writeln!(out, "(with the semantic tier: {model})");
+    }
     let _ = writeln!(out, "{bold}{:<16} {:>10}  REASONS{bold:#}", "AGENT", "CONFIDENCE");
     for r in &result.recommendations {
         let _ = writeln!(
@@ -52,6 +55,7 @@ fn evaluate(
 ) -> Result<i32, CliError> {
     let bad = |e: &dyn std::fmt::Display| CliError::new(ErrorCode::InvalidArgument, e.to_string());
     let cases = eval::load_cases(set).map_err(|e| bad(&e))?;
+    let engine = engine(g, args)?;
     let mut candidates: Vec<Candidate> = match &args.agents {
         // A registry of its own: its agents only (not the presets), all counted as installed.
         Some(file) => {
@@ -75,17 +79,28 @@ fn evaluate(
                 })
                 .collect()
         }
-        None => context::engine_at(&context::state_dir(g)?)?.route_candidates(repo, None)?,
+        None => engine.route_candidates(repo, None)?,
     };
-    let report = match &args.examples {
+    let loo = match &args.examples {
         Some(file) => {
             let pool = eval::examples_by_agent(&eval::load_cases(file).map_err(|e| bad(&e))?);
             for c in &mut candidates {
                 c.examples = pool.get(&c.name).cloned().unwrap_or_default();
             }
-            eval::evaluate_loo(&candidates, &cases)
+            true
         }
-        None => eval::evaluate(&Router::new(candidates), &cases),
+        None => false,
+    };
+    // Built first with every example, so a model that cannot be used fails before anything is
+    // measured, and every text is encoded (and kept) once.
+    let full = engine.router(candidates.clone())?;
+    let report = if loo {
+        // Each case's router holds a subset of those texts: nothing left to encode.
+        eval::evaluate_loo_with(&candidates, &cases, |c| {
+            engine.router(c).expect("every text was encoded a moment ago")
+        })
+    } else {
+        eval::evaluate(&full, &cases)
     };
     if g.json {
         view::print_json(&report);
@@ -93,4 +108,13 @@ fn evaluate(
         println!("{report}");
     }
     Ok(0)
+}
+
+/// The engine of the state directory, routing with `--model` when it is given.
+fn engine(g: &GlobalArgs, args: &RouteArgs) -> Result<engine::Engine, CliError> {
+    let mut engine = context::engine_at(&context::state_dir(g)?)?;
+    if let Some(dir) = &args.model {
+        engine.set_router_model(context::absolute(dir)?);
+    }
+    Ok(engine)
 }

@@ -71,6 +71,7 @@ impl Env {
             .env("NO_COLOR", "1")
             .env("AGENTCTL_CONFIG_DIR", self.dir.path().join("config"))
             .env_remove("AGENTCTL_LOG")
+            .env_remove("AGENTCTL_ROUTER_MODEL")
             .stdin(Stdio::null());
         c
     }

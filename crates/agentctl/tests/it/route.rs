@@ -167,3 +167,101 @@ fn agents_show_recent_outcomes() {
     assert!(row("writer").get("stats").is_none());
     assert_eq!(row("tester")["tags"], serde_json::json!(["test", "unit", "coverage"]));
 }
+
+/// A build without the `embed` feature cannot use a router model: asked for one (by flag, by
+/// environment or by `[router] model`), it says so with a stable code, and creates no run.
+#[cfg(not(feature = "embed"))]
+#[test]
+fn a_router_model_needs_a_build_with_the_semantic_tier() {
+    let env = env_with_agents();
+    let model = env.dir.path().join("model");
+    let (v, out) = env.json(&["route", "--model", model.to_str().unwrap(), "update the README"]);
+    assert_eq!(out.status.code(), Some(78), "{v}");
+    assert_eq!(v["error"]["code"], "ROUTER_MODEL_UNUSABLE", "{v}");
+    assert!(v["error"]["hint"].as_str().unwrap().contains("--features embed"), "{v}");
+
+    let out = env
+        .cmd()
+        .env("AGENTCTL_ROUTER_MODEL", &model)
+        .args(["run", "--detach", "--agent", "auto", "update the README"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error[ROUTER_MODEL_UNUSABLE]"));
+
+    std::fs::create_dir_all(env.dir.path().join("config")).unwrap();
+    std::fs::write(
+        env.dir.path().join("config/config.toml"),
+        "[router]\nmodel = \"model\"\n",
+    )
+    .unwrap();
+    let (v, out) = env.json(&["route", "update the README"]);
+    assert_eq!(out.status.code(), Some(78), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("config/model"),
+        "relative to the config dir: {v}"
+    );
+    assert_eq!(env.json(&["ls"]).0["runs"], serde_json::json!([]), "no run was created");
+}
+
+/// With the `embed` feature and the model (`AGENTCTL_TEST_MINILM`, made by
+/// `scripts/fetch-minilm`): the meaning of a task counts, the answer names the model, the
+/// embeddings are kept in the state directory, and `run --agent auto` records the model.
+#[cfg(feature = "embed")]
+#[test]
+fn with_a_router_model_the_meaning_of_a_task_counts() {
+    let model = std::env::var("AGENTCTL_TEST_MINILM").expect("AGENTCTL_TEST_MINILM names the model directory");
+    let env = env_with_agents();
+    // Nothing here shares a word (or a synonym) with any agent's tags or description.
+    let task = "Put the setup steps on paper for newcomers";
+    let (v, out) = env.json(&["route", task]);
+    assert!(out.status.success());
+    assert!(v.get("model").is_none(), "{v}");
+    assert_eq!(agents_of(&v), Vec::<String>::new(), "{v}");
+    let (v, out) = env.json(&["route", "--model", &model, task]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let name = std::path::Path::new(&model).file_name().unwrap().to_str().unwrap();
+    assert!(v["model"].as_str().unwrap().starts_with(&format!("{name}@")), "{v}");
+    assert_eq!(agents_of(&v).first().map(String::as_str), Some("writer"), "{v}");
+    assert!(!agents_of(&v).contains(&"auditor".to_owned()), "{v}");
+    let reasons = v["recommendations"][0]["reasons"].to_string();
+    assert!(reasons.contains("close in meaning to its profile"), "{reasons}");
+
+    let kept: Vec<_> = std::fs::read_dir(env.state.join("router")).unwrap().flatten().collect();
+    assert_eq!(kept.len(), 1, "one file of embeddings");
+    let size = kept[0].metadata().unwrap().len();
+    assert!(size > 0);
+    let (v2, _) = env.json(&["route", "--model", &model, "write a tutorial"]);
+    assert_eq!(v2["model"], v["model"]);
+    assert_eq!(
+        kept[0].metadata().unwrap().len(),
+        size,
+        "nothing encoded again, tasks not kept"
+    );
+
+    let out = env
+        .cmd()
+        .env("AGENTCTL_ROUTER_MODEL", &model)
+        .args(["--json", "run", "--detach", "--agent", "auto", task])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = id["id"].as_str().unwrap();
+    let routed = env
+        .events(id)
+        .into_iter()
+        .find(|e| e["data"]["type"] == "routed")
+        .expect("a routed event");
+    assert_eq!(routed["data"]["chosen"], "writer", "{routed}");
+    assert_eq!(routed["data"]["model"], v["model"], "{routed}");
+    env.wait(id);
+
+    let (v, out) = env.json(&["route", "--model", "/nonexistent-model", task]);
+    assert_eq!(out.status.code(), Some(78), "{v}");
+    assert_eq!(v["error"]["code"], "ROUTER_MODEL_UNUSABLE", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("has no config.json"),
+        "{v}"
+    );
+}

@@ -221,3 +221,24 @@ fn a_run_started_inside_a_run_ends_with_it_and_says_why() {
     assert_eq!(inner["state"], "cancelled", "{inner}");
     assert!(reason.contains("the run that started this one ended"), "{inner}");
 }
+
+/// `stop` returns once the outcome is recorded, while the supervisor may still hold the run's
+/// log for a moment as it exits: an `rm` right then waits that moment out instead of failing.
+/// (The holder here is `flock(1)` on the log, standing in for the exiting supervisor.)
+#[test]
+fn rm_waits_for_a_finishing_supervisor_to_let_go_of_the_log() {
+    let env = Env::new();
+    let id = env.start(&["--", "sh", "-c", "echo changed > a.txt"]);
+    env.wait(&id);
+    let log = env.state.join("runs").join(&id).join("events.jsonl");
+    let mut holder = std::process::Command::new("flock")
+        .args(["-x", log.to_str().unwrap(), "sleep", "1"])
+        .spawn()
+        .expect("flock(1) runs");
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let out = env.run(&["rm", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() >= Duration::from_millis(400), "rm did not wait");
+    holder.wait().unwrap();
+}

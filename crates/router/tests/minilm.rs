@@ -1,0 +1,120 @@
+//! The real sentence-embedding model (the `embed` feature): it loads from a directory made by
+//! `scripts/fetch-minilm`, whose path is `AGENTCTL_TEST_MINILM` (`scripts/test` fetches it and
+//! sets it), embeds paraphrases close together, refuses a broken directory with a clear error,
+//! and with it the router meets the goal on the third sealed set.
+#![cfg(feature = "embed")]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use router::eval::{self, Case};
+use router::{CachingEncoder, Candidate, Encoder, MiniLm, Router};
+
+fn model_dir() -> PathBuf {
+    let dir = std::env::var_os("AGENTCTL_TEST_MINILM")
+        .expect("AGENTCTL_TEST_MINILM names the model directory (run `scripts/fetch-minilm DIR`)");
+    PathBuf::from(dir)
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[test]
+fn paraphrases_are_closer_than_unrelated_sentences() {
+    let model = MiniLm::load(&model_dir()).unwrap();
+    // The directory's name, then a digest of the config, the tokenizer and the weights' size.
+    let (_, digest) = model.model_id().rsplit_once('@').expect("NAME@DIGEST");
+    assert!(
+        digest.len() == 12 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{}",
+        model.model_id()
+    );
+    let bug = model
+        .encode("The export button does nothing since Friday's deploy")
+        .unwrap();
+    let same = model
+        .encode("Clicking export stopped working after the last release")
+        .unwrap();
+    let other = model
+        .encode("Write a getting-started guide for the command-line tool")
+        .unwrap();
+    assert_eq!(bug.len(), 384);
+    assert!(
+        cosine(&bug, &same) > cosine(&bug, &other) + 0.2,
+        "{} vs {}",
+        cosine(&bug, &same),
+        cosine(&bug, &other)
+    );
+    // The same text, the same vector: no state carried between calls.
+    assert_eq!(
+        model
+            .encode("The export button does nothing since Friday's deploy")
+            .unwrap(),
+        bug
+    );
+    // A text far past the model's 128 tokens is cut, not refused.
+    assert_eq!(model.encode(&"very long task ".repeat(400)).unwrap().len(), 384);
+}
+
+#[test]
+fn a_broken_model_directory_is_refused_with_what_is_wrong() {
+    let missing = tempfile::tempdir().unwrap();
+    let err = MiniLm::load(missing.path())
+        .err()
+        .expect("an empty directory")
+        .to_string();
+    assert!(
+        err.contains("has no config.json") && err.contains("scripts/fetch-minilm"),
+        "{err}"
+    );
+
+    let broken = tempfile::tempdir().unwrap();
+    for file in ["config.json", "tokenizer.json"] {
+        std::fs::copy(model_dir().join(file), broken.path().join(file)).unwrap();
+    }
+    std::fs::write(broken.path().join("model.safetensors"), b"not weights").unwrap();
+    let err = MiniLm::load(broken.path()).err().expect("garbage weights").to_string();
+    assert!(err.contains("invalid model.safetensors"), "{err}");
+}
+
+fn data(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../router")
+        .join(file)
+}
+
+/// The sealed set `holdout-3.jsonl` was read for the first time with both tiers, once, after
+/// the semantic tier's constants were fixed on the tuning set and the three spent held-out sets;
+/// every earlier labelled task (`history-3.jsonl`) is the agents' history. Measured: 94.4%
+/// top-1 (68 of 72) with the model, 88.9% (64) without.
+#[test]
+fn with_the_model_the_router_meets_the_goal_on_the_third_sealed_set() {
+    let reg = agents::load_registry(Some(&data("agents.toml")), None).unwrap();
+    let history = eval::examples_by_agent(&eval::load_cases(&data("history-3.jsonl")).unwrap());
+    let candidates: Vec<Candidate> = reg
+        .iter()
+        .filter(|(_, _, origin)| matches!(origin, agents::Origin::File(_)))
+        .map(|(name, def, _)| Candidate {
+            name: name.to_owned(),
+            tags: def.tags.clone(),
+            description: def.description.clone(),
+            available: true,
+            history: None,
+            examples: history.get(name).cloned().unwrap_or_default(),
+        })
+        .collect();
+    let cases: Vec<Case> = eval::load_cases(&data("holdout-3.jsonl")).unwrap();
+    assert_eq!(cases.len(), 72);
+    let encoder = Arc::new(CachingEncoder::new(MiniLm::load(&model_dir()).unwrap()));
+    let semantic = eval::evaluate(&Router::with_encoder(candidates.clone(), encoder).unwrap(), &cases);
+    let lexical = eval::evaluate(&Router::new(candidates), &cases);
+    assert!(semantic.top1 >= 0.9, "the goal, with the model: {semantic}");
+    assert!(semantic.top1 >= 0.944 - 1e-9, "below the measured 94.4%: {semantic}");
+    assert!(
+        semantic.top1 > lexical.top1,
+        "the tier must beat the lexical router: {semantic}\n{lexical}"
+    );
+}
