@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use agents::Origin;
 use router::{Candidate, Router, eval};
 
-const USAGE: &str = "usage: eval SET.jsonl [AGENTS.toml] [--examples EXAMPLES.jsonl] [--model DIR [--static TABLE]]";
+const USAGE: &str = "usage: eval SET.jsonl [AGENTS.toml] [--examples EXAMPLES.jsonl] [--model DIR]";
 
 fn main() -> ExitCode {
     match run() {
@@ -32,14 +32,11 @@ fn run() -> Result<eval::Report, (u8, String)> {
     let mut positional = Vec::new();
     let mut examples = None;
     let mut model: Option<PathBuf> = None;
-    let mut table: Option<PathBuf> = None;
     let mut args = std::env::args_os().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--examples" {
             let file = args.next().ok_or((2, USAGE.to_owned()))?;
             examples = Some(PathBuf::from(file));
-        } else if arg == "--static" {
-            table = Some(PathBuf::from(args.next().ok_or((2, USAGE.to_owned()))?));
         } else if arg == "--model" {
             model = Some(PathBuf::from(args.next().ok_or((2, USAGE.to_owned()))?));
         } else if arg.to_string_lossy().starts_with("--") {
@@ -72,7 +69,7 @@ fn run() -> Result<eval::Report, (u8, String)> {
         })
         .collect();
     let cases = eval::load_cases(&set).map_err(|e| failed(&e))?;
-    let build = builder(model.as_deref(), table.as_deref())?;
+    let build = builder(model.as_deref())?;
     Ok(if examples.is_some() {
         eval::evaluate_loo_with(&candidates, &cases, build)
     } else {
@@ -84,30 +81,14 @@ fn run() -> Result<eval::Report, (u8, String)> {
 type Build = Box<dyn Fn(Vec<Candidate>) -> Router>;
 
 /// How routers are made: lexical only, or with the semantic tier of the model in `dir`.
-fn builder(model: Option<&std::path::Path>, table: Option<&std::path::Path>) -> Result<Build, (u8, String)> {
+fn builder(model: Option<&std::path::Path>) -> Result<Build, (u8, String)> {
     let Some(dir) = model else {
         return Ok(Box::new(Router::new));
     };
     #[cfg(feature = "embed")]
     {
-        let model = router::MiniLm::load(dir).map_err(|e| (1, e.to_string()))?;
-        let encoder: std::sync::Arc<dyn router::Encoder> = match table {
-            None => std::sync::Arc::new(router::CachingEncoder::new(model)),
-            Some(path) => {
-                let distilled = match router::Distilled::load(&model, path) {
-                    Some(d) => d,
-                    None => {
-                        let started = std::time::Instant::now();
-                        let d = router::Distilled::distill(&model, |done, all| eprint!("\rdistilling {done}/{all}"))
-                            .map_err(|e| (1, e.to_string()))?;
-                        eprintln!(" in {:?}", started.elapsed());
-                        d.save(path).map_err(|e| (1, e.to_string()))?;
-                        d
-                    }
-                };
-                std::sync::Arc::new(router::CachingEncoder::new(distilled))
-            }
-        };
+        let encoder = router::MiniLm::load(dir).map_err(|e| (1, e.to_string()))?;
+        let encoder: std::sync::Arc<dyn router::Encoder> = std::sync::Arc::new(router::CachingEncoder::new(encoder));
         Ok(Box::new(move |c| {
             Router::with_encoder(c, encoder.clone()).expect("the model encodes the registry and examples")
         }))

@@ -14,8 +14,6 @@
 //! labelled sets of tasks from files, turns one into examples, and measures a router's accuracy
 //! and latency on a set (leave-one-out when the set is also the examples).
 
-#[cfg(feature = "embed")]
-mod distilled;
 pub mod eval;
 mod lexicon;
 #[cfg(feature = "embed")]
@@ -27,11 +25,9 @@ mod text;
 use serde::Serialize;
 
 #[cfg(feature = "embed")]
-pub use distilled::Distilled;
-#[cfg(feature = "embed")]
 pub use minilm::{MODEL_FILES, MiniLm};
 pub use router::Router;
-pub use semantic::{CachingEncoder, Calibration, EncodeError, Encoder};
+pub use semantic::{CachingEncoder, EncodeError, Encoder};
 
 /// One agent the router may recommend.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -86,14 +86,6 @@ impl MiniLm {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-
-    pub(crate) fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
-    }
-
-    pub(crate) fn bert(&self) -> &BertModel {
-        &self.model
-    }
 }
 
 impl Encoder for MiniLm {

@@ -7,7 +7,7 @@ use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use crate::lexicon::{Lexicon, MAX_PHRASE};
-use crate::semantic::{EncodeError, Encoder, Semantic};
+use crate::semantic::{EncodeError, Encoder, SEMANTIC_WEIGHT, Semantic};
 use crate::text::{self, Token};
 use crate::{Candidate, History, Recommendation};
 
@@ -375,10 +375,9 @@ impl Router {
         } else {
             None
         };
-        if let (Some(meaning), Some(semantic)) = (&meaning, &self.semantic) {
-            let weight = semantic.weight();
+        if let Some(meaning) = &meaning {
             for (score, s) in scores.iter_mut().zip(&meaning.scores) {
-                *score += weight * s;
+                *score += SEMANTIC_WEIGHT * s;
             }
         }
         if has_content {

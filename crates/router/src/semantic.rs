@@ -15,39 +15,12 @@ pub trait Encoder: Send + Sync {
     /// The text's embedding (any length; it is normalised where it is used).
     fn encode(&self, text: &str) -> Result<Vec<f32>, EncodeError>;
 
-    /// How this encoder's similarities are read (see [`Calibration`]).
-    fn calibration(&self) -> Calibration {
-        Calibration::CONTEXTUAL
-    }
-
     /// The embedding of a task being routed: like [`Encoder::encode`], but caches neither keep
     /// nor answer it (tasks are seen once, and the cost of routing one, as measured, is the
     /// model's; profiles and examples are encoded again and again, and cached).
     fn encode_query(&self, text: &str) -> Result<Vec<f32>, EncodeError> {
         self.encode(text)
     }
-}
-
-/// How the semantic tier reads an encoder's cosine similarities: below `floor` they are noise
-/// (a contextual model scores unrelated sentences around 0.1, a static one — a mean of token
-/// vectors — around 0.6), and above it, rescaled to `[0, 1]`, they count `weight` times.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Calibration {
-    pub floor: f64,
-    pub weight: f64,
-}
-
-impl Calibration {
-    /// A contextual sentence-embedding model (a forward pass per text, like [`crate::MiniLm`]).
-    pub const CONTEXTUAL: Calibration = Calibration {
-        floor: 0.1,
-        weight: 20.0,
-    };
-    /// A static model: a text is the mean of its tokens' vectors (like `Distilled`).
-    pub const STATIC: Calibration = Calibration {
-        floor: 0.7,
-        weight: 40.0,
-    };
 }
 
 /// An encoder that failed: the model could not be loaded, or a text could not be encoded.
@@ -96,17 +69,19 @@ impl<E: Encoder> Encoder for CachingEncoder<E> {
     fn encode_query(&self, text: &str) -> Result<Vec<f32>, EncodeError> {
         self.inner.encode_query(text)
     }
-
-    fn calibration(&self) -> Calibration {
-        self.inner.calibration()
-    }
 }
 
-// The numbers below are quoted in router/README.md: keep them in step.
+// The numbers below are quoted in the documentation of `Router`: keep them in step.
+/// How much the semantic part counts: its score (about `[0, 1]`) is multiplied by this before
+/// it is added to the lexical one.
+pub(crate) const SEMANTIC_WEIGHT: f64 = 20.0;
 /// Share of the semantic score that comes from the examples (the rest from the profile).
 pub(crate) const SEMANTIC_EXAMPLE_SHARE: f64 = 0.75;
 /// How many of a candidate's most similar examples are averaged (fewer count as zeros).
 pub(crate) const SEMANTIC_NEIGHBOURS: usize = 2;
+/// Cosine similarity below this is noise for a sentence-embedding model: unrelated sentences
+/// still score around 0.1. Similarities are measured above it.
+pub(crate) const SEMANTIC_FLOOR: f64 = 0.1;
 /// An example is quoted as a reason when its similarity in meaning reaches this.
 pub(crate) const SEMANTIC_QUOTE: f64 = 0.5;
 /// A piece of the profile is quoted as a reason when its similarity in meaning reaches this.
@@ -171,17 +146,11 @@ impl Semantic {
         self.encoder.model_id()
     }
 
-    /// How much the semantic score counts against the lexical one.
-    pub(crate) fn weight(&self) -> f64 {
-        self.encoder.calibration().weight
-    }
-
     /// The semantic score of every candidate for `task` (see [`crate::Router`]), or `None` when
     /// the task cannot be encoded (the router then answers on the lexical part alone).
     pub(crate) fn answer(&self, task: &str) -> Option<SemanticAnswer<'_>> {
         let task = normalised(self.encoder.encode_query(task).ok()?);
-        let floor = self.encoder.calibration().floor;
-        let above = |v: &[f32]| (f64::from(dot(&task, v)) - floor).max(0.0) / (1.0 - floor);
+        let above = |v: &[f32]| (f64::from(dot(&task, v)) - SEMANTIC_FLOOR).max(0.0) / (1.0 - SEMANTIC_FLOOR);
         let n = self.profiles.len();
         let mut scores = Vec::with_capacity(n);
         let mut profile_quotes = Vec::with_capacity(n);
@@ -190,7 +159,7 @@ impl Semantic {
                 .iter()
                 .map(|(text, v)| (text.as_str(), f64::from(dot(&task, v))))
                 .max_by(|a, b| a.1.total_cmp(&b.1));
-            let score = best.map_or(0.0, |(_, cos)| (cos - floor).max(0.0) / (1.0 - floor));
+            let score = best.map_or(0.0, |(_, cos)| (cos - SEMANTIC_FLOOR).max(0.0) / (1.0 - SEMANTIC_FLOOR));
             scores.push((1.0 - SEMANTIC_EXAMPLE_SHARE) * score);
             profile_quotes.push(
                 best.filter(|&(_, cos)| cos >= SEMANTIC_PROFILE_QUOTE)
