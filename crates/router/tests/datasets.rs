@@ -109,6 +109,15 @@ fn the_held_out_sets_keep_their_measured_accuracy() {
     let report = eval::evaluate(&Router::new(candidates_with(&history_3)), &third);
     assert!(report.top1 >= 0.888, "holdout-3.jsonl: {report}");
     assert!(report.top3 >= 0.99, "holdout-3.jsonl: {report}");
+    // The fourth, with every task before it (holdout-3 too): 84.7% (61 of 72).
+    let history_4 = eval::examples_by_agent(&cases("history-4.jsonl"));
+    let fourth = cases("holdout-4.jsonl");
+    let earlier: BTreeSet<&str> = history_4.values().flatten().map(String::as_str).collect();
+    assert_eq!(earlier.len(), 420);
+    assert!(fourth.iter().all(|c| !earlier.contains(c.task.as_str())));
+    let report = eval::evaluate(&Router::new(candidates_with(&history_4)), &fourth);
+    assert!(report.top1 >= 0.847 - 1e-9, "holdout-4.jsonl: {report}");
+    assert!(report.top3 >= 0.98, "holdout-4.jsonl: {report}");
     for (file, floor) in [("holdout.jsonl", 0.85), ("holdout-earlier.jsonl", 0.729)] {
         let holdout = cases(file);
         assert!(holdout.len() >= 40, "{file}");
@@ -127,15 +136,18 @@ fn the_held_out_sets_keep_their_measured_accuracy() {
 const GOAL: f64 = 0.9;
 
 /// The goal for the lexical tier alone: not met on the sealed sets (85.0% on `holdout.jsonl`,
-/// 88.9% on `holdout-3.jsonl`); kept so the gap stays visible. With the semantic tier it is
-/// met (`minilm.rs`: 94.4% on `holdout-3.jsonl`).
+/// 88.9% on `holdout-3.jsonl`, 84.7% on `holdout-4.jsonl`); kept so the gap stays visible.
+/// With the semantic tier: `minilm.rs`.
 #[test]
-#[ignore = "the lexical tier alone misses the goal (90% top-1 on sealed sets): 85.0% and 88.9% measured"]
+#[ignore = "the lexical tier alone misses the goal (90% top-1 on sealed sets): 85.0%, 88.9% and 84.7% measured"]
 fn the_lexical_router_meets_the_goal_on_the_sealed_held_out_sets() {
     let pool = pool();
     let report = eval::evaluate(&Router::new(candidates(&pool)), &cases("holdout.jsonl"));
     assert!(report.top1 >= GOAL, "{report}");
     let history_3 = eval::examples_by_agent(&cases("history-3.jsonl"));
     let report = eval::evaluate(&Router::new(candidates(&history_3)), &cases("holdout-3.jsonl"));
+    assert!(report.top1 >= GOAL, "{report}");
+    let history_4 = eval::examples_by_agent(&cases("history-4.jsonl"));
+    let report = eval::evaluate(&Router::new(candidates(&history_4)), &cases("holdout-4.jsonl"));
     assert!(report.top1 >= GOAL, "{report}");
 }
