@@ -470,8 +470,9 @@ pub struct RouteArgs {
     #[arg(long, value_name = "FILE", requires = "eval")]
     pub examples: Option<PathBuf>,
     /// The semantic tier's model directory (config.json, tokenizer.json, model.safetensors);
-    /// overrides AGENTCTL_ROUTER_MODEL and [router] model. Needs a build with `--features embed`.
-    #[arg(long, value_name = "DIR")]
+    /// overrides AGENTCTL_ROUTER_MODEL and [router] model. With --eval, only this flag brings
+    /// the model in. Needs a build with `--features embed`.
+    #[arg(long, value_name = "DIR", value_parser = clap::builder::TypedValueParser::map(clap::builder::NonEmptyStringValueParser::new(), PathBuf::from))]
     pub model: Option<PathBuf>,
     /// Repository whose agents count too (default: the current directory's).
     #[arg(long, value_name = "DIR")]

@@ -127,12 +127,14 @@ impl Settings {
     /// the configuration directory.
     pub fn router_model(&self, dir: Option<&Path>) -> Option<PathBuf> {
         if let Some(env) = std::env::var_os("AGENTCTL_ROUTER_MODEL").filter(|v| !v.is_empty()) {
-            return Some(PathBuf::from(env));
+            // Relative to the current directory, like any path given on the command line.
+            let env = PathBuf::from(env);
+            return Some(std::path::absolute(&env).unwrap_or(env));
         }
-        let model = self.router.model.as_deref()?;
-        Some(match (model.strip_prefix("~/"), std::env::var_os("HOME")) {
-            (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-            _ => match dir {
+        let model = self.router.model.as_deref().filter(|m| !m.is_empty())?;
+        Some(match home_path(model) {
+            Some(p) => p,
+            None => match dir {
                 Some(d) => d.join(model),
                 None => PathBuf::from(model),
             },
@@ -157,13 +159,16 @@ impl Settings {
                 .sandbox
                 .read_only
                 .iter()
-                .map(|p| match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
-                    (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-                    _ => PathBuf::from(p),
-                })
+                .map(|p| home_path(p).unwrap_or_else(|| PathBuf::from(p)))
                 .collect(),
         }
     }
+}
+
+/// `~/REST` as a path in the home directory (`None` for any other path, or without `HOME`).
+fn home_path(p: &str) -> Option<PathBuf> {
+    let rest = p.strip_prefix("~/")?;
+    Some(PathBuf::from(std::env::var_os("HOME")?).join(rest))
 }
 
 /// One `[[webhooks]]` table.

@@ -6,7 +6,8 @@
 //!
 //! Lines are appended with one `write` each (`O_APPEND`); a line cut short by a crash, or any
 //! line that does not parse, is skipped when the file is read, so the worst a crash costs is one
-//! encoding again. The file is started afresh when it holds more than [`MAX_ENTRIES`] lines.
+//! encoding again. The file (and the memory) start afresh past [`MAX_ENTRIES`] lines: the
+//! texts in use are then encoded once more.
 //! Tasks being routed are neither stored nor looked up (see [`router::Encoder::encode_query`]).
 
 use std::collections::HashMap;
@@ -29,6 +30,10 @@ pub struct StoredEncoder {
     inner: Arc<dyn Encoder>,
     path: PathBuf,
     known: Mutex<HashMap<String, Vec<f32>>>,
+    /// Lines in the file, as far as this process knows.
+    lines: Mutex<usize>,
+    /// Past this many lines, the file starts afresh.
+    limit: usize,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -40,6 +45,11 @@ struct Line {
 impl StoredEncoder {
     /// Reads what `dir` holds for `inner`'s model (creating `dir` if needed).
     pub fn open(inner: Arc<dyn Encoder>, dir: &Path) -> std::io::Result<Self> {
+        Self::open_with_limit(inner, dir, MAX_ENTRIES)
+    }
+
+    /// [`StoredEncoder::open`], starting afresh past `limit` lines instead of [`MAX_ENTRIES`].
+    fn open_with_limit(inner: Arc<dyn Encoder>, dir: &Path, limit: usize) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
         let name: String = inner
             .model_id()
@@ -54,10 +64,12 @@ impl StoredEncoder {
             .collect();
         let path = dir.join(format!("embeddings-{name}.jsonl"));
         let mut known = HashMap::new();
+        let mut lines = 0;
         match File::open(&path) {
             Ok(file) => {
                 for line in BufReader::new(file).lines() {
                     let Ok(line) = line else { break };
+                    lines += 1;
                     if let Some((key, v)) = parse(&line) {
                         known.insert(key, v);
                     }
@@ -66,17 +78,29 @@ impl StoredEncoder {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        if known.len() > MAX_ENTRIES {
-            known.clear();
-            let fresh = path.with_extension("jsonl.new");
-            File::create(&fresh)?;
-            fs::rename(&fresh, &path)?;
-        }
-        Ok(StoredEncoder {
+        let stored = StoredEncoder {
             inner,
             path,
             known: Mutex::new(known),
-        })
+            lines: Mutex::new(lines),
+            limit,
+        };
+        if lines > limit {
+            stored.start_afresh();
+        }
+        Ok(stored)
+    }
+
+    /// Empties the file (through a file of this process's own, renamed over it) and the memory.
+    fn start_afresh(&self) {
+        let fresh = self.path.with_extension(format!("jsonl.{}.new", std::process::id()));
+        let done = File::create(&fresh).and_then(|_| fs::rename(&fresh, &self.path));
+        if let Err(e) = done {
+            let _ = fs::remove_file(&fresh);
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot start the embeddings afresh");
+        }
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        *self.lines.lock().unwrap_or_else(|e| e.into_inner()) = 0;
     }
 
     /// The file the embeddings are kept in.
@@ -89,7 +113,17 @@ impl StoredEncoder {
     }
 
     /// Appends one line; a failure to write only means the text is encoded again next time.
+    /// Past [`MAX_ENTRIES`] lines the file starts afresh (a long-lived daemon too).
     fn remember(&self, key: String, v: &[f32]) {
+        let full = {
+            let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+            *lines += 1;
+            *lines > self.limit
+        };
+        if full {
+            self.start_afresh();
+            *self.lines.lock().unwrap_or_else(|e| e.into_inner()) = 1;
+        }
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         let line = Line {
             key: key.clone(),
@@ -222,6 +256,29 @@ mod tests {
         assert_eq!(model.calls.load(Ordering::SeqCst), before);
         assert_eq!(again.encode("cut").unwrap(), [3.0, 99.0]);
         assert_eq!(model.calls.load(Ordering::SeqCst), before + 1, "encoded again");
+    }
+
+    #[test]
+    fn past_its_limit_the_file_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = counting("m");
+        let stored = StoredEncoder::open_with_limit(model.clone(), dir.path(), 2).unwrap();
+        stored.encode("a").unwrap();
+        stored.encode("b").unwrap();
+        stored.encode("c").unwrap();
+        let lines = fs::read_to_string(stored.path()).unwrap().lines().count();
+        assert_eq!(lines, 1, "only the line written after the reset");
+        stored.encode("a").unwrap();
+        assert_eq!(model.calls.load(Ordering::SeqCst), 4, "a was forgotten");
+        stored.encode("c").unwrap();
+        assert_eq!(model.calls.load(Ordering::SeqCst), 4, "c was kept");
+        // A file found over the limit (another process wrote it) starts afresh on open.
+        let big = StoredEncoder::open_with_limit(model.clone(), dir.path(), 2).unwrap();
+        assert_eq!(fs::read_to_string(big.path()).unwrap().lines().count(), 2);
+        let small = StoredEncoder::open_with_limit(model.clone(), dir.path(), 1).unwrap();
+        assert_eq!(fs::read_to_string(small.path()).unwrap(), "");
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file left");
     }
 
     #[test]

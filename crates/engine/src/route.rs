@@ -24,7 +24,7 @@ const EXAMPLES_PER_AGENT: usize = 50;
 #[derive(Clone, Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct RouteResult {
     pub recommendations: Vec<RouteRecommendation>,
-    /// The semantic tier's model (`all-MiniLM-L6-v2@…`), when one ranked them too.
+    /// The semantic tier's model (`bert-384x6@…`: its shape and a digest), when one ranked them too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Time to build the candidates and rank them.
@@ -86,30 +86,24 @@ impl Engine {
         if let Some(encoder) = self.encoder.get() {
             return Ok(encoder.clone());
         }
-        let model = router::MiniLm::load(dir).map_err(|e| {
-            EngineError::new(ErrorCode::RouterModelUnusable, e.to_string())
-                .hint("scripts/fetch-minilm DIR puts the model in DIR; or unset AGENTCTL_ROUTER_MODEL / [router] model")
-        })?;
-        let stored = crate::embeddings::StoredEncoder::open(
-            std::sync::Arc::new(model),
-            &self.store().layout().root().join("router"),
-        )
-        .map_err(|e| EngineError::new(ErrorCode::Io, format!("cannot open the router's embeddings: {e}")))?;
-        let encoder: std::sync::Arc<dyn router::Encoder> = std::sync::Arc::new(stored);
+        let model = load_model(dir)?;
+        let dir = self.store().layout().root().join("router");
+        let encoder: std::sync::Arc<dyn router::Encoder> =
+            match crate::embeddings::StoredEncoder::open(model.clone(), &dir) {
+                Ok(stored) => std::sync::Arc::new(stored),
+                Err(e) => {
+                    // Routing still works; it only encodes the examples again next time.
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot keep the router's embeddings");
+                    std::sync::Arc::new(router::CachingEncoder::new(model))
+                }
+            };
         Ok(self.encoder.get_or_init(|| encoder).clone())
     }
 
     #[cfg(not(feature = "embed"))]
     fn router_encoder(&self, dir: &Path) -> Result<std::sync::Arc<dyn router::Encoder>, EngineError> {
         let _ = &self.encoder;
-        Err(EngineError::new(
-            ErrorCode::RouterModelUnusable,
-            format!(
-                "a router model is configured ({}) but this agentctl was built without the semantic tier",
-                dir.display()
-            ),
-        )
-        .hint("build agentctl with `--features embed`, or unset AGENTCTL_ROUTER_MODEL / [router] model"))
+        load_model(dir)
     }
 
     /// Every agent of the registry (but `command`) as the router sees it: tags, description,
@@ -169,6 +163,29 @@ impl Engine {
             .hint("name one with --agent (see `agentctl agents` and `agentctl route TASK`)")),
         }
     }
+}
+
+/// Loads the router's model in `dir` (the `embed` feature), nothing kept.
+#[cfg(feature = "embed")]
+pub fn load_model(dir: &Path) -> Result<std::sync::Arc<dyn router::Encoder>, EngineError> {
+    match router::MiniLm::load(dir) {
+        Ok(model) => Ok(std::sync::Arc::new(model)),
+        Err(e) => Err(EngineError::new(ErrorCode::RouterModelUnusable, e.to_string())
+            .hint("scripts/fetch-minilm DIR puts the model in DIR; or unset AGENTCTL_ROUTER_MODEL / [router] model")),
+    }
+}
+
+/// Without the `embed` feature there is no model to load: `ROUTER_MODEL_UNUSABLE`.
+#[cfg(not(feature = "embed"))]
+pub fn load_model(dir: &Path) -> Result<std::sync::Arc<dyn router::Encoder>, EngineError> {
+    Err(EngineError::new(
+        ErrorCode::RouterModelUnusable,
+        format!(
+            "a router model is configured ({}) but this agentctl was built without the semantic tier",
+            dir.display()
+        ),
+    )
+    .hint("build agentctl with `--features embed`, or unset AGENTCTL_ROUTER_MODEL / [router] model"))
 }
 
 /// The prompts of each agent's most recent succeeded runs (`finished` is newest first).

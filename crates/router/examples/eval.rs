@@ -70,28 +70,27 @@ fn run() -> Result<eval::Report, (u8, String)> {
         .collect();
     let cases = eval::load_cases(&set).map_err(|e| failed(&e))?;
     let build = builder(model.as_deref())?;
-    Ok(if examples.is_some() {
-        eval::evaluate_loo_with(&candidates, &cases, build)
+    let failed = |e: router::EncodeError| (1, e.to_string());
+    if examples.is_some() {
+        eval::evaluate_loo_with(&candidates, &cases, build).map_err(failed)
     } else {
-        eval::evaluate(&build(candidates), &cases)
-    })
+        Ok(eval::evaluate(&build(candidates).map_err(failed)?, &cases))
+    }
 }
 
 /// Makes a router from the candidates.
-type Build = Box<dyn Fn(Vec<Candidate>) -> Router>;
+type Build = Box<dyn Fn(Vec<Candidate>) -> Result<Router, router::EncodeError>>;
 
 /// How routers are made: lexical only, or with the semantic tier of the model in `dir`.
 fn builder(model: Option<&std::path::Path>) -> Result<Build, (u8, String)> {
     let Some(dir) = model else {
-        return Ok(Box::new(Router::new));
+        return Ok(Box::new(|c| Ok(Router::new(c))));
     };
     #[cfg(feature = "embed")]
     {
         let encoder = router::MiniLm::load(dir).map_err(|e| (1, e.to_string()))?;
         let encoder: std::sync::Arc<dyn router::Encoder> = std::sync::Arc::new(router::CachingEncoder::new(encoder));
-        Ok(Box::new(move |c| {
-            Router::with_encoder(c, encoder.clone()).expect("the model encodes the registry and examples")
-        }))
+        Ok(Box::new(move |c| Router::with_encoder(c, encoder.clone())))
     }
     #[cfg(not(feature = "embed"))]
     {

@@ -14,6 +14,7 @@
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -117,20 +118,29 @@ pub fn examples_by_agent(cases: &[Case]) -> BTreeMap<String, Vec<String>> {
 
 /// Runs every case through `router` and scores the answers.
 pub fn evaluate(router: &Router, cases: &[Case]) -> Report {
-    score(cases, |_| router)
+    match score(cases, |_| Ok::<_, Infallible>(router)) {
+        Ok(report) => report,
+    }
 }
 
 /// Like [`evaluate`], leave-one-out: each case is answered by a router built from `candidates`
 /// without any example that is the case's task (compared ignoring case and spacing), so a task
 /// never matches itself. Cases that are no candidate's example share one router.
 pub fn evaluate_loo(candidates: &[Candidate], cases: &[Case]) -> Report {
-    evaluate_loo_with(candidates, cases, Router::new)
+    match evaluate_loo_with(candidates, cases, |c| Ok::<_, Infallible>(Router::new(c))) {
+        Ok(report) => report,
+    }
 }
 
 /// [`evaluate_loo`] with routers made by `build` (e.g. [`Router::with_encoder`] over a
-/// [`crate::CachingEncoder`], so each text is embedded once).
-pub fn evaluate_loo_with(candidates: &[Candidate], cases: &[Case], build: impl Fn(Vec<Candidate>) -> Router) -> Report {
-    let full = build(candidates.to_vec());
+/// [`crate::CachingEncoder`], so each text is embedded once); the first error of `build` ends
+/// the evaluation.
+pub fn evaluate_loo_with<E>(
+    candidates: &[Candidate],
+    cases: &[Case],
+    build: impl Fn(Vec<Candidate>) -> Result<Router, E>,
+) -> Result<Report, E> {
+    let full = build(candidates.to_vec())?;
     let normal = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
     let examples: Vec<Vec<String>> = candidates
         .iter()
@@ -139,7 +149,7 @@ pub fn evaluate_loo_with(candidates: &[Candidate], cases: &[Case], build: impl F
     score(cases, |case| {
         let task = normal(&case.task);
         if !examples.iter().flatten().any(|e| *e == task) {
-            return Held::Shared(&full);
+            return Ok(Held::Shared(&full));
         }
         let reduced = candidates
             .iter()
@@ -155,7 +165,7 @@ pub fn evaluate_loo_with(candidates: &[Candidate], cases: &[Case], build: impl F
                 ..c.clone()
             })
             .collect();
-        Held::Own(Box::new(build(reduced)))
+        Ok(Held::Own(Box::new(build(reduced)?)))
     })
 }
 
@@ -175,13 +185,13 @@ impl Borrow<Router> for Held<'_> {
 }
 
 /// Scores the answers of `router_for(case)` to every case.
-fn score<R: Borrow<Router>>(cases: &[Case], mut router_for: impl FnMut(&Case) -> R) -> Report {
+fn score<R: Borrow<Router>, E>(cases: &[Case], mut router_for: impl FnMut(&Case) -> Result<R, E>) -> Result<Report, E> {
     let mut latencies = Vec::with_capacity(cases.len() * LATENCY_PASSES);
     let mut top1_hits = 0;
     let mut top3_hits = 0;
     let mut misses = Vec::new();
     for case in cases {
-        let held = router_for(case);
+        let held = router_for(case)?;
         let router: &Router = held.borrow();
         let mut recs = Vec::new();
         for _ in 0..LATENCY_PASSES {
@@ -211,7 +221,7 @@ fn score<R: Borrow<Router>>(cases: &[Case], mut router_for: impl FnMut(&Case) ->
             hits as f64 / cases.len() as f64
         }
     };
-    Report {
+    Ok(Report {
         cases: cases.len(),
         top1_hits,
         top3_hits,
@@ -220,7 +230,7 @@ fn score<R: Borrow<Router>>(cases: &[Case], mut router_for: impl FnMut(&Case) ->
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
         misses,
-    }
+    })
 }
 
 /// Nearest-rank percentile of sorted values (0 for none).

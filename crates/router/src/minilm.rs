@@ -62,22 +62,15 @@ impl MiniLm {
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }
             .map_err(|e| err("invalid model.safetensors", &e))?;
         let model = BertModel::load(vb, &config).map_err(|e| err("model.safetensors does not fit config.json", &e))?;
-        // Identifies the model for caches: its config and tokenizer, and the weights' size (hashing
-        // 90 MB on every start would cost more than loading them).
-        let mut hash = Sha256::new();
-        hash.update(&config_text);
-        hash.update(&tokenizer_text);
-        hash.update(size.to_le_bytes());
-        let digest = hash.finalize();
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let short: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let digest = fingerprint(&config_text, &tokenizer_text, &weights, size)
+            .map_err(|e| err("cannot read model.safetensors", &e))?;
+        let shape: serde_json::Value = serde_json::from_slice(&config_text).unwrap_or_default();
+        let dims = |key: &str| shape[key].as_u64().unwrap_or(0);
+        let id = format!("bert-{}x{}@{digest}", dims("hidden_size"), dims("num_hidden_layers"));
         Ok(MiniLm {
             model,
             tokenizer,
-            id: format!("{name}@{short}"),
+            id,
             dir: dir.to_owned(),
         })
     }
@@ -86,6 +79,27 @@ impl MiniLm {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Identifies a model for caches of its embeddings: its config, its tokenizer, the weights' size
+/// and 64 KiB from each of 16 places spread over the weights (hashing all 90 MB on every start
+/// would cost more than loading them; a retrained model differs everywhere). 12 hex digits.
+fn fingerprint(config: &[u8], tokenizer: &[u8], weights: &Path, size: u64) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const SAMPLES: u64 = 16;
+    const SAMPLE: usize = 64 << 10;
+    let mut hash = Sha256::new();
+    hash.update(config);
+    hash.update(tokenizer);
+    hash.update(size.to_le_bytes());
+    let mut file = fs::File::open(weights)?;
+    let mut buf = vec![0u8; SAMPLE];
+    for i in 0..SAMPLES {
+        file.seek(SeekFrom::Start(size.saturating_sub(SAMPLE as u64) * i / (SAMPLES - 1)))?;
+        let n = file.read(&mut buf)?;
+        hash.update(&buf[..n]);
+    }
+    Ok(hash.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect())
 }
 
 impl Encoder for MiniLm {

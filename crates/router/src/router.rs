@@ -139,6 +139,18 @@ struct Posting {
 /// to less than 1. The reasons name the matched tags, name and description words, then the
 /// candidate's most similar example when its similarity is at least 0.2
 /// (`similar to past task: "…"`, cut to 80 characters), then the track record.
+///
+/// **Semantic tier** (optional: [`Router::with_encoder`], e.g. with `MiniLm` of the `embed`
+/// feature). Each candidate's *profile* (`"NAME: TAG, TAG"` and each sentence of its
+/// description) and examples are embedded when the router is built, the task when it is asked.
+/// A cosine similarity counts as `(cos − 0.1) / 0.9` (0 below 0.1, which is noise for a
+/// sentence-embedding model), and each candidate gets
+/// `20 × (0.25 × its best profile piece + 0.75 × the mean of its 2 most similar examples)` on
+/// top of the two parts above (history then multiplies the sum). Reasons add the closest
+/// example (`close in meaning to past task: "…"`, when its cosine is at least 0.5 and it is not
+/// already quoted) or, when nothing else explains the candidate, its closest profile piece
+/// (cosine at least 0.25). With a model, almost any task with content scores some candidate
+/// above zero, so a list is rarely empty; a task the model cannot encode gets the lexical answer.
 #[derive(Debug)]
 pub struct Router {
     docs: Vec<Doc>,
@@ -323,7 +335,13 @@ impl Router {
             .filter(|(_, e)| !e.trim().is_empty())
             .collect();
         let semantic = Semantic::build(encoder, &profiles, &examples)?;
+        let names: Vec<String> = available.iter().map(|c| c.name.clone()).collect();
         let mut router = Router::new(candidates);
+        // The semantic scores are zipped with the documents: both must list the same agents.
+        assert!(
+            names.iter().eq(router.docs.iter().map(|d| &d.name)),
+            "the semantic profiles and the index list different agents"
+        );
         router.semantic = Some(semantic);
         Ok(router)
     }

@@ -23,6 +23,20 @@ pub trait Encoder: Send + Sync {
     }
 }
 
+impl<T: Encoder + ?Sized> Encoder for Arc<T> {
+    fn model_id(&self) -> &str {
+        (**self).model_id()
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<f32>, EncodeError> {
+        (**self).encode(text)
+    }
+
+    fn encode_query(&self, text: &str) -> Result<Vec<f32>, EncodeError> {
+        (**self).encode_query(text)
+    }
+}
+
 /// An encoder that failed: the model could not be loaded, or a text could not be encoded.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -71,7 +85,8 @@ impl<E: Encoder> Encoder for CachingEncoder<E> {
     }
 }
 
-// The numbers below are quoted in the documentation of `Router`: keep them in step.
+// The numbers below are quoted in the documentation of `Router` and in router/README.md:
+// keep them in step.
 /// How much the semantic part counts: its score (about `[0, 1]`) is multiplied by this before
 /// it is added to the lexical one.
 pub(crate) const SEMANTIC_WEIGHT: f64 = 20.0;
@@ -150,7 +165,7 @@ impl Semantic {
     /// the task cannot be encoded (the router then answers on the lexical part alone).
     pub(crate) fn answer(&self, task: &str) -> Option<SemanticAnswer<'_>> {
         let task = normalised(self.encoder.encode_query(task).ok()?);
-        let above = |v: &[f32]| (f64::from(dot(&task, v)) - SEMANTIC_FLOOR).max(0.0) / (1.0 - SEMANTIC_FLOOR);
+        let above = |v: &[f32]| above_floor(f64::from(dot(&task, v)));
         let n = self.profiles.len();
         let mut scores = Vec::with_capacity(n);
         let mut profile_quotes = Vec::with_capacity(n);
@@ -159,7 +174,7 @@ impl Semantic {
                 .iter()
                 .map(|(text, v)| (text.as_str(), f64::from(dot(&task, v))))
                 .max_by(|a, b| a.1.total_cmp(&b.1));
-            let score = best.map_or(0.0, |(_, cos)| (cos - SEMANTIC_FLOOR).max(0.0) / (1.0 - SEMANTIC_FLOOR));
+            let score = best.map_or(0.0, |(_, cos)| above_floor(cos));
             scores.push((1.0 - SEMANTIC_EXAMPLE_SHARE) * score);
             profile_quotes.push(
                 best.filter(|&(_, cos)| cos >= SEMANTIC_PROFILE_QUOTE)
@@ -214,6 +229,11 @@ fn profile_pieces(name: &str, tags: &[String], description: &str) -> Vec<String>
         pieces.push(sentence);
     }
     pieces
+}
+
+/// A cosine similarity as the tier counts it: 0 up to [`SEMANTIC_FLOOR`], then rising to 1.
+fn above_floor(cos: f64) -> f64 {
+    (cos - SEMANTIC_FLOOR).max(0.0) / (1.0 - SEMANTIC_FLOOR)
 }
 
 fn normalised(mut v: Vec<f32>) -> Vec<f32> {

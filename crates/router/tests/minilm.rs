@@ -25,8 +25,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn paraphrases_are_closer_than_unrelated_sentences() {
     let model = MiniLm::load(&model_dir()).unwrap();
-    // The directory's name, then a digest of the config, the tokenizer and the weights' size.
-    let (_, digest) = model.model_id().rsplit_once('@').expect("NAME@DIGEST");
+    // The shape, then a digest of the config, the tokenizer and samples of the weights.
+    let digest = model.model_id().strip_prefix("bert-384x6@").expect("bert-384x6@DIGEST");
     assert!(
         digest.len() == 12 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
         "{}",
@@ -117,17 +117,18 @@ fn both_tiers(set: &str, history: &str) -> (eval::Report, eval::Report) {
 /// The sealed sets `holdout-3.jsonl` and `holdout-4.jsonl` were each read for the first time
 /// when the tiers were measured on them, once, after the semantic tier's constants were fixed
 /// on the tuning set and the spent held-out sets. Measured with the model: 94.4% (68 of 72)
-/// and 87.5% (63); without: 88.9% (64) and 84.7% (61). These are floors: a change that makes
-/// routing worse fails here.
+/// and 87.5% (63); without: 88.9% (64) and 84.7% (61). These are floors (less one task): a
+/// change that makes routing worse fails here.
 #[test]
 fn the_model_lifts_the_router_on_the_sealed_sets() {
     for (set, history, floor) in [
-        ("holdout-3.jsonl", "history-3.jsonl", 0.944),
-        ("holdout-4.jsonl", "history-4.jsonl", 0.875),
+        ("holdout-3.jsonl", "history-3.jsonl", 68),
+        ("holdout-4.jsonl", "history-4.jsonl", 63),
     ] {
         let (semantic, lexical) = both_tiers(set, history);
+        // One task of slack: floating point on another CPU may tip a near tie.
         assert!(
-            semantic.top1 >= floor - 1e-9,
+            semantic.top1_hits + 1 >= floor,
             "{set}, below the measured figure: {semantic}"
         );
         assert!(

@@ -136,8 +136,17 @@ fn unavailable_agents_are_not_recommended_by_meaning_either() {
     let mut candidates = registry();
     candidates[0].available = false;
     let router = Router::with_encoder(candidates, Arc::new(Meanings::new())).unwrap();
-    let recs = router.recommend("Everything went kaput");
-    assert!(recs.iter().all(|r| r.agent != "debugger"), "{recs:?}");
+    // Exactly as if the debugger (and its examples) were not there at all.
+    let without = Router::with_encoder(registry().split_off(1), Arc::new(Meanings::new())).unwrap();
+    for task in [
+        "Everything went kaput",
+        "The invoice page crashes",
+        "the readme is sluggish",
+    ] {
+        let recs = router.recommend(task);
+        assert!(recs.iter().all(|r| r.agent != "debugger"), "{recs:?}");
+        assert_eq!(recs, without.recommend(task), "{task}");
+    }
 }
 
 #[test]

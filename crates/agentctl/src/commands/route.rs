@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use model::ErrorCode;
-use router::{Candidate, eval};
+use router::{Candidate, Encoder, eval};
 
 use crate::cli::{GlobalArgs, RouteArgs};
 use crate::context;
@@ -55,7 +55,6 @@ fn evaluate(
 ) -> Result<i32, CliError> {
     let bad = |e: &dyn std::fmt::Display| CliError::new(ErrorCode::InvalidArgument, e.to_string());
     let cases = eval::load_cases(set).map_err(|e| bad(&e))?;
-    let engine = engine(g, args)?;
     let mut candidates: Vec<Candidate> = match &args.agents {
         // A registry of its own: its agents only (not the presets), all counted as installed.
         Some(file) => {
@@ -79,7 +78,7 @@ fn evaluate(
                 })
                 .collect()
         }
-        None => engine.route_candidates(repo, None)?,
+        None => context::engine_at(&context::state_dir(g)?)?.route_candidates(repo, None)?,
     };
     let loo = match &args.examples {
         Some(file) => {
@@ -91,20 +90,35 @@ fn evaluate(
         }
         None => false,
     };
-    // Built first with every example, so a model that cannot be used fails before anything is
-    // measured, and every text is encoded (and kept) once.
-    let full = engine.router(candidates.clone())?;
+    // Only --model brings the semantic tier into a measurement (never the environment or the
+    // configuration: a figure says what it measured), and its embeddings stay in memory.
+    let encoder = match &args.model {
+        Some(dir) => Some(std::sync::Arc::new(router::CachingEncoder::new(
+            engine::route::load_model(&context::absolute(dir)?)?,
+        ))),
+        None => None,
+    };
+    let model = encoder.as_ref().map(|e| e.model_id().to_owned());
+    let build = |c: Vec<Candidate>| match &encoder {
+        Some(e) => router::Router::with_encoder(c, e.clone())
+            .map_err(|e| CliError::new(ErrorCode::RouterModelUnusable, format!("router model: {e}"))),
+        None => Ok(router::Router::new(c)),
+    };
     let report = if loo {
-        // Each case's router holds a subset of those texts: nothing left to encode.
-        eval::evaluate_loo_with(&candidates, &cases, |c| {
-            engine.router(c).expect("every text was encoded a moment ago")
-        })
+        eval::evaluate_loo_with(&candidates, &cases, build)?
     } else {
-        eval::evaluate(&full, &cases)
+        eval::evaluate(&build(candidates)?, &cases)
     };
     if g.json {
-        view::print_json(&report);
+        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        if let Some(model) = &model {
+            v["model"] = model.clone().into();
+        }
+        view::print_json(&v);
     } else {
+        if let Some(model) = &model {
+            println!("model  {model}");
+        }
         println!("{report}");
     }
     Ok(0)

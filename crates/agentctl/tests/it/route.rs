@@ -202,6 +202,10 @@ fn a_router_model_needs_a_build_with_the_semantic_tier() {
         "relative to the config dir: {v}"
     );
     assert_eq!(env.json(&["ls"]).0["runs"], serde_json::json!([]), "no run was created");
+
+    // An empty --model (a failed `$(scripts/fetch-minilm)`) is a usage error.
+    let out = env.run(&["route", "--model", "", "update the README"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// With the `embed` feature and the model (`AGENTCTL_TEST_MINILM`, made by
@@ -220,8 +224,7 @@ fn with_a_router_model_the_meaning_of_a_task_counts() {
     assert_eq!(agents_of(&v), Vec::<String>::new(), "{v}");
     let (v, out) = env.json(&["route", "--model", &model, task]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let name = std::path::Path::new(&model).file_name().unwrap().to_str().unwrap();
-    assert!(v["model"].as_str().unwrap().starts_with(&format!("{name}@")), "{v}");
+    assert!(v["model"].as_str().unwrap().starts_with("bert-384x6@"), "{v}");
     assert_eq!(agents_of(&v).first().map(String::as_str), Some("writer"), "{v}");
     assert!(!agents_of(&v).contains(&"auditor".to_owned()), "{v}");
     let reasons = v["recommendations"][0]["reasons"].to_string();
@@ -256,6 +259,38 @@ fn with_a_router_model_the_meaning_of_a_task_counts() {
     assert_eq!(routed["data"]["chosen"], "writer", "{routed}");
     assert_eq!(routed["data"]["model"], v["model"], "{routed}");
     env.wait(id);
+
+    // --eval measures the tier it is told to, and says which: the configured model does not
+    // slip into a lexical measurement, --model does, and nothing is kept in the state dir.
+    let set = env.dir.path().join("set.jsonl");
+    std::fs::write(&set, format!("{{\"task\": \"{task}\", \"expected\": \"writer\"}}\n")).unwrap();
+    let registry = env.repo.join(".agentctl/agents.toml");
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "route",
+            "--eval",
+            set.to_str().unwrap(),
+            "--agents",
+            registry.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = env
+            .cmd()
+            .env("AGENTCTL_ROUTER_MODEL", &model)
+            .arg("--json")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let lexical = eval(&[]);
+    assert!(lexical.get("model").is_none(), "{lexical}");
+    assert_eq!(lexical["top1"], 0.0, "no word in common: {lexical}");
+    let semantic = eval(&["--model", &model]);
+    assert_eq!(semantic["model"], v["model"], "{semantic}");
+    assert_eq!(semantic["top1"], 1.0, "{semantic}");
+    assert_eq!(kept[0].metadata().unwrap().len(), size, "evaluations keep nothing");
 
     let (v, out) = env.json(&["route", "--model", "/nonexistent-model", task]);
     assert_eq!(out.status.code(), Some(78), "{v}");

@@ -235,10 +235,22 @@ fn rm_waits_for_a_finishing_supervisor_to_let_go_of_the_log() {
         .args(["-x", log.to_str().unwrap(), "sleep", "1"])
         .spawn()
         .expect("flock(1) runs");
-    std::thread::sleep(Duration::from_millis(300));
-    let started = std::time::Instant::now();
+    // Until the holder has the lock (`flock -n` fails while it does).
+    let held = || {
+        !std::process::Command::new("flock")
+            .args(["-n", log.to_str().unwrap(), "true"])
+            .status()
+            .unwrap()
+            .success()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !held() {
+        assert!(std::time::Instant::now() < deadline, "flock never took the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let out = env.run(&["rm", &id]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(started.elapsed() >= Duration::from_millis(400), "rm did not wait");
+    // rm could only go on once the holder had let go, that is once it had ended.
+    assert!(holder.try_wait().unwrap().is_some(), "rm did not wait for the log");
     holder.wait().unwrap();
 }
