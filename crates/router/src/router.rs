@@ -149,8 +149,9 @@ struct Posting {
 /// top of the two parts above (history then multiplies the sum). Reasons add the closest
 /// example (`close in meaning to past task: "…"`, when its cosine is at least 0.5 and it is not
 /// already quoted) or, when nothing else explains the candidate, its closest profile piece
-/// (cosine at least 0.25). With a model, almost any task with content scores some candidate
-/// above zero, so a list is rarely empty; a task the model cannot encode gets the lexical answer.
+/// (cosine at least 0.25). A candidate that nothing above matches gets this part only when it
+/// has such a quotable reason, so a task like nothing in particular still gets no
+/// recommendation; a task the model cannot encode gets the lexical answer.
 #[derive(Debug)]
 pub struct Router {
     docs: Vec<Doc>,
@@ -394,8 +395,14 @@ impl Router {
             None
         };
         if let Some(meaning) = &meaning {
-            for (score, s) in scores.iter_mut().zip(&meaning.scores) {
-                *score += SEMANTIC_WEIGHT * s;
+            for (d, (score, s)) in scores.iter_mut().zip(&meaning.scores).enumerate() {
+                // Meaning alone recommends an agent only with something to show for it: an
+                // example or a piece of its profile close enough to quote (a vague likeness
+                // to everything is not a reason; "zzz qqq" gets no agent).
+                let quotable = meaning.quotes[d].is_some() || meaning.profile_quotes[d].is_some();
+                if *score > 0.0 || quotable {
+                    *score += SEMANTIC_WEIGHT * s;
+                }
             }
         }
         if has_content {

@@ -292,6 +292,18 @@ fn with_a_router_model_the_meaning_of_a_task_counts() {
     assert_eq!(semantic["top1"], 1.0, "{semantic}");
     assert_eq!(kept[0].metadata().unwrap().len(), size, "evaluations keep nothing");
 
+    // Gibberish is like nothing in particular: no agent, with the model as without.
+    let (v, out) = env.json(&["route", "--model", &model, "zzz qqq"]);
+    assert!(out.status.success());
+    assert_eq!(agents_of(&v), Vec::<String>::new(), "{v}");
+    let out = env
+        .cmd()
+        .env("AGENTCTL_ROUTER_MODEL", &model)
+        .args(["run", "--detach", "--agent", "auto", "zzz qqq"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(66), "{}", String::from_utf8_lossy(&out.stderr));
+
     let (v, out) = env.json(&["route", "--model", "/nonexistent-model", task]);
     assert_eq!(out.status.code(), Some(78), "{v}");
     assert_eq!(v["error"]["code"], "ROUTER_MODEL_UNUSABLE", "{v}");
