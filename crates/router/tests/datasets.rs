@@ -5,39 +5,13 @@
 //! measured figures. An ignored test states that the lexical tier alone misses the goal;
 //! the semantic tier is measured in `minilm.rs` (`embed` feature).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
-use agents::Origin;
-use router::eval::{self, Case};
-use router::{Candidate, Router};
-
-fn data(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../router")
-        .join(file)
-}
-
-/// The registry's own agents (the loader also adds the built-in presets, which are left out),
-/// each with its examples from `pool`.
-fn candidates(pool: &BTreeMap<String, Vec<String>>) -> Vec<Candidate> {
-    let reg = agents::load_registry(Some(&data("agents.toml")), None).expect("router/agents.toml parses");
-    reg.iter()
-        .filter(|(_, _, origin)| matches!(origin, Origin::File(_)))
-        .map(|(name, def, _)| Candidate {
-            name: name.to_owned(),
-            tags: def.tags.clone(),
-            description: def.description.clone(),
-            available: true,
-            history: None,
-            examples: pool.get(name).cloned().unwrap_or_default(),
-        })
-        .collect()
-}
-
-fn cases(file: &str) -> Vec<Case> {
-    eval::load_cases(&data(file)).unwrap()
-}
+use common::{candidates, cases};
+use router::Router;
+use router::eval;
 
 fn pool() -> BTreeMap<String, Vec<String>> {
     eval::examples_by_agent(&cases("examples.jsonl"))

@@ -4,11 +4,13 @@
 //! and with it the router meets the goal on the third sealed set.
 #![cfg(feature = "embed")]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use router::eval::{self, Case};
-use router::{CachingEncoder, Candidate, Encoder, MiniLm, Router};
+use router::{CachingEncoder, Encoder, MiniLm, Router};
 
 fn model_dir() -> PathBuf {
     let dir = std::env::var_os("AGENTCTL_TEST_MINILM")
@@ -80,37 +82,19 @@ fn a_broken_model_directory_is_refused_with_what_is_wrong() {
     assert!(err.contains("invalid model.safetensors"), "{err}");
 }
 
-fn data(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../router")
-        .join(file)
-}
-
-/// The registry's agents, with the labelled tasks of `history` as their examples.
-fn candidates(history: &str) -> Vec<Candidate> {
-    let reg = agents::load_registry(Some(&data("agents.toml")), None).unwrap();
-    let history = eval::examples_by_agent(&eval::load_cases(&data(history)).unwrap());
-    reg.iter()
-        .filter(|(_, _, origin)| matches!(origin, agents::Origin::File(_)))
-        .map(|(name, def, _)| Candidate {
-            name: name.to_owned(),
-            tags: def.tags.clone(),
-            description: def.description.clone(),
-            available: true,
-            history: None,
-            examples: history.get(name).cloned().unwrap_or_default(),
-        })
-        .collect()
+/// The registry's agents, with the labelled tasks of `router/HISTORY` as their examples.
+fn with_history(history: &str) -> Vec<router::Candidate> {
+    common::candidates(&eval::examples_by_agent(&common::cases(history)))
 }
 
 /// Top-1 of the router with and without the model on `set`, every task of `history` (all
 /// the labelled tasks written before the set) as the agents' examples.
 fn both_tiers(set: &str, history: &str) -> (eval::Report, eval::Report) {
-    let cases: Vec<Case> = eval::load_cases(&data(set)).unwrap();
+    let cases: Vec<Case> = common::cases(set);
     assert_eq!(cases.len(), 72);
     let encoder = Arc::new(CachingEncoder::new(MiniLm::load(&model_dir()).unwrap()));
-    let semantic = eval::evaluate(&Router::with_encoder(candidates(history), encoder).unwrap(), &cases);
-    let lexical = eval::evaluate(&Router::new(candidates(history)), &cases);
+    let semantic = eval::evaluate(&Router::with_encoder(with_history(history), encoder).unwrap(), &cases);
+    let lexical = eval::evaluate(&Router::new(with_history(history)), &cases);
     (semantic, lexical)
 }
 
