@@ -81,7 +81,6 @@ impl Engine {
     }
 
     /// The configured model, loaded once, its embeddings kept in `<state>/router/`.
-    #[cfg(feature = "embed")]
     fn router_encoder(&self, dir: &Path) -> Result<std::sync::Arc<dyn router::Encoder>, EngineError> {
         if let Some(encoder) = self.encoder.get() {
             return Ok(encoder.clone());
@@ -98,12 +97,6 @@ impl Engine {
                 }
             };
         Ok(self.encoder.get_or_init(|| encoder).clone())
-    }
-
-    #[cfg(not(feature = "embed"))]
-    fn router_encoder(&self, dir: &Path) -> Result<std::sync::Arc<dyn router::Encoder>, EngineError> {
-        let _ = &self.encoder;
-        load_model(dir)
     }
 
     /// Every agent of the registry (but `command`) as the router sees it: tags, description,

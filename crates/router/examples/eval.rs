@@ -56,18 +56,11 @@ fn run() -> Result<eval::Report, (u8, String)> {
         Some(file) => eval::examples_by_agent(&eval::load_cases(file).map_err(|e| failed(&e))?),
         None => Default::default(),
     };
-    let candidates: Vec<Candidate> = reg
+    let own = reg
         .iter()
         .filter(|(_, _, origin)| matches!(origin, Origin::File(_)))
-        .map(|(name, def, _)| Candidate {
-            name: name.to_owned(),
-            tags: def.tags.clone(),
-            description: def.description.clone(),
-            available: true,
-            history: None,
-            examples: pool.get(name).cloned().unwrap_or_default(),
-        })
-        .collect();
+        .map(|(name, def, _)| (name, def.tags.as_slice(), def.description.as_str()));
+    let candidates = eval::candidates_with_examples(own, &pool);
     let cases = eval::load_cases(&set).map_err(|e| failed(&e))?;
     let build = builder(model.as_deref())?;
     let failed = |e: router::EncodeError| (1, e.to_string());

@@ -116,6 +116,25 @@ pub fn examples_by_agent(cases: &[Case]) -> BTreeMap<String, Vec<String>> {
     out
 }
 
+/// Candidates for measuring a registry: each agent (`name`, `tags`, `description`) available,
+/// without history, with its tasks of `pool` (see [`examples_by_agent`]) as its examples.
+pub fn candidates_with_examples<'a>(
+    agents: impl IntoIterator<Item = (&'a str, &'a [String], &'a str)>,
+    pool: &BTreeMap<String, Vec<String>>,
+) -> Vec<Candidate> {
+    agents
+        .into_iter()
+        .map(|(name, tags, description)| Candidate {
+            name: name.to_owned(),
+            tags: tags.to_vec(),
+            description: description.to_owned(),
+            available: true,
+            history: None,
+            examples: pool.get(name).cloned().unwrap_or_default(),
+        })
+        .collect()
+}
+
 /// Runs every case through `router` and scores the answers.
 pub fn evaluate(router: &Router, cases: &[Case]) -> Report {
     match score(cases, |_| Ok::<_, Infallible>(router)) {

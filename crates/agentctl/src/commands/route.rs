@@ -64,19 +64,12 @@ fn evaluate(
                     format!("no registry file {}", file.display()),
                 ));
             }
-            agents::load_registry(Some(file), None)
-                .map_err(engine::EngineError::from)?
+            let registry = agents::load_registry(Some(file), None).map_err(engine::EngineError::from)?;
+            let own = registry
                 .iter()
                 .filter(|(_, _, origin)| matches!(origin, agents::Origin::File(_)))
-                .map(|(name, def, _)| Candidate {
-                    name: name.to_owned(),
-                    tags: def.tags.clone(),
-                    description: def.description.clone(),
-                    available: true,
-                    history: None,
-                    examples: Vec::new(),
-                })
-                .collect()
+                .map(|(name, def, _)| (name, def.tags.as_slice(), def.description.as_str()));
+            eval::candidates_with_examples(own, &Default::default())
         }
         None => context::engine_at(&context::state_dir(g)?)?.route_candidates(repo, None)?,
     };

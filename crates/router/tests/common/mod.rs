@@ -23,15 +23,9 @@ pub fn cases(file: &str) -> Vec<Case> {
 /// each with its examples from `pool`.
 pub fn candidates(pool: &BTreeMap<String, Vec<String>>) -> Vec<Candidate> {
     let reg = agents::load_registry(Some(&data("agents.toml")), None).expect("router/agents.toml parses");
-    reg.iter()
+    let own = reg
+        .iter()
         .filter(|(_, _, origin)| matches!(origin, agents::Origin::File(_)))
-        .map(|(name, def, _)| Candidate {
-            name: name.to_owned(),
-            tags: def.tags.clone(),
-            description: def.description.clone(),
-            available: true,
-            history: None,
-            examples: pool.get(name).cloned().unwrap_or_default(),
-        })
-        .collect()
+        .map(|(name, def, _)| (name, def.tags.as_slice(), def.description.as_str()));
+    eval::candidates_with_examples(own, pool)
 }
