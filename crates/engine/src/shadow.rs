@@ -341,7 +341,7 @@ fn try_attempt(
     }
     // The gates, in order; the first failure ends them.
     let env = [
-        ("AGENTCTL_RUN_ID".to_owned(), a.id.to_string()),
+        (model::RUN_ID_ENV.to_owned(), a.id.to_string()),
         ("AGENTCTL_BASE_COMMIT".to_owned(), base.clone()),
         ("AGENTCTL_PROMOTE_COMMIT".to_owned(), candidate.clone()),
         ("AGENTCTL_GATE".to_owned(), "1".to_owned()),

@@ -21,6 +21,10 @@ pub struct InvalidRunId {
     pub reason: &'static str,
 }
 
+/// The environment variable every process of a run (hooks, agent, workflow steps) gets its
+/// run's id in; a process carrying it is one the run started, or one of their descendants.
+pub const RUN_ID_ENV: &str = "AGENTCTL_RUN_ID";
+
 /// The longest id accepted from a caller.
 pub const MAX_RUN_ID_LEN: usize = 64;
 

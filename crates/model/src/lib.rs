@@ -18,7 +18,7 @@ pub mod workflow;
 pub use checkpoint::{CheckpointPolicy, CheckpointRef, CheckpointTrigger, ScanKind};
 pub use error::ErrorCode;
 pub use event::{EVENT_SCHEMA_VERSION, Event, EventData};
-pub use ids::{InvalidRunId, RunId};
+pub use ids::{InvalidRunId, RUN_ID_ENV, RunId};
 pub use isolation::{IsolationPlan, IsolationSpec, NetworkMode, ResourceLimitsSpec, SandboxMode};
 pub use outcome::{ExitInfo, StopReason};
 pub use policy::{OnViolation, Policy, PolicyDef, Violation};

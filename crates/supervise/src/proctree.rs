@@ -115,6 +115,22 @@ pub fn end_descendants(root: u32, grace: std::time::Duration) -> Vec<(Signal, Ve
     sent
 }
 
+/// Whether process group `pgid` has a live member whose environment holds the entry
+/// `key=value`. Proof that the group is the one a run started even once its leader is gone: a
+/// pid that is still some group's id is not handed out again, so the group has existed without
+/// a break since the run's agent created it. Processes whose environment cannot be read (another
+/// user's) prove nothing.
+pub fn group_carries_env(pgid: u32, key: &str, value: &str) -> bool {
+    let entry = format!("{key}={value}");
+    all_processes()
+        .iter()
+        .filter(|p| p.pgid == pgid && !matches!(p.state, 'Z' | 'X'))
+        .any(|p| {
+            fs::read(format!("/proc/{}/environ", p.pid))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e == entry.as_bytes()))
+        })
+}
+
 /// Whether `pid` is alive and still the process that started at `start_time`.
 pub fn is_same_process(pid: u32, start_time: u64) -> bool {
     stat(pid).is_some_and(|s| s.start_time == start_time && s.state != 'Z')
@@ -141,6 +157,27 @@ mod tests {
         assert_eq!(s.pid, me);
         assert!(is_same_process(me, s.start_time));
         assert!(!is_same_process(me, s.start_time + 1));
+    }
+
+    #[test]
+    fn a_group_is_known_by_the_environment_of_its_members() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env("PROCTREE_TEST_MARK", "group-mark")
+            .process_group(0)
+            .spawn()
+            .expect("sleep starts");
+        let pgid = child.id();
+        assert!(group_carries_env(pgid, "PROCTREE_TEST_MARK", "group-mark"));
+        assert!(!group_carries_env(pgid, "PROCTREE_TEST_MARK", "group-mar"));
+        assert!(!group_carries_env(pgid, "PROCTREE_TEST_MAR", "group-mark"));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            !group_carries_env(pgid, "PROCTREE_TEST_MARK", "group-mark"),
+            "a group with no live member"
+        );
     }
 
     #[test]

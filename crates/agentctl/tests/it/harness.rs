@@ -183,6 +183,24 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// Whether any process has `needle` in its command line.
+/// Waits (up to 10 s) until process `pid` has died, not merely been signalled: every one of its
+/// threads has exited (a multi-threaded process's first thread shows as a zombie while the
+/// others still run, holding its files and locks).
+pub fn wait_dead(pid: i32) {
+    let start = Instant::now();
+    let alive = |task: std::fs::DirEntry| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with(['Z', 'X']))
+        })
+    };
+    while std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| tasks.flatten().any(alive)) {
+        assert!(start.elapsed() < Duration::from_secs(10), "process {pid} did not die");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 pub fn process_with(needle: &str) -> bool {
     std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
         std::fs::read(e.path().join("cmdline"))

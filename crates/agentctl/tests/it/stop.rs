@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Env, process_with};
+use crate::harness::{Env, process_with, wait_dead};
 
 #[test]
 fn stop_escalates_and_leaves_nothing_behind() {
@@ -79,7 +79,8 @@ fn processes_left_by_a_finished_agent_are_cleaned_up() {
 #[test]
 fn killed_supervisor_shows_as_lost_not_running() {
     let env = Env::new();
-    let marker = format!("orphan-{}", std::process::id());
+    // Suffixed, so that no other test's marker (`orphan-{pid}7…`) contains it.
+    let marker = format!("orphan-{}-agent", std::process::id());
     let id = env.start(&["--", "bash", "-c", &format!("exec -a {marker} sleep 300")]);
     let v = env.until(&id, Duration::from_secs(10), |v| v["state"] == "running");
     let sup = v["supervisor_pid"].as_u64().unwrap() as i32;
@@ -93,7 +94,7 @@ fn killed_supervisor_shows_as_lost_not_running() {
     )
     .unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::Signal::SIGKILL).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    wait_dead(sup);
     let (list, _) = env.json(&["ls"]);
     let run = list["runs"]
         .as_array()
@@ -122,6 +123,63 @@ fn killed_supervisor_shows_as_lost_not_running() {
     }
     // `wait` on a lost run returns at once with exit 125.
     assert_eq!(env.run(&["wait", &id]).status.code(), Some(125));
+}
+
+#[test]
+fn a_lost_runs_process_group_is_killed_even_once_its_leader_is_gone() {
+    // A sandbox's outer bubblewrap (the group's leader) dies with its supervisor; the inner
+    // one may outlive it when that happens as it starts. Here: an unsandboxed leader killed
+    // right after its supervisor, leaving a member of its group.
+    let env = Env::new();
+    let marker = format!("straggler-{}", std::process::id());
+    let id = env.start(&[
+        "--sandbox",
+        "off",
+        "--",
+        "bash",
+        "-c",
+        &format!("(exec -a {marker}-member sleep 300) & exec -a {marker}-leader sleep 300"),
+    ]);
+    let v = env.until(&id, Duration::from_secs(10), |v| v["state"] == "running");
+    let sup = v["supervisor_pid"].as_u64().unwrap() as i32;
+    let start = std::time::Instant::now();
+    while !(process_with(&format!("{marker}-member")) && process_with(&format!("{marker}-leader"))) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the agent's processes never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let leader = env
+        .events(&id)
+        .into_iter()
+        .find(|e| e["data"]["type"] == "started")
+        .expect("started event")["data"]["pid"]
+        .as_u64()
+        .unwrap() as i32;
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    kill(Pid::from_raw(sup), Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(leader), Signal::SIGKILL).unwrap();
+    wait_dead(sup);
+    wait_dead(leader);
+    let (list, _) = env.json(&["ls"]);
+    let run = list["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(run["state"], "lost", "{run}");
+    let start = std::time::Instant::now();
+    while process_with(&format!("{marker}-member")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the group's surviving member was left running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -154,7 +154,7 @@ fn stopped_before_start(reason: StopReason, when: &str) -> String {
 
 fn base_env(id: &RunId, layout: &StateLayout, plan: &LaunchPlan) -> Vec<(String, String)> {
     vec![
-        ("AGENTCTL_RUN_ID".to_owned(), id.to_string()),
+        (model::RUN_ID_ENV.to_owned(), id.to_string()),
         (
             "AGENTCTL_WORKTREE".to_owned(),
             plan.worktree.to_string_lossy().into_owned(),
