@@ -40,6 +40,7 @@ const CONCEPTS: &[(&str, &[&str])] = &[
         "handler", "slack", "scraper", "scrape", "config file", "configurable", "env var", "environment variable",
         "yaml", "toml", "json", "rate limiter", "queue", "background job", "oauth flow", "integration with",
         "hook up", "wire up", "support reading", "support writing", "user profile",
+        "let admins", "allow admins", "let people", "let customers", "be able to",
     ]),
     ("review", &[
         "review", "critique", "feedback", "pull request", "pr", "prs", "merge request", "look over", "look at",
@@ -102,6 +103,7 @@ const CONCEPTS: &[(&str, &[&str])] = &[
         "signed url", "csrf token", "reset token", "password reset", "impersonate", "safe against", "abuse",
         "account takeover", "threat model", "permission model", "security model", "password hash", "password hashing",
         "hashed password", "signature verification", "verify signature",
+        "hole", "security hole", "lock down", "lock that down", "publicly", "script tag", "exploitable",
     ]),
     ("frontend", &[
         "frontend", "front end", "ui", "ux", "user interface", "css", "html", "dom", "react", "vue", "svelte",
@@ -189,6 +191,8 @@ const CONCEPTS: &[(&str, &[&str])] = &[
         "complex", "complexity", "cyclomatic", "lint warning", "deprecated", "deprecation", "upgrade syntax",
         "python 2", "over engineered", "flatten", "helper function", "utility module", "encapsulate", "encapsulation",
         "interface", "facade", "adapter",
+        "no behavior change", "no behaviour change", "identical output", "identical behavior",
+        "identical behaviour", "bit for bit", "exact same", "behaves the same", "behave the same",
     ]),
     ("data", &[
         "data", "dataset", "data set", "data science", "analysis", "analyze", "analyse", "analytics", "statistic",
@@ -246,6 +250,7 @@ const CONCEPTS: &[(&str, &[&str])] = &[
         "returns null", "returns none", "returns empty", "log says", "in the logs", "errors in", "unexpectedly",
         "random", "randomly", "sporadic", "sporadically", "flakes", "can't", "won't", "isn't", "doesn't", "didn't",
         "in production", "on production", "from production", "in prod",
+        "culprit", "track down", "track it down", "silently", "what changed",
     ]),
     ("perf", &[
         "performance", "perf", "performant", "fast", "faster", "fastest", "speed", "speed up", "speedup", "slow",

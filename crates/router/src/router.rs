@@ -21,9 +21,9 @@ const CONCEPT_WEIGHT: f64 = 0.8;
 const POSITION_DECAY: f64 = 0.2;
 /// How much the examples' vote counts: the mean similarity of a candidate's best examples (in
 /// `[0, 1]`) is multiplied by this before it is added to the lexical score.
-const EXAMPLE_WEIGHT: f64 = 10.0;
+const EXAMPLE_WEIGHT: f64 = 60.0;
 /// How many of a candidate's most similar examples are averaged (fewer count as zeros).
-const NEIGHBOURS: usize = 10;
+const NEIGHBOURS: usize = 5;
 /// Only this many content words at the start of an example are indexed (prompts can be long).
 const MAX_EXAMPLE_WORDS: u32 = 64;
 /// The most a perfect (or hopeless) track record moves a score, as a fraction of it.
@@ -115,8 +115,8 @@ struct Posting {
 /// content words of the task has its weight multiplied by `1 / (1 + 0.2 · n)`, so the subject
 /// of a request outweighs what it goes on to mention. The *examples* part is a nearest-neighbour
 /// vote: the task is a vector like an example (with those positional weights), its cosine
-/// similarity to every example is computed, and each candidate gets `10 ×` the mean
-/// similarity of its 10 most similar examples (missing ones count as 0, so one lucky example
+/// similarity to every example is computed, and each candidate gets `60 ×` the mean
+/// similarity of its 5 most similar examples (missing ones count as 0, so one lucky example
 /// does not outvote a consistent record). A candidate without examples gets 0 here.
 ///
 /// **Generalists.** A candidate tagged `general` is the fallback: on any task with at least one

@@ -44,7 +44,8 @@ fn the_router_fits_the_tuning_set_without_examples() {
 }
 
 /// With the example pool, leave-one-out (no task is answered by finding itself among the
-/// examples): 97.8% top-1, 100% top-3 when tuning stopped.
+/// examples): 95.0% top-1, 98.9% top-3 since the example vote was retuned for larger pools
+/// (97.8% and 100% before).
 #[test]
 fn the_router_meets_the_goal_leave_one_out_on_the_tuning_set() {
     let report = eval::evaluate_loo(&candidates(&pool()), &cases("eval.jsonl"));
@@ -52,14 +53,15 @@ fn the_router_meets_the_goal_leave_one_out_on_the_tuning_set() {
     assert!(report.top3 >= 0.97, "{report}");
 }
 
-/// The held-out sets: `holdout.jsonl` (60 tasks written, sealed, by someone who never saw the
-/// router, its registry or its data) and `holdout-earlier.jsonl` (48 tasks written before the
-/// current router was tuned, never looked at while tuning it), each measured once with the
-/// example pool as the agents' history. Their labels are agents of the registry and none of their
-/// tasks is an example. `holdout-2.jsonl` (a second sealed set) is measured with every earlier
-/// set as history (`history.jsonl`). The floors are the measured figures (85.0%, 72.9% and 81.7%
-/// top-1), so a change
-/// that makes routing worse fails here; the goal, 90% top-1, is [`GOAL`] and not met yet.
+/// The spent held-out sets: `holdout.jsonl` (60 tasks written, sealed, by someone who never saw
+/// the router, its registry or its data) and `holdout-earlier.jsonl` (48 tasks written before
+/// an earlier router was tuned), with the example pool as the agents' history; `holdout-2.jsonl`,
+/// `holdout-3.jsonl` and `holdout-4.jsonl` with every set written before each as history. Their
+/// labels are agents of the registry and none of their tasks is an example. Each was measured
+/// once while sealed (router/README.md has those figures); all of them, and `pool.jsonl`, were
+/// then used to retune the example vote (weight 60, 5 closest), so the floors are the figures
+/// after that retuning (85.0%, 77.1%, 88.3%, 93.1% and 91.7% top-1): a change that makes
+/// routing worse fails here. They say nothing about new tasks: `sealed/holdout-5.jsonl` does.
 #[test]
 fn the_held_out_sets_keep_their_measured_accuracy() {
     let pool = pool();
@@ -73,26 +75,26 @@ fn the_held_out_sets_keep_their_measured_accuracy() {
     let second = cases("holdout-2.jsonl");
     assert!(second.iter().all(|c| !history_tasks.contains(c.task.as_str())));
     let report = eval::evaluate(&Router::new(with_history), &second);
-    assert!(report.top1 >= 0.816, "holdout-2.jsonl: {report}");
-    // The third sealed set, with every earlier labelled task as history: 88.9% (64 of 72).
+    assert!(report.top1 >= 0.883 - 1e-9, "holdout-2.jsonl: {report}");
+    // The third, with every earlier labelled task as history: 93.1% (67 of 72).
     let history_3 = eval::examples_by_agent(&cases("history-3.jsonl"));
     let third = cases("holdout-3.jsonl");
     let earlier: BTreeSet<&str> = history_3.values().flatten().map(String::as_str).collect();
     assert_eq!(earlier.len(), 348);
     assert!(third.iter().all(|c| !earlier.contains(c.task.as_str())));
     let report = eval::evaluate(&Router::new(candidates_with(&history_3)), &third);
-    assert!(report.top1 >= 0.888, "holdout-3.jsonl: {report}");
-    assert!(report.top3 >= 0.99, "holdout-3.jsonl: {report}");
-    // The fourth, with every task before it (holdout-3 too): 84.7% (61 of 72).
+    assert!(report.top1 >= 0.930, "holdout-3.jsonl: {report}");
+    assert!(report.top3 >= 0.98, "holdout-3.jsonl: {report}");
+    // The fourth, with every task before it (holdout-3 too): 91.7% (66 of 72).
     let history_4 = eval::examples_by_agent(&cases("history-4.jsonl"));
     let fourth = cases("holdout-4.jsonl");
     let earlier: BTreeSet<&str> = history_4.values().flatten().map(String::as_str).collect();
     assert_eq!(earlier.len(), 420);
     assert!(fourth.iter().all(|c| !earlier.contains(c.task.as_str())));
     let report = eval::evaluate(&Router::new(candidates_with(&history_4)), &fourth);
-    assert!(report.top1 >= 0.847 - 1e-9, "holdout-4.jsonl: {report}");
+    assert!(report.top1 >= 0.916, "holdout-4.jsonl: {report}");
     assert!(report.top3 >= 0.98, "holdout-4.jsonl: {report}");
-    for (file, floor) in [("holdout.jsonl", 0.85), ("holdout-earlier.jsonl", 0.729)] {
+    for (file, floor) in [("holdout.jsonl", 0.85), ("holdout-earlier.jsonl", 0.770)] {
         let holdout = cases(file);
         assert!(holdout.len() >= 40, "{file}");
         for case in &holdout {
