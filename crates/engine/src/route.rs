@@ -17,10 +17,8 @@ use crate::{Engine, EngineError, availability};
 /// The agent name that asks the router to pick.
 pub const AUTO: &str = "auto";
 
-/// How many recent successful prompts per agent the router learns from. More history routes
-/// better (router/README.md: 90.6% top-1 on a sealed set with about 41 past tasks per agent,
-/// 91.7% with 91); indexing them is cheap.
-const EXAMPLES_PER_AGENT: usize = 100;
+/// How many recent successful prompts per agent the router learns from.
+const EXAMPLES_PER_AGENT: usize = 50;
 
 /// The router's answer for one task.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]

@@ -22,7 +22,8 @@ pub struct InvalidRunId {
 }
 
 /// The environment variable every process of a run (hooks, agent, workflow steps) gets its
-/// run's id in; a process carrying it is one the run started, or one of their descendants.
+/// run's id in. Anyone can set it: on its own it proves nothing (see
+/// `supervise::proctree::group_carries_env` for what it is used to show).
 pub const RUN_ID_ENV: &str = "AGENTCTL_RUN_ID";
 
 /// The longest id accepted from a caller.

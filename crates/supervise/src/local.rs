@@ -533,12 +533,16 @@ impl Provider for LocalProvider {
             return Err(err("the run's supervisor is still alive; stop the run first", None));
         }
         // A supervisor that died (e.g. SIGKILL) may have left the agent running: kill its process
-        // group, but only if it is provably the one we started: its leader still is the process
-        // recorded, or — the leader gone (a sandbox's outer bubblewrap dies with the supervisor,
-        // its inner one may not if that happened as it started) — a member carries the run's id.
+        // group, but only if it is the one we started: its leader still is the process recorded,
+        // or — the leader gone (a sandbox's outer bubblewrap dies with the supervisor, its inner
+        // one may not if that happened as it started) — a member of the group's own session
+        // carries the run's id. The agent records its pid itself before it execs, so the group
+        // is on record however early the supervisor died.
         if let Some((pid, start_time, pgid)) = files.read_agent_pid()
             && (proctree::is_same_process(pid, start_time)
-                || proctree::group_carries_env(pgid, model::RUN_ID_ENV, run.as_str()))
+                // No such group (a finished run's, as a rule): no need to read every process.
+                || (killpg(Pid::from_raw(pgid as i32), None).is_ok()
+                    && proctree::group_carries_env(pgid, model::RUN_ID_ENV, run.as_str())))
         {
             tracing::info!(run.id = %run, agent.pid = pid, "killing agent left by a dead supervisor");
             let _ = killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL);

@@ -14,6 +14,8 @@ pub struct ProcStat {
     pub pid: u32,
     pub ppid: u32,
     pub pgid: u32,
+    /// The session id.
+    pub sid: u32,
     pub state: char,
     /// Start time in clock ticks after boot: with the pid, a fingerprint that survives pid reuse.
     pub start_time: u64,
@@ -36,6 +38,7 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
         state: fields.first()?.chars().next()?,
         ppid: fields.get(1)?.parse().ok()?,
         pgid: fields.get(2)?.parse().ok()?,
+        sid: fields.get(3)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
     })
 }
@@ -115,16 +118,18 @@ pub fn end_descendants(root: u32, grace: std::time::Duration) -> Vec<(Signal, Ve
     sent
 }
 
-/// Whether process group `pgid` has a live member whose environment holds the entry
-/// `key=value`. Proof that the group is the one a run started even once its leader is gone: a
-/// pid that is still some group's id is not handed out again, so the group has existed without
-/// a break since the run's agent created it. Processes whose environment cannot be read (another
-/// user's) prove nothing.
+/// Whether process group `pgid` has a live member that leads its own session with that same
+/// id (as an agent does: it calls `setsid`, and what it starts stays in its session unless it
+/// calls `setsid` itself) and whose environment holds the entry `key=value`. What this shows:
+/// a process of the run's session group, which the run's agent created, is alive — a group
+/// cannot be reused while it has members, and an unrelated process would have to sit in a
+/// session and group numbered like the recorded one and carry the run's id. Processes whose
+/// environment cannot be read (another user's, or not dumpable) show nothing.
 pub fn group_carries_env(pgid: u32, key: &str, value: &str) -> bool {
     let entry = format!("{key}={value}");
     all_processes()
         .iter()
-        .filter(|p| p.pgid == pgid && !matches!(p.state, 'Z' | 'X'))
+        .filter(|p| p.pgid == pgid && p.sid == pgid && !matches!(p.state, 'Z' | 'X'))
         .any(|p| {
             fs::read(format!("/proc/{}/environ", p.pid))
                 .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e == entry.as_bytes()))
@@ -159,19 +164,91 @@ mod tests {
         assert!(!is_same_process(me, s.start_time + 1));
     }
 
+    /// The case `group_carries_env` is for: a sandbox whose outer bubblewrap died while the
+    /// inner one (the pid namespace's first process) and the command run on, in the outer one's
+    /// session and group; their environments are read across the user and pid namespaces.
+    #[test]
+    fn a_sandbox_whose_first_process_died_is_known_by_what_is_left() {
+        use std::os::unix::process::CommandExt;
+        use std::time::{Duration, Instant};
+        let mark = format!("sandbox-{}", std::process::id());
+        let mut cmd = std::process::Command::new("bwrap");
+        // Without --die-with-parent: the inner bubblewrap outlives the outer one.
+        cmd.args([
+            "--unshare-user",
+            "--unshare-pid",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+        ])
+        .args(["--proc", "/proc", "--", "sleep", "30"])
+        .env("PROCTREE_TEST_MARK", &mark);
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+        }
+        let mut outer = cmd.spawn().expect("bubblewrap starts (scripts/test installs it)");
+        let pgid = outer.id();
+        let members = || -> Vec<ProcStat> {
+            all_processes()
+                .into_iter()
+                .filter(|p| p.pgid == pgid && p.pid != pgid && !matches!(p.state, 'Z' | 'X'))
+                .collect()
+        };
+        let start = Instant::now();
+        // The inner bubblewrap and the command (it execs `sleep`).
+        while members().len() < 2 || !members().iter().any(|p| comm(p.pid) == "sleep") {
+            assert!(start.elapsed() < Duration::from_secs(10), "the sandbox never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        outer.kill().unwrap();
+        outer.wait().unwrap();
+        assert!(!members().is_empty(), "the inner bubblewrap outlived the outer one");
+        assert!(group_carries_env(pgid, "PROCTREE_TEST_MARK", &mark));
+        killpg(Pid::from_raw(pgid as i32), Signal::SIGKILL).unwrap();
+        while !members().is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the sandbox outlived SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!group_carries_env(pgid, "PROCTREE_TEST_MARK", &mark));
+    }
+
+    fn comm(pid: u32) -> String {
+        fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
     #[test]
     fn a_group_is_known_by_the_environment_of_its_members() {
         use std::os::unix::process::CommandExt;
-        let mut child = std::process::Command::new("sleep")
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("30").env("PROCTREE_TEST_MARK", "group-mark");
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+        }
+        let mut child = cmd.spawn().expect("sleep starts");
+        let pgid = child.id();
+        assert!(group_carries_env(pgid, "PROCTREE_TEST_MARK", "group-mark"));
+        assert!(!group_carries_env(pgid, "PROCTREE_TEST_MARK", "group-mar"));
+        assert!(!group_carries_env(pgid, "PROCTREE_TEST_MAR", "group-mark"));
+        // A group that is not its own session (like a shell's job) is not taken for a run's.
+        let mut job = std::process::Command::new("sleep")
             .arg("30")
             .env("PROCTREE_TEST_MARK", "group-mark")
             .process_group(0)
             .spawn()
             .expect("sleep starts");
-        let pgid = child.id();
-        assert!(group_carries_env(pgid, "PROCTREE_TEST_MARK", "group-mark"));
-        assert!(!group_carries_env(pgid, "PROCTREE_TEST_MARK", "group-mar"));
-        assert!(!group_carries_env(pgid, "PROCTREE_TEST_MAR", "group-mark"));
+        assert!(!group_carries_env(job.id(), "PROCTREE_TEST_MARK", "group-mark"));
+        job.kill().unwrap();
+        job.wait().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(

@@ -41,6 +41,10 @@ pub struct ProcessSpec {
     /// such as bubblewrap, which must outlive a stop signal its agent handles (the agent gets
     /// their default action back inside, see `sandbox::bwrap::exec_with_default_signals`).
     pub shield_signals: bool,
+    /// A file the process records `"PID 0 PGID"` in (see `RunFiles::write_agent_pid`) before it
+    /// execs, so that a supervisor dying at any moment after the fork leaves the agent's process
+    /// group on record; the supervisor rewrites it with the start time once the process runs.
+    pub pid_file: Option<PathBuf>,
 }
 
 /// A started agent.
@@ -93,6 +97,7 @@ fn spawn_pipes(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>)
     .stderr(Stdio::piped());
     let limits = spec.limits.clone();
     let shield = spec.shield_signals;
+    let pid_file = pid_file_paths(spec);
     let parent = std::process::id();
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent; joining a
     // cgroup and setting rlimits are single writes and setrlimit calls, without allocation.
@@ -113,6 +118,9 @@ fn spawn_pipes(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>)
                 if libc::getppid() as u32 != parent {
                     libc::_exit(1);
                 }
+            }
+            if let Some((tmp, path)) = &pid_file {
+                record_own_pid(tmp, path);
             }
             Ok(())
         });
@@ -165,6 +173,7 @@ fn spawn_pty(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -
     }
     let limits = spec.limits.clone();
     let shield = spec.shield_signals;
+    let pid_file = pid_file_paths(spec);
     let parent = std::process::id();
     // SAFETY: setsid, ioctl and the fd calls are async-signal-safe; fd 1 is the pty slave here.
     // Joining a cgroup and setting rlimits are single writes and setrlimit calls.
@@ -188,6 +197,9 @@ fn spawn_pty(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -
                 if libc::getppid() as u32 != parent {
                     libc::_exit(1);
                 }
+            }
+            if let Some((tmp, path)) = &pid_file {
+                record_own_pid(tmp, path);
             }
             Ok(())
         });
@@ -333,6 +345,67 @@ impl ExitWatch {
 /// Marks every descriptor above stderr close-on-exec, so a child gets only its stdio: nothing
 /// the caller of agentctl left open (a pipe it waits on, a lock) reaches the agent. Meant for
 /// `pre_exec`: async-signal-safe, no allocation.
+/// The temporary and final paths of `spec.pid_file`, made before the fork (no allocation after).
+fn pid_file_paths(spec: &ProcessSpec) -> Option<(std::ffi::CString, std::ffi::CString)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = spec.pid_file.as_ref()?;
+    let mut tmp = path.as_os_str().as_bytes().to_vec();
+    tmp.extend_from_slice(b".child");
+    Some((
+        std::ffi::CString::new(tmp).ok()?,
+        std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?,
+    ))
+}
+
+/// Between fork and exec: writes `"PID 0 PID\n"` (the process leads its own group; its start
+/// time is not known here) to `tmp` and renames it over `path`. Only async-signal-safe calls and
+/// no allocation; a failure is ignored, as the supervisor writes the record again after the exec.
+fn record_own_pid(tmp: &std::ffi::CStr, path: &std::ffi::CStr) {
+    // SAFETY: getpid, open, write, close and rename are async-signal-safe; the buffers are on
+    // the stack and the paths were allocated before the fork.
+    unsafe {
+        let pid = libc::getpid() as u32;
+        let mut line = [0u8; 32];
+        let mut len = 0;
+        for part in [Some(pid), Some(0), Some(pid), None] {
+            match part {
+                Some(n) => {
+                    let mut digits = [0u8; 10];
+                    let (mut n, mut count) = (n, 0);
+                    loop {
+                        digits[count] = b'0' + (n % 10) as u8;
+                        count += 1;
+                        n /= 10;
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    for i in (0..count).rev() {
+                        line[len] = digits[i];
+                        len += 1;
+                    }
+                    line[len] = b' ';
+                    len += 1;
+                }
+                None => line[len - 1] = b'\n',
+            }
+        }
+        let fd = libc::open(
+            tmp.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o600,
+        );
+        if fd < 0 {
+            return;
+        }
+        let written = libc::write(fd, line.as_ptr().cast(), len);
+        libc::close(fd);
+        if written == len as isize {
+            libc::rename(tmp.as_ptr(), path.as_ptr());
+        }
+    }
+}
+
 pub fn close_inherited_fds() {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: plain syscalls on descriptor numbers; no memory is touched.

@@ -1,4 +1,5 @@
-//! Agents on a terminal: the terminal is not hung up under an agent that is still running.
+//! Starting agents: on a terminal, the terminal is not hung up under an agent that is still
+//! running; and every agent records its own pid before it runs.
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ fn tty(argv: &[&str], stdin: Option<&[u8]>) -> ProcessSpec {
         tty: true,
         limits: None,
         shield_signals: false,
+        pid_file: None,
     }
 }
 
@@ -59,5 +61,25 @@ fn a_prompt_on_stdin_reaches_a_terminal_agent_whole() {
         let (status, out) = run(&tty(&["wc", "-c"], Some(&prompt)));
         assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
         assert_eq!(out.trim(), "10000");
+    }
+}
+
+/// The agent records its own pid and group before it execs (on a terminal and on pipes alike),
+/// so a supervisor that dies right after the fork still leaves the group on record.
+#[test]
+fn the_agent_records_its_pid_before_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    for on_terminal in [true, false] {
+        let file = dir.path().join(format!("agent-{on_terminal}.pid"));
+        let mut spec = tty(&["sh", "-c", "exit 0"], None);
+        spec.tty = on_terminal;
+        spec.pid_file = Some(file.clone());
+        let (tx, _rx) = channel();
+        let (agent, _) = spawn(&spec, &tx).unwrap();
+        // Written by the child before the exec that `spawn` waited for.
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text, format!("{0} 0 {0}\n", agent.pid), "tty {on_terminal}");
+        assert_eq!(agent.pgid, agent.pid);
+        waitpid(Pid::from_raw(agent.pid as i32), None).unwrap();
     }
 }

@@ -182,7 +182,6 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Whether any process has `needle` in its command line.
 /// Waits (up to 10 s) until process `pid` has died, not merely been signalled: every one of its
 /// threads has exited (a multi-threaded process's first thread shows as a zombie while the
 /// others still run, holding its files and locks).
@@ -201,6 +200,7 @@ pub fn wait_dead(pid: i32) {
     }
 }
 
+/// Whether any live process has `needle` in its command line.
 pub fn process_with(needle: &str) -> bool {
     std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
         std::fs::read(e.path().join("cmdline"))

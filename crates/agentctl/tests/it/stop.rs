@@ -8,7 +8,7 @@ use crate::harness::{Env, process_with, wait_dead};
 #[test]
 fn stop_escalates_and_leaves_nothing_behind() {
     let env = Env::new();
-    let marker = format!("stubborn-{}", std::process::id());
+    let marker = format!("stubborn-{}-", std::process::id());
     let script = env.script(
         "stubborn.sh",
         &format!(
@@ -62,7 +62,7 @@ fn a_cooperative_agent_stops_at_sigint() {
 #[test]
 fn processes_left_by_a_finished_agent_are_cleaned_up() {
     let env = Env::new();
-    let marker = format!("leftover-{}", std::process::id());
+    let marker = format!("leftover-{}-", std::process::id());
     let (v, _) = env.json(&[
         "run",
         "--grace",
@@ -79,7 +79,8 @@ fn processes_left_by_a_finished_agent_are_cleaned_up() {
 #[test]
 fn killed_supervisor_shows_as_lost_not_running() {
     let env = Env::new();
-    // Suffixed, so that no other test's marker (`orphan-{pid}7…`) contains it.
+    // Suffixed, so that a marker made the same way by another test process (`orphan-{pid}7…`)
+    // does not contain it. Likewise below.
     let marker = format!("orphan-{}-agent", std::process::id());
     let id = env.start(&["--", "bash", "-c", &format!("exec -a {marker} sleep 300")]);
     let v = env.until(&id, Duration::from_secs(10), |v| v["state"] == "running");
@@ -131,7 +132,7 @@ fn a_lost_runs_process_group_is_killed_even_once_its_leader_is_gone() {
     // one may outlive it when that happens as it starts. Here: an unsandboxed leader killed
     // right after its supervisor, leaving a member of its group.
     let env = Env::new();
-    let marker = format!("straggler-{}", std::process::id());
+    let marker = format!("straggler-{}-", std::process::id());
     let id = env.start(&[
         "--sandbox",
         "off",
@@ -196,7 +197,7 @@ fn stopping_a_finished_run_is_harmless() {
 fn hooks_cannot_leave_processes_behind() {
     use std::os::unix::fs::PermissionsExt;
     let env = Env::new();
-    let marker = format!("hook-leftover-{}", std::process::id());
+    let marker = format!("hook-leftover-{}-", std::process::id());
     let hooks = env.repo.join(".agentctl/hooks");
     std::fs::create_dir_all(&hooks).unwrap();
     let post = hooks.join("post-run");

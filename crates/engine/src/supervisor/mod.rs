@@ -626,6 +626,7 @@ fn run_agent(
         tty: plan.tty,
         limits: ctx.confined.child_setup(),
         shield_signals: !ctx.confined.wrapper.is_empty(),
+        pid_file: Some(ctx.files.agent_pid_path()),
     };
     let limits = Limits {
         timeout: spec.timeout_ms.map(Duration::from_millis),

@@ -445,6 +445,7 @@ fn step_process(
             tty: false,
             limits: ctx.confined.child_setup(),
             shield_signals: !ctx.confined.wrapper.is_empty(),
+            pid_file: Some(ctx.files.agent_pid_path()),
         });
     }
     let name = step.agent.as_deref().unwrap_or_default();
@@ -481,6 +482,7 @@ fn step_process(
         tty: agent.tty,
         limits: ctx.confined.child_setup(),
         shield_signals: !ctx.confined.wrapper.is_empty(),
+        pid_file: Some(ctx.files.agent_pid_path()),
     })
 }
 
