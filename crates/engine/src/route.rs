@@ -72,12 +72,16 @@ impl Engine {
             return Ok(router::Router::new(candidates));
         };
         let encoder = self.router_encoder(dir)?;
-        router::Router::with_encoder(candidates, encoder).map_err(|e| {
+        let router = router::Router::with_encoder(candidates, encoder).map_err(|e| {
             EngineError::new(
                 ErrorCode::RouterModelUnusable,
                 format!("router model {}: {e}", dir.display()),
             )
-        })
+        })?;
+        if let (skipped @ 1.., Some(first)) = router.unencoded_examples() {
+            tracing::warn!(skipped, error = %first, "the router model cannot encode some past tasks; they count for the words only");
+        }
+        Ok(router)
     }
 
     /// The configured model, loaded once, its embeddings kept in `<state>/router/`.

@@ -151,7 +151,8 @@ struct Posting {
 /// already quoted) or, when nothing else explains the candidate, its closest profile piece
 /// (cosine at least 0.25). A candidate that nothing above matches gets this part only when it
 /// has such a quotable reason, so a task like nothing in particular still gets no
-/// recommendation; a task the model cannot encode gets the lexical answer.
+/// recommendation; a task the model cannot encode gets the lexical answer, and a past task it
+/// cannot encode counts for the lexical part only ([`Router::unencoded_examples`]).
 #[derive(Debug)]
 pub struct Router {
     docs: Vec<Doc>,
@@ -345,6 +346,12 @@ impl Router {
         );
         router.semantic = Some(semantic);
         Ok(router)
+    }
+
+    /// How many of the candidates' examples the semantic tier's encoder failed on, and the first
+    /// failure: those examples count for the lexical tier only. `(0, None)` without the tier.
+    pub fn unencoded_examples(&self) -> (usize, Option<&EncodeError>) {
+        self.semantic.as_ref().map_or((0, None), Semantic::unencoded)
     }
 
     /// The model of the semantic tier, if the router has one.

@@ -109,6 +109,8 @@ pub(crate) struct Semantic {
     profiles: Vec<Vec<(String, Vec<f32>)>>,
     /// Every example: its candidate, its text and its unit vector.
     examples: Vec<(u32, String, Vec<f32>)>,
+    /// The examples the encoder failed on (left out), and the first failure.
+    unencoded: (usize, Option<EncodeError>),
 }
 
 impl std::fmt::Debug for Semantic {
@@ -130,7 +132,8 @@ pub(crate) struct SemanticAnswer<'a> {
 
 impl Semantic {
     /// Encodes the profile of each candidate (`name`, `tags`, `description`) and every example
-    /// (`(candidate index, text)`).
+    /// (`(candidate index, text)`). A profile the encoder fails on is an error (the tier would
+    /// be blind to that agent); an example it fails on is left out, and counted.
     pub(crate) fn build(
         encoder: Arc<dyn Encoder>,
         profiles: &[(&str, &[String], &str)],
@@ -146,15 +149,29 @@ impl Semantic {
                     .collect::<Result<Vec<_>, EncodeError>>()
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mut unencoded = (0, None);
         let examples = examples
             .iter()
-            .map(|&(doc, text)| Ok((doc, text.to_owned(), unit(text)?)))
-            .collect::<Result<Vec<_>, EncodeError>>()?;
+            .filter_map(|&(doc, text)| match unit(text) {
+                Ok(v) => Some((doc, text.to_owned(), v)),
+                Err(e) => {
+                    unencoded.0 += 1;
+                    unencoded.1.get_or_insert(e);
+                    None
+                }
+            })
+            .collect();
         Ok(Semantic {
             encoder,
             profiles,
             examples,
+            unencoded,
         })
+    }
+
+    /// How many examples the encoder failed on (left out of the tier), and the first failure.
+    pub(crate) fn unencoded(&self) -> (usize, Option<&EncodeError>) {
+        (self.unencoded.0, self.unencoded.1.as_ref())
     }
 
     pub(crate) fn model_id(&self) -> &str {

@@ -105,6 +105,28 @@ fn a_task_the_model_cannot_encode_gets_the_lexical_answer() {
 }
 
 #[test]
+fn a_past_task_the_model_cannot_encode_is_left_out_of_the_tier_only() {
+    let model = Meanings {
+        calls: AtomicUsize::new(0),
+        fail_on: Some("UNENCODABLE"),
+    };
+    let mut candidates = registry();
+    candidates[1].examples = vec!["An UNENCODABLE slow page".into()];
+    let router = Router::with_encoder(candidates.clone(), Arc::new(model)).unwrap();
+    let (count, first) = router.unencoded_examples();
+    assert_eq!(
+        (count, first.map(ToString::to_string)),
+        (1, Some("scripted failure".to_owned()))
+    );
+    // The lexical tier still has it: its words still vote for its agent.
+    let recs = router.recommend("an unencodable page");
+    assert_eq!(recs[0].agent, "perf", "{recs:?}");
+    // Meaning still routes by the examples that were encoded.
+    assert_eq!(router.recommend("Everything went kaput")[0].agent, "debugger");
+    assert_eq!(Router::new(candidates).unencoded_examples().0, 0);
+}
+
+#[test]
 fn a_model_that_cannot_encode_the_registry_is_an_error() {
     let model = Meanings {
         calls: AtomicUsize::new(0),
