@@ -366,30 +366,11 @@ fn record_own_pid(tmp: &std::ffi::CStr, path: &std::ffi::CStr) {
     unsafe {
         let pid = libc::getpid() as u32;
         let mut line = [0u8; 32];
-        let mut len = 0;
-        for part in [Some(pid), Some(0), Some(pid), None] {
-            match part {
-                Some(n) => {
-                    let mut digits = [0u8; 10];
-                    let (mut n, mut count) = (n, 0);
-                    loop {
-                        digits[count] = b'0' + (n % 10) as u8;
-                        count += 1;
-                        n /= 10;
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                    for i in (0..count).rev() {
-                        line[len] = digits[i];
-                        len += 1;
-                    }
-                    line[len] = b' ';
-                    len += 1;
-                }
-                None => line[len - 1] = b'\n',
-            }
-        }
+        let mut len = push_decimal(&mut line, 0, pid);
+        line[len..len + 3].copy_from_slice(b" 0 ");
+        len = push_decimal(&mut line, len + 3, pid);
+        line[len] = b'\n';
+        len += 1;
         let fd = libc::open(
             tmp.as_ptr(),
             libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
@@ -404,6 +385,24 @@ fn record_own_pid(tmp: &std::ffi::CStr, path: &std::ffi::CStr) {
             libc::rename(tmp.as_ptr(), path.as_ptr());
         }
     }
+}
+
+/// Writes `n` in decimal into `buf` at `at` (without allocating); returns where it ends.
+fn push_decimal(buf: &mut [u8], at: usize, n: u32) -> usize {
+    let mut digits = [0u8; 10];
+    let (mut n, mut count) = (n, 0);
+    loop {
+        digits[count] = b'0' + (n % 10) as u8;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for (i, d) in digits[..count].iter().rev().enumerate() {
+        buf[at + i] = *d;
+    }
+    at + count
 }
 
 pub fn close_inherited_fds() {
@@ -464,4 +463,19 @@ fn program_exists(spec: &ProcessSpec) -> bool {
         .or_else(|| if spec.env_clear { None } else { std::env::var_os("PATH") })
         .unwrap_or_default();
     std::env::split_paths(&path).any(|dir| runnable(&dir.join(program)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_decimal;
+
+    #[test]
+    fn decimals_are_written_in_place() {
+        let mut buf = [b'.'; 24];
+        let end = push_decimal(&mut buf, 0, 0);
+        let end = push_decimal(&mut buf, end, 7);
+        let end = push_decimal(&mut buf, end, u32::MAX);
+        assert_eq!(&buf[..end], b"074294967295");
+        assert_eq!(buf[end], b'.');
+    }
 }

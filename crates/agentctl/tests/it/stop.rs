@@ -96,14 +96,7 @@ fn killed_supervisor_shows_as_lost_not_running() {
     .unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup), nix::sys::signal::Signal::SIGKILL).unwrap();
     wait_dead(sup);
-    let (list, _) = env.json(&["ls"]);
-    let run = list["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id.as_str())
-        .unwrap()
-        .clone();
+    let run = listed(&env, &id);
     assert_eq!(run["state"], "lost", "{run}");
     let lost = env
         .events(&id)
@@ -164,14 +157,7 @@ fn a_lost_runs_process_group_is_killed_even_once_its_leader_is_gone() {
     kill(Pid::from_raw(leader), Signal::SIGKILL).unwrap();
     wait_dead(sup);
     wait_dead(leader);
-    let (list, _) = env.json(&["ls"]);
-    let run = list["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id.as_str())
-        .unwrap()
-        .clone();
+    let run = listed(&env, &id);
     assert_eq!(run["state"], "lost", "{run}");
     let start = std::time::Instant::now();
     while process_with(&format!("{marker}-member")) {
@@ -312,4 +298,16 @@ fn rm_waits_for_a_finishing_supervisor_to_let_go_of_the_log() {
     // rm could only go on once the holder had let go, that is once it had ended.
     assert!(holder.try_wait().unwrap().is_some(), "rm did not wait for the log");
     holder.wait().unwrap();
+}
+
+/// The run `id` as `ls` lists it (listing is what notices a lost supervisor here).
+fn listed(env: &Env, id: &str) -> serde_json::Value {
+    let (list, _) = env.json(&["ls"]);
+    list["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap()
+        .clone()
 }
