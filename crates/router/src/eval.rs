@@ -142,6 +142,12 @@ pub fn evaluate(router: &Router, cases: &[Case]) -> Report {
     }
 }
 
+/// A task as evaluation compares it: ignoring case and spacing. Two labelled tasks with the
+/// same key are the same task (a held-out set must share none with the examples).
+pub fn task_key(task: &str) -> String {
+    task.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+}
+
 /// Like [`evaluate`], leave-one-out: each case is answered by a router built from `candidates`
 /// without any example that is the case's task (compared ignoring case and spacing), so a task
 /// never matches itself. Cases that are no candidate's example share one router.
@@ -160,7 +166,7 @@ pub fn evaluate_loo_with<E>(
     build: impl Fn(Vec<Candidate>) -> Result<Router, E>,
 ) -> Result<Report, E> {
     let full = build(candidates.to_vec())?;
-    let normal = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    let normal = task_key;
     let examples: Vec<Vec<String>> = candidates
         .iter()
         .map(|c| c.examples.iter().map(|e| normal(e)).collect())

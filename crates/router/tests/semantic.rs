@@ -32,6 +32,14 @@ impl Meanings {
             fail_on: None,
         }
     }
+
+    /// One that fails on every text containing `word`.
+    fn failing_on(word: &'static str) -> Self {
+        Meanings {
+            fail_on: Some(word),
+            ..Meanings::new()
+        }
+    }
 }
 
 impl Encoder for Meanings {
@@ -91,10 +99,7 @@ fn meaning_adds_to_a_clear_word_match_without_overturning_it() {
 
 #[test]
 fn a_task_the_model_cannot_encode_gets_the_lexical_answer() {
-    let model = Meanings {
-        calls: AtomicUsize::new(0),
-        fail_on: Some("UNENCODABLE"),
-    };
+    let model = Meanings::failing_on("UNENCODABLE");
     let router = Router::with_encoder(registry(), Arc::new(model)).unwrap();
     let task = "the readme UNENCODABLE";
     assert_eq!(
@@ -106,10 +111,7 @@ fn a_task_the_model_cannot_encode_gets_the_lexical_answer() {
 
 #[test]
 fn a_past_task_the_model_cannot_encode_is_left_out_of_the_tier_only() {
-    let model = Meanings {
-        calls: AtomicUsize::new(0),
-        fail_on: Some("UNENCODABLE"),
-    };
+    let model = Meanings::failing_on("UNENCODABLE");
     let mut candidates = registry();
     candidates[1].examples = vec!["An UNENCODABLE slow page".into()];
     let router = Router::with_encoder(candidates.clone(), Arc::new(model)).unwrap();
@@ -128,10 +130,7 @@ fn a_past_task_the_model_cannot_encode_is_left_out_of_the_tier_only() {
 
 #[test]
 fn a_model_that_cannot_encode_the_registry_is_an_error() {
-    let model = Meanings {
-        calls: AtomicUsize::new(0),
-        fail_on: Some("faster"),
-    };
+    let model = Meanings::failing_on("faster");
     let err = Router::with_encoder(registry(), Arc::new(model)).unwrap_err();
     assert_eq!(err.to_string(), "scripted failure");
 }

@@ -41,6 +41,16 @@ description = "Audits code for vulnerabilities and writes security tests"
     env
 }
 
+/// `agentctl [--json] run --detach --agent auto TASK` with `AGENTCTL_ROUTER_MODEL=model`.
+fn run_auto(env: &Env, model: &std::ffi::OsStr, task: &str, json: bool) -> std::process::Output {
+    let mut cmd = env.cmd();
+    cmd.env("AGENTCTL_ROUTER_MODEL", model);
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.args(["run", "--detach", "--agent", "auto", task]).output().unwrap()
+}
+
 fn agents_of(v: &Value) -> Vec<String> {
     v["recommendations"]
         .as_array()
@@ -180,12 +190,7 @@ fn a_router_model_needs_a_build_with_the_semantic_tier() {
     assert_eq!(v["error"]["code"], "ROUTER_MODEL_UNUSABLE", "{v}");
     assert!(v["error"]["hint"].as_str().unwrap().contains("--features embed"), "{v}");
 
-    let out = env
-        .cmd()
-        .env("AGENTCTL_ROUTER_MODEL", &model)
-        .args(["run", "--detach", "--agent", "auto", "update the README"])
-        .output()
-        .unwrap();
+    let out = run_auto(&env, model.as_ref(), "update the README", false);
     assert_eq!(out.status.code(), Some(78), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("error[ROUTER_MODEL_UNUSABLE]"));
 
@@ -242,12 +247,7 @@ fn with_a_router_model_the_meaning_of_a_task_counts() {
         "nothing encoded again, tasks not kept"
     );
 
-    let out = env
-        .cmd()
-        .env("AGENTCTL_ROUTER_MODEL", &model)
-        .args(["--json", "run", "--detach", "--agent", "auto", task])
-        .output()
-        .unwrap();
+    let out = run_auto(&env, model.as_ref(), task, true);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let id: Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = id["id"].as_str().unwrap();
@@ -296,12 +296,7 @@ fn with_a_router_model_the_meaning_of_a_task_counts() {
     let (v, out) = env.json(&["route", "--model", &model, "zzz qqq"]);
     assert!(out.status.success());
     assert_eq!(agents_of(&v), Vec::<String>::new(), "{v}");
-    let out = env
-        .cmd()
-        .env("AGENTCTL_ROUTER_MODEL", &model)
-        .args(["run", "--detach", "--agent", "auto", "zzz qqq"])
-        .output()
-        .unwrap();
+    let out = run_auto(&env, model.as_ref(), "zzz qqq", false);
     assert_eq!(out.status.code(), Some(66), "{}", String::from_utf8_lossy(&out.stderr));
 
     let (v, out) = env.json(&["route", "--model", "/nonexistent-model", task]);
