@@ -270,6 +270,15 @@ fn supervise_run(
             Ok::<(), crate::EngineError>(())
         });
         if let Err(e) = added {
+            // A stop signal reaches the supervisor's git as well (the whole tree is signalled):
+            // git then dies without a word, and the stop is what happened.
+            if let Some(reason) = early_stop(files, rx) {
+                return finish(
+                    w,
+                    RunState::Cancelled,
+                    stopped_before_start(reason, "while its worktree was being made"),
+                );
+            }
             return finish(w, RunState::Failed, format!("cannot create worktree: {e}"));
         }
         w.append(EventData::WorktreeReady {
