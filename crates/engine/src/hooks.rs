@@ -134,22 +134,26 @@ pub fn run_command(
     };
     let (tx, rx) = std::sync::mpsc::channel();
     let keep = command.keep.max(1);
-    std::thread::spawn(move || {
-        // Only the tail is kept, however much the command writes.
-        let mut reader = reader;
-        let mut tail: std::collections::VecDeque<u8> = std::collections::VecDeque::with_capacity(keep);
-        let mut chunk = [0u8; 8192];
-        loop {
-            match reader.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    tail.extend(&chunk[..n]);
-                    let extra = tail.len().saturating_sub(keep);
-                    tail.drain(..extra);
+    // Born with the supervisor's signals blocked: it may outlive the hook (a daemon the hook
+    // left holds its pipe), and must never take one (see `supervise::signals`).
+    supervise::signals::with_blocked(|| {
+        std::thread::spawn(move || {
+            // Only the tail is kept, however much the command writes.
+            let mut reader = reader;
+            let mut tail: std::collections::VecDeque<u8> = std::collections::VecDeque::with_capacity(keep);
+            let mut chunk = [0u8; 8192];
+            loop {
+                match reader.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        tail.extend(&chunk[..n]);
+                        let extra = tail.len().saturating_sub(keep);
+                        tail.drain(..extra);
+                    }
                 }
             }
-        }
-        let _ = tx.send(Vec::from(tail));
+            let _ = tx.send(Vec::from(tail));
+        })
     });
     let mut stopped = false;
     let mut timed_out = false;

@@ -56,6 +56,15 @@ pub struct GitView {
     objects: ObjectImport,
 }
 
+/// What [`GitView::kept`] keeps of a view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptView {
+    pub private_ref: Option<PathBuf>,
+    pub private_objects: PathBuf,
+    pub store: Option<PathBuf>,
+    pub repo: PathBuf,
+}
+
 /// The objects a sandboxed agent wrote (commits, `git add`), kept in its private store until
 /// they are imported into the run's store: re-packed and indexed by `git index-pack`, which
 /// names every object by the hash of its content — an object the agent forged under another
@@ -452,6 +461,31 @@ impl GitView {
                 repo: common,
             },
         })
+    }
+
+    /// What of the view its supervisor needs once the agent runs: where the agent's branch
+    /// and objects are. Plain paths, for a supervisor that hibernates (the mounts were used).
+    pub fn kept(&self) -> KeptView {
+        KeptView {
+            private_ref: self.private_ref.clone(),
+            private_objects: self.objects.private.clone(),
+            store: self.objects.store.clone(),
+            repo: self.objects.repo.clone(),
+        }
+    }
+
+    /// The view again from what was kept of it (without mounts: no process starts under it).
+    pub fn from_kept(kept: KeptView) -> GitView {
+        GitView {
+            mounts: Vec::new(),
+            can_commit: kept.private_ref.is_some(),
+            private_ref: kept.private_ref,
+            objects: ObjectImport {
+                private: kept.private_objects,
+                store: kept.store,
+                repo: kept.repo,
+            },
+        }
     }
 
     /// Moves the objects the agent wrote into the repository (see [`ObjectImport`]).

@@ -52,6 +52,12 @@ struct Inner {
     poisoned: bool,
 }
 
+/// An event's sequence number, read alone.
+#[derive(serde::Deserialize)]
+struct SeqOnly {
+    seq: u64,
+}
+
 /// The exclusive writer of one run's event log.
 pub struct EventLog {
     path: PathBuf,
@@ -115,6 +121,59 @@ impl EventLog {
             synced: Condvar::new(),
         };
         Ok((log, events))
+    }
+
+    /// Opens the log for appending from `next_seq` without reading all of it, taking the writer
+    /// lock: for a writer told where the log ends (a supervisor's keeper). Only the last line
+    /// is read, to check that it is event `next_seq - 1`; otherwise (a torn line, or events
+    /// the caller was not told of) the whole log is read as [`EventLog::open`] does.
+    pub fn resume(path: &Path, run_id: &RunId, next_seq: u64, mode: LockMode) -> Result<EventLog, EventLogError> {
+        let io_err = |source| EventLogError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = OpenOptions::new().read(true).append(true).open(path).map_err(io_err)?;
+        let arg = match mode {
+            LockMode::Wait => FlockArg::LockExclusive,
+            LockMode::NoWait => FlockArg::LockExclusiveNonblock,
+        };
+        let mut file = match Flock::lock(file, arg) {
+            Ok(f) => f,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(EventLogError::Locked { path: path.to_owned() });
+            }
+            Err((_, e)) => return Err(io_err(io::Error::from(e))),
+        };
+        let len = file.metadata().map_err(io_err)?.len();
+        // The last line: at most this many bytes back (an event is far shorter).
+        let back = len.min(64 * 1024);
+        let mut tail = vec![0u8; back as usize];
+        file.seek(SeekFrom::Start(len - back)).map_err(io_err)?;
+        file.read_exact(&mut tail).map_err(io_err)?;
+        let last_seq = tail
+            .strip_suffix(b"\n")
+            .map(|t| t.rsplit(|b| *b == b'\n').next().unwrap_or(t))
+            .and_then(|line| serde_json::from_slice::<SeqOnly>(line).ok())
+            .map(|e| e.seq);
+        if next_seq == 0 || last_seq != Some(next_seq - 1) {
+            drop(file);
+            return Self::open(path, run_id, mode).map(|(log, _)| log);
+        }
+        let done = next_seq - 1;
+        Ok(EventLog {
+            path: path.to_owned(),
+            run_id: run_id.clone(),
+            inner: Mutex::new(Inner {
+                file: Some(file),
+                next_seq,
+                queued: Vec::new(),
+                queued_last_seq: done,
+                durable_seq: done,
+                syncing: false,
+                poisoned: false,
+            }),
+            synced: Condvar::new(),
+        })
     }
 
     pub fn path(&self) -> &Path {

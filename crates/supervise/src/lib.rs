@@ -5,10 +5,13 @@
 //! This crate knows nothing of the store or the engine: the supervision loop reports through a
 //! [`Sink`] the caller implements.
 
+pub mod hibernate;
+pub mod keeper;
 pub mod local;
 pub mod output;
 pub mod proctree;
 pub mod redact;
+pub mod signals;
 pub mod spawn;
 pub mod supervisor;
 

@@ -254,7 +254,7 @@ impl RunFiles {
 
 /// What one `stat` of the control directory says: which directory it is and when its entries
 /// last changed. See [`RunFiles::poll_control`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ControlStamp {
     dev: u64,
     ino: u64,
@@ -265,7 +265,8 @@ impl ControlStamp {
     /// How old a modification time must be before an unchanged one proves nothing was added.
     const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
 
-    fn of(dir: &Path) -> Option<ControlStamp> {
+    /// The directory as it is now (`None` when it cannot be read).
+    pub fn of(dir: &Path) -> Option<ControlStamp> {
         use std::os::unix::fs::MetadataExt;
         let m = fs::metadata(dir).ok()?;
         Some(ControlStamp {
@@ -290,6 +291,31 @@ impl ControlStamp {
 #[derive(Debug)]
 pub struct SupervisorLock {
     _lock: Flock<File>,
+}
+
+impl SupervisorLock {
+    /// The lock's descriptor: kept open across an exec of this process (see
+    /// [`crate::hibernate`]), it keeps the lock held, for [`SupervisorLock::adopt`] in the next
+    /// program.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self._lock.as_raw_fd()
+    }
+
+    /// Takes up the lock a previous program of this process kept (see
+    /// [`SupervisorLock::keep_across_exec`]).
+    pub fn adopt(fd: std::os::fd::RawFd) -> io::Result<SupervisorLock> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the descriptor was kept open for us across the exec; nothing else owns it.
+        let file = unsafe { File::from_raw_fd(fd) };
+        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+            .map_err(io::Error::from)?;
+        // The lock is this descriptor's already: locking again through it succeeds at once.
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(SupervisorLock { _lock: lock }),
+            Err((_, e)) => Err(io::Error::from(e)),
+        }
+    }
 }
 
 /// Writes `bytes` to `path` by a rename, never through a symlink: the control directory is

@@ -56,7 +56,7 @@ pub struct Spawned {
 
 /// Starts the agent and threads that forward its output (and an end-of-stream marker per
 /// stream) to `tx`. Returns how many streams will report.
-pub fn spawn(spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -> io::Result<(Spawned, usize)> {
+pub fn spawn(spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -> io::Result<(Spawned, Readers)> {
     if spec.argv.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     }
@@ -87,7 +87,7 @@ pub fn spawn(spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -> io::Result<(Spaw
     }
 }
 
-fn spawn_pipes(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -> io::Result<(Spawned, usize)> {
+fn spawn_pipes(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -> io::Result<(Spawned, Readers)> {
     cmd.stdin(if spec.stdin.is_some() {
         Stdio::piped()
     } else {
@@ -127,21 +127,17 @@ fn spawn_pipes(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>)
     }
     let mut child = cmd.spawn()?;
     let pid = child.id();
-    if let (Some(mut stdin), Some(bytes)) = (child.stdin.take(), spec.stdin.clone()) {
-        thread::spawn(move || {
-            let _ = stdin.write_all(&bytes);
-        });
-    }
-    let out = child.stdout.take().expect("piped stdout");
-    let err = child.stderr.take().expect("piped stderr");
-    forward(out, Stream::Stdout, tx.clone());
-    forward(err, Stream::Stderr, tx.clone());
+    let prompt = write_stdin(child.stdin.take(), spec.stdin.clone());
+    let out: OwnedFd = child.stdout.take().expect("piped stdout").into();
+    let err: OwnedFd = child.stderr.take().expect("piped stderr").into();
     // The child is reaped by the supervisor's waitpid loop, not through `child`.
     std::mem::forget(child);
-    Ok((Spawned { pid, pgid: pid }, 2))
+    let mut readers = forward_pipes(vec![(Stream::Stdout, out), (Stream::Stderr, err)], tx)?;
+    readers.prompt = prompt;
+    Ok((Spawned { pid, pgid: pid }, readers))
 }
 
-fn spawn_pty(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -> io::Result<(Spawned, usize)> {
+fn spawn_pty(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -> io::Result<(Spawned, Readers)> {
     let size = nix::pty::Winsize {
         ws_row: 50,
         ws_col: 200,
@@ -209,16 +205,20 @@ fn spawn_pty(mut cmd: Command, spec: &ProcessSpec, tx: &SyncSender<LoopEvent>) -
     // Watched from now on: the agent is our child and nothing reaps it before the supervision
     // loop starts, so the pid is still the agent's.
     let agent = ExitWatch::new(pid);
-    if let (Some(mut stdin), Some(bytes)) = (child.stdin.take(), spec.stdin.clone()) {
-        thread::spawn(move || {
-            let _ = stdin.write_all(&bytes);
-        });
-    }
+    let prompt = write_stdin(child.stdin.take(), spec.stdin.clone());
     std::mem::forget(child);
     // Our copy of the slave is not dropped here but held until the agent has exited: see
     // `forward_pty`.
     forward_pty(master, slave, agent, tx.clone());
-    Ok((Spawned { pid, pgid: pid }, 1))
+    Ok((
+        Spawned { pid, pgid: pid },
+        Readers {
+            open: 1,
+            stop: None,
+            threads: Vec::new(),
+            prompt,
+        },
+    ))
 }
 
 /// Forwards a terminal's output, closing the master only once the agent has exited.
@@ -424,24 +424,115 @@ pub fn close_inherited_fds() {
     }
 }
 
-/// Forwards a pipe's output until its end.
-fn forward(mut reader: impl Read + Send + 'static, stream: Stream, tx: SyncSender<LoopEvent>) {
+/// The threads that forward the agent's output to the loop.
+pub struct Readers {
+    /// How many streams will report their end ([`LoopEvent::Eof`]).
+    pub open: usize,
+    /// Makes the pipe readers stop (written once, never read); none for a terminal.
+    stop: Option<OwnedFd>,
+    threads: Vec<(Stream, thread::JoinHandle<Option<OwnedFd>>)>,
+    /// The thread writing the prompt to the agent's stdin, while it may still be at it.
+    prompt: Option<thread::JoinHandle<()>>,
+}
+
+impl Readers {
+    /// Whether the readers can be stopped with their descriptors kept ([`Readers::stop`]):
+    /// pipes can, a terminal cannot — and not while the prompt is still being written to the
+    /// agent's stdin (that pipe would not outlive a hibernation).
+    pub fn stoppable(&self) -> bool {
+        self.stop.is_some() && self.prompt.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops the pipe readers, handing each event they already read to `carry` (so a reader
+    /// blocked on a full channel finishes), and returns each stream's descriptor, still open:
+    /// output not yet read stays in the pipe. `None` for a stream that already ended.
+    pub fn stop(
+        mut self,
+        rx: &std::sync::mpsc::Receiver<LoopEvent>,
+        carry: &mut Vec<LoopEvent>,
+    ) -> Vec<(Stream, Option<OwnedFd>)> {
+        drop(self.stop.take());
+        while self.threads.iter().any(|(_, t)| !t.is_finished()) {
+            match rx.recv_timeout(std::time::Duration::from_millis(5)) {
+                Ok(ev) => carry.push(ev),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.threads
+            .drain(..)
+            .map(|(stream, t)| (stream, t.join().ok().flatten()))
+            .collect()
+    }
+}
+
+/// Forwards each pipe's output until its end, or until the readers are stopped.
+pub fn forward_pipes(pipes: Vec<(Stream, OwnedFd)>, tx: &SyncSender<LoopEvent>) -> io::Result<Readers> {
+    let (stop_rx, stop_tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    let stop_rx = std::sync::Arc::new(stop_rx);
+    let open = pipes.len();
+    let threads = pipes
+        .into_iter()
+        .map(|(stream, fd)| (stream, forward(fd, stream, std::sync::Arc::clone(&stop_rx), tx.clone())))
+        .collect();
+    Ok(Readers {
+        open,
+        stop: Some(stop_tx),
+        threads,
+        prompt: None,
+    })
+}
+
+/// Writes the prompt to the agent's stdin from a thread of its own (the agent may read it
+/// late), which never takes a signal of the supervisor's (see `crate::signals`).
+fn write_stdin(stdin: Option<std::process::ChildStdin>, bytes: Option<Vec<u8>>) -> Option<thread::JoinHandle<()>> {
+    let (mut stdin, bytes) = (stdin?, bytes?);
+    crate::signals::with_blocked(|| {
+        thread::spawn(move || {
+            let _ = stdin.write_all(&bytes);
+        })
+    })
+    .into()
+}
+
+/// Forwards a pipe's output until its end (then `None`), or until `stop` hangs up (then the
+/// pipe, unread output left in it).
+fn forward(
+    fd: OwnedFd,
+    stream: Stream,
+    stop: std::sync::Arc<OwnedFd>,
+    tx: SyncSender<LoopEvent>,
+) -> thread::JoinHandle<Option<OwnedFd>> {
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match reader.read(&mut buf) {
+            let mut fds = [
+                PollFd::new(fd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+            // Stopping comes first: what is still in the pipe is the next reader's.
+            if fds[1].revents().is_some_and(|r| !r.is_empty()) {
+                return Some(fd);
+            }
+            match nix::unistd::read(&fd, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     if tx.send(LoopEvent::Output(stream, buf[..n].to_vec())).is_err() {
-                        return;
+                        return None;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => continue,
                 Err(_) => break,
             }
         }
         let _ = tx.send(LoopEvent::Eof(stream));
-    });
+        None
+    })
 }
 
 /// Whether `spec`'s program can be found: relative to its working directory when it names a

@@ -15,6 +15,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::hibernate::Dormant;
 use crate::proctree;
 use crate::spawn::{self, ProcessSpec};
 
@@ -41,6 +42,11 @@ pub trait Sink {
     /// path policy broken); polled after every tick.
     fn should_stop(&mut self) -> Option<StopReason> {
         None
+    }
+    /// Whether everything the sink holds can be put aside for the supervisor to hibernate now
+    /// (see [`crate::hibernate`]); asked only once the run has been quiet for a while.
+    fn may_hibernate(&mut self) -> bool {
+        false
     }
 }
 
@@ -70,19 +76,11 @@ pub fn channel() -> (SyncSender<LoopEvent>, Receiver<LoopEvent>) {
     mpsc::sync_channel(64)
 }
 
-/// Installs handlers that forward SIGCHLD, SIGTERM, SIGINT and SIGHUP to the loop. Call once,
-/// early in the supervisor process.
-pub fn forward_signals(tx: SyncSender<LoopEvent>) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGCHLD, SIGTERM, SIGINT, SIGHUP])?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        for sig in signals.forever() {
-            if tx.send(LoopEvent::Signal(sig)).is_err() {
-                break;
-            }
-        }
-    })?;
-    Ok(())
+/// Forwards SIGCHLD, SIGTERM, SIGINT and SIGHUP to the loop (see [`crate::signals`]). Call
+/// once, early in the supervisor process, before any other thread starts; keep the forwarder
+/// for as long as the loop runs.
+pub fn forward_signals(tx: SyncSender<LoopEvent>) -> std::io::Result<crate::signals::Forwarder> {
+    crate::signals::Forwarder::start(tx)
 }
 
 /// Whether a signal delivered to the supervisor asks it to stop the run.
@@ -145,8 +143,33 @@ pub fn supervise(
     rx: &Receiver<LoopEvent>,
     sink: &mut dyn Sink,
 ) -> std::io::Result<AgentEnd> {
-    let me = std::process::id();
-    let (agent, mut open_streams) = spawn::spawn(spec, &tx)?;
+    match start(spec, limits, None, tx, rx, sink)? {
+        Supervised::Ended(end) => Ok(end),
+        Supervised::Dormant(_) => unreachable!("hibernation was not allowed"),
+    }
+}
+
+/// How a stretch of supervision ended.
+#[derive(Debug)]
+pub enum Supervised {
+    /// The agent ended and nothing of the run is left.
+    Ended(AgentEnd),
+    /// The run was quiet and the sink agreed: the loop stopped its readers and hands over what
+    /// the process needs to hibernate (the agent runs on).
+    Dormant(Dormant),
+}
+
+/// Starts the agent and supervises it until it ends or — with `hibernate_after` — until it has
+/// been quiet that long and the sink may hibernate.
+pub fn start(
+    spec: &ProcessSpec,
+    limits: Limits,
+    hibernate_after: Option<Duration>,
+    tx: SyncSender<LoopEvent>,
+    rx: &Receiver<LoopEvent>,
+    sink: &mut dyn Sink,
+) -> std::io::Result<Supervised> {
+    let (agent, readers) = spawn::spawn(spec, &tx)?;
     drop(tx);
     let started = Instant::now();
     let start_time = proctree::stat(agent.pid).map(|s| s.start_time).unwrap_or(0);
@@ -158,14 +181,93 @@ pub fn supervise(
         tty: spec.tty,
     });
     tracing::info!(agent.pid = agent.pid, "agent started");
+    let state = LoopState {
+        agent: AgentRef {
+            pid: agent.pid,
+            pgid: agent.pgid,
+            start_time,
+        },
+        started,
+        last_output: started,
+        resumed: None,
+    };
+    run_loop(state, readers, Vec::new(), limits, hibernate_after, rx, sink)
+}
 
-    let mut last_output = Instant::now();
+/// Supervises an agent a hibernated supervisor left running, from where it left off: its
+/// pipes are read again, and what it carried is handled first.
+pub fn resume(
+    dormant: Dormant,
+    limits: Limits,
+    hibernate_after: Option<Duration>,
+    tx: SyncSender<LoopEvent>,
+    rx: &Receiver<LoopEvent>,
+    sink: &mut dyn Sink,
+) -> std::io::Result<Supervised> {
+    let quick = dormant.quick;
+    let crate::hibernate::TakenUp {
+        state,
+        pipes,
+        ended,
+        carried,
+    } = dormant.into_parts()?;
+    let mut readers = spawn::forward_pipes(pipes, &tx)?;
+    // A stream that ended as the readers stopped has its end among the carried events.
+    readers.open += ended;
+    drop(tx);
+    tracing::info!(agent.pid = state.agent.pid, "supervision resumed");
+    let state = LoopState {
+        // Woken for something: awake for one quiet period at least — unless only a deadline
+        // woke it (a timed scan is done in a moment).
+        resumed: (!quick).then(Instant::now),
+        ..state
+    };
+    run_loop(state, readers, carried, limits, hibernate_after, rx, sink)
+}
+
+/// The agent as the loop knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentRef {
+    pub pid: u32,
+    pub pgid: u32,
+    pub start_time: u64,
+}
+
+/// What the loop keeps between turns that outlives a hibernation.
+pub(crate) struct LoopState {
+    pub agent: AgentRef,
+    pub started: Instant,
+    pub last_output: Instant,
+    /// When the loop was taken up again after a hibernation.
+    pub resumed: Option<Instant>,
+}
+
+/// The loop proper.
+#[allow(clippy::too_many_arguments)]
+fn run_loop(
+    state: LoopState,
+    readers: spawn::Readers,
+    carried: Vec<LoopEvent>,
+    limits: Limits,
+    hibernate_after: Option<Duration>,
+    rx: &Receiver<LoopEvent>,
+    sink: &mut dyn Sink,
+) -> std::io::Result<Supervised> {
+    let me = std::process::id();
+    let agent = state.agent;
+    let started = state.started;
+    let mut open_streams = readers.open;
+    let mut readers = Some(readers);
+    let mut replay: VecDeque<LoopEvent> = carried.into();
+    let mut last_output = state.last_output;
     let mut exit: Option<ExitInfo> = None;
     let mut stop: Option<StopReason> = None;
     let mut escalation: Option<Escalation> = None;
     let mut exited_at: Option<Instant> = None;
     let mut exit_elapsed = Duration::ZERO;
     let mut vanished_checked = Instant::now();
+    // When the loop was taken up again after a hibernation.
+    let resumed = state.resumed;
 
     loop {
         let tick = if escalation.is_some() || exit.is_some() {
@@ -173,7 +275,11 @@ pub fn supervise(
         } else {
             TICK
         };
-        match rx.recv_timeout(tick) {
+        let next = match replay.pop_front() {
+            Some(ev) => Ok(ev),
+            None => rx.recv_timeout(tick),
+        };
+        match next {
             Ok(LoopEvent::Output(stream, data)) => {
                 last_output = Instant::now();
                 sink.output(stream, &data);
@@ -271,6 +377,31 @@ pub fn supervise(
                 all_sent_at: None,
             });
         }
+        if let Some(after) = hibernate_after
+            && exit.is_none()
+            && escalation.is_none()
+            && stop.is_none()
+            && replay.is_empty()
+            && open_streams == 2
+            && readers.as_ref().is_some_and(spawn::Readers::stoppable)
+            && last_output.elapsed() >= after
+            && resumed.is_none_or(|t| t.elapsed() >= after)
+            && deadlines_clear(&limits, started, last_output)
+            && sink.may_hibernate()
+        {
+            let mut carry = Vec::new();
+            let pipes = readers.take().expect("readers").stop(rx, &mut carry);
+            return Ok(Supervised::Dormant(Dormant::new(
+                LoopState {
+                    agent,
+                    started,
+                    last_output,
+                    resumed: None,
+                },
+                pipes,
+                carry,
+            )));
+        }
         if let Some(esc) = &mut escalation
             && Instant::now() >= esc.next_at
         {
@@ -318,7 +449,15 @@ pub fn supervise(
         signal: exit.signal.clone(),
         elapsed_ms: elapsed.as_millis() as u64,
     });
-    Ok(AgentEnd { exit, stop, elapsed })
+    drop(readers);
+    Ok(Supervised::Ended(AgentEnd { exit, stop, elapsed }))
+}
+
+/// Whether no timeout falls due soon: hibernating just before one would only wake again.
+fn deadlines_clear(limits: &Limits, started: Instant, last_output: Instant) -> bool {
+    let soon = Duration::from_secs(2);
+    let clear = |since: Instant, limit: Option<Duration>| limit.is_none_or(|l| since.elapsed() + soon < l);
+    clear(started, limits.timeout) && clear(last_output, limits.idle_timeout)
 }
 
 fn request_stop(

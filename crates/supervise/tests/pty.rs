@@ -30,7 +30,7 @@ fn run(spec: &ProcessSpec) -> (WaitStatus, String) {
     let (tx, rx) = channel();
     let (agent, streams) = spawn(spec, &tx).unwrap();
     drop(tx);
-    assert_eq!(streams, 1);
+    assert_eq!(streams.open, 1);
     let status = waitpid(Pid::from_raw(agent.pid as i32), None).unwrap();
     let mut out = Vec::new();
     loop {

@@ -37,6 +37,7 @@
 //! inotify instance delivered in order).
 
 mod batch;
+pub mod handover;
 mod scan;
 mod shared;
 

@@ -4,7 +4,9 @@
 //! run is `running` and start-up has settled, it measures the CPU time of the daemon and of the
 //! supervisors over a window (utime + stime from `/proc/PID/stat`, with those of the children each
 //! waited for, such as git), then each supervisor's memory (VmRSS from `/proc/PID/status`; Pss
-//! and private memory from `/proc/PID/smaps_rollup`).
+//! and private memory from `/proc/PID/smaps_rollup`). Quiet runs' supervisors hibernate (the
+//! small keeper runs in their place, same process): the bench waits for that first, and says
+//! how many did.
 //!
 //! Every run is stopped and every process it started is gone before this returns — after an
 //! error and after Ctrl-C too (children run in their own process group, so the terminal's
@@ -43,6 +45,9 @@ const CREATE_WORKERS: usize = 2;
 const STOP_GRACE: Duration = Duration::from_secs(1);
 /// How long processes that are exiting get before one still there counts as left behind.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
+/// How long to wait for every supervisor to hibernate (a quiet period, 5 s by default, and
+/// margin for a busy machine).
+const HIBERNATE_WAIT: Duration = Duration::from_secs(30);
 /// How often waits look again.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -175,8 +180,11 @@ impl Fleet {
         let limit = Duration::from_secs(600) + p.window + Duration::from_secs(p.runs as u64);
         let ids = self.create_runs(p.runs, limit)?;
         let supervisors = self.wait_running(&ids)?;
+        // An idle run's supervisor hibernates once its run has been quiet a while (unless
+        // `AGENTCTL_HIBERNATE_AFTER=off`): that is the state measured.
+        let hibernating = self.wait_hibernating(&supervisors)?;
         self.progress.say(format_args!(
-            "all {} runs running; settling for {}s",
+            "all {} runs running ({hibernating} supervisors hibernating); settling for {}s",
             ids.len(),
             SETTLE.as_secs()
         ));
@@ -233,6 +241,7 @@ impl Fleet {
             threads.push(m.threads as f64);
         }
         let daemon_mem = memory(daemon_pid).ok_or_else(|| io_error("agentctl serve", "the daemon ended"))?;
+        let hibernating = supervisors.iter().filter(|s| is_keeper(s.pid)).count();
         // Nothing may have ended while we looked.
         for s in &supervisors {
             ticks(s)?;
@@ -251,7 +260,27 @@ impl Fleet {
             degraded_cpu_pct: pct(degraded_ticks),
             daemon_rss_mb: mb(daemon_mem.rss_kb),
             degraded: degraded.iter().filter(|d| **d).count(),
+            hibernating,
         })
+    }
+
+    /// Waits (a limited time) until every supervisor hibernates; returns how many do.
+    fn wait_hibernating(&self, supervisors: &[Supervisor]) -> Result<usize, CliError> {
+        let off = std::env::var(engine::supervisor::HIBERNATE_AFTER_ENV).is_ok_and(|v| v == "off");
+        let started = Instant::now();
+        let mut said = Instant::now();
+        loop {
+            let asleep = supervisors.iter().filter(|s| is_keeper(s.pid)).count();
+            if off || asleep == supervisors.len() || started.elapsed() > HIBERNATE_WAIT {
+                return Ok(asleep);
+            }
+            if said.elapsed() >= Duration::from_secs(5) {
+                said = Instant::now();
+                self.progress
+                    .say(format_args!("{asleep}/{} supervisors hibernating", supervisors.len()));
+            }
+            self.sleep(Duration::from_millis(200))?;
+        }
     }
 
     /// Starts `agentctl serve` on a free loopback port and waits until it serves.
@@ -524,6 +553,8 @@ struct Report {
     daemon_rss_mb: f64,
     /// Runs whose file watcher lost events or could not watch (e.g. the inotify instance limit).
     degraded: usize,
+    /// Supervisors hibernating (running the keeper) when their memory was read.
+    hibernating: usize,
 }
 
 impl Report {
@@ -549,6 +580,7 @@ impl Report {
                     "supervisor_pss_mb": self.pss.to_json(),
                     "supervisor_private_mb": self.private.to_json(),
                     "supervisor_threads": self.threads.to_json(),
+                    "supervisors_hibernating": self.hibernating,
                     "goal_rss_mb": GOAL_RSS_MB,
                     "rss_goal_met": self.rss_met(),
                     "daemon_cpu_pct": round3(self.daemon_cpu_pct),
@@ -584,6 +616,10 @@ impl Report {
         row("private (MB)", &self.private, String::new());
         row("threads", &self.threads, String::new());
         println!(
+            "  {:<30}{:>8}  of {} (the keeper runs in their place; AGENTCTL_HIBERNATE_AFTER=off to compare)",
+            "hibernating", self.hibernating, self.runs
+        );
+        println!(
             "  {:<30}{:>7.2}%{:>16}  < {GOAL_DAEMON_CPU_PCT}%: {}",
             "daemon CPU (of one core)",
             self.daemon_cpu_pct,
@@ -605,8 +641,8 @@ impl Report {
         if self.degraded > 0 {
             println!(
                 "  note: {} of {} runs' file watchers are degraded (an inotify instance each; \
-                 fs.inotify.max_user_instances = {}): they check by a full scan every checkpoint interval, \
-                 {:.2}% of the supervisors' CPU",
+                 fs.inotify.max_user_instances = {}): awake, they check by a full scan every checkpoint \
+                 interval; hibernating, their keeper looks for a change as often. {:.2}% of the supervisors' CPU",
                 self.degraded,
                 self.runs,
                 fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
@@ -769,6 +805,11 @@ fn kill_leftovers(root: &Path) -> usize {
         std::thread::sleep(Duration::from_millis(100));
     }
     killed.len()
+}
+
+/// Whether process `pid` runs the keeper (its supervisor hibernates).
+fn is_keeper(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "agentctl-keeper")
 }
 
 #[cfg(test)]

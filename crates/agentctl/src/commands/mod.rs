@@ -25,16 +25,27 @@ pub const SUPERVISE: &str = "__supervise";
 
 /// `__supervise --state-dir DIR RUN`: the supervisor process of one run. Returns the exit code.
 pub fn supervise(args: &[std::ffi::OsString]) -> i32 {
-    let (dir, run) = match args {
-        [flag, dir, run] if flag == "--state-dir" => (std::path::PathBuf::from(dir), run.to_string_lossy()),
+    let (dir, run, wake) = match args {
+        [flag, dir, run] if flag == "--state-dir" => (std::path::PathBuf::from(dir), run.to_string_lossy(), None),
+        // A hibernated supervisor, woken by its keeper with the hibernation's descriptor.
+        [flag, dir, run, wake, fd] if flag == "--state-dir" && wake == "--wake" => {
+            match fd.to_str().and_then(|f| f.parse::<std::os::fd::RawFd>().ok()) {
+                Some(fd) => (std::path::PathBuf::from(dir), run.to_string_lossy(), Some(fd)),
+                None => {
+                    eprintln!("usage: agentctl {SUPERVISE}: --wake takes a descriptor number");
+                    return 64;
+                }
+            }
+        }
         _ => {
             eprintln!("usage: agentctl {SUPERVISE} --state-dir DIR RUN (started by agentctl itself)");
             return 64;
         }
     };
-    match RunId::parse(&run) {
-        Ok(id) => engine::supervisor::run_supervisor(StateLayout::new(dir), &id),
-        Err(e) => {
+    match (RunId::parse(&run), wake) {
+        (Ok(id), None) => engine::supervisor::run_supervisor(StateLayout::new(dir), &id),
+        (Ok(id), Some(fd)) => engine::supervisor::wake_supervisor(StateLayout::new(dir), &id, fd),
+        (Err(e), _) => {
             eprintln!("{e}");
             64
         }

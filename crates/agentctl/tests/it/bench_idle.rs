@@ -68,6 +68,7 @@ fn bench_idle_reports_every_figure_and_leaves_nothing_behind() {
     let out = env
         .cmd()
         .env("TMPDIR", &tmp)
+        .env("AGENTCTL_HIBERNATE_AFTER", "300")
         .args(["--json", "bench", "idle", "--runs", "5", "--window", "1s"])
         .output()
         .expect("agentctl runs");
@@ -85,6 +86,9 @@ fn bench_idle_reports_every_figure_and_leaves_nothing_behind() {
     ] {
         stats(idle, key);
     }
+    // Quiet, every supervisor hibernated: the single-threaded keeper runs in its place.
+    assert_eq!(idle["supervisors_hibernating"], 5, "{v}");
+    assert_eq!(idle["supervisor_threads"]["max"], 1.0, "{v}");
     assert_eq!(idle["goal_rss_mb"], 3.0, "{v}");
     assert_eq!(idle["goal_daemon_cpu_pct"], 2.0, "{v}");
     for key in ["daemon_cpu_pct", "supervisors_cpu_pct", "supervisor_cpu_pct_mean"] {

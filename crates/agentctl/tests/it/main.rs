@@ -11,6 +11,7 @@ mod checkpoints;
 mod cli;
 mod demo;
 mod errors;
+mod hibernate;
 mod isolation;
 mod lifecycle;
 mod limits;

@@ -39,6 +39,22 @@ const KEPT_ENV: &[&str] = &[
     "NO_COLOR",
 ];
 
+/// What a hibernating supervisor keeps of its confinement (see [`Confined::kept`]).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct KeptConfinement {
+    wrapper: Vec<String>,
+    env_clear: bool,
+    view: Option<KeptGitView>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct KeptGitView {
+    private_ref: Option<PathBuf>,
+    private_objects: PathBuf,
+    store: Option<PathBuf>,
+    repo: PathBuf,
+}
+
 /// The isolation of one supervisor's agent processes.
 pub(crate) struct Confined {
     pub plan: IsolationPlan,
@@ -309,6 +325,73 @@ impl Confined {
             warnings,
         };
         Ok((confined, event))
+    }
+
+    /// What a hibernating supervisor keeps of the confinement: what is used once the agent
+    /// runs (the wrapper, as the sign of a sandbox, and where the agent's git view is). `None`
+    /// when more than that is live (a proxy, secrets to redact, limits) or the wrapper is not
+    /// UTF-8.
+    pub fn kept(&self) -> Option<KeptConfinement> {
+        if self._proxy.is_some() || self.refusals.is_some() || self.enforcer.is_some() || !self.redactor.is_empty() {
+            return None;
+        }
+        let wrapper = self
+            .wrapper
+            .iter()
+            .map(|a| a.to_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()?;
+        let view = self.git.as_ref().map(|g| {
+            let k = g.kept();
+            KeptGitView {
+                private_ref: k.private_ref,
+                private_objects: k.private_objects,
+                store: k.store,
+                repo: k.repo,
+            }
+        });
+        Some(KeptConfinement {
+            wrapper,
+            env_clear: self.env_clear,
+            view,
+        })
+    }
+
+    /// The confinement again, from what a hibernating supervisor kept of it.
+    pub fn from_kept(
+        kept: KeptConfinement,
+        id: &RunId,
+        plan: &LaunchPlan,
+        repo: &Path,
+    ) -> Result<Confined, NotConfined> {
+        let store = match &kept.view {
+            Some(_) => Some(crate::objects::run_store(repo, id).map_err(|e| {
+                NotConfined::new(
+                    model::ErrorCode::SandboxUnavailable,
+                    format!("cannot open the run's object store: {}", e.message),
+                )
+            })?),
+            None => None,
+        };
+        Ok(Confined {
+            plan: plan.isolation.clone().unwrap_or_else(IsolationPlan::unconfined),
+            wrapper: kept.wrapper.into_iter().map(OsString::from).collect(),
+            env_clear: kept.env_clear,
+            env: Vec::new(),
+            redactor: Redactor::new(&[]),
+            git: kept.view.map(|v| {
+                GitView::from_kept(sandbox::gitview::KeptView {
+                    private_ref: v.private_ref,
+                    private_objects: v.private_objects,
+                    store: v.store,
+                    repo: v.repo,
+                })
+            }),
+            store,
+            branch: plan.work_branch().to_owned(),
+            _proxy: None,
+            refusals: None,
+            enforcer: None,
+        })
     }
 
     /// What each agent process does between fork and exec to take on the run's limits.

@@ -21,13 +21,16 @@ use vcs::Git;
 
 use crate::checkpointer::Checkpointer;
 use crate::hooks;
+use supervise::hibernate::Hibernation;
 
 pub(crate) mod confine;
 pub(crate) mod guard;
+mod hibernation;
 mod monitor;
 mod quarantine;
 mod workflow;
 
+pub use hibernation::{HIBERNATE_AFTER_ENV, KEEPER_FAILED, keeper_sample};
 pub use workflow::MessageReceipt;
 
 /// Hooks get at most this long when the run has no timeout.
@@ -38,16 +41,39 @@ const TRIM_AFTER: Duration = Duration::from_secs(2);
 
 /// Runs the supervisor for `id`. Returns the process exit code.
 pub fn run_supervisor(layout: StateLayout, id: &RunId) -> i32 {
+    supervisor_process(layout, id, None)
+}
+
+/// Wakes a hibernated supervisor for `id`: the keeper exec'd us with the hibernation in the
+/// memfd `fd` (see [`supervise::hibernate`]). Returns the process exit code.
+pub fn wake_supervisor(layout: StateLayout, id: &RunId, fd: std::os::fd::RawFd) -> i32 {
+    match supervise::hibernate::Hibernation::read_from(fd) {
+        Ok(h) => supervisor_process(layout, id, Some(h)),
+        Err(e) => {
+            // The agent outlives us (re-parented); the run shows as lost once our lock is gone.
+            tracing::error!(error = %e, "cannot read the hibernation; the run is abandoned");
+            70
+        }
+    }
+}
+
+fn supervisor_process(layout: StateLayout, id: &RunId, woke: Option<Hibernation>) -> i32 {
     // Before any thread starts: a supervisor lives long and mostly idle, so it stays small.
     sup::limit_allocator();
     let span = tracing::info_span!("run.supervise", run.id = %id);
     let _enter = span.enter();
+    if let Some(h) = &woke {
+        tracing::info!(woke_for = h.woke_for.as_deref().unwrap_or("?"), "supervisor woke");
+    }
     // Signals first, so a stop aimed at us is never lost; then become the subreaper.
     let (tx, rx) = sup::channel();
-    if let Err(e) = sup::forward_signals(tx.clone()) {
-        tracing::error!(error = %e, "cannot install signal handlers");
-        return 70;
-    }
+    let signals = match sup::forward_signals(tx.clone()) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return 70;
+        }
+    };
     if let Err(e) = sup::become_subreaper() {
         tracing::warn!(error = %e, "cannot become child subreaper; detached grandchildren may escape");
     }
@@ -60,7 +86,11 @@ pub fn run_supervisor(layout: StateLayout, id: &RunId) -> i32 {
         }
     };
     let files = RunFiles::new(layout.run_dir(id));
-    let _lock = match files.acquire_supervisor_lock() {
+    let lock = match &woke {
+        Some(h) => supervise::SupervisorLock::adopt(h.lock_fd),
+        None => files.acquire_supervisor_lock(),
+    };
+    let lock = match lock {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "another supervisor owns this run");
@@ -74,30 +104,46 @@ pub fn run_supervisor(layout: StateLayout, id: &RunId) -> i32 {
             return 74;
         }
     };
-    // Events before the agent starts are durable in the log; projecting them waits until the
-    // agent runs (launch latency is a benchmarked figure). Readers catch up from the log anyway.
-    writer.set_deferred(true);
     let is_workflow = matches!(writer.events().first().map(|e| &e.data),
         Some(EventData::Created { plan, .. }) if plan.workflow.is_some());
-    match writer.state() {
-        Some(RunState::Pending) => {}
-        Some(RunState::Interrupted) if is_workflow => {}
-        state => {
+    match (writer.state(), &woke) {
+        (Some(RunState::Running), Some(_)) => {}
+        (Some(RunState::Pending), None) => {}
+        (Some(RunState::Interrupted), None) if is_workflow => {}
+        (state, _) => {
             tracing::info!(?state, "run is not pending; nothing to do");
             return 0;
         }
     }
+    // Events before the agent starts are durable in the log; projecting them waits until the
+    // agent runs (launch latency is a benchmarked figure). Readers catch up from the log anyway.
+    writer.set_deferred(woke.is_none());
     let Some(EventData::Created { spec, plan }) = writer.events().first().map(|e| e.data.clone()) else {
         tracing::error!("run has no created event");
         return 70;
     };
-    match supervise_run(&mut writer, &files, &layout, &spec, &plan, tx, &rx) {
+    let held = Held {
+        lock: &lock,
+        signals: Some(signals),
+        tx,
+        woke,
+    };
+    match supervise_run(&mut writer, &files, &layout, &spec, &plan, held, &rx) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "recording failed");
             74
         }
     }
+}
+
+/// What the supervisor process holds for its whole life, beyond the run's writer.
+pub(crate) struct Held<'a> {
+    lock: &'a supervise::SupervisorLock,
+    signals: Option<supervise::signals::Forwarder>,
+    tx: std::sync::mpsc::SyncSender<LoopEvent>,
+    /// The hibernation this process woke from, if it did.
+    woke: Option<Hibernation>,
 }
 
 /// Records an outcome reached before the agent ran (or without it), after ending whatever a
@@ -199,157 +245,174 @@ fn supervise_run(
     layout: &StateLayout,
     spec: &RunSpec,
     plan: &LaunchPlan,
-    tx: std::sync::mpsc::SyncSender<LoopEvent>,
+    mut held: Held<'_>,
     rx: &Receiver<LoopEvent>,
 ) -> Result<(), store::StoreError> {
     let id = w.id().clone();
     // A workflow whose supervisor vanished is taken up again from its last completed step.
     let resuming = w.state() == Some(RunState::Interrupted);
-    // A slot first, when active runs are capped: the run waits `pending` until one is free.
-    let _slot = match plan.max_concurrent {
-        Some(limit) => {
-            let created = w.events().first().map(|e| e.ts).unwrap_or_else(jiff::Timestamp::now);
-            let mut stop = None;
-            let got = crate::queue::acquire(layout, w, created, limit, &mut || {
-                stop = early_stop(files, rx);
-                stop.is_some()
-            });
-            match got {
-                Ok(slot) => Some(slot),
-                Err(crate::queue::Waited::Stopped) => {
-                    let reason = stop.unwrap_or(StopReason::User);
-                    return finish(w, RunState::Cancelled, stopped_before_start(reason, "while queued"));
-                }
-                Err(crate::queue::Waited::Store(e)) => return Err(e),
-                Err(crate::queue::Waited::Io(e)) => {
-                    return finish(w, RunState::Failed, format!("cannot wait for a run slot: {e}"));
+    let woke = held.woke.take();
+    let mut _slot = None;
+    let env = base_env(&id, layout, plan);
+    if woke.is_none() {
+        // A slot first, when active runs are capped: the run waits `pending` until one is free.
+        _slot = match plan.max_concurrent {
+            Some(limit) => {
+                let created = w.events().first().map(|e| e.ts).unwrap_or_else(jiff::Timestamp::now);
+                let mut stop = None;
+                let got = crate::queue::acquire(layout, w, created, limit, &mut || {
+                    stop = early_stop(files, rx);
+                    stop.is_some()
+                });
+                match got {
+                    Ok(slot) => Some(slot),
+                    Err(crate::queue::Waited::Stopped) => {
+                        let reason = stop.unwrap_or(StopReason::User);
+                        return finish(w, RunState::Cancelled, stopped_before_start(reason, "while queued"));
+                    }
+                    Err(crate::queue::Waited::Store(e)) => return Err(e),
+                    Err(crate::queue::Waited::Io(e)) => {
+                        return finish(w, RunState::Failed, format!("cannot wait for a run slot: {e}"));
+                    }
                 }
             }
-        }
-        None => None,
-    };
-    let me = std::process::id();
-    let start_time = supervise::proctree::stat(me).map(|s| s.start_time).unwrap_or(0);
-    w.append(EventData::Preparing {
-        supervisor_pid: me,
-        supervisor_start_time: start_time,
-    })?;
+            None => None,
+        };
+        let me = std::process::id();
+        let start_time = supervise::proctree::stat(me).map(|s| s.start_time).unwrap_or(0);
+        w.append(EventData::Preparing {
+            supervisor_pid: me,
+            supervisor_start_time: start_time,
+        })?;
 
-    // The worktree (made once: a resumed workflow finds it where the first supervisor left it).
-    let ready = w
-        .events()
-        .iter()
-        .any(|e| matches!(e.data, EventData::WorktreeReady { .. }));
-    if ready {
-        if !plan.worktree.is_dir() {
-            return finish(
-                w,
-                RunState::Failed,
-                format!("cannot resume: the worktree {} is gone", plan.worktree.display()),
-            );
-        }
-    } else {
-        let _span = tracing::info_span!("run.prepare").entered();
-        let t = Instant::now();
-        let added = crate::repo_lock::lock_repo(layout, &spec.repo).and_then(|_lock| {
-            let git = Git::new(&spec.repo);
-            if resuming {
-                // A supervisor that died while making the worktree may have left it half made;
-                // nothing has worked in it yet.
-                git.worktree_remove(&plan.worktree)?;
-                if git.branch_exists(plan.work_branch())? {
-                    git.delete_branch(plan.work_branch())?;
-                }
-            }
-            // A shadow run's own branch waits at the base for a promotion (made first: a
-            // worktree is never left without it).
-            if plan.shadow.is_some() && !git.branch_exists(&plan.branch)? {
-                git.create_branch(&plan.branch, &plan.base_commit)?;
-            }
-            git.worktree_add(&plan.worktree, plan.work_branch(), &plan.base_commit)?;
-            Ok::<(), crate::EngineError>(())
-        });
-        if let Err(e) = added {
-            // A stop signal reaches the supervisor's git as well (the whole tree is signalled):
-            // git then dies without a word, and the stop is what happened.
-            if let Some(reason) = early_stop(files, rx) {
+        // The worktree (made once: a resumed workflow finds it where the first supervisor left it).
+        let ready = w
+            .events()
+            .iter()
+            .any(|e| matches!(e.data, EventData::WorktreeReady { .. }));
+        if ready {
+            if !plan.worktree.is_dir() {
                 return finish(
                     w,
-                    RunState::Cancelled,
-                    stopped_before_start(reason, "while its worktree was being made"),
+                    RunState::Failed,
+                    format!("cannot resume: the worktree {} is gone", plan.worktree.display()),
                 );
             }
-            return finish(w, RunState::Failed, format!("cannot create worktree: {e}"));
+        } else {
+            let _span = tracing::info_span!("run.prepare").entered();
+            let t = Instant::now();
+            let added = crate::repo_lock::lock_repo(layout, &spec.repo).and_then(|_lock| {
+                let git = Git::new(&spec.repo);
+                if resuming {
+                    // A supervisor that died while making the worktree may have left it half made;
+                    // nothing has worked in it yet.
+                    git.worktree_remove(&plan.worktree)?;
+                    if git.branch_exists(plan.work_branch())? {
+                        git.delete_branch(plan.work_branch())?;
+                    }
+                }
+                // A shadow run's own branch waits at the base for a promotion (made first: a
+                // worktree is never left without it).
+                if plan.shadow.is_some() && !git.branch_exists(&plan.branch)? {
+                    git.create_branch(&plan.branch, &plan.base_commit)?;
+                }
+                git.worktree_add(&plan.worktree, plan.work_branch(), &plan.base_commit)?;
+                Ok::<(), crate::EngineError>(())
+            });
+            if let Err(e) = added {
+                // A stop signal reaches the supervisor's git as well (the whole tree is signalled):
+                // git then dies without a word, and the stop is what happened.
+                if let Some(reason) = early_stop(files, rx) {
+                    return finish(
+                        w,
+                        RunState::Cancelled,
+                        stopped_before_start(reason, "while its worktree was being made"),
+                    );
+                }
+                return finish(w, RunState::Failed, format!("cannot create worktree: {e}"));
+            }
+            w.append(EventData::WorktreeReady {
+                path: plan.worktree.clone(),
+                branch: plan.work_branch().to_owned(),
+                base_commit: plan.base_commit.clone(),
+                elapsed_ms: t.elapsed().as_millis() as u64,
+            })?;
         }
-        w.append(EventData::WorktreeReady {
-            path: plan.worktree.clone(),
-            branch: plan.work_branch().to_owned(),
-            base_commit: plan.base_commit.clone(),
-            elapsed_ms: t.elapsed().as_millis() as u64,
-        })?;
-    }
-    if let Some(reason) = early_stop(files, rx) {
-        return finish(
-            w,
-            RunState::Cancelled,
-            stopped_before_start(reason, "before the agent started"),
-        );
-    }
-    let env = base_env(&id, layout, plan);
-    let pre_run_done = resuming
-        && w.events()
-            .iter()
-            .any(|e| matches!(&e.data, EventData::HookFinished { hook, exit_code: Some(0), .. } if hook == "pre-run"));
-    let mut stop_reason = None;
-    let pre = if pre_run_done {
-        None
-    } else {
-        run_hook(w, "pre-run", spec, plan, &env, &mut || {
-            stop_reason = early_stop(files, rx);
-            stop_reason.is_some()
-        })?
-    };
-    if let Some(r) = pre {
-        if let (true, Some(reason)) = (r.stopped, stop_reason) {
+        if let Some(reason) = early_stop(files, rx) {
             return finish(
                 w,
                 RunState::Cancelled,
-                stopped_before_start(reason, "during the pre-run hook"),
+                stopped_before_start(reason, "before the agent started"),
             );
         }
-        if !r.ok() {
-            let how = r
-                .exit_code
-                .map(|c| format!("exit code {c}"))
-                .unwrap_or_else(|| "no exit code".to_owned());
-            return finish(w, RunState::Failed, format!("pre-run hook failed ({how})"));
+        let pre_run_done = resuming
+            && w.events().iter().any(
+                |e| matches!(&e.data, EventData::HookFinished { hook, exit_code: Some(0), .. } if hook == "pre-run"),
+            );
+        let mut stop_reason = None;
+        let pre = if pre_run_done {
+            None
+        } else {
+            run_hook(w, "pre-run", spec, plan, &env, &mut || {
+                stop_reason = early_stop(files, rx);
+                stop_reason.is_some()
+            })?
+        };
+        if let Some(r) = pre {
+            if let (true, Some(reason)) = (r.stopped, stop_reason) {
+                return finish(
+                    w,
+                    RunState::Cancelled,
+                    stopped_before_start(reason, "during the pre-run hook"),
+                );
+            }
+            if !r.ok() {
+                let how = r
+                    .exit_code
+                    .map(|c| format!("exit code {c}"))
+                    .unwrap_or_else(|| "no exit code".to_owned());
+                return finish(w, RunState::Failed, format!("pre-run hook failed ({how})"));
+            }
+        }
+        if let Some(reason) = early_stop(files, rx) {
+            return finish(
+                w,
+                RunState::Cancelled,
+                stopped_before_start(reason, "before the agent started"),
+            );
         }
     }
-    if let Some(reason) = early_stop(files, rx) {
-        return finish(
-            w,
-            RunState::Cancelled,
-            stopped_before_start(reason, "before the agent started"),
-        );
-    }
-
-    let dotenv: Vec<(OsString, OsString)> = match agents::config::read_dotenv(&spec.repo) {
-        Ok(vars) => vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
-        Err(e) => return finish(w, RunState::Failed, format!("cannot read .env: {e}")),
+    // Read for the agent's environment; woken, the agent runs already.
+    let dotenv: Vec<(OsString, OsString)> = match woke.is_some() {
+        true => Vec::new(),
+        false => match agents::config::read_dotenv(&spec.repo) {
+            Ok(vars) => vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            Err(e) => return finish(w, RunState::Failed, format!("cannot read .env: {e}")),
+        },
     };
-    let confined = match confine::Confined::prepare(
-        &id,
-        plan,
-        &layout.run_dir(&id),
-        &files.control_dir(),
-        &spec.repo,
-        &dotenv,
-    ) {
-        Ok((confined, event)) => {
-            w.append(event)?;
-            confined
-        }
-        Err(e) => return finish(w, RunState::Failed, e.reason()),
+    // Woken, the run's isolation is recorded already, and rebuilt from what was kept of it.
+    let mut woke = woke.map(hibernation::Woken::of);
+    let confined = match woke.as_mut().map(|wk| wk.confinement.take()) {
+        Some(Some(kept)) => match confine::Confined::from_kept(kept, &id, plan, &spec.repo) {
+            Ok(confined) => confined,
+            Err(e) => return finish(w, RunState::Failed, e.reason()),
+        },
+        _ => match confine::Confined::prepare(
+            &id,
+            plan,
+            &layout.run_dir(&id),
+            &files.control_dir(),
+            &spec.repo,
+            &dotenv,
+        ) {
+            Ok((confined, event)) => {
+                if woke.is_none() {
+                    w.append(event)?;
+                }
+                confined
+            }
+            Err(e) => return finish(w, RunState::Failed, e.reason()),
+        },
     };
     let output = match OutputWriter::open(&files.output_path()) {
         Ok(o) => o,
@@ -359,7 +422,8 @@ fn supervise_run(
     let policy = spec.checkpoints;
     let mut unwatched = None;
     let watcher = if policy.watch {
-        match watch::ChangeWatcher::start(&plan.worktree) {
+        // Its threads never take a signal of ours (see `supervise::signals`).
+        match supervise::signals::with_blocked(|| watch::ChangeWatcher::start(&plan.worktree)) {
             Ok(w) => Some(w),
             Err(e) => {
                 // Recorded (as a watcher overflow) by the first tick; timed full scans stand in.
@@ -414,6 +478,9 @@ fn supervise_run(
         last_good: first_good,
         reverted: BTreeSet::new(),
         flagged: BTreeSet::new(),
+        signals: held.signals.take(),
+        hibernation: hibernation::Allowed::for_run(plan),
+        scan_started: None,
     };
     let ctx = RunContext {
         id: &id,
@@ -423,10 +490,13 @@ fn supervise_run(
         dotenv: &dotenv,
         files,
         confined: &confined,
+        layout,
+        lock_fd: held.lock.raw_fd(),
     };
+    let dormant = woke.map(|wk| sink.restore(wk));
     let ended = match &plan.workflow {
-        None => run_agent(&mut sink, &ctx, tx, rx),
-        Some(wf) => workflow::run_steps(&mut sink, &ctx, wf, resuming, tx, rx),
+        None => run_agent(&mut sink, &ctx, held.tx, rx, dormant),
+        Some(wf) => workflow::run_steps(&mut sink, &ctx, wf, resuming, held.tx, rx),
     };
     // The change log gets what the watcher saw last; the final checkpoint reads everything.
     sink.record_changes();
@@ -437,6 +507,8 @@ fn supervise_run(
         watcher,
         guard,
         flagged,
+        // Signals are forwarded to the end: a stop still ends the post-run hook.
+        signals: _signals,
         ..
     } = sink;
     drop(watcher);
@@ -566,6 +638,9 @@ pub(crate) struct RunContext<'a> {
     files: &'a RunFiles,
     /// The sandbox, secrets and proxy every process of the run starts with.
     confined: &'a confine::Confined,
+    layout: &'a StateLayout,
+    /// The supervisor lock's descriptor (kept across a hibernation).
+    lock_fd: std::os::fd::RawFd,
 }
 
 /// How the run's work ended.
@@ -613,10 +688,12 @@ fn run_agent(
     ctx: &RunContext<'_>,
     tx: std::sync::mpsc::SyncSender<LoopEvent>,
     rx: &Receiver<LoopEvent>,
+    dormant: Option<supervise::hibernate::Dormant>,
 ) -> Result<Ended, store::StoreError> {
     let (spec, plan) = (ctx.spec, ctx.plan);
     let prompt = spec.prompt.clone().unwrap_or_default();
-    if let Some(path) = &plan.prompt_file
+    if dormant.is_none()
+        && let Some(path) = &plan.prompt_file
         && let Err(e) = std::fs::write(path, &prompt)
     {
         return Ok(Ended::NotStarted(format!(
@@ -644,7 +721,22 @@ fn run_agent(
     };
     let end = {
         let _span = tracing::info_span!("run.agent", agent.name = %spec.agent).entered();
-        sup::supervise(&process, limits, tx, rx, sink)
+        let after = sink.hibernation.after();
+        let mut run = match dormant {
+            None => sup::start(&process, limits, after, tx.clone(), rx, sink),
+            Some(d) => sup::resume(d, limits, after, tx.clone(), rx, sink),
+        };
+        loop {
+            match run {
+                Ok(sup::Supervised::Ended(end)) => break Ok(end),
+                Ok(sup::Supervised::Dormant(d)) => {
+                    // Returns only when the exec failed: supervise on, without hibernating.
+                    let d = hibernation::hibernate(sink, ctx, d, &limits, &tx, rx);
+                    run = sup::resume(d, limits, sink.hibernation.after(), tx.clone(), rx, sink);
+                }
+                Err(e) => break Err(e),
+            }
+        }
     };
     sink.after_process(&spec.repo);
     Ok(match end {
@@ -813,6 +905,12 @@ struct EngineSink<'w, 's> {
     reverted: BTreeSet<PathBuf>,
     /// Paths already reported as violations (the final check reports only others).
     flagged: BTreeSet<String>,
+    /// The thread reading the supervisor's signals (stopped to hibernate).
+    signals: Option<supervise::signals::Forwarder>,
+    /// Whether (and after how quiet a while) this supervisor may hibernate.
+    hibernation: hibernation::Allowed,
+    /// When the last automatic checkpoint began reading the worktree.
+    scan_started: Option<std::time::SystemTime>,
 }
 
 /// Which redaction stream a stream's output goes through.
@@ -987,6 +1085,12 @@ impl EngineSink<'_, '_> {
             ),
             (None, None) => return false,
         };
+        self.record_batch(batch, degraded);
+        true
+    }
+
+    /// Records one batch of changes: the change log, the path policy, the pending set.
+    fn record_batch(&mut self, batch: watch::ChangeBatch, degraded: Option<String>) {
         if batch.overflow {
             let reason = batch
                 .overflow_reason
@@ -1031,11 +1135,11 @@ impl EngineSink<'_, '_> {
             }
             self.pending.extend(relevant);
         }
-        true
     }
 
     fn checkpoint_now(&mut self, trigger: CheckpointTrigger) {
         let Some(cp) = &mut self.checkpointer else { return };
+        self.scan_started = Some(std::time::SystemTime::now());
         let changed: Vec<PathBuf> = std::mem::take(&mut self.pending).into_iter().collect();
         let full = std::mem::take(&mut self.overflowed);
         self.pending_since = None;
@@ -1104,6 +1208,10 @@ impl Sink for EngineSink<'_, '_> {
             self.writer.set_deferred(false);
             self.trim_at = Some(Instant::now() + TRIM_AFTER);
         }
+    }
+
+    fn may_hibernate(&mut self) -> bool {
+        self.hibernatable()
     }
 
     fn should_stop(&mut self) -> Option<StopReason> {

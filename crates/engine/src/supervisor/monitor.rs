@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use model::EventData;
 use sandbox::limits::{Exceeded, Sample, check_disk, cpu_percent};
 
+use supervise::hibernate::{SampleRecord, Sampling, instant_of, mono_now_ns, ns_of};
+
 use super::confine::Confined;
 
 /// How often a run with limits is sampled (the watcher enforces them between samples when
@@ -77,15 +79,85 @@ impl Monitor {
                 .exceeded(&sample)
                 .or_else(|| disk.and_then(|used| check_disk(limits, used)));
         }
-        // The agent has just ended (the loop has yet to record it): nothing left to measure.
-        if sample.pids == 0 {
+        sample_event(cpu, &sample, disk)
+    }
+
+    /// Whether samples need more than the process tree (the worktree's size).
+    pub fn measures_disk(&self) -> bool {
+        self.disk
+    }
+
+    /// The sampling state, for a keeper to go on with while the supervisor hibernates.
+    pub fn sampling(&self, events: std::path::PathBuf, run_id: String, next_seq: u64) -> Sampling {
+        Sampling {
+            events,
+            run_id,
+            next_seq,
+            every_ms: self.every.as_millis() as u64,
+            next_at_ns: ns_of(self.next_at),
+            last: self.last.map(|(at, s)| record_of(ns_of(at), &s)),
+        }
+    }
+
+    /// Goes on from where a keeper's sampling left off.
+    pub fn resume(&mut self, s: &Sampling) {
+        self.next_at = instant_of(s.next_at_ns);
+        self.last = s.last.map(|r| (instant_of(r.at_ns), sample_of(&r)));
+    }
+}
+
+/// The event for one sample (none once nothing of the agent is left: the agent has just ended
+/// and the loop has yet to record it).
+fn sample_event(cpu: f64, sample: &Sample, disk: Option<u64>) -> Option<EventData> {
+    if sample.pids == 0 {
+        return None;
+    }
+    Some(EventData::ResourceSample {
+        cpu_percent: (cpu * 10.0).round() / 10.0,
+        rss_bytes: sample.memory_bytes,
+        pids: sample.pids,
+        disk_bytes: disk,
+    })
+}
+
+fn record_of(at_ns: u64, s: &Sample) -> SampleRecord {
+    SampleRecord {
+        at_ns,
+        memory_bytes: s.memory_bytes,
+        cpu_time_ns: s.cpu_time.as_nanos() as u64,
+        pids: s.pids,
+    }
+}
+
+fn sample_of(r: &SampleRecord) -> Sample {
+    Sample {
+        memory_bytes: r.memory_bytes,
+        memory_peak_bytes: None,
+        cpu_time: Duration::from_nanos(r.cpu_time_ns),
+        pids: r.pids,
+    }
+}
+
+/// One sample of a hibernating supervisor's run (no limits apply: a run with limits does not
+/// hibernate), taken from a child of its keeper: the keeper's descendants but that child. The
+/// event to record, if any; updates `s.last`.
+pub fn keeper_sample(s: &mut Sampling, keeper: u32, sampler: u32) -> Option<EventData> {
+    let sample = match sandbox::limits::sample_descendants_except(keeper, sampler) {
+        Ok(sample) => sample,
+        Err(e) => {
+            eprintln!("agentctl-keeper: cannot sample the run's resource use: {e}");
             return None;
         }
-        Some(EventData::ResourceSample {
-            cpu_percent: (cpu * 10.0).round() / 10.0,
-            rss_bytes: sample.memory_bytes,
-            pids: sample.pids,
-            disk_bytes: disk,
-        })
-    }
+    };
+    let now = mono_now_ns();
+    let cpu = match &s.last {
+        Some(prev) => cpu_percent(
+            &sample_of(prev),
+            &sample,
+            Duration::from_nanos(now.saturating_sub(prev.at_ns)),
+        ),
+        None => 0.0,
+    };
+    s.last = Some(record_of(now, &sample));
+    sample_event(cpu, &sample, None)
 }

@@ -36,6 +36,6 @@ pub use cgroup::{CGROUP_PREFIX, CPU_PERIOD_US, RunCgroup, cleanup_stale, cpu_quo
 pub use child::{ChildSetup, Rlimit, RlimitPlan, apply_rlimits_in_child, join_self};
 pub use detect::{Backend, CGROUP_ROOT, RlimitFallback, V1Hierarchy, V1Layout, V2Layout, detect, detect_host};
 pub use enforcer::Enforcer;
-pub use proc::{sample_descendants, sample_tree};
+pub use proc::{sample_descendants, sample_descendants_except, sample_tree};
 pub use report::{Exceeded, Resource, Sample, Trigger, check_disk, check_sample, cpu_percent};
 pub use spec::{LimitError, MAX_CPUS, MIN_MEMORY_BYTES, ResourceLimits, format_bytes, parse_size};

@@ -78,16 +78,22 @@ pub(crate) fn ticks_to_duration(ticks: u64) -> Duration {
 /// system, with reaped children's), and tasks (threads included; zombies count until reaped,
 /// as in the pids controller). `NotFound` when `root_pid` is gone.
 pub fn sample_tree(root_pid: u32) -> io::Result<Sample> {
-    sample(root_pid, true)
+    sample(root_pid, true, None)
 }
 
 /// [`sample_tree`] without `ancestor` itself: what a child subreaper (the supervisor) passes
 /// its own pid to, so that processes orphaned by the agent still count.
 pub fn sample_descendants(ancestor: u32) -> io::Result<Sample> {
-    sample(ancestor, false)
+    sample(ancestor, false, None)
 }
 
-fn sample(root_pid: u32, include_root: bool) -> io::Result<Sample> {
+/// [`sample_descendants`] leaving out one of them and what it started: for a process that
+/// samples its ancestor's tree from inside it (a hibernating supervisor's sampling child).
+pub fn sample_descendants_except(ancestor: u32, except: u32) -> io::Result<Sample> {
+    sample(ancestor, false, Some(except))
+}
+
+fn sample(root_pid: u32, include_root: bool, except: Option<u32>) -> io::Result<Sample> {
     let tasks = all_tasks()?;
     let Some(root) = tasks.iter().find(|t| t.pid == root_pid) else {
         return Err(io::Error::new(
@@ -104,7 +110,7 @@ fn sample(root_pid: u32, include_root: bool) -> io::Result<Sample> {
     let mut seen = HashSet::new();
     let mut stack = vec![root];
     while let Some(t) = stack.pop() {
-        if !seen.insert(t.pid) {
+        if !seen.insert(t.pid) || Some(t.pid) == except {
             continue;
         }
         if include_root || t.pid != root_pid {
