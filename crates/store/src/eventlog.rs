@@ -52,6 +52,21 @@ struct Inner {
     poisoned: bool,
 }
 
+/// Takes the writer lock on the log's file.
+fn lock(file: File, mode: LockMode, path: &Path) -> Result<Flock<File>, EventLogError> {
+    let arg = match mode {
+        LockMode::Wait => FlockArg::LockExclusive,
+        LockMode::NoWait => FlockArg::LockExclusiveNonblock,
+    };
+    Flock::lock(file, arg).map_err(|(_, e)| match e {
+        nix::errno::Errno::EWOULDBLOCK => EventLogError::Locked { path: path.to_owned() },
+        e => EventLogError::Io {
+            path: path.to_owned(),
+            source: io::Error::from(e),
+        },
+    })
+}
+
 /// An event's sequence number, read alone.
 #[derive(serde::Deserialize)]
 struct SeqOnly {
@@ -86,17 +101,7 @@ impl EventLog {
             .create(true)
             .open(path)
             .map_err(io_err)?;
-        let arg = match mode {
-            LockMode::Wait => FlockArg::LockExclusive,
-            LockMode::NoWait => FlockArg::LockExclusiveNonblock,
-        };
-        let mut file = match Flock::lock(file, arg) {
-            Ok(f) => f,
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                return Err(EventLogError::Locked { path: path.to_owned() });
-            }
-            Err((_, e)) => return Err(io_err(io::Error::from(e))),
-        };
+        let mut file = lock(file, mode, path)?;
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
         let (events, valid_len) = parse(&mut *file, path, true)?;
         let len = file.metadata().map_err(io_err)?.len();
@@ -133,17 +138,7 @@ impl EventLog {
             source,
         };
         let file = OpenOptions::new().read(true).append(true).open(path).map_err(io_err)?;
-        let arg = match mode {
-            LockMode::Wait => FlockArg::LockExclusive,
-            LockMode::NoWait => FlockArg::LockExclusiveNonblock,
-        };
-        let mut file = match Flock::lock(file, arg) {
-            Ok(f) => f,
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                return Err(EventLogError::Locked { path: path.to_owned() });
-            }
-            Err((_, e)) => return Err(io_err(io::Error::from(e))),
-        };
+        let mut file = lock(file, mode, path)?;
         let len = file.metadata().map_err(io_err)?.len();
         // The last line: at most this many bytes back (an event is far shorter).
         let back = len.min(64 * 1024);

@@ -199,6 +199,7 @@ pub struct TreeScan {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WatchHandover {
     pub fd: RawFd,
+    pub root: PathBuf,
     pub dirs: Vec<(i32, PathBuf)>,
 }
 

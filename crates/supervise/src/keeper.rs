@@ -390,6 +390,7 @@ mod tests {
         let mut h = hibernation(dir.path(), None);
         h.watch = Some(crate::hibernate::WatchHandover {
             fd: inotify.as_fd().as_raw_fd(),
+            root: work.path().to_owned(),
             dirs: Vec::new(),
         });
         let file = work.path().join("new.txt");

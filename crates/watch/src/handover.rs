@@ -6,9 +6,10 @@
 //! is then in the handover's batch or in the new watcher's, so a watcher dropped before the exec
 //! and one started after it together miss nothing.
 //!
-//! A handover's batch follows [`ChangeBatch`]'s rules: a created (or moved-in) directory stands
-//! for everything beneath it, since nothing watches inside it; an overflowed queue, or the
-//! root's removal, reports overflow.
+//! A handover's batch follows [`ChangeBatch`]'s rules: the entries of a directory created (or
+//! moved in) while it watched are listed and reported too, as the watcher reports them (nothing
+//! watched inside it; what is made there after the listing is the new watcher's); an
+//! overflowed queue, or the root's removal, reports overflow.
 
 use std::fs;
 use std::io;
@@ -23,6 +24,7 @@ use crate::ChangeBatch;
 #[derive(Debug)]
 pub struct Handover {
     inotify: Inotify,
+    root: PathBuf,
     /// Each watch and its directory, relative to the root.
     dirs: Vec<(i32, PathBuf)>,
 }
@@ -73,7 +75,11 @@ impl Handover {
                 }
             }
         }
-        Ok(Handover { inotify, dirs })
+        Ok(Handover {
+            inotify,
+            root: root.to_path_buf(),
+            dirs,
+        })
     }
 
     /// The descriptor, to keep open across the exec.
@@ -86,20 +92,21 @@ impl Handover {
         &self.dirs
     }
 
-    /// Gives up the descriptor without closing it (it is the next program's).
-    pub fn into_raw(self) -> (RawFd, Vec<(i32, PathBuf)>) {
-        let Handover { inotify, dirs } = self;
-        (OwnedFd::from(inotify).into_raw_fd(), dirs)
+    /// Gives up the descriptor without closing it (it is the next program's); with the root
+    /// and the watches' directories, what [`Handover::from_raw`] takes.
+    pub fn into_raw(self) -> (RawFd, PathBuf, Vec<(i32, PathBuf)>) {
+        let Handover { inotify, root, dirs } = self;
+        (OwnedFd::from(inotify).into_raw_fd(), root, dirs)
     }
 
     /// Takes up a handover a previous program of this process made.
     ///
     /// # Safety
     /// `fd` must be that handover's descriptor, open and owned by nothing else.
-    pub unsafe fn from_raw(fd: RawFd, dirs: Vec<(i32, PathBuf)>) -> Handover {
+    pub unsafe fn from_raw(fd: RawFd, root: PathBuf, dirs: Vec<(i32, PathBuf)>) -> Handover {
         // SAFETY: as the caller promises.
         let inotify = unsafe { Inotify::from_raw_fd(fd) };
-        Handover { inotify, dirs }
+        Handover { inotify, root, dirs }
     }
 
     /// Everything the handover saw since it was armed (it keeps watching; drop it to stop).
@@ -150,10 +157,37 @@ impl Handover {
                 }
                 batch.first_change.get_or_insert(now);
                 batch.last_change = Some(now);
+                if ev.mask.contains(AddWatchFlags::IN_ISDIR)
+                    && ev
+                        .mask
+                        .intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+                {
+                    list_into(&self.root, &path, &mut batch);
+                }
                 batch.paths.insert(path);
             }
         }
         batch
+    }
+}
+
+/// Adds every entry under `rel` (a directory under `root`), recursively, `.git` left out.
+fn list_into(root: &Path, rel: &Path, batch: &mut ChangeBatch) {
+    let mut todo = vec![rel.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = fs::read_dir(root.join(&dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name() == ".git" {
+                continue;
+            }
+            let path = dir.join(entry.file_name());
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(path.clone());
+            }
+            batch.paths.insert(path);
+        }
     }
 }
 
@@ -187,14 +221,21 @@ mod tests {
         fs::write(dir.path().join(".git/objects/x"), "x").unwrap();
         fs::remove_file(dir.path().join("src/deep/a.txt")).unwrap();
         // As across an exec: only the number and the directories go on.
-        let (fd, dirs) = h.into_raw();
+        let (fd, root, dirs) = h.into_raw();
         // SAFETY: the descriptor we just gave up.
-        let h = unsafe { Handover::from_raw(fd, dirs) };
+        let h = unsafe { Handover::from_raw(fd, root, dirs) };
         let batch = h.drain();
         assert!(!batch.overflow, "{batch:?}");
         let paths: Vec<&Path> = batch.paths.iter().map(PathBuf::as_path).collect();
-        // The new directory stands for what was made in it.
-        assert_eq!(paths, [Path::new("new"), Path::new("src/deep/a.txt")]);
+        // What was made in a new directory is listed, as the watcher would report it.
+        assert_eq!(
+            paths,
+            [
+                Path::new("new"),
+                Path::new("new/inside.txt"),
+                Path::new("src/deep/a.txt")
+            ]
+        );
         assert!(h.drain().is_empty());
     }
 

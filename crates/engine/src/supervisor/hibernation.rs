@@ -222,7 +222,7 @@ impl EngineSink<'_, '_> {
         }
         if let Some(w) = wk.watch {
             // SAFETY: the handover's descriptor, kept open for us across the execs.
-            let handover = unsafe { Handover::from_raw(w.fd, w.dirs) };
+            let handover = unsafe { Handover::from_raw(w.fd, w.root, w.dirs) };
             self.take_up_watch(handover, wk.saved.gap);
         }
         wk.dormant
@@ -424,8 +424,8 @@ pub(super) fn hibernate(
             fingerprint,
         }),
         watch: handover.map(|h| {
-            let (fd, dirs) = h.into_raw();
-            WatchHandover { fd, dirs }
+            let (fd, root, dirs) = h.into_raw();
+            WatchHandover { fd, root, dirs }
         }),
         sink: serde_json::to_string(&saved).unwrap_or_default(),
         woke_for: None,
@@ -450,7 +450,7 @@ pub(super) fn hibernate(
     }
     let handover = h.watch.map(|w| {
         // SAFETY: the descriptor we gave up for the exec that failed.
-        unsafe { Handover::from_raw(w.fd, w.dirs) }
+        unsafe { Handover::from_raw(w.fd, w.root, w.dirs) }
     });
     resume_here(sink, h.dormant, tx, &err.to_string(), handover)
 }
