@@ -57,7 +57,7 @@ pub struct GitView {
 }
 
 /// What [`GitView::kept`] keeps of a view.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeptView {
     pub private_ref: Option<PathBuf>,
     pub private_objects: PathBuf,

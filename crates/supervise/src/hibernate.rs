@@ -18,6 +18,7 @@
 use std::ffi::OsString;
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -258,10 +259,16 @@ impl Hibernation {
                 return e;
             }
         }
-        let err = std::process::Command::new(program)
-            .args(args)
-            .arg(fd.as_raw_fd().to_string())
-            .exec_in_place();
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args).arg(fd.as_raw_fd().to_string());
+        // The signals we read must stay blocked (and pending) for the next program: blocked
+        // again just before the exec itself, whatever the exec path does with the mask.
+        let mask = crate::signals::forwarded();
+        // SAFETY: pthread_sigmask is async-signal-safe and touches no memory of ours.
+        unsafe {
+            cmd.pre_exec(move || mask.thread_block().map_err(io::Error::from));
+        }
+        let err = cmd.exec();
         for &k in &keep {
             let _ = set_cloexec(k, true);
         }
@@ -321,28 +328,6 @@ impl Hibernation {
         file.write_all(&text)?;
         file.rewind()?;
         Ok(file)
-    }
-}
-
-/// `exec` with the descriptors as they are (no close-on-exec sweep, no new process).
-trait ExecInPlace {
-    fn exec_in_place(&mut self) -> io::Error;
-}
-
-impl ExecInPlace for std::process::Command {
-    fn exec_in_place(&mut self) -> io::Error {
-        use std::os::unix::process::CommandExt;
-        // The signals we read must stay blocked (and pending) for the next program: blocked
-        // again just before the exec itself, whatever the exec path does with the mask.
-        let mask = crate::signals::forwarded();
-        // SAFETY: pthread_sigmask is async-signal-safe and touches no memory of ours.
-        unsafe {
-            self.pre_exec(move || {
-                mask.thread_block().map_err(io::Error::from)?;
-                Ok(())
-            });
-        }
-        self.exec()
     }
 }
 

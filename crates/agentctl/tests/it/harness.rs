@@ -95,9 +95,20 @@ impl Env {
 
     /// Starts a detached run and returns its id.
     pub fn start(&self, args: &[&str]) -> String {
-        let mut all = vec!["run", "--detach"];
-        all.extend_from_slice(args);
-        let (v, out) = self.json(&all);
+        self.start_with(&[], args)
+    }
+
+    /// [`Env::start`] with more environment variables (the supervisor inherits them).
+    pub fn start_with(&self, vars: &[(&str, &str)], args: &[&str]) -> String {
+        let out = self
+            .cmd()
+            .envs(vars.iter().copied())
+            .args(["--json", "run", "--detach"])
+            .args(args)
+            .output()
+            .expect("agentctl runs");
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr)));
         assert!(out.status.success(), "run failed: {v}");
         v["id"].as_str().expect("id").to_owned()
     }

@@ -3,7 +3,6 @@
 //! a deadline, a change in the worktree, a request. Real runs (sandboxed unless said), with a
 //! short quiet period (`AGENTCTL_HIBERNATE_AFTER`).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -13,22 +12,9 @@ use crate::harness::*;
 /// The quiet period the tests use.
 const QUIET_MS: &str = "300";
 
-fn quick(env: &Env) -> impl Fn(&[&str]) -> String + '_ {
-    move |args| {
-        let mut all = vec!["--json", "run", "--detach"];
-        all.extend_from_slice(args);
-        let out = cmd(env).args(&all).output().unwrap();
-        assert!(out.status.success(), "run failed: {}", stderr(&out));
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["id"].as_str().unwrap().to_owned()
-    }
-}
-
-/// A command with the short quiet period (the supervisor inherits it).
-fn cmd(env: &Env) -> Command {
-    let mut c = env.cmd();
-    c.env("AGENTCTL_HIBERNATE_AFTER", QUIET_MS);
-    c
+/// Starts a detached run with the short quiet period.
+fn quick(env: &Env, args: &[&str]) -> String {
+    env.start_with(&[("AGENTCTL_HIBERNATE_AFTER", QUIET_MS)], args)
 }
 
 fn comm(pid: u64) -> String {
@@ -80,7 +66,10 @@ fn assert_seq_contiguous(env: &Env, id: &str) {
 #[test]
 fn a_quiet_run_hibernates_and_wakes_for_its_output() {
     let env = Env::new();
-    let id = quick(&env)(&["--", "sh", "-c", "echo one; sleep 3; echo two; sleep 3; echo three"]);
+    let id = quick(
+        &env,
+        &["--", "sh", "-c", "echo one; sleep 3; echo two; sleep 3; echo three"],
+    );
     let pid = wait_hibernating(&env, &id);
     // Hibernating is running, to everyone.
     let (ls, _) = env.json(&["ls"]);
@@ -104,12 +93,12 @@ fn a_hibernating_run_stops_on_request_and_on_a_signal() {
     let env = Env::new();
     let marker = format!("hib-stop-{}-x", std::process::id());
     let script = format!("exec -a {marker} sleep 120");
-    let by_request = quick(&env)(&["--", "bash", "-c", &script]);
-    let by_signal = quick(&env)(&["--", "bash", "-c", &script]);
+    let by_request = quick(&env, &["--", "bash", "-c", &script]);
+    let by_signal = quick(&env, &["--", "bash", "-c", &script]);
     wait_hibernating(&env, &by_request);
     let sup = wait_hibernating(&env, &by_signal);
 
-    let out = cmd(&env).args(["stop", &by_request]).output().unwrap();
+    let out = env.run(&["stop", &by_request]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v = env.wait(&by_request);
     assert_eq!(v["state"], "cancelled", "{v}");
@@ -137,7 +126,7 @@ fn a_hibernating_run_stops_on_request_and_on_a_signal() {
 fn a_hibernating_runs_timeout_wakes_it_on_time() {
     let env = Env::new();
     let started = Instant::now();
-    let id = quick(&env)(&["--timeout", "6s", "--", "sleep", "60"]);
+    let id = quick(&env, &["--timeout", "6s", "--", "sleep", "60"]);
     wait_hibernating(&env, &id);
     let v = env.wait(&id);
     assert_eq!(v["state"], "timed_out", "{v}");
@@ -148,14 +137,17 @@ fn a_hibernating_runs_timeout_wakes_it_on_time() {
 #[test]
 fn changes_made_while_hibernating_are_recorded_and_checkpointed() {
     let env = Env::new();
-    let id = quick(&env)(&[
-        "--checkpoint-interval",
-        "1s",
-        "--",
-        "sh",
-        "-c",
-        "sleep 4; mkdir -p d/e; echo x > d/e/f.txt; echo y > top.txt; sleep 120",
-    ]);
+    let id = quick(
+        &env,
+        &[
+            "--checkpoint-interval",
+            "1s",
+            "--",
+            "sh",
+            "-c",
+            "sleep 4; mkdir -p d/e; echo x > d/e/f.txt; echo y > top.txt; sleep 120",
+        ],
+    );
     wait_hibernating(&env, &id);
     // Woken by the change, it records and checkpoints it, then hibernates again.
     let v = env.until(&id, Duration::from_secs(30), |_| {
@@ -181,7 +173,7 @@ fn changes_made_while_hibernating_are_recorded_and_checkpointed() {
         .collect();
     assert_eq!(files, ["d/e/f.txt", "top.txt"], "{d}");
     wait_hibernating(&env, &id);
-    cmd(&env).args(["stop", &id]).output().unwrap();
+    env.run(&["stop", &id]);
     env.wait(&id);
     assert_seq_contiguous(&env, &id);
 }
@@ -189,7 +181,7 @@ fn changes_made_while_hibernating_are_recorded_and_checkpointed() {
 #[test]
 fn a_checkpoint_request_is_answered_by_a_hibernating_run() {
     let env = Env::new();
-    let id = quick(&env)(&["--no-watch", "--", "sh", "-c", "echo z > z.txt; sleep 120"]);
+    let id = quick(&env, &["--no-watch", "--", "sh", "-c", "echo z > z.txt; sleep 120"]);
     wait_hibernating(&env, &id);
     let (v, out) = env.json(&["checkpoint", &id, "-m", "asleep"]);
     assert!(out.status.success(), "{v} {}", stderr(&out));
@@ -197,14 +189,14 @@ fn a_checkpoint_request_is_answered_by_a_hibernating_run() {
     assert_eq!(wakes(&env, &id).last().map(String::as_str), Some("control"));
     let (d, _) = env.json(&["diff", &id, "--from", "0", "--to", "1"]);
     assert_eq!(d["files"][0]["path"], "z.txt", "{d}");
-    cmd(&env).args(["stop", &id]).output().unwrap();
+    env.run(&["stop", &id]);
     assert_eq!(env.wait(&id)["state"], "cancelled");
 }
 
 #[test]
 fn the_keeper_takes_the_samples_and_the_agents_exit_wakes_the_supervisor() {
     let env = Env::new();
-    let id = quick(&env)(&["--", "sleep", "13"]);
+    let id = quick(&env, &["--", "sleep", "13"]);
     let pid = wait_hibernating(&env, &id);
     let v = env.wait(&id);
     assert_eq!(v["state"], "succeeded", "{v}");
@@ -223,7 +215,7 @@ fn the_keeper_takes_the_samples_and_the_agents_exit_wakes_the_supervisor() {
 fn a_killed_keeper_leaves_a_lost_run_and_no_agent() {
     let env = Env::new();
     let marker = format!("hib-lost-{}-x", std::process::id());
-    let id = quick(&env)(&["--", "bash", "-c", &format!("exec -a {marker} sleep 120")]);
+    let id = quick(&env, &["--", "bash", "-c", &format!("exec -a {marker} sleep 120")]);
     let pid = wait_hibernating(&env, &id);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -246,7 +238,7 @@ fn a_killed_keeper_leaves_a_lost_run_and_no_agent() {
 #[test]
 fn reconcile_counts_a_hibernating_supervisor_as_the_runs() {
     let env = Env::new();
-    let id = quick(&env)(&["--", "sleep", "120"]);
+    let id = quick(&env, &["--", "sleep", "120"]);
     wait_hibernating(&env, &id);
     let (v, out) = env.json(&["reconcile", "--dry-run"]);
     assert!(out.status.success(), "{v}");
@@ -257,27 +249,16 @@ fn reconcile_counts_a_hibernating_supervisor_as_the_runs() {
         .filter(|f| f.to_string().contains(&id))
         .collect();
     assert!(about_it.is_empty(), "{about_it:?}");
-    cmd(&env).args(["stop", &id]).output().unwrap();
+    env.run(&["stop", &id]);
     env.wait(&id);
 }
 
 #[test]
 fn runs_that_cannot_hibernate_stay_awake() {
     let env = Env::new();
-    let off = {
-        let out = env
-            .cmd()
-            .env("AGENTCTL_HIBERNATE_AFTER", "off")
-            .args(["--json", "run", "--detach", "--", "sleep", "120"])
-            .output()
-            .unwrap();
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let off = env.start_with(&[("AGENTCTL_HIBERNATE_AFTER", "off")], &["--", "sleep", "120"]);
     // Resource limits are enforced by the supervisor, awake.
-    let limited = quick(&env)(&["--pids", "64", "--", "sleep", "120"]);
+    let limited = quick(&env, &["--pids", "64", "--", "sleep", "120"]);
     for id in [&off, &limited] {
         env.until(id, Duration::from_secs(20), |v| v["state"] == "running");
     }
@@ -285,7 +266,7 @@ fn runs_that_cannot_hibernate_stay_awake() {
     for id in [&off, &limited] {
         let pid = env.show(id)["supervisor_pid"].as_u64().unwrap();
         assert_eq!(comm(pid), "agentctl", "{id}");
-        cmd(&env).args(["stop", id]).output().unwrap();
+        env.run(&["stop", id]);
         env.wait(id);
     }
 }
@@ -294,12 +275,15 @@ fn runs_that_cannot_hibernate_stay_awake() {
 fn a_run_that_keeps_waking_waits_longer_before_it_hibernates_again() {
     let env = Env::new();
     // A line a second: with a 300 ms quiet period it would be exec'd back and forth every second.
-    let id = quick(&env)(&[
-        "--",
-        "sh",
-        "-c",
-        "sleep 2; for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 1; done",
-    ]);
+    let id = quick(
+        &env,
+        &[
+            "--",
+            "sh",
+            "-c",
+            "sleep 2; for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 1; done",
+        ],
+    );
     let v = env.wait(&id);
     assert_eq!(v["state"], "succeeded", "{v}");
     assert_eq!(env.logs(&id), "1\n2\n3\n4\n5\n6\n7\n8\n");
@@ -313,14 +297,17 @@ fn a_path_policy_stop_is_enforced_for_a_change_made_while_hibernating() {
     let env = Env::new();
     let policy = env.dir.path().join("policy.toml");
     std::fs::write(&policy, "forbidden = [\"secrets/**\"]\non_violation = \"stop\"\n").unwrap();
-    let id = quick(&env)(&[
-        "--policy",
-        policy.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
-        "sleep 4; mkdir -p secrets && echo key > secrets/id; sleep 60",
-    ]);
+    let id = quick(
+        &env,
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "sleep 4; mkdir -p secrets && echo key > secrets/id; sleep 60",
+        ],
+    );
     wait_hibernating(&env, &id);
     let started = Instant::now();
     let v = env.wait(&id);

@@ -44,15 +44,7 @@ const KEPT_ENV: &[&str] = &[
 pub(crate) struct KeptConfinement {
     wrapper: Vec<String>,
     env_clear: bool,
-    view: Option<KeptGitView>,
-}
-
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct KeptGitView {
-    private_ref: Option<PathBuf>,
-    private_objects: PathBuf,
-    store: Option<PathBuf>,
-    repo: PathBuf,
+    view: Option<sandbox::gitview::KeptView>,
 }
 
 /// The isolation of one supervisor's agent processes.
@@ -340,19 +332,10 @@ impl Confined {
             .iter()
             .map(|a| a.to_str().map(str::to_owned))
             .collect::<Option<Vec<_>>>()?;
-        let view = self.git.as_ref().map(|g| {
-            let k = g.kept();
-            KeptGitView {
-                private_ref: k.private_ref,
-                private_objects: k.private_objects,
-                store: k.store,
-                repo: k.repo,
-            }
-        });
         Some(KeptConfinement {
             wrapper,
             env_clear: self.env_clear,
-            view,
+            view: self.git.as_ref().map(GitView::kept),
         })
     }
 
@@ -378,14 +361,7 @@ impl Confined {
             env_clear: kept.env_clear,
             env: Vec::new(),
             redactor: Redactor::new(&[]),
-            git: kept.view.map(|v| {
-                GitView::from_kept(sandbox::gitview::KeptView {
-                    private_ref: v.private_ref,
-                    private_objects: v.private_objects,
-                    store: v.store,
-                    repo: v.repo,
-                })
-            }),
+            git: kept.view.map(GitView::from_kept),
             store,
             branch: plan.work_branch().to_owned(),
             _proxy: None,

@@ -14,12 +14,12 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Duration;
 
-use model::{EventData, LaunchPlan};
+use model::LaunchPlan;
 use serde::{Deserialize, Serialize};
 use supervise::hibernate::{Dormant, Hibernation, Sampling, WatchHandover, mono_now_ns};
 use watch::handover::Handover;
 
-use super::confine::KeptConfinement;
+use super::confine::{Confined, KeptConfinement};
 use supervise::{Limits, LoopEvent};
 
 use super::{EngineSink, RunContext};
@@ -40,10 +40,16 @@ pub(crate) enum Allowed {
 }
 
 impl Allowed {
-    /// What a run's plan allows: never for a workflow, a terminal, a run slot (its lock would
-    /// not survive), or without the keeper's program.
-    pub fn for_run(plan: &LaunchPlan) -> Allowed {
-        if plan.workflow.is_some() || plan.tty || plan.max_concurrent.is_some() {
+    /// What a run allows, for its whole life: never for a workflow, a terminal, a run slot
+    /// (its lock would not survive), a confinement that cannot be put aside (a proxy, secrets
+    /// to redact, limits), a disk limit to measure, or without the keeper's program.
+    pub fn for_run(plan: &LaunchPlan, confined: &Confined) -> Allowed {
+        if plan.workflow.is_some()
+            || plan.tty
+            || plan.max_concurrent.is_some()
+            || super::monitor::measures_disk(confined)
+            || confined.kept().is_none()
+        {
             return Allowed::Never;
         }
         match (quiet_period(), keeper_program()) {
@@ -180,9 +186,6 @@ impl EngineSink<'_, '_> {
         matches!(self.hibernation, Allowed::After(_))
             && self.step.is_none()
             && self.watcher.as_ref().is_none_or(|w| !w.is_scanning())
-            && self.confined.kept().is_some()
-            && self.redact.is_none()
-            && !self.monitor.measures_disk()
             && self.monitor.exceeded.is_none()
             && self.pending.is_empty()
             && !self.overflowed
@@ -496,9 +499,4 @@ fn restart_signals(sink: &mut EngineSink<'_, '_>, tx: &SyncSender<LoopEvent>) {
         Ok(f) => sink.signals = Some(f),
         Err(e) => tracing::error!(error = %e, "cannot read signals again"),
     }
-}
-
-/// One sample taken for a keeper (see [`super::monitor::keeper_sample`]), as the event to record.
-pub fn keeper_sample(s: &mut Sampling, keeper: u32, sampler: u32) -> Option<EventData> {
-    super::monitor::keeper_sample(s, keeper, sampler)
 }

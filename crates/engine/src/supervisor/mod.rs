@@ -30,7 +30,8 @@ mod monitor;
 mod quarantine;
 mod workflow;
 
-pub use hibernation::{HIBERNATE_AFTER_ENV, KEEPER_FAILED, keeper_sample};
+pub use hibernation::{HIBERNATE_AFTER_ENV, KEEPER_FAILED};
+pub use monitor::keeper_sample;
 pub use workflow::MessageReceipt;
 
 /// Hooks get at most this long when the run has no timeout.
@@ -479,7 +480,7 @@ fn supervise_run(
         reverted: BTreeSet::new(),
         flagged: BTreeSet::new(),
         signals: held.signals.take(),
-        hibernation: hibernation::Allowed::for_run(plan),
+        hibernation: hibernation::Allowed::for_run(plan, &confined),
         scan_started: None,
     };
     let ctx = RunContext {

@@ -37,7 +37,7 @@ impl Monitor {
             every,
             next_at: Instant::now() + every.min(Duration::from_secs(1)),
             last: None,
-            disk: confined.plan.limits.disk_bytes.is_some() || confined.plan.policy.disk_quota.is_some(),
+            disk: measures_disk(confined),
             exceeded: None,
         }
     }
@@ -82,11 +82,6 @@ impl Monitor {
         sample_event(cpu, &sample, disk)
     }
 
-    /// Whether samples need more than the process tree (the worktree's size).
-    pub fn measures_disk(&self) -> bool {
-        self.disk
-    }
-
     /// The sampling state, for a keeper to go on with while the supervisor hibernates.
     pub fn sampling(&self, events: std::path::PathBuf, run_id: String, next_seq: u64) -> Sampling {
         Sampling {
@@ -104,6 +99,12 @@ impl Monitor {
         self.next_at = instant_of(s.next_at_ns);
         self.last = s.last.map(|r| (instant_of(r.at_ns), sample_of(&r)));
     }
+}
+
+/// Whether a run's samples need more than its process tree: the worktree's size, when a disk
+/// limit or quota applies.
+pub(super) fn measures_disk(confined: &Confined) -> bool {
+    confined.plan.limits.disk_bytes.is_some() || confined.plan.policy.disk_quota.is_some()
 }
 
 /// The event for one sample (none once nothing of the agent is left: the agent has just ended
