@@ -374,9 +374,9 @@ fn report(
             "  {:>2}  {:<9} {:>2} file(s) +{:<3} -{:<3} {:>3} ms",
             c.info.n,
             c.info.trigger.as_str(),
-            c.files_changed,
-            c.insertions,
-            c.deletions,
+            c.files_changed.unwrap_or(0),
+            c.insertions.unwrap_or(0),
+            c.deletions.unwrap_or(0),
             c.info.elapsed_ms
         );
     }

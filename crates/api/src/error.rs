@@ -64,7 +64,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidStateTransition
         | ErrorCode::DaemonRunning
         | ErrorCode::PromotionRefused => StatusCode::CONFLICT,
-        ErrorCode::WorktreeGone => StatusCode::GONE,
+        ErrorCode::WorktreeGone | ErrorCode::CheckpointPruned => StatusCode::GONE,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::InvalidConfig
         | ErrorCode::NotAGitRepo

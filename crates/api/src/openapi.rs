@@ -652,6 +652,7 @@ pub static ROUTES: &[Route] = &[
         }],
         errors: &[
             E::CheckpointNotFound,
+            E::CheckpointPruned,
             E::WorktreeGone,
             E::InvalidStateTransition,
             E::NotAGitRepo,
@@ -682,6 +683,7 @@ pub static ROUTES: &[Route] = &[
         }],
         errors: &[
             E::CheckpointNotFound,
+            E::CheckpointPruned,
             E::WorktreeGone,
             E::RunActive,
             E::InvalidStateTransition,

@@ -30,9 +30,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct CheckpointEntry {
     #[serde(flatten)]
     pub info: CheckpointInfo,
-    pub files_changed: u64,
-    pub insertions: u64,
-    pub deletions: u64,
+    /// Files changed since the parent; `null` when the checkpoint (or its parent) is pruned.
+    pub files_changed: Option<u64>,
+    pub insertions: Option<u64>,
+    pub deletions: Option<u64>,
+    /// The checkpoint's commit is no longer in the repository: `gc --prune-refs` deleted the
+    /// refs (and object store) of the run after its worktree was removed. It stays listed, as
+    /// the run's history; it can no longer be diffed or restored.
+    pub pruned: bool,
 }
 
 /// One side of a diff.
@@ -160,8 +165,13 @@ impl Engine {
     pub fn rollback(&self, id: &RunId, to: CheckpointRef, paths: &[PathBuf]) -> Result<RollbackInfo, EngineError> {
         let _span = tracing::info_span!("run.rollback", run.id = %id).entered();
         let list = checkpoints_in(id, &self.store.events(id)?);
-        let to = resolve_ref(id, &list, to)?.n;
+        let to = resolve_ref(id, &list, to)?;
         let paths = clean_paths(paths)?;
+        let rec = self.refresh(id, "rollback")?;
+        if !rec.worktree_removed {
+            ensure_present(&repo_git(&rec)?, id, &to)?;
+        }
+        let to = to.n;
         let req = ControlRequest::Rollback {
             request_id: request_id(),
             to,
@@ -201,7 +211,8 @@ impl Engine {
         }
     }
 
-    /// The run's checkpoints with their change summaries, oldest first.
+    /// The run's checkpoints with their change summaries, oldest first. Pruned checkpoints are
+    /// listed (marked, without summaries) rather than failing the whole list.
     pub fn checkpoints(&self, id: &RunId) -> Result<Vec<CheckpointEntry>, EngineError> {
         let rec = self.refresh(id, "checkpoints")?;
         let list = checkpoints_in(id, &self.store.events(id)?);
@@ -209,19 +220,34 @@ impl Engine {
             return Ok(Vec::new());
         }
         let git = repo_git(&rec)?;
-        let pairs: Vec<(ObjectId, ObjectId)> = list
+        let wanted: Vec<&str> = list
+            .iter()
+            .flat_map(|c| [c.parent.as_str(), c.commit.as_str(), c.tree.as_str()])
+            .collect();
+        let missing = missing_objects(&git, &wanted)?;
+        let readable = |c: &CheckpointInfo| !missing.contains(&c.commit) && !missing.contains(&c.tree);
+        let summarised: Vec<&CheckpointInfo> = list
+            .iter()
+            .filter(|c| readable(c) && !missing.contains(&c.parent))
+            .collect();
+        let pairs: Vec<(ObjectId, ObjectId)> = summarised
             .iter()
             .map(|c| Ok((parse(&c.parent)?, parse(&c.commit)?)))
             .collect::<Result<_, EngineError>>()?;
         let sums = checkpoint::diff::summaries(&git, &pairs).map_err(cp_err)?;
+        let mut sums: std::collections::BTreeMap<u32, (u64, u64, u64)> =
+            summarised.iter().map(|c| c.n).zip(sums).collect();
         Ok(list
             .into_iter()
-            .zip(sums)
-            .map(|(info, (files, ins, del))| CheckpointEntry {
-                info,
-                files_changed: files,
-                insertions: ins,
-                deletions: del,
+            .map(|info| {
+                let sum = sums.remove(&info.n);
+                CheckpointEntry {
+                    pruned: !readable(&info),
+                    files_changed: sum.map(|s| s.0),
+                    insertions: sum.map(|s| s.1),
+                    deletions: sum.map(|s| s.2),
+                    info,
+                }
             })
             .collect())
     }
@@ -245,7 +271,7 @@ impl Engine {
                 commit: Some(rec.base_commit.clone()),
                 tree: tree_of(&git, &rec.base_commit)?,
             },
-            Some(r) => side(&resolve_ref(id, &list, r)?),
+            Some(r) => side(&git, id, &resolve_ref(id, &list, r)?)?,
         };
         let live = match to {
             DiffTo::Live => true,
@@ -268,7 +294,7 @@ impl Engine {
                 DiffTo::Checkpoint(r) => r,
                 _ => CheckpointRef::Last,
             };
-            side(&resolve_ref(id, &list, r)?)
+            side(&git, id, &resolve_ref(id, &list, r)?)?
         };
         let (a, b) = (parse(&from_side.tree)?, parse(&to_side.tree)?);
         let stats = checkpoint::diff::stats(&git, a, b, &paths).map_err(cp_err)?;
@@ -491,12 +517,51 @@ fn resolve_ref(id: &RunId, list: &[CheckpointInfo], r: CheckpointRef) -> Result<
     })
 }
 
-fn side(c: &CheckpointInfo) -> DiffSide {
-    DiffSide {
+/// A checkpoint as one side of a diff; it must still be in the repository.
+fn side(git: &ExactGit, id: &RunId, c: &CheckpointInfo) -> Result<DiffSide, EngineError> {
+    ensure_present(git, id, c)?;
+    Ok(DiffSide {
         name: c.n.to_string(),
         commit: Some(c.commit.clone()),
         tree: c.tree.clone(),
+    })
+}
+
+/// `CHECKPOINT_PRUNED` when the checkpoint's commit or tree is no longer in the repository.
+fn ensure_present(git: &ExactGit, id: &RunId, c: &CheckpointInfo) -> Result<(), EngineError> {
+    if missing_objects(git, &[&c.commit, &c.tree])?.is_empty() {
+        return Ok(());
     }
+    Err(EngineError::new(
+        ErrorCode::CheckpointPruned,
+        format!(
+            "checkpoint {} of run {id} is no longer in the repository (commit {})",
+            c.n, c.commit
+        ),
+    )
+    .hint(format!(
+        "`agentctl gc --prune-refs` deletes the checkpoints of runs whose worktree was removed; \
+         `agentctl checkpoints {id}` lists what remains"
+    )))
+}
+
+/// Which of `ids` the repository (with its alternates, the runs' object stores) lacks: one
+/// `git cat-file --batch-check` for them all.
+fn missing_objects(git: &ExactGit, ids: &[&str]) -> Result<BTreeSet<String>, EngineError> {
+    if ids.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let input: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    let out = git.run(
+        &["cat-file", "--batch-check=%(objectname)", "--buffer"],
+        None,
+        Some(input.as_bytes()),
+    )?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.strip_suffix(" missing"))
+        .map(str::to_owned)
+        .collect())
 }
 
 fn parse(hex: &str) -> Result<ObjectId, EngineError> {
@@ -553,7 +618,7 @@ fn worktree_gone(rec: &RunRecord) -> EngineError {
         ),
     )
     .hint(format!(
-        "its checkpoints are still in {}: agentctl diff {} --to last",
+        "its checkpoints are still in {} until `agentctl gc --prune-refs`: agentctl diff {} --to last",
         rec.repo.display(),
         rec.id
     ))

@@ -42,10 +42,11 @@ pub enum ErrorCode {
     NotAShadowRun,
     PromotionRefused,
     RouterModelUnusable,
+    CheckpointPruned,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 34] = [
+    pub const ALL: [ErrorCode; 35] = [
         ErrorCode::InvalidArgument,
         ErrorCode::InvalidConfig,
         ErrorCode::RunNotFound,
@@ -80,6 +81,7 @@ impl ErrorCode {
         ErrorCode::NotAShadowRun,
         ErrorCode::PromotionRefused,
         ErrorCode::RouterModelUnusable,
+        ErrorCode::CheckpointPruned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,6 +120,7 @@ impl ErrorCode {
             ErrorCode::NotAShadowRun => "NOT_A_SHADOW_RUN",
             ErrorCode::PromotionRefused => "PROMOTION_REFUSED",
             ErrorCode::RouterModelUnusable => "ROUTER_MODEL_UNUSABLE",
+            ErrorCode::CheckpointPruned => "CHECKPOINT_PRUNED",
         }
     }
 
@@ -136,7 +139,8 @@ impl ErrorCode {
             | ErrorCode::RunAmbiguous
             | ErrorCode::CheckpointNotFound
             | ErrorCode::WorkflowNotFound
-            | ErrorCode::WorktreeGone => 66,
+            | ErrorCode::WorktreeGone
+            | ErrorCode::CheckpointPruned => 66,
             ErrorCode::AgentUnavailable | ErrorCode::NotAGitRepo => 69,
             ErrorCode::Internal | ErrorCode::SpawnFailed | ErrorCode::GitFailed | ErrorCode::CheckpointFailed => 70,
             ErrorCode::Io | ErrorCode::StateDirUnusable => 74,

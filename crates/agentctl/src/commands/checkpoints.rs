@@ -49,22 +49,34 @@ pub fn checkpoints(g: &GlobalArgs, args: &CheckpointsArgs) -> Result<i32, CliErr
         "{:>4}  {:<20}  {:<12}  {:>5}  {:>8}  {:>8}  {:<8}  MESSAGE",
         "N", "TIME", "TRIGGER", "FILES", "+", "-", "COMMIT"
     );
+    let count = |n: Option<u64>, sign: &str| n.map_or_else(|| "-".to_owned(), |n| format!("{sign}{n}"));
     for c in &list {
         let time = c.info.ts.strftime("%Y-%m-%d %H:%M:%S").to_string();
+        let message = c
+            .info
+            .message
+            .as_deref()
+            .map(|m| view::truncate(m, 40))
+            .unwrap_or_default();
         println!(
             "{:>4}  {:<20}  {:<12}  {:>5}  {:>8}  {:>8}  {:<8}  {}",
             c.info.n,
             time,
             c.info.trigger.as_str(),
-            c.files_changed,
-            format!("+{}", c.insertions),
-            format!("-{}", c.deletions),
+            count(c.files_changed, ""),
+            count(c.insertions, "+"),
+            count(c.deletions, "-"),
             &c.info.commit[..c.info.commit.len().min(8)],
-            c.info
-                .message
-                .as_deref()
-                .map(|m| view::truncate(m, 40))
-                .unwrap_or_default()
+            if c.pruned {
+                format!("(pruned) {message}")
+            } else {
+                message
+            }
+        );
+    }
+    if list.iter().any(|c| c.pruned) {
+        println!(
+            "checkpoints marked (pruned) are no longer in the repository: `agentctl gc --prune-refs` deleted them"
         );
     }
     Ok(0)

@@ -240,6 +240,28 @@ fn rm_and_gc_save_uncaptured_work_as_checkpoints_until_refs_are_pruned() {
     assert!(!alternates.contains("stores/"), "{alternates}");
     git(&env.repo, &["log", "-p", "agentctl/committed"]);
     git(&env.repo, &["fsck", "--no-dangling"]);
+    // A gc'd run keeps its records: its checkpoints stay listed, marked pruned, and a diff
+    // of one says so with a code of its own instead of git's "bad object".
+    let (list, out) = env.json(&["checkpoints", "later"]);
+    assert!(out.status.success(), "{list}");
+    let cps = list["checkpoints"].as_array().unwrap();
+    assert!(cps.len() >= 2, "{list}");
+    for cp in cps {
+        assert_eq!(cp["pruned"], true, "{list}");
+        assert!(cp["files_changed"].is_null() && cp["insertions"].is_null(), "{list}");
+    }
+    let text = env.run(&["checkpoints", "later"]);
+    assert!(text.status.success());
+    assert!(String::from_utf8_lossy(&text.stdout).contains("(pruned)"));
+    for args in [["diff", "later", "--to", "last"], ["diff", "later", "--from", "0"]] {
+        let (err, out) = env.json(&args);
+        assert_eq!(err["error"]["code"], "CHECKPOINT_PRUNED", "{err}");
+        assert_eq!(out.status.code(), Some(66));
+        assert!(
+            err["error"]["hint"].as_str().unwrap().contains("gc --prune-refs"),
+            "{err}"
+        );
+    }
     // With its checkpoints gone, the id is free again.
     let (again, out) = env.json(&["run", "--id", "dirty", "--", "true"]);
     assert!(out.status.success(), "{again}");

@@ -433,12 +433,20 @@ fn answers_match_their_schemas() {
     // Checkpoints (flattened into their list entries), rollbacks, rm reports.
     let entry = CheckpointEntry {
         info: checkpoint_info(),
-        files_changed: 1,
-        insertions: 2,
-        deletions: 0,
+        files_changed: Some(1),
+        insertions: Some(2),
+        deletions: Some(0),
+        pruned: false,
+    };
+    let pruned = CheckpointEntry {
+        files_changed: None,
+        insertions: None,
+        deletions: None,
+        pruned: true,
+        ..entry.clone()
     };
     let list = CheckpointList {
-        checkpoints: vec![entry],
+        checkpoints: vec![entry, pruned],
         run: run_id(),
     };
     assert_conforms("CheckpointList", &serde_json::to_value(&list).unwrap());
