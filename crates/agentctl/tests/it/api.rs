@@ -321,6 +321,65 @@ fn stop_and_delete_of_an_active_run() {
     assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("INVALID_ARGUMENT")));
 }
 
+/// What the API fuzzer found: once `gc` removed a run's worktree and a later pruning `gc`
+/// deleted its refs and object store, listing its checkpoints was a 500 (git's "bad object").
+/// The list answers, marking them pruned; a diff of one is a 410 with a code of its own.
+#[test]
+fn checkpoints_of_a_pruned_run_are_listed_as_pruned_and_diffs_are_gone() {
+    let env = Env::new();
+    let d = Daemon::start(&env);
+    let (_, run) = d.call("POST", "/v1/runs", Some(&create_body(&env, "echo hi > hi.txt")));
+    let id = run["id"].as_str().unwrap().to_owned();
+    wait_state(&d, &id, |s| s == "succeeded");
+    let (status, gc) = d.call("POST", "/v1/gc", Some(&json!({"older_than_ms": 0})));
+    assert_eq!(
+        (status, gc["runs"][0]["action"].as_str()),
+        (200, Some("removed")),
+        "{gc}"
+    );
+    let (status, cps) = d.call("GET", &format!("/v1/runs/{id}/checkpoints"), None);
+    assert_eq!(status, 200, "{cps}");
+    assert!(
+        cps["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["pruned"] == false),
+        "{cps}"
+    );
+    let (status, gc) = d.call("POST", "/v1/gc", Some(&json!({"prune_refs": true})));
+    assert_eq!(
+        (status, gc["pruned_refs"][0]["run"].as_str()),
+        (200, Some(id.as_str())),
+        "{gc}"
+    );
+    let (status, cps) = d.call("GET", &format!("/v1/runs/{id}/checkpoints"), None);
+    assert_eq!(status, 200, "{cps}");
+    let list = cps["checkpoints"].as_array().unwrap();
+    assert!(list.len() >= 2, "{cps}");
+    for cp in list {
+        assert_eq!(
+            (cp["pruned"].as_bool(), cp["files_changed"].is_null()),
+            (Some(true), true),
+            "{cps}"
+        );
+    }
+    for query in ["to=last", "from=0"] {
+        let (status, diff) = d.call("GET", &format!("/v1/runs/{id}/diff?{query}"), None);
+        assert_eq!(
+            (status, diff["error"]["code"].as_str()),
+            (410, Some("CHECKPOINT_PRUNED")),
+            "{diff}"
+        );
+    }
+    let (status, rb) = d.call("POST", &format!("/v1/runs/{id}/rollback"), Some(&json!({"to": 0})));
+    assert_eq!(
+        (status, rb["error"]["code"].as_str()),
+        (410, Some("WORKTREE_GONE")),
+        "{rb}"
+    );
+}
+
 #[test]
 fn idempotent_create_under_50_concurrent_duplicates_makes_one_run() {
     let env = Env::new();

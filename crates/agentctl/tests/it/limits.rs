@@ -175,8 +175,13 @@ fn run_timed(env: &Env, args: &[&str]) -> (Value, Duration) {
 }
 
 /// A fork bomb that keeps the agent alive `secs` seconds after it went off.
+/// The agent's own shell forks only twice, before the bomb can take every pid the limit
+/// allows: a `sleep` to wait for (with the `wait` builtin), then one subshell that starts the
+/// bomb. A fork of its own refused later (a `sleep` after the bomb, or the second half of the
+/// bomb's first pipeline under load) would make it exit at once, and the run would end by
+/// itself instead of being stopped for its limit.
 fn fork_bomb(secs: u32) -> String {
-    format!("b() {{ b | b & }}; b; sleep {secs}")
+    format!("sleep {secs} & s=$!; (b() {{ b | b & }}; b) & wait $s")
 }
 
 // ---------------------------------------------------------------------------------------------
