@@ -66,9 +66,16 @@ fn assert_seq_contiguous(env: &Env, id: &str) {
 #[test]
 fn a_quiet_run_hibernates_and_wakes_for_its_output() {
     let env = Env::new();
+    // The last line is not the agent's last act: output and exit at once wake the keeper for
+    // either (CI saw ["output", "signal"]).
     let id = quick(
         &env,
-        &["--", "sh", "-c", "echo one; sleep 3; echo two; sleep 3; echo three"],
+        &[
+            "--",
+            "sh",
+            "-c",
+            "echo one; sleep 3; echo two; sleep 3; echo three; sleep 1",
+        ],
     );
     let pid = wait_hibernating(&env, &id);
     // Hibernating is running, to everyone.

@@ -93,8 +93,44 @@ pub fn sample_descendants_except(ancestor: u32, except: u32) -> io::Result<Sampl
     sample(ancestor, false, Some(except))
 }
 
+/// `root_pid` and its descendants, found through each thread's `children` list: a handful of
+/// reads for a run's tree where [`all_tasks`] reads every process on the host (hundreds, with
+/// many runs supervised). `None` when the kernel has no such lists (built without
+/// `CONFIG_PROC_CHILDREN`). The lists are a snapshot per thread, so a process forked or
+/// reparented meanwhile may be missed until the next sample — as a walk of all of `/proc`
+/// can miss it too. `except` and what it started are not descended into.
+fn tree_tasks(root_pid: u32, except: Option<u32>) -> Option<Vec<TaskStat>> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![root_pid];
+    while let Some(pid) = stack.pop() {
+        if !seen.insert(pid) || Some(pid) == except {
+            continue;
+        }
+        let Some(stat) = read_stat(pid) else {
+            continue;
+        };
+        out.push(stat);
+        let Ok(threads) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for thread in threads.filter_map(|e| e.ok()) {
+            match fs::read_to_string(thread.path().join("children")) {
+                Ok(list) => stack.extend(list.split_ascii_whitespace().filter_map(|p| p.parse::<u32>().ok())),
+                // No such list on a thread that exists: the kernel does not keep them.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && thread.path().exists() => return None,
+                Err(_) => {}
+            }
+        }
+    }
+    Some(out)
+}
+
 fn sample(root_pid: u32, include_root: bool, except: Option<u32>) -> io::Result<Sample> {
-    let tasks = all_tasks()?;
+    let tasks = match tree_tasks(root_pid, except) {
+        Some(tasks) => tasks,
+        None => all_tasks()?,
+    };
     let Some(root) = tasks.iter().find(|t| t.pid == root_pid) else {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
@@ -198,6 +234,48 @@ mod tests {
         assert!(below.pids >= 1, "{below:?}");
         assert!(below.pids < own.pids, "{below:?} {own:?}");
         assert!(below.memory_bytes < own.memory_bytes);
+    }
+
+    /// The walk through `children` lists finds what the parent links of all of `/proc` find,
+    /// grandchildren included, and leaves out `except` with what it started.
+    #[test]
+    fn the_children_walk_finds_the_tree_the_parent_links_find() {
+        let mut sh = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & sleep 5 & wait"])
+            .spawn()
+            .unwrap();
+        let sh_pid = sh.id();
+        let by_links = |root: u32| -> HashSet<u32> {
+            let all = all_tasks().unwrap();
+            let mut found = HashSet::from([root]);
+            while let Some(t) = all.iter().find(|t| found.contains(&t.ppid) && !found.contains(&t.pid)) {
+                found.insert(t.pid);
+            }
+            found
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while by_links(sh_pid).len() < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let walked: HashSet<u32> = tree_tasks(sh_pid, None)
+            .expect("this kernel keeps children lists")
+            .iter()
+            .map(|t| t.pid)
+            .collect();
+        let me: HashSet<u32> = tree_tasks(std::process::id(), Some(sh_pid))
+            .unwrap()
+            .iter()
+            .map(|t| t.pid)
+            .collect();
+        let linked = by_links(sh_pid);
+        for pid in &walked {
+            // SAFETY: kill has no memory-safety preconditions; these are our own children.
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+        sh.wait().unwrap();
+        assert_eq!(walked.len(), 3, "sh and its two sleeps: {walked:?}");
+        assert_eq!(walked, linked);
+        assert!(me.contains(&std::process::id()) && me.is_disjoint(&walked), "{me:?}");
     }
 
     #[test]
