@@ -453,7 +453,13 @@ pub static ROUTES: &[Route] = &[
             description: "The outcome: promoted (or already promoted), or refused with the reasons.",
             content: Content::Json(schema::<model::Promotion>),
         }],
-        errors: &[E::NotAShadowRun, E::RunActive, E::GitFailed, E::SandboxUnavailable],
+        errors: &[
+            E::NotAShadowRun,
+            E::RunActive,
+            E::CheckpointPruned,
+            E::GitFailed,
+            E::SandboxUnavailable,
+        ],
     },
     Route {
         method: Method::Get,
@@ -549,7 +555,8 @@ pub static ROUTES: &[Route] = &[
         operation_id: "listCheckpoints",
         tag: "checkpoints",
         summary: "A run's checkpoints",
-        description: "Every checkpoint with its changes against the one before (as `agentctl checkpoints --json`).",
+        description: "Every checkpoint with its changes against the one before (as `agentctl checkpoints --json`); \
+                      one `gc` pruned is listed with `pruned: true` and null counts.",
         public: false,
         engine: true,
         params: &[RUN_ID],
@@ -559,7 +566,13 @@ pub static ROUTES: &[Route] = &[
             description: "The checkpoints.",
             content: Content::Json(schema::<CheckpointList>),
         }],
-        errors: &[E::InvalidStateTransition, E::NotAGitRepo, E::GitFailed, E::SpawnFailed],
+        errors: &[
+            E::InvalidStateTransition,
+            E::NotAGitRepo,
+            E::CheckpointFailed,
+            E::GitFailed,
+            E::SpawnFailed,
+        ],
     },
     Route {
         method: Method::Post,

@@ -37,6 +37,7 @@ pub struct CheckpointEntry {
     /// The checkpoint's commit is no longer in the repository: `gc --prune-refs` deleted the
     /// refs (and object store) of the run after its worktree was removed. It stays listed, as
     /// the run's history; it can no longer be diffed or restored.
+    #[serde(default)]
     pub pruned: bool,
 }
 
@@ -547,7 +548,7 @@ fn ensure_present(git: &ExactGit, id: &RunId, c: &CheckpointInfo) -> Result<(), 
 
 /// Which of `ids` the repository (with its alternates, the runs' object stores) lacks: one
 /// `git cat-file --batch-check` for them all.
-fn missing_objects(git: &ExactGit, ids: &[&str]) -> Result<BTreeSet<String>, EngineError> {
+pub(crate) fn missing_objects(git: &ExactGit, ids: &[&str]) -> Result<BTreeSet<String>, EngineError> {
     if ids.is_empty() {
         return Ok(BTreeSet::new());
     }
@@ -618,7 +619,7 @@ fn worktree_gone(rec: &RunRecord) -> EngineError {
         ),
     )
     .hint(format!(
-        "its checkpoints are still in {} until `agentctl gc --prune-refs`: agentctl diff {} --to last",
+        "its checkpoints are in {} unless `agentctl gc --prune-refs` deleted them: agentctl checkpoints {}",
         rec.repo.display(),
         rec.id
     ))

@@ -493,6 +493,16 @@ impl Engine {
             return Err(EngineError::new(ErrorCode::RunActive, format!("run {id} is active")));
         }
         let final_tree = last_trusted_tree(w.events());
+        if let Ok(tree) = &final_tree
+            && spec.repo.is_dir()
+            && !crate::checkpoints::missing_objects(&Git::new(&spec.repo).exact()?, &[tree])?.is_empty()
+        {
+            return Err(EngineError::new(
+                ErrorCode::CheckpointPruned,
+                format!("the last checkpoint of run {id} is no longer in the repository: there is nothing to promote"),
+            )
+            .hint("`agentctl gc --prune-refs` deleted the checkpoints of this run after its worktree was removed"));
+        }
         let redactor = crate::supervisor::confine::redactor_for(&plan, &spec.repo);
         let redact = |text: &str| redactor.as_ref().map_or_else(String::new, |r| r.redact_str(text));
         let redact: Option<&dyn Fn(&str) -> String> = redactor.is_some().then_some(&redact as _);

@@ -303,6 +303,27 @@ fn manual_promotion_and_its_errors() {
     env.wait(&busy);
 }
 
+/// A shadow run whose checkpoints `gc --prune-refs` deleted (its worktree removed first) has
+/// nothing left to promote: a code of its own, not git's failure on the missing tree.
+#[test]
+fn a_run_whose_checkpoints_were_pruned_has_nothing_to_promote() {
+    let env = Env::new();
+    let (v, _) = env.json(&["run", "--shadow=manual", "--", "sh", "-c", "echo x > x.txt"]);
+    let id = v["id"].as_str().unwrap().to_owned();
+    let base = rev(&env.repo, &format!("agentctl/{id}"));
+    env.json(&["gc", "--older-than", "0s"]);
+    let (gc, _) = env.json(&["gc", "--prune-refs"]);
+    assert_eq!(gc["pruned_refs"][0]["run"], id.as_str(), "{gc}");
+    let (err, out) = env.json(&["promote", &id]);
+    assert_eq!(err["error"]["code"], "CHECKPOINT_PRUNED", "{err}");
+    assert_eq!(out.status.code(), Some(66));
+    assert_eq!(
+        rev(&env.repo, &format!("agentctl/{id}")),
+        base,
+        "the branch did not move"
+    );
+}
+
 #[test]
 fn a_branch_moved_since_the_run_started_is_not_overwritten() {
     let env = Env::new();
