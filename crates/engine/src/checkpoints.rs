@@ -166,19 +166,24 @@ impl Engine {
     pub fn rollback(&self, id: &RunId, to: CheckpointRef, paths: &[PathBuf]) -> Result<RollbackInfo, EngineError> {
         let _span = tracing::info_span!("run.rollback", run.id = %id).entered();
         let list = checkpoints_in(id, &self.store.events(id)?);
-        let to = resolve_ref(id, &list, to)?;
+        let target = resolve_ref(id, &list, to)?;
         let paths = clean_paths(paths)?;
-        let rec = self.refresh(id, "rollback")?;
-        if !rec.worktree_removed {
-            ensure_present(&repo_git(&rec)?, id, &to)?;
-        }
-        let to = to.n;
+        let to = target.n;
         let req = ControlRequest::Rollback {
             request_id: request_id(),
             to,
             paths: paths.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
         };
-        self.in_session(id, &req, |cp, w| cp.rollback(w, to, &paths, false))
+        match self.in_session(id, &req, |cp, w| cp.rollback(w, to, &paths, false)) {
+            Err(e) if e.code == ErrorCode::CheckpointFailed => {
+                let git = self.store.get(id).ok().flatten().and_then(|rec| repo_git(&rec).ok());
+                Err(match git {
+                    Some(git) => pruned_or(&git, id, &[&target], e),
+                    None => e,
+                })
+            }
+            out => out,
+        }
     }
 
     /// Sends `req` to the run's supervisor, or — when none is alive — runs `direct` here.
@@ -221,36 +226,22 @@ impl Engine {
             return Ok(Vec::new());
         }
         let git = repo_git(&rec)?;
-        let wanted: Vec<&str> = list
-            .iter()
-            .flat_map(|c| [c.parent.as_str(), c.commit.as_str(), c.tree.as_str()])
-            .collect();
-        let missing = missing_objects(&git, &wanted)?;
-        let readable = |c: &CheckpointInfo| !missing.contains(&c.commit) && !missing.contains(&c.tree);
-        let summarised: Vec<&CheckpointInfo> = list
-            .iter()
-            .filter(|c| readable(c) && !missing.contains(&c.parent))
-            .collect();
-        let pairs: Vec<(ObjectId, ObjectId)> = summarised
-            .iter()
-            .map(|c| Ok((parse(&c.parent)?, parse(&c.commit)?)))
-            .collect::<Result<_, EngineError>>()?;
-        let sums = checkpoint::diff::summaries(&git, &pairs).map_err(cp_err)?;
-        let mut sums: std::collections::BTreeMap<u32, (u64, u64, u64)> =
-            summarised.iter().map(|c| c.n).zip(sums).collect();
-        Ok(list
-            .into_iter()
-            .map(|info| {
-                let sum = sums.remove(&info.n);
-                CheckpointEntry {
-                    pruned: !readable(&info),
-                    files_changed: sum.map(|s| s.0),
-                    insertions: sum.map(|s| s.1),
-                    deletions: sum.map(|s| s.2),
-                    info,
+        // Checked only when git fails: a run's checkpoints are all there but after
+        // `gc --prune-refs`, and the list is a request path.
+        match summarise(&git, &list, &BTreeSet::new()) {
+            Ok(entries) => Ok(entries),
+            Err(e) => {
+                let wanted: Vec<&str> = list
+                    .iter()
+                    .flat_map(|c| [c.parent.as_str(), c.commit.as_str(), c.tree.as_str()])
+                    .collect();
+                let missing = missing_objects(&git, &wanted)?;
+                if missing.is_empty() {
+                    return Err(e);
                 }
-            })
-            .collect())
+                summarise(&git, &list, &missing)
+            }
+        }
     }
 
     /// Compares two states of the run's worktree.
@@ -272,7 +263,7 @@ impl Engine {
                 commit: Some(rec.base_commit.clone()),
                 tree: tree_of(&git, &rec.base_commit)?,
             },
-            Some(r) => side(&git, id, &resolve_ref(id, &list, r)?)?,
+            Some(r) => side(&resolve_ref(id, &list, r)?),
         };
         let live = match to {
             DiffTo::Live => true,
@@ -295,12 +286,18 @@ impl Engine {
                 DiffTo::Checkpoint(r) => r,
                 _ => CheckpointRef::Last,
             };
-            side(&git, id, &resolve_ref(id, &list, r)?)?
+            side(&resolve_ref(id, &list, r)?)
         };
         let (a, b) = (parse(&from_side.tree)?, parse(&to_side.tree)?);
-        let stats = checkpoint::diff::stats(&git, a, b, &paths).map_err(cp_err)?;
+        // A side whose tree git cannot read is, but for damage, a checkpoint `gc` pruned.
+        let compared: Vec<&CheckpointInfo> = [&from_side, &to_side]
+            .iter()
+            .filter_map(|d| list.iter().find(|c| c.n.to_string() == d.name))
+            .collect();
+        let failed = |e| pruned_or(&git, id, &compared, cp_err(e));
+        let stats = checkpoint::diff::stats(&git, a, b, &paths).map_err(failed)?;
         let text = match render {
-            Some((format, color)) => Some(checkpoint::diff::render(&git, a, b, &paths, format, color).map_err(cp_err)?),
+            Some((format, color)) => Some(checkpoint::diff::render(&git, a, b, &paths, format, color).map_err(failed)?),
             None => None,
         };
         Ok(DiffResult {
@@ -518,22 +515,31 @@ fn resolve_ref(id: &RunId, list: &[CheckpointInfo], r: CheckpointRef) -> Result<
     })
 }
 
-/// A checkpoint as one side of a diff; it must still be in the repository.
-fn side(git: &ExactGit, id: &RunId, c: &CheckpointInfo) -> Result<DiffSide, EngineError> {
-    ensure_present(git, id, c)?;
-    Ok(DiffSide {
+fn side(c: &CheckpointInfo) -> DiffSide {
+    DiffSide {
         name: c.n.to_string(),
         commit: Some(c.commit.clone()),
         tree: c.tree.clone(),
-    })
+    }
 }
 
-/// `CHECKPOINT_PRUNED` when the checkpoint's commit or tree is no longer in the repository.
-fn ensure_present(git: &ExactGit, id: &RunId, c: &CheckpointInfo) -> Result<(), EngineError> {
-    if missing_objects(git, &[&c.commit, &c.tree])?.is_empty() {
-        return Ok(());
-    }
-    Err(EngineError::new(
+/// Explains a git failure on `checkpoints`: `CHECKPOINT_PRUNED` for the first whose commit or
+/// tree is no longer in the repository, else `err` as it was.
+fn pruned_or(git: &ExactGit, id: &RunId, checkpoints: &[&CheckpointInfo], err: EngineError) -> EngineError {
+    let wanted: Vec<&str> = checkpoints
+        .iter()
+        .flat_map(|c| [c.commit.as_str(), c.tree.as_str()])
+        .collect();
+    let Ok(missing) = missing_objects(git, &wanted) else {
+        return err;
+    };
+    let Some(c) = checkpoints
+        .iter()
+        .find(|c| missing.contains(&c.commit) || missing.contains(&c.tree))
+    else {
+        return err;
+    };
+    EngineError::new(
         ErrorCode::CheckpointPruned,
         format!(
             "checkpoint {} of run {id} is no longer in the repository (commit {})",
@@ -543,7 +549,39 @@ fn ensure_present(git: &ExactGit, id: &RunId, c: &CheckpointInfo) -> Result<(), 
     .hint(format!(
         "`agentctl gc --prune-refs` deletes the checkpoints of runs whose worktree was removed; \
          `agentctl checkpoints {id}` lists what remains"
-    )))
+    ))
+}
+
+/// The entries of `list`, with summaries for those whose objects are not in `missing`.
+fn summarise(
+    git: &ExactGit,
+    list: &[CheckpointInfo],
+    missing: &BTreeSet<String>,
+) -> Result<Vec<CheckpointEntry>, EngineError> {
+    let readable = |c: &CheckpointInfo| !missing.contains(&c.commit) && !missing.contains(&c.tree);
+    let summarised: Vec<&CheckpointInfo> = list
+        .iter()
+        .filter(|c| readable(c) && !missing.contains(&c.parent))
+        .collect();
+    let pairs: Vec<(ObjectId, ObjectId)> = summarised
+        .iter()
+        .map(|c| Ok((parse(&c.parent)?, parse(&c.commit)?)))
+        .collect::<Result<_, EngineError>>()?;
+    let sums = checkpoint::diff::summaries(git, &pairs).map_err(cp_err)?;
+    let mut sums: std::collections::BTreeMap<u32, (u64, u64, u64)> = summarised.iter().map(|c| c.n).zip(sums).collect();
+    Ok(list
+        .iter()
+        .map(|info| {
+            let sum = sums.remove(&info.n);
+            CheckpointEntry {
+                pruned: !readable(info),
+                files_changed: sum.map(|s| s.0),
+                insertions: sum.map(|s| s.1),
+                deletions: sum.map(|s| s.2),
+                info: info.clone(),
+            }
+        })
+        .collect())
 }
 
 /// Which of `ids` the repository (with its alternates, the runs' object stores) lacks: one

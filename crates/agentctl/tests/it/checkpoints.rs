@@ -330,3 +330,17 @@ fn git_dir_file(wt: &Path, name: &str) -> std::path::PathBuf {
     let p = std::path::PathBuf::from(git(wt, &["rev-parse", "--git-path", name]).trim());
     if p.is_absolute() { p } else { wt.join(p) }
 }
+
+/// A rollback to a checkpoint whose objects are gone from under a live worktree (its run's
+/// object store deleted by hand) says so with `CHECKPOINT_PRUNED`, not git's failure.
+#[test]
+fn a_rollback_to_a_checkpoint_whose_objects_are_gone_says_so() {
+    let env = Env::new();
+    let (v, _) = env.json(&["run", "--id", "gone", "--", "sh", "-c", "echo x > x.txt"]);
+    assert_eq!(v["state"], "succeeded", "{v}");
+    std::fs::remove_dir_all(env.repo.join(".git/agentctl/stores/gone")).unwrap();
+    let (err, out) = env.json(&["rollback", "gone", "0"]);
+    assert_eq!(err["error"]["code"], "CHECKPOINT_PRUNED", "{err}");
+    assert_eq!(out.status.code(), Some(66));
+    assert!(Path::new(v["worktree"].as_str().unwrap()).join("x.txt").exists());
+}
